@@ -1,0 +1,157 @@
+"""Latent geometry: bimodality per dimension, same-encoding fraction, distinct class codes, neural-collapse stats.
+
+Pure functions on numpy arrays (latents ``z`` of shape (N, d), labels / predictions of shape (N,)), so they can be
+tested on synthetic latents with known answers.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.mixture import GaussianMixture
+
+BIMODAL_SEPARATION = 4.0  # peak distance in units of the peaks' pooled std above which a dimension counts as bimodal
+BIMODAL_MIN_WEIGHT = 0.02  # the smaller peak must hold at least this share of the samples
+
+
+@dataclass(frozen=True)
+class DimensionPeaks:
+    """Two-component 1-D Gaussian mixture of one latent dimension; ``low`` < ``high``."""
+
+    low: float
+    high: float
+    std_low: float
+    std_high: float
+    weight_low: float
+
+    @property
+    def threshold(self) -> float:
+        return 0.5 * (self.low + self.high)
+
+    @property
+    def separation(self) -> float:
+        pooled = np.sqrt(0.5 * (self.std_low**2 + self.std_high**2))
+        return float((self.high - self.low) / max(pooled, 1e-12))
+
+    @property
+    def bimodal(self) -> bool:
+        return self.separation >= BIMODAL_SEPARATION and min(self.weight_low, 1 - self.weight_low) >= BIMODAL_MIN_WEIGHT
+
+
+def fit_peaks(values: np.ndarray, max_samples: int = 5000, seed: int = 0) -> DimensionPeaks:
+    """Fit two Gaussian peaks to one latent dimension (subsampled for speed)."""
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    if v.size < 2 or np.ptp(v) == 0:
+        c = float(v.mean()) if v.size else 0.0
+        return DimensionPeaks(c, c, 0.0, 0.0, 1.0)
+    if v.size > max_samples:
+        v = np.random.default_rng(seed).choice(v, max_samples, replace=False)
+    gm = GaussianMixture(2, covariance_type="full", random_state=seed, reg_covar=1e-12 + 1e-9 * v.var())
+    gm.fit(v[:, None])
+    means = gm.means_.reshape(-1)
+    stds = np.sqrt(gm.covariances_.reshape(-1))
+    lo, hi = np.argsort(means)
+    return DimensionPeaks(float(means[lo]), float(means[hi]), float(stds[lo]), float(stds[hi]), float(gm.weights_[lo]))
+
+
+def sign_codes(z: np.ndarray, thresholds: np.ndarray | None = None) -> np.ndarray:
+    """Binary code (N, d) of each latent: 1 where z_j > t_j (t = 0 if no thresholds are given)."""
+    t = np.zeros(z.shape[1]) if thresholds is None else np.asarray(thresholds)
+    return (z > t).astype(np.int8)
+
+
+def class_codes(codes: np.ndarray, pred: np.ndarray, num_classes: int) -> dict[int, tuple[int, ...]]:
+    """The most frequent code of each predicted class (classes never predicted are absent)."""
+    out = {}
+    for k in range(num_classes):
+        rows = codes[pred == k]
+        if len(rows):
+            out[k] = Counter(map(tuple, rows.tolist())).most_common(1)[0][0]
+    return out
+
+
+def same_encoding_fraction(codes: np.ndarray, pred: np.ndarray, num_classes: int) -> float:
+    """Share of samples whose code equals the most frequent code of their predicted class."""
+    if len(pred) == 0:
+        return float("nan")
+    modal = class_codes(codes, pred, num_classes)
+    hits = sum(int((codes[pred == k] == np.array(c)).all(axis=1).sum()) for k, c in modal.items())
+    return hits / len(pred)
+
+
+def collapse_stats(z: np.ndarray, labels: np.ndarray, num_classes: int) -> dict[str, float]:
+    """NC1 = Tr(Σ_W Σ_B⁺)/K, Tr(Σ_W)/Tr(Σ_B) and equinorm (coefficient of variation of centred class-mean norms).
+
+    Classes with no sample are skipped; with fewer than two populated classes the statistics are NaN.
+    """
+    present = [k for k in range(num_classes) if np.any(labels == k)]
+    if len(present) < 2:
+        return {"nc1": float("nan"), "sigma_w_rel": float("nan"), "equinorm_cv": float("nan")}
+    z = np.asarray(z, dtype=np.float64)
+    mu_g = z.mean(axis=0)
+    means = np.stack([z[labels == k].mean(axis=0) for k in present])
+    d = z.shape[1]
+    sw = np.zeros((d, d))
+    for mk, k in zip(means, present, strict=True):
+        diff = z[labels == k] - mk
+        sw += diff.T @ diff
+    sw /= len(z)
+    centred = means - mu_g
+    sb = centred.T @ centred / len(present)
+    nc1 = float(np.trace(sw @ np.linalg.pinv(sb, rcond=1e-10)) / len(present))
+    norms = np.linalg.norm(centred, axis=1)
+    return {
+        "nc1": nc1,
+        "sigma_w_rel": float(np.trace(sw) / max(np.trace(sb), 1e-300)),
+        "equinorm_cv": float(norms.std() / max(norms.mean(), 1e-300)),
+    }
+
+
+def latent_geometry(
+    z: np.ndarray, pred: np.ndarray, labels: np.ndarray, num_classes: int, peaks: list[DimensionPeaks]
+) -> dict:
+    """Geometry of one split's latents, using peaks (and so thresholds) fitted on the training split."""
+    thresholds = np.array([p.threshold for p in peaks])
+    codes = sign_codes(z, thresholds)
+    raw = sign_codes(z)
+    modal = class_codes(codes, pred, num_classes)
+    return {
+        "n": int(len(z)),
+        "same_encoding": same_encoding_fraction(codes, pred, num_classes),
+        "same_encoding_raw_sign": same_encoding_fraction(raw, pred, num_classes),
+        "distinct_class_codes": len(set(modal.values())),
+        "classes_predicted": len(modal),
+        "class_codes": {str(k): "".join(map(str, c)) for k, c in modal.items()},
+        **collapse_stats(z, labels, num_classes),
+    }
+
+
+def run_metrics(model, data, device: str = "cpu") -> dict:
+    """Accuracy and latent geometry on the un-augmented train, validation and test splits."""
+    from training.train import predict
+
+    out: dict = {"dataset": data.name, "num_classes": data.num_classes, "latent_width": model.latent_width}
+    latents = {}
+    for name, split in (("train", data.train), ("val", data.val), ("test", data.test)):
+        logits, z = predict(model, split.images, device=device)
+        latents[name] = (z, logits.argmax(1), split.labels)
+        out[f"{name}_acc"] = float((logits.argmax(1) == split.labels).mean())
+    if model.cfg.variant == "no_pen":
+        # The classifier sits directly on the 256-d features: report collapse statistics only.
+        for name, (z, pred, y) in latents.items():
+            out[name] = collapse_stats(z, y, data.num_classes)
+        return out
+    z_tr = latents["train"][0]
+    peaks = [fit_peaks(z_tr[:, j], seed=j) for j in range(z_tr.shape[1])]
+    out["dimensions"] = [
+        {"low": p.low, "high": p.high, "threshold": p.threshold, "separation": p.separation, "bimodal": p.bimodal,
+         "weight_low": p.weight_low}
+        for p in peaks
+    ]
+    out["bimodal_dims"] = int(sum(p.bimodal for p in peaks))
+    out["all_dims_bimodal"] = bool(all(p.bimodal for p in peaks))
+    for name, (z, pred, y) in latents.items():
+        out[name] = latent_geometry(z, pred, y, data.num_classes, peaks)
+    return out

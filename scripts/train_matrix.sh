@@ -6,10 +6,14 @@ cd "$(dirname "$0")/.."
 VARIANTS=${VARIANTS:-"bin_enc no_pen lin_pen"}
 SEEDS=${SEEDS:-"0 1 2"}
 JOBS=${JOBS:-2}
+DEVICE=${DEVICE:-cpu}
+RUNS=${RUNS:-runs}
+DATA_DIR=${DATA_DIR:+--data-dir $DATA_DIR}
+mkdir -p "$RUNS"
 for s in $SEEDS; do for v in $VARIANTS; do
-  out=runs/fashion-mnist_cnn_quick_${v}_s${s}
+  out=$RUNS/fashion-mnist_cnn_quick_${v}_s${s}
   [ -f "$out/metrics.json" ] && continue
-  args=(--dataset fashion-mnist --backbone cnn --profile quick --variant "$v" --seed "$s" --threads 1 --quiet --out "$out")
+  args=(--dataset fashion-mnist --backbone cnn --profile quick --variant "$v" --seed "$s" --threads 1 --device "$DEVICE" --quiet --out "$out" $DATA_DIR)
   [ -f "$out/checkpoint.pt" ] && args+=(--resume)
-  echo "python -m training ${args[*]}"
-done; done | xargs -P "$JOBS" -I{} sh -c '{} >> runs/train_matrix.log 2>&1'
+  echo "${PYTHON:-python} -m training ${args[*]}"
+done; done | xargs -P "$JOBS" -I{} sh -c "{} >> $RUNS/train_matrix.log 2>&1"

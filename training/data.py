@@ -258,9 +258,11 @@ def load_dataset(
     from sklearn.model_selection import train_test_split
 
     idx = np.arange(len(raw.train))
-    train_idx, val_idx = train_test_split(
-        idx, test_size=val_fraction, random_state=seed, stratify=raw.train.labels
-    )
+    counts = np.bincount(raw.train.labels)
+    n_val = int(np.ceil(val_fraction * len(idx)))
+    # Stratify by class when every class can appear on both sides; tiny datasets fall back to a plain shuffle.
+    stratify = raw.train.labels if counts[counts > 0].min() >= 2 and n_val >= np.count_nonzero(counts) else None
+    train_idx, val_idx = train_test_split(idx, test_size=val_fraction, random_state=seed, stratify=stratify)
     train_idx, val_idx = np.sort(train_idx), np.sort(val_idx)
     tr = Split(raw.train.images[train_idx], raw.train.labels[train_idx])
     va = Split(raw.train.images[val_idx], raw.train.labels[val_idx])

@@ -117,9 +117,15 @@ def latent_geometry(
     codes = sign_codes(z, thresholds)
     raw = sign_codes(z)
     modal = class_codes(codes, pred, num_classes)
+    correct = pred == labels
+    agree = np.zeros(len(z), dtype=bool)
+    for k, c in modal.items():
+        agree[pred == k] = (codes[pred == k] == np.array(c)).all(axis=1)
     return {
         "n": int(len(z)),
         "same_encoding": same_encoding_fraction(codes, pred, num_classes),
+        "same_encoding_correct": float(agree[correct].mean()) if correct.any() else float("nan"),
+        "same_encoding_errors": float(agree[~correct].mean()) if (~correct).any() else float("nan"),
         "same_encoding_raw_sign": same_encoding_fraction(raw, pred, num_classes),
         "distinct_class_codes": len(set(modal.values())),
         "classes_predicted": len(modal),

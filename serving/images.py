@@ -1,0 +1,262 @@
+"""Image upload decoding: the documented policy that turns a PNG/JPEG into the model's input.
+
+Policy (the same for every request; see docs/serving.md):
+
+1. **Formats**: PNG and JPEG only, recognised from the bytes (not the filename or the part's content type).
+   Anything else is ``415 unsupported_image_format``; bytes Pillow cannot parse are ``400 invalid_image``,
+   and a file that ends early is ``400 truncated_image``.
+2. **Size guard before decoding**: the header's width × height is checked before any pixel is decoded.
+   More than ``BINENC_MAX_IMAGE_PIXELS`` (default 16 777 216 = 4096²) is ``400 decompression_bomb``; a side
+   longer than ``BINENC_MAX_IMAGE_SIDE`` (default 8192) or an aspect ratio above 64:1 is
+   ``400 invalid_image_dimensions``. Pillow's own ``Image.MAX_IMAGE_PIXELS`` is set to the same cap so a
+   bomb is refused even on a path that skips our check.
+3. **Modes**: 1, L, P, RGB, RGBA, LA, CMYK, YCbCr, I;16* (16-bit grayscale) are converted; JPEG EXIF
+   orientation is applied. Transparency is composited over **white**. Other modes (F, I, HSV, LAB, ...)
+   are ``415 unsupported_image_mode``.
+4. **Colour**: grayscale models (C = 1) use Pillow's ``L`` (ITU-R 601-2 luma); colour models use RGB.
+5. **MNIST-style models** (dataset ``mnist``, ``fashion-mnist`` or ``digits``: a bright object on a black
+   background):
+
+   * *polarity*: if the median of the image's 1-pixel border is brighter than mid-grey (> 127), the image
+     is inverted, so a dark drawing on white paper becomes white-on-black;
+   * *background*: values at or below the border median (after inversion) become 0;
+   * *crop*: to the bounding box of pixels above 10 % of the maximum (an empty image is kept whole);
+   * *fit*: the crop is resized, aspect ratio kept, so its longer side is ``fit`` × the model's side
+     (MNIST 20/28 as in the original preprocessing, Fashion-MNIST and digits 1.0);
+   * *centre*: pasted on a black canvas of the model's H×W, centred by bounding box, then (MNIST only)
+     shifted so the centre of mass sits at the canvas centre.
+
+   Other models: the whole image is resized to H×W without cropping (aspect ratio not kept).
+6. Resampling: ``BOX`` when shrinking (area average, like the 8×8 digits' block averaging), ``BILINEAR``
+   when enlarging. The result is float32 in [0, 1], shape (C, H, W).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .validation import ApiError, bad_request
+
+DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
+DEFAULT_MAX_IMAGE_SIDE = 8192
+MAX_ASPECT = 64
+ALLOWED_FORMATS = ("PNG", "JPEG")
+CONVERTIBLE_MODES = {"1", "L", "P", "RGB", "RGBA", "LA", "La", "RGBa", "PA", "CMYK", "YCbCr",
+                     "I;16", "I;16L", "I;16B", "I;16N"}
+
+# Fraction of the model's side the object's longer side is fitted to (MNIST: 20 px box in 28 px).
+MNIST_STYLE_FIT = {"mnist": 20.0 / 28.0, "fashion-mnist": 1.0, "digits": 1.0}
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return int(raw) if raw else default
+
+
+MAX_IMAGE_PIXELS = _env_int("BINENC_MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS)
+MAX_IMAGE_SIDE = _env_int("BINENC_MAX_IMAGE_SIDE", DEFAULT_MAX_IMAGE_SIDE)
+# Pillow warns above MAX_IMAGE_PIXELS and raises above twice that; our own check runs first anyway.
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+
+
+@dataclass(frozen=True)
+class ImagePolicy:
+    """How uploads become model input: target shape and whether MNIST-style polarity/centering applies."""
+
+    channels: int
+    height: int
+    width: int
+    mnist_style: bool = False
+    fit: float = 1.0
+    centre_of_mass: bool = False
+
+    @classmethod
+    def for_model(cls, channels: int, height: int, width: int, dataset: str | None) -> ImagePolicy:
+        name = (dataset or "").lower()
+        if name in MNIST_STYLE_FIT and channels == 1:
+            return cls(channels, height, width, True, MNIST_STYLE_FIT[name], centre_of_mass=(name == "mnist"))
+        return cls(channels, height, width)
+
+    def describe(self) -> dict:
+        """Machine-readable summary for GET /model."""
+        out = {
+            "formats": list(ALLOWED_FORMATS),
+            "color": "L (ITU-R 601-2 luma)" if self.channels == 1 else "RGB",
+            "alpha": "composited over white",
+            "resize_to": [self.height, self.width],
+            "max_pixels": MAX_IMAGE_PIXELS,
+            "max_side": MAX_IMAGE_SIDE,
+            "mnist_style": self.mnist_style,
+        }
+        if self.mnist_style:
+            out.update(
+                polarity="invert when the border median is > 127 (dark object on light background)",
+                crop="bounding box of pixels > 10% of max",
+                fit=self.fit,
+                centre="centre of mass" if self.centre_of_mass else "bounding box",
+            )
+        return out
+
+
+def _open(data: bytes) -> Image.Image:
+    if not data:
+        raise bad_request("invalid_image", "the uploaded file is empty; expected PNG or JPEG bytes")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError as err:
+            raise bad_request("decompression_bomb", f"image refused before decoding: {err}") from None
+        except Image.DecompressionBombWarning:
+            raise bad_request(
+                "decompression_bomb",
+                f"image has more than {MAX_IMAGE_PIXELS} pixels (possible decompression bomb)",
+            ) from None
+        except UnidentifiedImageError:
+            raise ApiError(
+                415, "unsupported_image_format",
+                "the uploaded file is not a recognisable image; expected PNG or JPEG bytes",
+            ) from None
+        except (OSError, ValueError, SyntaxError) as err:
+            raise bad_request("invalid_image", f"could not read the image header: {err}") from None
+    if img.format not in ALLOWED_FORMATS:
+        fmt = img.format
+        img.close()
+        raise ApiError(415, "unsupported_image_format", f"image format {fmt} is not accepted; send PNG or JPEG")
+    return img
+
+
+def _check_dimensions(img: Image.Image) -> None:
+    w, h = img.size
+    if w <= 0 or h <= 0:
+        raise bad_request("invalid_image_dimensions", f"image has zero size ({w}×{h})")
+    if w * h > MAX_IMAGE_PIXELS:
+        raise bad_request(
+            "decompression_bomb",
+            f"image is {w}×{h} = {w * h} pixels, above the cap of {MAX_IMAGE_PIXELS} (possible decompression "
+            "bomb); downscale it before upload",
+        )
+    if max(w, h) > MAX_IMAGE_SIDE:
+        raise bad_request(
+            "invalid_image_dimensions", f"image is {w}×{h}; the longest side may be at most {MAX_IMAGE_SIDE}"
+        )
+    if max(w, h) > MAX_ASPECT * min(w, h):
+        raise bad_request(
+            "invalid_image_dimensions", f"image is {w}×{h}; aspect ratios above {MAX_ASPECT}:1 are refused"
+        )
+
+
+def _load(img: Image.Image) -> Image.Image:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img.load()
+        except Image.DecompressionBombError as err:
+            raise bad_request("decompression_bomb", str(err)) from None
+        except Image.DecompressionBombWarning as err:
+            raise bad_request("decompression_bomb", str(err)) from None
+        except OSError as err:
+            text = str(err)
+            code = "truncated_image" if "truncated" in text or "broken data stream" in text else "invalid_image"
+            raise bad_request(code, f"could not decode the image: {text}") from None
+        except (ValueError, SyntaxError, EOFError, MemoryError) as err:
+            raise bad_request("invalid_image", f"could not decode the image: {err}") from None
+    return img
+
+
+def _to_mode(img: Image.Image, channels: int) -> Image.Image:
+    mode = img.mode
+    if mode not in CONVERTIBLE_MODES:
+        raise ApiError(
+            415, "unsupported_image_mode",
+            f"image mode {mode!r} is not supported; send 8-bit grayscale, RGB(A), palette or 16-bit grayscale",
+        )
+    if mode.startswith("I;16"):
+        arr = np.asarray(img, dtype=np.uint16 if mode != "I;16B" else ">u2").astype(np.float32)
+        img = Image.fromarray(np.round(arr / 257.0).astype(np.uint8), mode="L")
+        mode = "L"
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    elif mode == "PA":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "La", "RGBa"):
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(canvas, rgba).convert("RGB")
+    return img.convert("L" if channels == 1 else "RGB")
+
+
+def _resize(img: Image.Image, size: tuple[int, int]) -> Image.Image:
+    w, h = size
+    shrinking = w <= img.width and h <= img.height
+    return img.resize((w, h), Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR)
+
+
+def _mnist_style(gray: np.ndarray, policy: ImagePolicy) -> np.ndarray:
+    """Polarity, background removal, crop, fit and centre a grayscale uint8 image; returns float32 H×W in [0, 1]."""
+    a = gray.astype(np.float32)
+    border = np.concatenate([a[0], a[-1], a[1:-1, 0], a[1:-1, -1]]) if min(a.shape) > 1 else a.ravel()
+    background = float(np.median(border))
+    if background > 127.0:
+        a = 255.0 - a
+        background = 255.0 - background
+    a = np.clip(a - background, 0.0, None)
+    peak = float(a.max())
+    H, W = policy.height, policy.width
+    if peak <= 0.0:
+        return np.zeros((H, W), dtype=np.float32)
+    a *= 255.0 / peak  # stretch contrast so the object's brightest pixel is white, as in the datasets
+    rows = np.flatnonzero((a > 25.5).any(axis=1))
+    cols = np.flatnonzero((a > 25.5).any(axis=0))
+    crop = a[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    ch, cw = crop.shape
+    box = max(1.0, policy.fit * min(H, W))
+    scale = box / max(ch, cw)
+    nh, nw = max(1, min(H, round(ch * scale))), max(1, min(W, round(cw * scale)))
+    small = _resize(Image.fromarray(crop.astype(np.uint8), mode="L"), (nw, nh))
+    out = np.zeros((H, W), dtype=np.float32)
+    top, left = (H - nh) // 2, (W - nw) // 2
+    out[top : top + nh, left : left + nw] = np.asarray(small, dtype=np.float32)
+    if policy.centre_of_mass and out.sum() > 0:
+        ys, xs = np.indices(out.shape)
+        total = out.sum()
+        dy = int(round((H - 1) / 2.0 - float((ys * out).sum() / total)))
+        dx = int(round((W - 1) / 2.0 - float((xs * out).sum() / total)))
+        out = _shift(out, dy, dx)
+    return out / 255.0
+
+
+def _shift(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    out = np.zeros_like(a)
+    H, W = a.shape
+    ys, yd = (slice(0, H - dy), slice(dy, H)) if dy >= 0 else (slice(-dy, H), slice(0, H + dy))
+    xs, xd = (slice(0, W - dx), slice(dx, W)) if dx >= 0 else (slice(-dx, W), slice(0, W + dx))
+    out[yd, xd] = a[ys, xs]
+    return out
+
+
+def decode_image(data: bytes, policy: ImagePolicy) -> np.ndarray:
+    """Bytes of one PNG/JPEG upload → float32 (C, H, W) in [0, 1] following the module's policy."""
+    img = _open(data)
+    try:
+        _check_dimensions(img)
+        img = _load(img)
+        if img.format == "JPEG":
+            img = ImageOps.exif_transpose(img) or img
+        img = _to_mode(img, policy.channels)
+        if policy.mnist_style:
+            arr = _mnist_style(np.asarray(img, dtype=np.uint8), policy)
+            return arr[None, :, :].astype(np.float32, copy=False)
+        img = _resize(img, (policy.width, policy.height))
+        arr = np.asarray(img, dtype=np.float32) / 255.0
+        if policy.channels == 1:
+            return arr[None, :, :]
+        return np.ascontiguousarray(arr.transpose(2, 0, 1))
+    finally:
+        img.close()

@@ -1,0 +1,94 @@
+"""The service's own Prometheus metrics, exposed on BentoML's ``/metrics`` next to its default ones.
+
+``prometheus_client`` is imported on first use, never at module import: BentoML sets
+``PROMETHEUS_MULTIPROC_DIR`` in each worker after the service module is imported, and a client imported
+earlier would run in single-process mode and its metrics would never reach ``/metrics``.
+
+* ``binenc_predictions_total{route, outcome}``: predictions, ``outcome`` = accepted | rejected
+* ``binenc_rejections_total{route, reason}``: rejected predictions by reason
+* ``binenc_reliability{route}``: histogram of the reliability score (0..1, buckets of 0.05)
+* ``binenc_inference_seconds{route}``: model call + formatting time per request
+* ``binenc_request_errors_total{route, code}``: refused requests by error code (uniform error body)
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+_LOCK = threading.Lock()
+_METRICS: dict[str, Any] | None = None
+RELIABILITY_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+def _get() -> dict[str, Any]:
+    global _METRICS
+    if _METRICS is None:
+        with _LOCK:
+            if _METRICS is None:
+                import prometheus_client as prom  # deferred on purpose, see the module docstring
+
+                _METRICS = {
+                    "predictions": prom.Counter(
+                        "binenc_predictions", "Predictions served, by route and outcome",
+                        ["route", "outcome"],
+                    ),
+                    "rejections": prom.Counter(
+                        "binenc_rejections", "Rejected predictions, by route and reason", ["route", "reason"],
+                    ),
+                    "reliability": prom.Histogram(
+                        "binenc_reliability", "Reliability score of served predictions", ["route"],
+                        buckets=RELIABILITY_BUCKETS,
+                    ),
+                    "latency": prom.Histogram(
+                        "binenc_inference_seconds", "Model call and formatting time per request", ["route"],
+                        buckets=LATENCY_BUCKETS,
+                    ),
+                    "errors": prom.Counter(
+                        "binenc_request_errors", "Requests refused with the uniform error body",
+                        ["route", "code"],
+                    ),
+                }
+    return _METRICS
+
+
+def observe_predictions(route: str, preds: list[dict], seconds: float | None = None) -> None:
+    m = _get()
+    n_acc = sum(1 for p in preds if p["accepted"])
+    if n_acc:
+        m["predictions"].labels(route, "accepted").inc(n_acc)
+    if len(preds) - n_acc:
+        m["predictions"].labels(route, "rejected").inc(len(preds) - n_acc)
+        for p in preds:
+            if not p["accepted"]:
+                m["rejections"].labels(route, p["reason"] or "unknown").inc()
+    hist = m["reliability"].labels(route)
+    for p in preds:
+        hist.observe(p["reliability"])
+    if seconds is not None:
+        m["latency"].labels(route).observe(seconds)
+
+
+def observe_raw(route: str, accepted: Any, reliability: Any, reasons: list[str | None],
+                seconds: float | None = None) -> None:
+    """Same counters for routes that return raw tensors (OIP): ``accepted`` bools, ``reliability`` floats."""
+    m = _get()
+    acc = [bool(a) for a in accepted]
+    n_acc = sum(acc)
+    if n_acc:
+        m["predictions"].labels(route, "accepted").inc(n_acc)
+    if len(acc) - n_acc:
+        m["predictions"].labels(route, "rejected").inc(len(acc) - n_acc)
+        for ok, reason in zip(acc, reasons, strict=True):
+            if not ok:
+                m["rejections"].labels(route, reason or "unknown").inc()
+    hist = m["reliability"].labels(route)
+    for r in reliability:
+        hist.observe(float(r))
+    if seconds is not None:
+        m["latency"].labels(route).observe(seconds)
+
+
+def observe_error(route: str, code: str) -> None:
+    _get()["errors"].labels(route, code).inc()

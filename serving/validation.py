@@ -1,0 +1,415 @@
+"""Request parsing and validation for the HTTP service, and the one error shape every route answers with.
+
+Every refusal is an :class:`ApiError` carrying an HTTP status, a stable machine-readable ``code`` and a
+message that says what was expected, what arrived and how to fix it. The HTTP layer turns it into::
+
+    {"error": {"code": "invalid_shape", "message": "instances: expected N×28×28 ..."}}
+
+Nothing here knows about BentoML or Starlette, and nothing imports torch: the functions take bytes or
+already-decoded JSON values and numpy arrays, so they are unit-testable without a server.
+
+JSON predict request (``POST /predict``)::
+
+    {"instances": [...], "pixel_range": "0-1" | "0-255", "threshold": 0.9}
+
+* ``instances`` (required): a batch, nested arrays in the model's layout without reshaping. Grayscale
+  models (C = 1) take N×H×W; colour models take N×C×H×W (channels first). Any other rank or size is an
+  error, even when the element count would fit.
+* ``pixel_range`` (optional, default ``"0-1"``, the model's declared ``input.pixel_range``): ``"0-1"``
+  means floats in [0, 1]; ``"0-255"`` means whole numbers 0..255 (8-bit pixels), divided by 255 on the
+  server. Values outside the declared range are refused, never clipped; nothing is inferred.
+* ``threshold`` (optional): a stricter acceptance threshold for this request only, a number between the
+  model's calibrated threshold and 1 (inclusive).
+
+Unknown top-level fields are refused (a misspelt ``"treshold"`` must not be silently ignored).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+PIXEL_RANGES = ("0-1", "0-255")
+PREDICT_FIELDS = ("instances", "pixel_range", "threshold")
+
+# Defaults, overridable by environment variables (read once at import by ``Limits.from_env``).
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+DEFAULT_MAX_BATCH = 256
+DEFAULT_MAX_JSON_DEPTH = 16
+
+
+class ApiError(Exception):
+    """A refusal with an HTTP status, a stable ``code`` and a human message naming the problem."""
+
+    def __init__(self, status: int, code: str, message: str, detail: Any = None) -> None:
+        super().__init__(message)
+        self.status = int(status)
+        self.code = code
+        self.message = message
+        self.detail = detail
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.code, self.message, self.detail)
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return f"ApiError({self.status}, {self.code!r}, {self.message!r})"
+
+
+def error_body(code: str, message: str, detail: Any = None) -> dict[str, Any]:
+    """The uniform error body: ``{"error": {"code": ..., "message": ...}}`` (plus ``detail`` when given)."""
+    err: dict[str, Any] = {"code": code, "message": message}
+    if detail is not None:
+        err["detail"] = detail
+    return {"error": err}
+
+
+def oip_error_body(code: str, message: str) -> dict[str, Any]:
+    """The Open Inference Protocol's error body (``error`` must be a string there) plus our ``code``."""
+    return {"error": message, "code": code}
+
+
+def bad_request(code: str, message: str, detail: Any = None) -> ApiError:
+    return ApiError(400, code, message, detail)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Server-side caps. ``max_body_bytes`` applies to every route; ``max_batch`` to every predict route."""
+
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_batch: int = DEFAULT_MAX_BATCH
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Limits:
+        env = os.environ if environ is None else environ
+
+        def read(name: str, default: int) -> int:
+            raw = env.get(name)
+            if raw is None or raw == "":
+                return default
+            try:
+                value = int(raw)
+            except ValueError:
+                raise ValueError(f"{name} must be a positive integer, got {raw!r}") from None
+            if value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {raw!r}")
+            return value
+
+        return cls(
+            max_body_bytes=read("BINENC_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
+            max_batch=read("BINENC_MAX_BATCH", DEFAULT_MAX_BATCH),
+            max_json_depth=read("BINENC_MAX_JSON_DEPTH", DEFAULT_MAX_JSON_DEPTH),
+        )
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the model takes: channels, height, width (pixels float32 NCHW in [0, 1])."""
+
+    channels: int
+    height: int
+    width: int
+
+    @property
+    def request_shape(self) -> tuple[int, ...]:
+        """Per-instance shape expected by ``/predict``: H×W for grayscale, C×H×W for colour."""
+        if self.channels == 1:
+            return (self.height, self.width)
+        return (self.channels, self.height, self.width)
+
+    @property
+    def model_shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.height, self.width)
+
+    def describe_request(self) -> str:
+        dims = "×".join(str(d) for d in self.request_shape)
+        return f"N×{dims}"
+
+    def describe_model(self) -> str:
+        return "N×" + "×".join(str(d) for d in self.model_shape)
+
+
+@dataclass(frozen=True)
+class PredictRequest:
+    pixels: np.ndarray  # float32 (N, C, H, W) in [0, 1]
+    threshold: float | None
+    pixel_range: str
+
+
+# --------------------------------------------------------------------------- JSON
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON (non-finite numbers are refused)")
+
+
+def _depth_ok(raw: bytes, max_depth: int) -> bool:
+    """Cheap nesting check before ``json.loads`` so a deeply nested body cannot exhaust the parser."""
+    depth = 0
+    in_string = False
+    escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+            continue
+        if byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > max_depth:
+                return False
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return True
+
+
+def parse_json(raw: bytes, max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> Any:
+    """Decode a UTF-8 JSON body; NaN/Infinity literals, bad UTF-8 and excessive nesting are 400s."""
+    if not raw or not raw.strip():
+        raise bad_request("invalid_json", "request body is empty; expected a JSON object")
+    # The byte-level depth scan costs ~1 µs per KiB; only run it when the body could be deep at all.
+    if raw.count(b"[") + raw.count(b"{") > max_depth and not _depth_ok(raw, max_depth):
+        raise bad_request(
+            "invalid_json", f"JSON nesting deeper than {max_depth} levels; expected at most N×C×H×W arrays"
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise bad_request("invalid_json", f"request body is not UTF-8: {err}") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except ValueError as err:  # json.JSONDecodeError is a ValueError, and so is _reject_constant's
+        raise bad_request("invalid_json", f"request body is not valid JSON: {err}") from None
+    except RecursionError:
+        raise bad_request("invalid_json", "JSON nesting too deep") from None
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, Mapping):
+        return "object"
+    if isinstance(value, Sequence):
+        return "array"
+    return type(value).__name__
+
+
+def _first_non_number(value: Any, path: str = "") -> tuple[str, Any] | None:
+    """Locate the first element that is not a JSON number (for a precise error message)."""
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _first_non_number(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return path, value
+    return None
+
+
+def _ragged_location(value: Any, path: str = "") -> str:
+    """Describe where nested lists stop being rectangular."""
+    if not isinstance(value, list) or not value:
+        return path or "top level"
+    kinds = {isinstance(v, list) for v in value}
+    if len(kinds) > 1:
+        return f"{path or 'top level'} mixes arrays and scalars"
+    if kinds == {True}:
+        lengths = [len(v) for v in value]
+        if len(set(lengths)) > 1:
+            first = lengths[0]
+            bad = next(i for i, n in enumerate(lengths) if n != first)
+            return f"{path}[{bad}] has {lengths[bad]} elements but {path}[0] has {first}"
+        for i, v in enumerate(value):
+            inner = _ragged_location(v, f"{path}[{i}]")
+            if "has" in inner or "mixes" in inner:
+                return inner
+    return path or "top level"
+
+
+def _has_literal(raw_instances: Any) -> bool:
+    """True when a value that numpy would silently coerce (booleans) may hide in the nested lists."""
+    return _first_non_number(raw_instances) is not None
+
+
+def to_array(value: Any, field: str, *, check_literals: bool = True) -> np.ndarray:
+    """Nested JSON lists of numbers → numeric ndarray; strings, booleans, nulls, objects and ragged arrays are 400s.
+
+    ``check_literals`` walks the nested lists looking for booleans (numpy turns ``true`` into 1 without
+    complaint). Callers that know the raw body holds no ``true``/``false`` token can skip the walk.
+    """
+    if not isinstance(value, list):
+        raise bad_request(
+            "invalid_type", f"{field}: expected a nested array of numbers, got {_type_name(value)}"
+        )
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError, OverflowError):
+        raise bad_request(
+            "ragged_array",
+            f"{field}: nested arrays are not rectangular ({_ragged_location(value, field)}); every instance "
+            "must have the same shape",
+        ) from None
+    if arr.dtype.kind not in "iuf" or (check_literals and _has_literal(value)):
+        found = _first_non_number(value, field)
+        if found is None:  # object dtype from e.g. huge integers
+            raise bad_request("invalid_type", f"{field}: values must be JSON numbers that fit a float64")
+        where, bad = found
+        raise bad_request(
+            "invalid_type",
+            f"{where}: expected a number, got {_type_name(bad)} {json.dumps(bad)[:40]}; pixel values must be "
+            "JSON numbers",
+        )
+    return arr
+
+
+def check_batch_size(n: int, limits: Limits, field: str) -> None:
+    if n == 0:
+        raise bad_request("empty_batch", f"{field}: the batch is empty; send at least one instance")
+    if n > limits.max_batch:
+        raise bad_request(
+            "batch_too_large",
+            f"{field}: batch of {n} instances exceeds the server cap of {limits.max_batch}; split the request",
+        )
+
+
+def check_shape(arr: np.ndarray, expected: tuple[int, ...], field: str, described: str, hint: str = "") -> None:
+    """Exact shape check: rank and every non-batch dimension must match; nothing is reshaped."""
+    got = "×".join(str(d) for d in arr.shape) if arr.ndim else "a scalar"
+    if arr.ndim != len(expected) + 1 or tuple(arr.shape[1:]) != tuple(expected):
+        raise bad_request(
+            "invalid_shape",
+            f"{field}: expected {described}, got {got}{hint}",
+            {"expected": ["N", *expected], "got": list(arr.shape)},
+        )
+
+
+def check_finite(arr: np.ndarray, field: str) -> None:
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        idx = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
+        raise bad_request(
+            "non_finite", f"{field}{list(idx)}: value {arr[idx]} is not finite; NaN and Inf are refused"
+        )
+
+
+def to_unit_pixels(arr: np.ndarray, pixel_range: str, field: str) -> np.ndarray:
+    """Check values against the declared range and return float32 in [0, 1] (never clips)."""
+    check_finite(arr, field)
+    if pixel_range == "0-255":
+        if arr.dtype.kind == "f":
+            frac = arr != np.round(arr)
+            if frac.any():
+                idx = tuple(int(i) for i in np.argwhere(frac)[0])
+                raise bad_request(
+                    "invalid_dtype",
+                    f"{field}{list(idx)}: value {arr[idx]} is not a whole number; pixel_range \"0-255\" takes "
+                    "integers 0..255 (use pixel_range \"0-1\" for floats)",
+                )
+        lo, hi = 0, 255
+    else:
+        lo, hi = 0, 1
+    bad = (arr < lo) | (arr > hi)
+    if bad.any():
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        value = arr[idx]
+        hint = ""
+        if pixel_range == "0-1" and 1 < value <= 255:
+            hint = '; to send 8-bit pixels 0..255 set "pixel_range": "0-255"'
+        raise bad_request(
+            "out_of_range",
+            f"{field}{list(idx)}: value {value:g} is outside the declared pixel_range [{lo}, {hi}]{hint}",
+        )
+    if pixel_range == "0-255":
+        return (arr.astype(np.float32) / np.float32(255.0)).astype(np.float32, copy=False)
+    return arr.astype(np.float32, copy=False)
+
+
+def validate_threshold(value: Any, calibrated: float, field: str = "threshold") -> float | None:
+    """A per-request threshold: a finite number with calibrated ≤ value ≤ 1; ``None`` means the calibrated one."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise bad_request("invalid_threshold", f"{field}: expected a number, got {_type_name(value)}")
+    t = float(value)
+    if not math.isfinite(t):
+        raise bad_request("invalid_threshold", f"{field}: expected a finite number, got {value}")
+    # Tiny tolerance: a client echoing the calibrated value from GET /model must not be refused for rounding.
+    if t < calibrated - 1e-9 or t > 1.0:
+        raise bad_request(
+            "invalid_threshold",
+            f"{field}: {t:g} is outside [{calibrated:.6g}, 1]; a request may only ask for a stricter threshold "
+            "than the calibrated one",
+        )
+    return max(t, calibrated)
+
+
+def parse_predict(body: Any, spec: InputSpec, limits: Limits, calibrated_threshold: float,
+                  raw: bytes | None = None) -> PredictRequest:
+    """Validate a decoded ``POST /predict`` body and return float32 NCHW pixels in [0, 1]."""
+    if not isinstance(body, Mapping):
+        raise bad_request(
+            "invalid_type", f"request body: expected a JSON object with \"instances\", got {_type_name(body)}"
+        )
+    unknown = sorted(set(body) - set(PREDICT_FIELDS))
+    if unknown:
+        raise bad_request(
+            "unknown_field",
+            f"unknown field(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(PREDICT_FIELDS)}",
+        )
+    if "instances" not in body:
+        raise bad_request(
+            "missing_field",
+            f"missing required field \"instances\" (a batch of {spec.describe_request()} pixel arrays)",
+        )
+    pixel_range = body.get("pixel_range", "0-1")
+    if pixel_range not in PIXEL_RANGES:
+        raise bad_request(
+            "invalid_pixel_range",
+            f"pixel_range: expected one of {', '.join(map(repr, PIXEL_RANGES))}, got {json.dumps(pixel_range)[:40]}",
+        )
+    threshold = validate_threshold(body.get("threshold"), calibrated_threshold)
+
+    instances = body["instances"]
+    if not isinstance(instances, list):
+        raise bad_request(
+            "invalid_type", f"instances: expected an array of {spec.describe_request()}, got {_type_name(instances)}"
+        )
+    check_batch_size(len(instances), limits, "instances")
+    # Booleans are the only non-number values numpy coerces silently; a body without "true"/"false" has none.
+    check_literals = raw is None or b"true" in raw or b"false" in raw
+    arr = to_array(instances, "instances", check_literals=check_literals)
+    hint = ""
+    if spec.channels == 1 and arr.ndim == 4 and arr.shape[1] == 1 and tuple(arr.shape[2:]) == spec.request_shape:
+        hint = "; grayscale models take N×H×W on /predict (no channel axis); N×1×H×W goes to /predict_batch or OIP"
+    elif spec.channels > 1 and arr.ndim == 4 and arr.shape[-1] == spec.channels:
+        hint = "; channels-last (N×H×W×C) is not accepted, send channels first"
+    check_shape(arr, spec.request_shape, "instances", spec.describe_request(), hint)
+    pixels = to_unit_pixels(arr, pixel_range, "instances")
+    if spec.channels == 1:
+        pixels = pixels[:, None, :, :]
+    return PredictRequest(np.ascontiguousarray(pixels, dtype=np.float32), threshold, pixel_range)
+
+
+def validate_model_tensor(arr: np.ndarray, spec: InputSpec, limits: Limits, field: str = "pixels") -> np.ndarray:
+    """The model contract (batch route, OIP): float32 N×C×H×W, finite, in [0, 1]; returns it contiguous."""
+    if arr.dtype.kind not in "iuf":
+        raise bad_request("invalid_type", f"{field}: expected numbers, got dtype {arr.dtype}")
+    if arr.ndim == 0:
+        raise bad_request("invalid_shape", f"{field}: expected {spec.describe_model()}, got a scalar")
+    check_batch_size(int(arr.shape[0]), limits, field)
+    check_shape(arr, spec.model_shape, field, spec.describe_model())
+    return np.ascontiguousarray(to_unit_pixels(arr, "0-1", field), dtype=np.float32)

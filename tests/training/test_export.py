@@ -1,0 +1,174 @@
+"""ONNX export: self-contained graph, parity with the Python reference, calibration, atomicity, registration."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnx
+import pytest
+
+from serving.artifact import (
+    ANNEX_KEY,
+    METADATA_KEY,
+    OUTPUT_NAMES,
+    SCHEMA_VERSION,
+    load_artifact,
+    read_metadata,
+)
+from training import export as export_mod
+from training.checkpoint import load_run
+from training.reliability import VertexGeometry
+
+pytestmark = pytest.mark.slow
+
+
+def _reference(run_dir, metadata, x: np.ndarray) -> tuple[dict, np.ndarray]:
+    """Python reference: the PyTorch model's (logits, z) scored by VertexGeometry rebuilt from the metadata."""
+    import torch
+
+    model, _, _ = load_run(run_dir)
+    with torch.no_grad():
+        logits, z = model(torch.from_numpy(x))
+    logits, z = logits.numpy(), z.numpy()
+    geo = VertexGeometry.from_metadata(metadata)
+    return {"logits": logits, "z": z, **geo.score(z, logits)}, geo.scaled(z)
+
+
+def test_artifact_is_self_contained_with_dynamic_batch(digits_artifact):
+    assert sorted(p.name for p in digits_artifact.parent.iterdir() if "onnx" in p.name) == ["model.onnx"]
+    model = onnx.load(str(digits_artifact), load_external_data=False)
+    assert all(i.data_location != onnx.TensorProto.EXTERNAL for i in model.graph.initializer)
+    onnx.checker.check_model(model, full_check=True)
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param and not dims[0].dim_value  # symbolic batch
+    assert [d.dim_value for d in dims[1:]] == [1, 8, 8]
+    assert tuple(o.name for o in model.graph.output) == OUTPUT_NAMES
+    props = {p.key for p in model.metadata_props}
+    assert METADATA_KEY in props and ANNEX_KEY not in props
+    # the geometry is constant in the graph: codebook / threshold / half-edge initializers exist
+    assert len(model.graph.initializer) >= 3
+
+
+def test_metadata_contract(digits_artifact):
+    md, annex = read_metadata(digits_artifact)
+    assert annex == {}
+    assert md["schema_version"] == SCHEMA_VERSION
+    assert md["classes"] == [str(i) for i in range(10)]
+    assert md["input"] == {"shape": [1, 8, 8], "layout": "NCHW", "dtype": "float32", "pixel_range": [0, 1],
+                           "normalisation": {"mean": md["input"]["normalisation"]["mean"],
+                                             "std": md["input"]["normalisation"]["std"], "applied_in_graph": True}}
+    assert md["variant"] == "bin_enc" and md["dataset"] == "digits" and md["backbone"] == "mlp"
+    assert md["latent_dim"] == 8
+    assert md["score"]["name"] == "vertex_distance" and md["score"]["direction"] == "higher = more reliable"
+    assert 0 < md["threshold"] <= 1 and md["target_accept_rate"] == 0.95
+    assert set(md["geometry"]) >= {"low", "high", "threshold", "half_edge"}
+    assert all(len(md["geometry"][k]) == 8 for k in ("low", "high", "threshold", "half_edge"))
+    assert len(set(md["codebook"].values())) == 10 and all(len(c) == 8 for c in md["codebook"].values())
+    assert "val_acc" in md["training_metrics"]
+    cal = md["calibration"]
+    assert cal["split"] == "val" and cal["n"] >= 256
+    assert 0.95 <= cal["accept_rate"] <= 0.95 + 1.5 / cal["n"]
+    assert cal["parity"]["samples"] >= 256 and cal["parity"]["argmax_mismatches"] == 0
+    assert md["created_at"] and md["code_version"] and md["checksum"].startswith("sha256:")
+
+
+def test_graph_reproduces_python_reliability_on_random_inputs(digits_run, digits_artifact):
+    art = load_artifact(digits_artifact)
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.random((200, 1, 8, 8)), rng.random((100, 1, 8, 8)) ** 4]).astype(np.float32)
+    got = art.run(x)
+    ref, u = _reference(digits_run, art.metadata, x)
+    np.testing.assert_array_equal(got["logits"].argmax(1), ref["logits"].argmax(1))
+    for name in ("logits", "probs", "z", "dist_nearest", "dist_pred", "reliability"):
+        np.testing.assert_allclose(got[name], ref[name], atol=1e-5, rtol=1e-5, err_msg=name)
+    clear = np.abs(u).min(axis=1) > 1e-4  # a sign flip of a coordinate on the threshold may change the vertex
+    np.testing.assert_array_equal(got["nearest_class"][clear], ref["nearest_class"][clear])
+    assert got["nearest_class"].dtype == np.int64
+    assert np.all((got["reliability"] >= 0) & (got["reliability"] <= 1))
+
+
+def test_calibration_on_validation_split(digits_artifact, digits_data):
+    art = load_artifact(digits_artifact)
+    out = art.run(digits_data.val.images.astype(np.float32) / 255)
+    accepted, _ = art.decide(out)
+    assert accepted.mean() == pytest.approx(art.metadata["calibration"]["accept_rate"])
+    assert 0.95 <= accepted.mean() <= 0.95 + 1.5 / len(accepted)
+
+
+def test_baseline_uses_max_softmax(digits_baseline_artifact, digits_data):
+    art = load_artifact(digits_baseline_artifact)
+    assert art.score_name == "max_softmax" and art.variant == "no_pen"
+    assert art.metadata["geometry"] is None and art.metadata["codebook"] == {}
+    out = art.run(digits_data.test.images[:300].astype(np.float32) / 255)
+    np.testing.assert_allclose(out["reliability"], out["probs"].max(1), atol=1e-6)
+    np.testing.assert_array_equal(out["nearest_class"], out["logits"].argmax(1))
+    np.testing.assert_allclose(out["dist_pred"], 1 - out["reliability"], atol=1e-6)
+    assert out["z"].shape == (300, 256)
+
+
+def _no_leftovers(directory):
+    return [p.name for p in directory.iterdir() if p.name.startswith(".") or "onnx" in p.name]
+
+
+def test_failed_parity_check_leaves_nothing(digits_run, digits_data, tmp_path, monkeypatch):
+    def boom(*args, **kwargs):
+        raise export_mod.ParityError("simulated parity failure")
+
+    monkeypatch.setattr(export_mod, "check_parity", boom)
+    with pytest.raises(export_mod.ParityError, match="simulated"):
+        export_mod.export_run(digits_run, tmp_path / "model.onnx", data=digits_data)
+    assert _no_leftovers(tmp_path) == []
+
+
+def test_real_parity_mismatch_is_detected(digits_run, digits_data, tmp_path, monkeypatch):
+    real = export_mod.ort_outputs
+
+    def skewed(*args, **kwargs):
+        out = real(*args, **kwargs)
+        out["reliability"] = out["reliability"] + 1e-3
+        return out
+
+    monkeypatch.setattr(export_mod, "ort_outputs", skewed)
+    with pytest.raises(export_mod.ParityError, match=r"max \|reliability diff\|"):
+        export_mod.export_run(digits_run, tmp_path / "model.onnx", data=digits_data)
+    assert _no_leftovers(tmp_path) == []
+
+
+def test_interrupted_write_leaves_nothing(digits_run, digits_data, tmp_path, monkeypatch):
+    def interrupted(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export_mod.export_run(digits_run, tmp_path / "model.onnx", data=digits_data)
+    monkeypatch.undo()
+    assert _no_leftovers(tmp_path) == []
+
+
+def test_bad_target_accept_rate(digits_run):
+    with pytest.raises(ValueError, match="target_accept_rate"):
+        export_mod.export_run(digits_run, target_accept_rate=1.5)
+
+
+def test_cli_export_and_register(digits_run, tmp_path, bentoml_home, capsys):
+    import bentoml
+
+    out = tmp_path / "exported.onnx"
+    rc = export_mod.main([str(digits_run), "--out", str(out), "--register", "--target-accept-rate", "0.9"])
+    assert rc == 0
+    assert "exported" in capsys.readouterr().out
+    md, _ = read_metadata(out)
+    assert md["target_accept_rate"] == 0.9
+    assert 0.9 <= md["calibration"]["accept_rate"] <= 0.9 + 1.5 / md["calibration"]["n"]
+    assert os.environ["BENTOML_HOME"] == str(bentoml_home)
+    m = bentoml.models.get("binenc:latest")
+    assert m.info.labels["dataset"] == "digits" and m.info.labels["variant"] == "bin_enc"
+    assert m.info.metadata["checksum"] == md["checksum"]
+    stored = load_artifact(m.path_of("model.onnx"))
+    assert stored.metadata["checksum"] == md["checksum"]
+
+
+def test_cli_reports_missing_run(tmp_path, capsys):
+    assert export_mod.main([str(tmp_path / "nope")]) == 2
+    assert "no checkpoint" in capsys.readouterr().err

@@ -1,0 +1,80 @@
+import math
+
+import pytest
+import torch
+
+from training.config import PROFILES, make_config
+from training.loss import GammaSchedule, compression_penalty, total_loss
+from training.train import gamma_schedule, lr_factor
+
+
+def test_penalty_is_mean_over_batch_and_dims():
+    z = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    assert compression_penalty(z).item() == pytest.approx((1 + 4 + 9 + 16) / 4)
+
+
+def test_total_loss_adds_gamma_times_penalty():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0]])
+    labels = torch.tensor([0, 1])
+    z = torch.ones(2, 3) * 2
+    loss, ce, pen = total_loss(logits, z, labels, gamma=0.5)
+    expected_ce = -math.log(math.exp(2) / (math.exp(2) + 1))
+    assert ce.item() == pytest.approx(expected_ce, rel=1e-6)
+    assert pen.item() == pytest.approx(4.0)
+    assert loss.item() == pytest.approx(expected_ce + 0.5 * 4.0, rel=1e-6)
+
+
+def test_geometric_schedule_per_epoch_and_cap():
+    s = GammaSchedule(0.01, 1.05, 1e6, per="epoch")
+    assert s.value(0, 999) == pytest.approx(0.01)
+    assert s.value(10, 0) == pytest.approx(0.01 * 1.05**10)
+    assert s.value(10_000, 0) == pytest.approx(1e6)
+
+
+def test_schedule_per_step_reaches_cap_at_ramp_end():
+    s = GammaSchedule.reaching_cap(0.01, 100.0, units=1000, per="step")
+    assert s.value(0, 0) == pytest.approx(0.01)
+    assert s.value(0, 500) == pytest.approx(1.0, rel=1e-9)  # geometric midpoint
+    assert s.value(0, 1000) == pytest.approx(100.0)
+    assert s.value(0, 5000) == pytest.approx(100.0)
+
+
+def test_quick_profile_gamma_reaches_cap_at_half_of_training():
+    cfg = make_config("quick", epochs=10)
+    sched = gamma_schedule(cfg, steps_per_epoch=100)
+    assert sched.value(4, 499) < cfg.gamma_cap
+    assert sched.value(5, 500) == pytest.approx(cfg.gamma_cap)
+
+
+def test_baselines_get_no_penalty():
+    for variant in ("no_pen", "lin_pen", "nonlin_pen"):
+        cfg = make_config("quick", variant=variant)
+        assert gamma_schedule(cfg, 100).value(10, 1000) == 0.0
+
+
+def test_bad_schedule_is_rejected():
+    with pytest.raises(ValueError, match="factor >= 1"):
+        GammaSchedule(0.01, 0.5, 1.0)
+    with pytest.raises(ValueError, match="per must be"):
+        GammaSchedule(0.01, 1.1, 1.0, per="batch")
+
+
+def test_paper_profile_lr_steps():
+    cfg = make_config("paper")
+    assert PROFILES["paper"]["epochs"] == 800
+    assert lr_factor(cfg, 249) == 1.0
+    assert lr_factor(cfg, 250) == 0.5
+    assert lr_factor(cfg, 299) == 0.5
+    assert lr_factor(cfg, 300) == 0.25
+
+
+def test_cosine_lr_goes_from_lr_to_floor():
+    cfg = make_config("quick", epochs=10)
+    assert lr_factor(cfg, 0) == pytest.approx(1.0)
+    assert lr_factor(cfg, 10) == pytest.approx(cfg.lr_min / cfg.lr)
+    assert all(lr_factor(cfg, e) > lr_factor(cfg, e + 1) for e in range(9))
+
+
+def test_unknown_profile_lists_valid_ones():
+    with pytest.raises(ValueError, match="paper, quick"):
+        make_config("fast")

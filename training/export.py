@@ -1,0 +1,391 @@
+"""Export a trained run to one self-contained ``model.onnx`` (the :mod:`serving.artifact` contract).
+
+``python -m training.export runs/NAME [--register] [--target-accept-rate 0.95] [--out PATH]``
+
+Steps: rebuild the model; for ``bin_enc`` fit the :class:`~training.reliability.VertexGeometry` on the training
+latents of correctly classified samples (other variants use max-softmax); wrap model + score in one torch module
+whose geometry is constant buffers; ``torch.onnx.export(dynamo=True)`` with a dynamic batch; embed every
+initializer (no external data); ``onnx.checker``; run ONNX Runtime and PyTorch on the validation split (>= 256
+samples) and require the same argmax everywhere and probs / reliability within 1e-5; calibrate the threshold on
+the validation reliabilities the ONNX graph produces; sign the metadata; write atomically (temp file +
+``os.replace``: a failure or interruption leaves no file). ``--register`` also stores it in the BentoML model
+store as ``binenc:<version>`` (the service loads ``binenc:latest``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import math
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from serving.artifact import (
+    INPUT_NAME,
+    OUTPUT_NAMES,
+    SCHEMA_VERSION,
+    atomic_write_bytes,
+    canonical_json,
+    read_metadata,
+    sign_metadata,
+)
+from training.checkpoint import load_run
+from training.data import DatasetSplits, load_dataset
+from training.models import Classifier
+from training.reliability import (
+    SOFTMAX_SCORE,
+    VERTEX_SCORE,
+    VertexGeometry,
+    auroc,
+    calibrate_threshold,
+)
+from training.train import predict, to_tensor
+
+log = logging.getLogger(__name__)
+
+ARTIFACT_NAME = "model.onnx"
+BENTO_MODEL_NAME = "binenc"
+MIN_PARITY_SAMPLES = 256
+PARITY_ATOL = 1e-5
+OPSET = 18
+
+
+class ParityError(RuntimeError):
+    """ONNX Runtime and PyTorch disagree on the exported graph; nothing was written."""
+
+
+class ScoredModel(nn.Module):
+    """Classifier + reliability score in one module: ``pixels -> OUTPUT_NAMES`` (what the ONNX graph computes).
+
+    With a :class:`VertexGeometry` the hypercube (threshold, half-edge, codebook) is held as constant buffers;
+    without one the score is max-softmax. Mirrors ``VertexGeometry.score`` / ``MaxSoftmax.score`` exactly.
+    """
+
+    def __init__(self, model: Classifier, geometry: VertexGeometry | None):
+        super().__init__()
+        self.model = model
+        self.vertex = geometry is not None
+        if geometry is not None:
+            self.register_buffer("t", torch.tensor(geometry.threshold, dtype=torch.float32))
+            self.register_buffer("a", torch.tensor(geometry.half_edge, dtype=torch.float32))
+            self.register_buffer("codes", torch.tensor(geometry.codes, dtype=torch.float32))
+            self.latent_dim = float(geometry.latent_dim)
+
+    def forward(self, pixels: torch.Tensor):
+        logits, z = self.model(pixels)
+        probs = torch.softmax(logits, dim=1)
+        pred = logits.argmax(dim=1)
+        if self.vertex:
+            u = (z - self.t) / self.a
+            s = torch.where(u > 0, 1.0, -1.0)
+            dist_nearest = torch.sqrt(((u - s) ** 2).mean(dim=1))
+            v_pred = self.codes[pred]
+            dist_pred = torch.sqrt(((u - v_pred) ** 2).mean(dim=1))
+            dots = s @ self.codes.T
+            best, idx = dots.max(dim=1)
+            nearest = torch.where(best == self.latent_dim, idx, torch.full_like(idx, -1))
+            reliability = torch.exp(-dist_pred)
+        else:
+            maxp, nearest = probs.max(dim=1)
+            dist_nearest = 1.0 - maxp
+            dist_pred = 1.0 - maxp
+            reliability = maxp
+        return logits, probs, z, nearest, dist_nearest, dist_pred, reliability
+
+
+# --------------------------------------------------------------------------- pieces
+def fit_score(model: Classifier, data: DatasetSplits) -> VertexGeometry | None:
+    """The vertex geometry for ``bin_enc`` (fitted on the training split), ``None`` (max-softmax) otherwise."""
+    if model.cfg.variant != "bin_enc":
+        return None
+    logits, z = predict(model, data.train.images)
+    return VertexGeometry.fit(z, logits.argmax(1), data.train.labels, classes=list(data.classes),
+                              num_classes=data.num_classes)
+
+
+def to_onnx(scored: ScoredModel, input_shape: tuple[int, int, int]) -> onnx.ModelProto:
+    """Export with a dynamic batch dimension and every initializer embedded."""
+    scored.eval()
+    example = torch.rand(2, *input_shape)
+    batch = torch.export.Dim("batch", min=1)
+    with torch.no_grad():
+        program = torch.onnx.export(
+            scored, (example,), dynamo=True, input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+            dynamic_shapes={"pixels": {0: batch}}, opset_version=OPSET, optimize=True, verbose=False,
+        )
+    model = program.model_proto
+    # Make sure nothing lives in external data: round-trip through bytes with everything inline.
+    for init in model.graph.initializer:
+        if init.data_location == onnx.TensorProto.EXTERNAL:
+            raise RuntimeError(f"initializer {init.name} was exported as external data; expected it embedded")
+    return model
+
+
+def torch_outputs(scored: ScoredModel, images: np.ndarray, batch_size: int = 512) -> dict[str, np.ndarray]:
+    parts: dict[str, list[np.ndarray]] = {n: [] for n in OUTPUT_NAMES}
+    with torch.no_grad():
+        for i in range(0, len(images), batch_size):
+            outs = scored(to_tensor(images[i : i + batch_size]))
+            for n, v in zip(OUTPUT_NAMES, outs, strict=True):
+                parts[n].append(v.cpu().numpy())
+    return {n: np.concatenate(v) for n, v in parts.items()}
+
+
+def ort_outputs(model_bytes: bytes, images: np.ndarray, batch_size: int = 512) -> dict[str, np.ndarray]:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()  # respect the caller's CPU budget
+    sess = ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+    parts: dict[str, list[np.ndarray]] = {n: [] for n in OUTPUT_NAMES}
+    for i in range(0, len(images), batch_size):
+        x = images[i : i + batch_size].astype(np.float32) / 255.0
+        for n, v in zip(OUTPUT_NAMES, sess.run(list(OUTPUT_NAMES), {INPUT_NAME: x}), strict=True):
+            parts[n].append(v)
+    return {n: np.concatenate(v) for n, v in parts.items()}
+
+
+def check_parity(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], atol: float = PARITY_ATOL) -> dict:
+    """Same argmax on every sample; probs and reliability within ``atol``. Raises :class:`ParityError`."""
+    n = len(ref["logits"])
+    if n < MIN_PARITY_SAMPLES:
+        raise ParityError(f"parity needs >= {MIN_PARITY_SAMPLES} samples, got {n}")
+    argmax_diff = int((ref["logits"].argmax(1) != got["logits"].argmax(1)).sum())
+    probs_diff = float(np.abs(ref["probs"] - got["probs"]).max())
+    rel_diff = float(np.abs(ref["reliability"] - got["reliability"]).max())
+    nearest_agree = float((ref["nearest_class"] == got["nearest_class"]).mean())
+    stats = {"samples": n, "argmax_mismatches": argmax_diff, "max_abs_diff_probs": probs_diff,
+             "max_abs_diff_reliability": rel_diff, "nearest_class_agreement": nearest_agree, "atol": atol}
+    if argmax_diff or probs_diff > atol or rel_diff > atol:
+        raise ParityError(
+            f"ONNX Runtime and PyTorch disagree on {n} validation samples: {argmax_diff} argmax mismatches "
+            f"(expected 0), max |probs diff| {probs_diff:.3g} and max |reliability diff| {rel_diff:.3g} "
+            f"(expected <= {atol}); nothing was written"
+        )
+    return stats
+
+
+def parity_images(data: DatasetSplits, minimum: int = MIN_PARITY_SAMPLES) -> tuple[np.ndarray, str]:
+    """The validation images, topped up with training images when the validation split is tiny."""
+    if len(data.val) >= minimum:
+        return data.val.images, f"val ({len(data.val)})"
+    extra = minimum - len(data.val)
+    return (np.concatenate([data.val.images, data.train.images[:extra]]),
+            f"val ({len(data.val)}) + first {extra} train (val split smaller than {minimum})")
+
+
+def code_version() -> str:
+    """``git`` commit of the working tree (``+dirty`` when tracked files changed), else the package version."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                             text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "--no-optional-locks", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+        return f"git:{rev}{'+dirty' if dirty else ''}"
+    except (OSError, subprocess.SubprocessError):
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return f"binenc {version('binenc')}"
+        except PackageNotFoundError:
+            return "unknown"
+
+
+def _clean(obj):
+    """JSON-safe copy: NaN/Inf -> None, numpy scalars -> python."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def training_summary(run_dir: Path) -> dict:
+    """The headline numbers of ``metrics.json`` (accuracies, geometry) for the metadata."""
+    import json
+
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        return {}
+    m = json.loads(path.read_text())
+    out = {k: m[k] for k in ("train_acc", "val_acc", "test_acc", "bimodal_dims", "all_dims_bimodal") if k in m}
+    for split in ("train", "val", "test"):
+        s = m.get(split)
+        if isinstance(s, dict):
+            out[split] = {k: s[k] for k in ("same_encoding", "distinct_class_codes", "nc1", "sigma_w_rel") if k in s}
+    return _clean(out)
+
+
+def calibration_summary(outputs: dict[str, np.ndarray], labels: np.ndarray, threshold: float) -> dict:
+    rel = outputs["reliability"]
+    pred = outputs["logits"].argmax(1)
+    correct = pred == labels
+    accepted = rel >= threshold
+    return _clean({
+        "split": "val",
+        "n": int(len(labels)),
+        "accept_rate": float(accepted.mean()),
+        "acc": float(correct.mean()),
+        "acc_accepted": float(correct[accepted].mean()) if accepted.any() else None,
+        "acc_rejected": float(correct[~accepted].mean()) if (~accepted).any() else None,
+        "misclassification_auroc": auroc(rel[correct], rel[~correct]) if correct.any() and (~correct).any() else None,
+        "unoccupied_vertex_rate": float((outputs["nearest_class"] == -1).mean()),
+        "nearest_disagrees_rate": float(((outputs["nearest_class"] != pred) & (outputs["nearest_class"] != -1)).mean()),
+    })
+
+
+def register_artifact(path: Path, metadata: dict) -> str:
+    """Store ``path`` in the BentoML model store as ``binenc:<version>``; returns the tag."""
+    import shutil
+
+    import bentoml
+
+    labels = {"dataset": metadata["dataset"], "variant": metadata["variant"], "score": metadata["score"]["name"]}
+    meta = {
+        "schema_version": metadata["schema_version"], "name": metadata["name"], "checksum": metadata["checksum"],
+        "threshold": metadata["threshold"], "target_accept_rate": metadata["target_accept_rate"],
+        "classes": metadata["classes"], "input_shape": metadata["input"]["shape"], "backbone": metadata["backbone"],
+        "code_version": metadata["code_version"], "created_at": metadata["created_at"], "artifact": ARTIFACT_NAME,
+    }
+    with bentoml.models.create(BENTO_MODEL_NAME, labels=labels, metadata=meta) as m:
+        shutil.copyfile(path, Path(m.path) / ARTIFACT_NAME)
+    return str(m.tag)
+
+
+# --------------------------------------------------------------------------- the export
+def export_run(
+    run_dir: str | Path, out: str | Path | None = None, target_accept_rate: float = 0.95, register: bool = False,
+    data: DatasetSplits | None = None,
+) -> Path:
+    """Export ``run_dir`` to ``out`` (default ``run_dir/model.onnx``); returns the path written."""
+    run_dir = Path(run_dir)
+    out = Path(out) if out is not None else run_dir / ARTIFACT_NAME
+    if not 0.0 < target_accept_rate < 1.0:
+        raise ValueError(f"target_accept_rate must be in (0, 1), got {target_accept_rate}")
+    model, cfg, ckpt = load_run(run_dir)
+    data = data or load_dataset(ckpt["dataset"], cfg.data_dir, cfg.val_fraction, cfg.seed)
+    classes = list(ckpt.get("classes") or data.classes)
+
+    geometry = fit_score(model, data)
+    scored = ScoredModel(model, geometry).eval()
+    proto = to_onnx(scored, model.cfg.input_shape)
+    onnx.checker.check_model(proto, full_check=True)
+    graph_bytes = proto.SerializeToString()
+
+    images, parity_source = parity_images(data)
+    ref = torch_outputs(scored, images)
+    got = ort_outputs(graph_bytes, images)
+    parity = check_parity(ref, got)
+    parity["source"] = parity_source
+
+    val_out = {k: v[: len(data.val)] for k, v in got.items()}
+    threshold = calibrate_threshold(val_out["reliability"], target_accept_rate)
+    calibration = calibration_summary(val_out, data.val.labels, threshold)
+    calibration["target_accept_rate"] = target_accept_rate
+    calibration["parity"] = _clean(parity)
+
+    mc = model.cfg
+    if geometry is not None:
+        geo_md, codebook = geometry.to_metadata()
+        score = {"name": VERTEX_SCORE, "direction": "higher = more reliable",
+                 "definition": "reliability = exp(-dist_pred); dist_pred = RMS_j |u_j - v_pred,j|, "
+                               "u = (z - threshold) / half_edge, v_pred = ±1 code of argmax(logits)"}
+    else:
+        geo_md, codebook = None, {}
+        score = {"name": SOFTMAX_SCORE, "direction": "higher = more reliable",
+                 "definition": "reliability = max softmax probability; nearest_class = argmax; "
+                               "dist_nearest = dist_pred = 1 - max probability"}
+    metadata = _clean({
+        "schema_version": SCHEMA_VERSION,
+        "name": run_dir.resolve().name,
+        "classes": classes,
+        "input": {"shape": list(mc.input_shape), "layout": "NCHW", "dtype": "float32", "pixel_range": [0, 1],
+                  "normalisation": {"mean": list(mc.mean), "std": list(mc.std), "applied_in_graph": True}},
+        "outputs": list(OUTPUT_NAMES),
+        "variant": mc.variant,
+        "dataset": ckpt.get("dataset", data.name),
+        "backbone": mc.backbone,
+        "latent_dim": int(model.latent_width),
+        "score": score,
+        "threshold": threshold,
+        "target_accept_rate": target_accept_rate,
+        "geometry": geo_md,
+        "codebook": codebook,
+        "training_metrics": training_summary(run_dir),
+        "calibration": calibration,
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "code_version": code_version(),
+        "opset": OPSET,
+    })
+    signed = sign_metadata(proto, metadata)
+    payload = proto.SerializeToString()
+    _verify_bytes(payload, out)
+    atomic_write_bytes(out, payload)
+    log.info("exported %s (score %s, threshold %.6g, val accept %.4f, checksum %s)", out, score["name"], threshold,
+             calibration["accept_rate"], signed["checksum"])
+    if register:
+        tag = register_artifact(out, signed)
+        log.info("registered %s in the BentoML model store", tag)
+    return out
+
+
+def _verify_bytes(payload: bytes, out: Path) -> None:
+    """The bytes about to be written must load back with a valid checksum (checked in a temp file)."""
+    with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as tmp:
+        p = Path(tmp) / out.name
+        p.write_bytes(payload)
+        read_metadata(p, verify=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training.export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", help="run directory with checkpoint.pt (and metrics.json)")
+    p.add_argument("--out", help=f"output path (default RUN_DIR/{ARTIFACT_NAME})")
+    p.add_argument("--target-accept-rate", type=float, default=0.95,
+                   help="share of validation inputs the calibrated threshold accepts (default 0.95)")
+    p.add_argument("--register", action="store_true", help="also store it in the BentoML model store (binenc:latest)")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for noisy in ("onnxscript", "torch.onnx", "torch.export", "onnx_ir"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from training.data import DatasetNotFoundError
+    from training.reliability import GeometryError
+
+    try:
+        path = export_run(args.run_dir, args.out, args.target_accept_rate, args.register)
+    except (FileNotFoundError, DatasetNotFoundError, GeometryError, ParityError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    md, _ = read_metadata(path)
+    print(f"exported {path}: {md['variant']} score={md['score']['name']} threshold={md['threshold']:.6g} "
+          f"val_accept={md['calibration']['accept_rate']:.4f} checksum={md['checksum']}")
+    print(canonical_json({"calibration": md["calibration"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

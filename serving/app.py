@@ -31,6 +31,7 @@ from typing import Any
 import anyio
 import numpy as np
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -147,11 +148,13 @@ class GuardMiddleware:
     # POST routes whose body must be JSON; BentoML's own API routes would otherwise accept any content type.
     JSON_ONLY = frozenset({"/predict_batch"})
 
-    def __init__(self, app: Any, max_body_bytes: int | None = None, max_concurrency: int | None = None) -> None:
+    def __init__(self, app: Any, max_body_bytes: int | None = None, max_concurrency: int | None = None,
+                 timeout_s: float | None = None) -> None:
         self.app = app
         limits = Limits.from_env()
         self.max_body = int(max_body_bytes or limits.max_body_bytes)
         self.max_concurrency = int(max_concurrency or os.environ.get("BINENC_MAX_CONCURRENCY", "256"))
+        self.timeout = float(timeout_s or os.environ.get("BINENC_TIMEOUT_S", "30"))
         self.in_flight = 0
 
     @staticmethod
@@ -265,7 +268,11 @@ class GuardMiddleware:
 
         self.in_flight += 1
         try:
-            await self.app(scope, guarded_receive, guarded_send)
+            with anyio.move_on_after(self.timeout) as deadline:
+                await self.app(scope, guarded_receive, guarded_send)
+            if deadline.cancelled_caught and not state.started:
+                await refuse(504, "timeout", f"the request did not complete within {self.timeout:g} s "
+                             "(BINENC_TIMEOUT_S); a slow upload or an overloaded server")
         except ApiError as err:
             if not state.started:
                 await refuse(err.status, err.code, err.message, close=err.status == 413)
@@ -293,6 +300,11 @@ def handle_errors(route: str, oip: bool = False):
         async def endpoint(request: Request) -> Response:
             try:
                 return await fn(request)
+            except HTTPException as exc:  # raised by Starlette helpers; keep its status, uniform body
+                err = ApiError(exc.status_code, STATUS_CODES.get(exc.status_code, "error"), str(exc.detail))
+                metrics.observe_error(route, err.code)
+                body = oip_error_body(err.code, err.message) if oip else err.body()
+                return JSONResponse(body, status_code=err.status)
             except ApiError as err:
                 metrics.observe_error(route, err.code)
                 headers = {"connection": "close"} if err.status == 413 else None
@@ -334,6 +346,21 @@ async def read_body(request: Request, limit: int) -> bytes:
                            f"request body exceeds the {limit}-byte cap; send smaller batches or images")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def _refuse_url_or_type(request: Request, limit: int) -> None:
+    """A JSON/form/text body on /predict_image: name the URL case explicitly, else a 415."""
+    head = bytearray()
+    async for chunk in request.stream():  # look at the first 64 KiB only; the rest is never read
+        head += chunk
+        if len(head) >= min(limit, 64 * 1024):
+            break
+    text = bytes(head).decode("utf-8", "replace")
+    if any(s in text.lower() for s in ("http://", "https://", "http%3a", "https%3a", "ftp://", "file://")):
+        raise ApiError(400, "url_not_supported",
+                       "the request carries a URL, not an image; the server never fetches URLs: download the image "
+                       "and upload its bytes as multipart/form-data field 'image'")
+    require_media_type(request, ("multipart/form-data", "image/png", "image/jpeg"))
 
 
 def _looks_like_url(text: str) -> bool:
@@ -386,6 +413,9 @@ def create_app(get_predictor: PredictorGetter) -> Starlette:
     @handle_errors("predict_image")
     async def predict_image(request: Request) -> Response:
         p = predictor()
+        mt = media_type(request)
+        if mt in ("application/json", "application/x-www-form-urlencoded", "text/plain"):
+            await _refuse_url_or_type(request, p.limits.max_body_bytes)
         mt = require_media_type(request, ("multipart/form-data", "image/png", "image/jpeg"))
         threshold = None
         if mt == "multipart/form-data":
@@ -440,8 +470,9 @@ async def _read_multipart(request: Request, p: Any) -> tuple[list[bytes], float 
     limits = p.limits
     try:
         form = await request.form(max_files=limits.max_batch, max_fields=8, max_part_size=64 * 1024)
-    except MultiPartException as err:
-        raise ApiError(400, "invalid_multipart", f"could not parse the multipart body: {err}") from None
+    except (MultiPartException, HTTPException) as err:  # Starlette wraps parser errors in HTTPException(400)
+        text = getattr(err, "detail", None) or getattr(err, "message", None) or str(err)
+        raise ApiError(400, "invalid_multipart", f"could not parse the multipart body: {text}") from None
     try:
         allowed = {"image", "threshold"}
         unknown = sorted(set(form.keys()) - allowed)

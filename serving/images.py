@@ -119,9 +119,8 @@ def _open(data: bytes) -> Image.Image:
                 f"image has more than {MAX_IMAGE_PIXELS} pixels (possible decompression bomb)",
             ) from None
         except UnidentifiedImageError:
-            raise ApiError(
-                415, "unsupported_image_format",
-                "the uploaded file is not a recognisable image; expected PNG or JPEG bytes",
+            raise bad_request(
+                "invalid_image", "the uploaded bytes are not a recognisable image; expected PNG or JPEG bytes"
             ) from None
         except (OSError, ValueError, SyntaxError) as err:
             raise bad_request("invalid_image", f"could not read the image header: {err}") from None
@@ -179,7 +178,7 @@ def _to_mode(img: Image.Image, channels: int) -> Image.Image:
         )
     if mode.startswith("I;16"):
         arr = np.asarray(img, dtype=np.uint16 if mode != "I;16B" else ">u2").astype(np.float32)
-        img = Image.fromarray(np.round(arr / 257.0).astype(np.uint8), mode="L")
+        img = Image.fromarray(np.round(arr / 257.0).astype(np.uint8))
         mode = "L"
     if mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
@@ -219,7 +218,7 @@ def _mnist_style(gray: np.ndarray, policy: ImagePolicy) -> np.ndarray:
     box = max(1.0, policy.fit * min(H, W))
     scale = box / max(ch, cw)
     nh, nw = max(1, min(H, round(ch * scale))), max(1, min(W, round(cw * scale)))
-    small = _resize(Image.fromarray(crop.astype(np.uint8), mode="L"), (nw, nh))
+    small = _resize(Image.fromarray(crop.astype(np.uint8)), (nw, nh))
     out = np.zeros((H, W), dtype=np.float32)
     top, left = (H - nh) // 2, (W - nw) // 2
     out[top : top + nh, left : left + nw] = np.asarray(small, dtype=np.float32)

@@ -62,7 +62,8 @@ BatchPixels = Annotated[list[Any], AfterValidator(_batch_pixels)]
 @bentoml.service(
     name="binenc",
     workers=1,
-    traffic={"timeout": TIMEOUT_S},
+    # GuardMiddleware enforces BINENC_TIMEOUT_S with a uniform 504; BentoML's own timeout is only a backstop.
+    traffic={"timeout": TIMEOUT_S + 10},
     metrics={"enabled": True},
 )
 @bentoml.asgi_app(create_app(_get_predictor), path="/")

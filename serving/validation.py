@@ -306,7 +306,7 @@ def check_finite(arr: np.ndarray, field: str) -> None:
         )
 
 
-def to_unit_pixels(arr: np.ndarray, pixel_range: str, field: str) -> np.ndarray:
+def to_unit_pixels(arr: np.ndarray, pixel_range: str, field: str, range_hint: bool = True) -> np.ndarray:
     """Check values against the declared range and return float32 in [0, 1] (never clips)."""
     check_finite(arr, field)
     if pixel_range == "0-255":
@@ -327,7 +327,7 @@ def to_unit_pixels(arr: np.ndarray, pixel_range: str, field: str) -> np.ndarray:
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
         value = arr[idx]
         hint = ""
-        if pixel_range == "0-1" and 1 < value <= 255:
+        if range_hint and pixel_range == "0-1" and 1 < value <= 255:
             hint = '; to send 8-bit pixels 0..255 set "pixel_range": "0-255"'
         raise bad_request(
             "out_of_range",
@@ -412,4 +412,4 @@ def validate_model_tensor(arr: np.ndarray, spec: InputSpec, limits: Limits, fiel
         raise bad_request("invalid_shape", f"{field}: expected {spec.describe_model()}, got a scalar")
     check_batch_size(int(arr.shape[0]), limits, field)
     check_shape(arr, spec.model_shape, field, spec.describe_model())
-    return np.ascontiguousarray(to_unit_pixels(arr, "0-1", field), dtype=np.float32)
+    return np.ascontiguousarray(to_unit_pixels(arr, "0-1", field, range_hint=False), dtype=np.float32)

@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gamma-per", choices=["epoch", "step"])
     p.add_argument("--gamma-ramp", type=float, help="reach --gamma-cap at this fraction of training")
     p.add_argument("--val-fraction", type=float)
+    p.add_argument("--augment-shift", type=int, help="random shifts of up to N pixels during training (default 0)")
     p.add_argument("--device", default=None, help="cpu (default) or cuda")
     p.add_argument("--threads", type=int, dest="num_threads", help="torch CPU threads")
     p.add_argument("--export", action="store_true", help="export model.onnx into the run directory when done")

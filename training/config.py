@@ -32,6 +32,7 @@ class TrainConfig:
     gamma_cap: float = 1e6
     gamma_per: str = "epoch"  # "epoch" | "step"
     gamma_ramp: float | None = None  # if set: factor chosen so gamma reaches the cap at this fraction of training
+    augment_shift: int = 0  # random translation of up to this many pixels per training image (0 = off)
     device: str = "cpu"
     num_threads: int | None = None
     profile: str | None = None

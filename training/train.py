@@ -39,6 +39,16 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(np.asarray(images, dtype=np.float32)).div_(255.0)
 
 
+def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Translate each image by up to ``max_shift`` pixels (zero padding), deterministically for a generator."""
+    if max_shift <= 0:
+        return x
+    n, _, h, w = x.shape
+    padded = nn.functional.pad(x, (max_shift,) * 4)
+    offsets = torch.randint(0, 2 * max_shift + 1, (n, 2), generator=generator).tolist()
+    return torch.stack([padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offsets)])
+
+
 def gamma_schedule(cfg: TrainConfig, steps_per_epoch: int) -> GammaSchedule:
     if not cfg.penalised:
         return GammaSchedule(0.0, 1.0, 0.0)
@@ -158,14 +168,16 @@ def train(
     for epoch in range(start_epoch, last_epoch + 1):
         for group in opt.param_groups:
             group["lr"] = cfg.lr * lr_factor(cfg, epoch) if group["name"] == "body" else cfg.head_lr
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+        rng = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        order = torch.randperm(n, generator=rng)
         model.train()
         sums = {"loss": 0.0, "ce": 0.0, "penalty": 0.0, "correct": 0.0}
         t0 = time.perf_counter()
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
         for i in bar:
             idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            xb, yb = x_train[idx].to(device, non_blocking=True), y_train[idx].to(device, non_blocking=True)
+            xb = random_shift(x_train[idx], cfg.augment_shift, rng).to(device, non_blocking=True)
+            yb = y_train[idx].to(device, non_blocking=True)
             gamma = schedule.value(epoch, epoch * steps_per_epoch + i)
             logits, z = model(xb)
             loss, ce, pen = total_loss(logits, z, yb, gamma)

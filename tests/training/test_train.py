@@ -79,3 +79,15 @@ def test_runs_are_reproducible(tmp_path, digits):
     b = train(cfg, tmp_path / "b", data=digits, progress=False)
     for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values(), strict=True):
         assert torch.equal(x, y)
+
+
+def test_random_shift_moves_content_and_is_deterministic():
+    from training.train import random_shift
+
+    x = torch.zeros(4, 1, 6, 6)
+    x[:, :, 2, 2] = 1.0
+    a = random_shift(x, 1, torch.Generator().manual_seed(0))
+    b = random_shift(x, 1, torch.Generator().manual_seed(0))
+    assert torch.equal(a, b) and a.shape == x.shape
+    assert torch.all(a.sum(dim=(1, 2, 3)) == 1.0)  # a one-pixel shift keeps the dot inside
+    assert random_shift(x, 0, torch.Generator()) is x

@@ -70,9 +70,15 @@ def large_eps(robust_acc: float | None, eps: float, n: int, cfg: SanityConfig = 
     return Flag("large_eps", bool(ok), msg, {"eps": eps, "robust_acc": robust_acc, "n": n})
 
 
-def monotone(curves: dict[str, list[float]], epsilons: dict[str, list[float]], cfg: SanityConfig = SanityConfig()) -> Flag:
-    """Robust accuracy must not increase with ε (beyond ``monotone_tol``) for any attack or the worst case."""
+def monotone(curves: dict[str, list[float]], epsilons: dict[str, list[float]], cfg: SanityConfig = SanityConfig(),
+             informational: tuple[str, ...] = ()) -> Flag:
+    """Robust accuracy must not increase with ε (beyond ``monotone_tol``) for any iterative attack or the worst case.
+
+    Curves named in ``informational`` (single-step attacks, which are legitimately non-monotone when one big step
+    overshoots) are reported in ``values["informational"]`` but cannot fail the check.
+    """
     bad = {}
+    info = {}
     for name, curve in curves.items():
         c = _arr(curve)
         e = _arr(epsilons[name])
@@ -84,14 +90,17 @@ def monotone(curves: dict[str, list[float]], epsilons: dict[str, list[float]], c
         rises = np.diff(c)
         worst = float(rises.max())
         if worst > cfg.monotone_tol:
-            bad[name] = worst
-    if not curves:
+            (info if name in informational else bad)[name] = worst
+    checked = [k for k in curves if k not in informational]
+    if not checked:
         return Flag("monotone", None, "no curves")
+    note = "" if not info else "; single-step (not checked): " + ", ".join(f"{k} +{v:.1%}" for k, v in info.items())
     if bad:
         desc = ", ".join(f"{k} (+{v:.1%})" for k, v in bad.items())
-        return Flag("monotone", False, f"robust accuracy rises with ε for {desc}: a weak or stochastic attack", bad)
-    return Flag("monotone", True, f"{len(curves)} robust-accuracy curves are non-increasing in ε "
-                f"(tolerance {cfg.monotone_tol:.0%})")
+        return Flag("monotone", False, f"robust accuracy rises with ε for {desc}: a weak or stochastic attack{note}",
+                    {"rises": bad, "informational": info})
+    return Flag("monotone", True, f"{len(checked)} robust-accuracy curves of iterative attacks and the worst case are "
+                f"non-increasing in ε (tolerance {cfg.monotone_tol:.0%}){note}", {"informational": info})
 
 
 def iterative_beats_single_step(
@@ -139,7 +148,7 @@ def pgd_converged(base: dict[str, float], strong: dict[str, float], cfg: SanityC
         return Flag("pgd_converged", None, "convergence probe not run")
     diffs = {k: float(base[k] - strong[k]) for k in keys}
     worst = max(keys, key=lambda k: abs(diffs[k]))
-    ok = all(abs(d) < cfg.convergence_tol for d in diffs.values())
+    ok = all(abs(d) < cfg.convergence_tol - 1e-9 for d in diffs.values())  # 2 of 100 points is not < 2 points
     msg = (f"stronger PGD ({detail}) changes robust accuracy by at most {abs(diffs[worst]):.1%} (< "
            f"{cfg.convergence_tol:.0%})" if ok else
            f"stronger PGD ({detail}) changes robust accuracy by {diffs[worst]:+.1%} at {worst}: the default budget "
@@ -158,10 +167,17 @@ def no_zero_gradients(ce_norms, margin_norms, cfg: SanityConfig = SanityConfig()
             "median_grad_norm_ce": float(np.median(ce)), "median_grad_norm_margin": float(np.median(mg))}
     worst = max(z_ce, z_mg if np.isfinite(z_mg) else 0.0)
     if worst > cfg.zero_grad_max_share:
-        which = "cross-entropy" if z_ce >= (z_mg if np.isfinite(z_mg) else 0) else "logit-margin"
+        if z_mg <= cfg.zero_grad_max_share:
+            return Flag("no_zero_gradients", False,
+                        f"{z_ce:.1%} of the clean points have an exactly zero cross-entropy input gradient (softmax "
+                        f"saturated in float32; median CE gradient norm {vals['median_grad_norm_ce']:.2g}): CE-based "
+                        "attacks (FGSM, PGD-CE, APGD-CE) cannot start there and underestimate the attack. The "
+                        f"logit-margin gradient is zero on only {z_mg:.1%}, so the margin-based attacks of the "
+                        "ensemble (PGD-margin, DeepFool, C&W, FMN, APGD-DLR) are not affected", vals)
         return Flag("no_zero_gradients", False,
-                    f"{worst:.1%} of the clean points have an exactly zero {which} input gradient (CE {z_ce:.1%}, "
-                    f"margin {z_mg:.1%}): gradient attacks cannot start there", vals)
+                    f"{z_mg:.1%} of the clean points have an exactly zero logit-margin input gradient (CE {z_ce:.1%}): "
+                    "the model is not differentiable where it matters (gradient masking); only black-box numbers "
+                    "are trustworthy", vals)
     return Flag("no_zero_gradients", True, f"zero input gradients: CE {z_ce:.1%}, margin {z_mg:.1%} of {ce.size} "
                 "points", vals)
 
@@ -173,7 +189,7 @@ def crosscheck(ours: dict[str, float], apgd: dict[str, float], n: int, cfg: Sani
         return Flag("apgd_crosscheck", None, "APGD cross-check not run", {"n": n})
     gaps = {k: float(ours[k] - apgd[k]) for k in keys}
     worst = max(keys, key=lambda k: gaps[k])
-    ok = gaps[worst] <= cfg.crosscheck_tol
+    ok = gaps[worst] <= cfg.crosscheck_tol + 1e-9  # exactly 2 of 100 points is not "> 2 points"
     vals = {"ours": ours, "apgd": apgd, "gap": gaps, "n": n}
     if ok:
         return Flag("apgd_crosscheck", True, f"our worst case is within {cfg.crosscheck_tol:.0%} of (or below) ART "

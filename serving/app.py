@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -51,6 +52,7 @@ from .validation import (
 log = logging.getLogger("binenc.serving")
 
 PredictorGetter = Callable[[], Any]
+_BOOL_TOKEN = re.compile(rb"\b(?:true|false)\b")
 EXEMPT_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics", "/v2/health/live", "/v2/health/ready"})
 STATUS_CODES = {
     400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
@@ -109,7 +111,8 @@ def _uniform(body: bytes, oip: bool) -> bool:
     return isinstance(err, dict) and isinstance(err.get("code"), str) and isinstance(err.get("message"), str)
 
 
-def _rewrite(status: int, body: bytes) -> tuple[str, str]:
+def _rewrite(status: int, body: bytes, method: str = "", path: str = "",
+             allow: str | None = None) -> tuple[str, str]:
     """Turn a foreign error body (plain text, ``{"error": "..."}``, BentoML/pydantic details) into the uniform one."""
     code = STATUS_CODES.get(status, "error" if status < 500 else "internal_error")
     message = body.decode("utf-8", "replace").strip() or code.replace("_", " ")
@@ -123,12 +126,15 @@ def _rewrite(status: int, body: bytes) -> tuple[str, str]:
             # pydantic validation errors from BentoML API methods; our validators raise PydanticCustomError
             # whose ``type`` is the ApiError code.
             first = detail[0]
-            if first.get("type") and first["type"] not in ("value_error", "missing", "json_invalid"):
-                code = str(first["type"])
-            elif first.get("type") == "missing":
+            kind = str(first.get("type") or "")
+            if kind == "missing":
                 code = "missing_field"
-            elif first.get("type") == "json_invalid":
+            elif kind == "json_invalid":
                 code = "invalid_json"
+            elif kind.endswith(("_type", "_parsing")):
+                code = "invalid_type"
+            elif kind and kind != "value_error":
+                code = kind  # one of our codes (PydanticCustomError raised by serving.service)
             else:
                 code = "invalid_input"
             loc = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body",))
@@ -137,6 +143,11 @@ def _rewrite(status: int, body: bytes) -> tuple[str, str]:
             message = obj["error"]
         elif isinstance(detail, str):
             message = detail
+    if status == 404 and message in ("Not Found", "not found"):
+        message = (f"no route {method} {path}; routes: POST /predict, /predict_image, /predict_batch, GET /model, "
+                   "/livez, /readyz, /metrics, /v2/...")
+    elif status == 405 and message == "Method Not Allowed":
+        message = f"{method} is not allowed on {path}" + (f"; use {allow}" if allow else "")
     if status >= 500 and status not in (503, 504):
         message = "an unexpected error occurred; see the server log"
     return code, message
@@ -219,11 +230,13 @@ class GuardMiddleware:
         state = _State()
         max_body = self.max_body
         oip = is_oip(path)
+        pending: dict[str, Any] = {}
+        source = {"receive": receive}
 
         async def guarded_receive() -> dict:
             if state.over_limit:
                 raise ApiError(413, "body_too_large", self._too_large_message())
-            message = await receive()
+            message = await source["receive"]()
             if message["type"] == "http.request":
                 state.received += len(message.get("body", b""))
                 if state.received > max_body:
@@ -231,7 +244,33 @@ class GuardMiddleware:
                     raise ApiError(413, "body_too_large", self._too_large_message())
             return message
 
-        pending: dict[str, Any] = {}
+        async def prebuffer() -> bool:
+            """BentoML validates /predict_batch itself; read its body here (bounded) to refuse what numpy would
+            silently coerce (JSON booleans become 1.0/0.0), then replay the bytes to the route."""
+            chunks: list[bytes] = []
+            while True:
+                message = await guarded_receive()
+                if message["type"] != "http.request":
+                    return False
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    break
+            body = b"".join(chunks)
+            if (b"true" in body or b"false" in body) and _BOOL_TOKEN.search(body):
+                raise ApiError(400, "invalid_type", "pixels: expected numbers, got a JSON boolean (true/false); "
+                               "pixel values must be JSON numbers")
+            replayed = False
+
+            async def replay() -> dict:
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()  # blocks until the client disconnects, as a server's receive would
+
+            source["receive"] = replay
+            state.received = 0
+            return True
 
         async def guarded_send(message: dict) -> None:
             kind = message["type"]
@@ -259,26 +298,33 @@ class GuardMiddleware:
                     await send({**start, "headers": headers})
                     await send({"type": "http.response.body", "body": raw, "more_body": False})
                     return
-                code, text = _rewrite(status, raw)
+                allow = next((v.decode("latin-1") for k, v in start.get("headers", []) if k.lower() == b"allow"),
+                             None)
+                code, text = _rewrite(status, raw, scope.get("method", ""), path, allow)
                 extra = [(k, v) for k, v in start.get("headers", [])
                          if k.lower() in (b"retry-after", b"allow", b"x-bentoml-request-id")]
                 await refuse(status, code, text, extra)
             else:
                 await send(message)
 
+        def unanswered() -> bool:
+            return not state.started or "start" in pending
+
         self.in_flight += 1
         try:
             with anyio.move_on_after(self.timeout) as deadline:
+                if path in self.JSON_ONLY and scope.get("method") == "POST" and not await prebuffer():
+                    return  # the client went away while sending
                 await self.app(scope, guarded_receive, guarded_send)
-            if deadline.cancelled_caught and not state.started:
+            if deadline.cancelled_caught and unanswered():
                 await refuse(504, "timeout", f"the request did not complete within {self.timeout:g} s "
-                             "(BINENC_TIMEOUT_S); a slow upload or an overloaded server")
+                             "(BINENC_TIMEOUT_S); a slow upload or an overloaded server", close=True)
         except ApiError as err:
-            if not state.started:
+            if unanswered():
                 await refuse(err.status, err.code, err.message, close=err.status == 413)
         except Exception:
             log.exception("unhandled error on %s", path)
-            if not state.started:
+            if unanswered():
                 await refuse(500, "internal_error", "an unexpected error occurred; see the server log")
         finally:
             self.in_flight -= 1

@@ -17,9 +17,12 @@ Policy (the same for every request; see docs/serving.md):
 5. **MNIST-style models** (dataset ``mnist``, ``fashion-mnist`` or ``digits``: a bright object on a black
    background):
 
+   * *already prepared*: an image of exactly the model's H×W whose border is dark is used as is (a dataset
+     image saved as PNG round-trips unchanged); every other image goes through the steps below;
    * *polarity*: if the median of the image's 1-pixel border is brighter than mid-grey (> 127), the image
      is inverted, so a dark drawing on white paper becomes white-on-black;
-   * *background*: values at or below the border median (after inversion) become 0;
+   * *background*: values at or below the border median (after inversion) become 0, and the contrast is
+     stretched so the brightest pixel is 1 (as in the datasets);
    * *crop*: to the bounding box of pixels above 10 % of the maximum (an empty image is kept whole);
    * *fit*: the crop is resized, aspect ratio kept, so its longer side is ``fit`` × the model's side
      (MNIST 20/28 as in the original preprocessing, Fashion-MNIST and digits 1.0);
@@ -96,6 +99,7 @@ class ImagePolicy:
         }
         if self.mnist_style:
             out.update(
+                as_is=f"a {self.height}x{self.width} image with a dark border is used unchanged",
                 polarity="invert when the border median is > 127 (dark object on light background)",
                 crop="bounding box of pixels > 10% of max",
                 fit=self.fit,
@@ -202,6 +206,8 @@ def _mnist_style(gray: np.ndarray, policy: ImagePolicy) -> np.ndarray:
     a = gray.astype(np.float32)
     border = np.concatenate([a[0], a[-1], a[1:-1, 0], a[1:-1, -1]]) if min(a.shape) > 1 else a.ravel()
     background = float(np.median(border))
+    if a.shape == (policy.height, policy.width) and background <= 127.0:
+        return a / 255.0  # already the dataset's size and polarity: used as is
     if background > 127.0:
         a = 255.0 - a
         background = 255.0 - background

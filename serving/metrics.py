@@ -53,42 +53,52 @@ def _get() -> dict[str, Any]:
     return _METRICS
 
 
+_CHILDREN: dict[tuple, Any] = {}
+
+
+def _child(metric: str, *labels: str) -> Any:
+    """``metric.labels(*labels)``, cached (``labels()`` costs more than the increment itself)."""
+    key = (metric, *labels)
+    child = _CHILDREN.get(key)
+    if child is None:
+        child = _CHILDREN[key] = _get()[metric].labels(*labels)
+    return child
+
+
 def observe_predictions(route: str, preds: list[dict], seconds: float | None = None) -> None:
-    m = _get()
     n_acc = sum(1 for p in preds if p["accepted"])
     if n_acc:
-        m["predictions"].labels(route, "accepted").inc(n_acc)
+        _child("predictions", route, "accepted").inc(n_acc)
     if len(preds) - n_acc:
-        m["predictions"].labels(route, "rejected").inc(len(preds) - n_acc)
+        _child("predictions", route, "rejected").inc(len(preds) - n_acc)
         for p in preds:
             if not p["accepted"]:
-                m["rejections"].labels(route, p["reason"] or "unknown").inc()
-    hist = m["reliability"].labels(route)
+                _child("rejections", route, p["reason"] or "unknown").inc()
+    hist = _child("reliability", route)
     for p in preds:
         hist.observe(p["reliability"])
     if seconds is not None:
-        m["latency"].labels(route).observe(seconds)
+        _child("latency", route).observe(seconds)
 
 
 def observe_raw(route: str, accepted: Any, reliability: Any, reasons: list[str | None],
                 seconds: float | None = None) -> None:
     """Same counters for routes that return raw tensors (OIP): ``accepted`` bools, ``reliability`` floats."""
-    m = _get()
     acc = [bool(a) for a in accepted]
     n_acc = sum(acc)
     if n_acc:
-        m["predictions"].labels(route, "accepted").inc(n_acc)
+        _child("predictions", route, "accepted").inc(n_acc)
     if len(acc) - n_acc:
-        m["predictions"].labels(route, "rejected").inc(len(acc) - n_acc)
+        _child("predictions", route, "rejected").inc(len(acc) - n_acc)
         for ok, reason in zip(acc, reasons, strict=True):
             if not ok:
-                m["rejections"].labels(route, reason or "unknown").inc()
-    hist = m["reliability"].labels(route)
+                _child("rejections", route, reason or "unknown").inc()
+    hist = _child("reliability", route)
     for r in reliability:
         hist.observe(float(r))
     if seconds is not None:
-        m["latency"].labels(route).observe(seconds)
+        _child("latency", route).observe(seconds)
 
 
 def observe_error(route: str, code: str) -> None:
-    _get()["errors"].labels(route, code).inc()
+    _child("errors", route, code).inc()

@@ -33,7 +33,7 @@ from starlette.routing import Route
 
 from . import metrics
 from .artifact import INPUT_NAME, OUTPUT_NAMES
-from .validation import ApiError, bad_request, oip_error_body, to_array, validate_model_tensor
+from .validation import ApiError, bad_request, oip_error_body, parse_json, to_array, validate_model_tensor
 
 SERVER_NAME = "binenc"
 HEADER_LENGTH = "inference-header-content-length"
@@ -79,7 +79,7 @@ def output_signature(p: Any) -> list[dict[str, Any]]:
 def _check_model(p: Any, name: str, version: str | None) -> None:
     if name != model_name():
         raise ApiError(404, "model_not_found", f"unknown model {name!r}; this server serves {model_name()!r}")
-    if version not in (None, "", p.version, "1"):
+    if version not in (None, "", p.version):
         raise ApiError(404, "model_version_not_found",
                        f"model {name!r} has no version {version!r}; available: {p.version!r}")
 
@@ -96,17 +96,10 @@ def _split_body(raw: bytes, header_length: str | None) -> tuple[dict[str, Any], 
             raise bad_request("invalid_header",
                               f"Inference-Header-Content-Length {n} does not fit a body of {len(raw)} bytes")
         json_part, binary = raw[:n], raw[n:]
-    try:
-        req = json.loads(json_part.decode("utf-8"), parse_constant=_reject)
-    except (UnicodeDecodeError, ValueError) as err:
-        raise bad_request("invalid_json", f"inference request header is not valid JSON: {err}") from None
+    req = parse_json(json_part)
     if not isinstance(req, dict):
         raise bad_request("invalid_type", "inference request must be a JSON object with 'inputs'")
     return req, binary
-
-
-def _reject(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
 
 
 def _input_tensor(req: dict[str, Any], binary: bytes, p: Any) -> np.ndarray:

@@ -128,6 +128,29 @@ def plot_worst_all(models: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def plot_risk_coverage(models: dict, path: Path) -> None:
+    plt = _plt()
+    labels = list(models)
+    r, c = _grid(len(labels))
+    fig, axes = plt.subplots(r, c, figsize=(3 * c, 2.6 * r), squeeze=False)
+    for ax in axes.flat[len(labels):]:
+        ax.axis("off")
+    for ax, lbl in zip(axes.flat, labels, strict=False):
+        for method, v in models[lbl]["misclassification"].items():
+            rc = v["risk_coverage"]
+            ax.plot(rc["coverage"], rc["risk"], lw=1.8 if method == HEADLINE_METHOD else 1,
+                    label=f"{method} {v['aurc']:.4f}")
+        ax.set_title(lbl, fontsize=9)
+        ax.set_xlabel("coverage", fontsize=7)
+        ax.set_ylabel("selective risk", fontsize=7)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=5)
+    fig.suptitle("risk-coverage on ID test (legend: AURC)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+
+
 def _grid(n: int, max_cols: int = 4) -> tuple[int, int]:
     cols = min(max_cols, max(n, 1))
     return math.ceil(max(n, 1) / cols), cols
@@ -248,8 +271,9 @@ def render_markdown(results: dict, plots: dict[str, dict[str, str]]) -> str:
         L += ["### Sample counts and budgets", "",
               f"- dataset **{cfg['dataset']}**, backbone {cfg['backbone']}, profile {cfg['profile']}, seeds "
               f"{cfg['seeds']}, bench seed {cfg['seed']}; the same test points for every model.",
-              f"- cheap attacks (FGSM, PGD): **{n['cheap']}** test points; expensive (DeepFool, C&W, FMN), adaptive, "
-              f"probes and APGD: **{n['expensive']}** (a prefix of the former); black-box HopSkipJump: "
+              f"- cheap attacks (FGSM, PGD) and the PGD convergence probe: **{n['cheap']}** test points; expensive "
+              f"(DeepFool, C&W, FMN), adaptive, large-ε probe and ART APGD: **{n['expensive']}** (a prefix of the "
+              f"former); black-box HopSkipJump: "
               f"**{n['blackbox']}**. Attacks run on the correctly classified ones; robust accuracy counts clean "
               "errors as failures.",
               f"- PGD {b['pgd_steps']} steps × {b['pgd_restarts']} restart(s) (step 2.5ε/steps, random start); "
@@ -379,6 +403,9 @@ def render_markdown(results: dict, plots: dict[str, dict[str, str]]) -> str:
     L += ["OOD sets: " + "; ".join(f"**{s}** ({v['source']}, n={v['n']})" for s, v in results["ood_sets"].items())
           + ("" if not results.get("skipped_ood_sets") else
              "; skipped: " + "; ".join(f"{k} ({v})" for k, v in results["skipped_ood_sets"].items())), ""]
+    L += ["`reliability` is the artifact's served score (bin_enc: vertex distance; baselines: max-softmax computed in "
+          "float32 by the ONNX graph, which saturates at exactly 1.0 for confident inputs, so many ties); "
+          "`max_softmax` is the same quantity recomputed in float64 from the logits.", ""]
     for metric, title in (("auroc", "AUROC"), ("fpr95", "FPR at 95% ID acceptance (lower is better)"),
                           ("aupr_in", "AUPR-in (ID positive)"), ("aupr_out", "AUPR-out (OOD positive)")):
         L += [f"### {title}", ""]
@@ -425,8 +452,9 @@ def render_markdown(results: dict, plots: dict[str, dict[str, str]]) -> str:
 
     # plots
     L += ["## Plots", ""]
-    if "worst_all" in plots.get("_all", {}):
-        L += [f"![worst case, all models]({plots['_all']['worst_all']})", ""]
+    for key, title in (("worst_all", "worst-case robust accuracy, all models"), ("risk_coverage", "risk-coverage")):
+        if key in plots.get("_all", {}):
+            L += [f"![{title}]({plots['_all'][key]})", ""]
     for lbl, p in plots.items():
         if lbl == "_all":
             continue
@@ -459,6 +487,10 @@ def write_report(results: dict, arrays: dict, out: str | Path) -> dict[str, Path
         plot_worst_all(results["models"], p)
         plots["_all"]["worst_all"] = p.name
         written["worst_all"] = p
+        p = out / "risk_coverage.png"
+        plot_risk_coverage(results["models"], p)
+        plots["_all"]["risk_coverage"] = p.name
+        written["risk_coverage"] = p
     for lbl, e in results["models"].items():
         a = arrays.get(lbl, {})
         plots[lbl] = {}

@@ -151,8 +151,8 @@ def pgd_converged(base: dict[str, float], strong: dict[str, float], cfg: SanityC
     ok = all(abs(d) < cfg.convergence_tol - 1e-9 for d in diffs.values())  # 2 of 100 points is not < 2 points
     msg = (f"stronger PGD ({detail}) changes robust accuracy by at most {abs(diffs[worst]):.1%} (< "
            f"{cfg.convergence_tol:.0%})" if ok else
-           f"stronger PGD ({detail}) changes robust accuracy by {diffs[worst]:+.1%} at {worst}: the default budget "
-           "has not converged; raise --attack-steps")
+           f"stronger PGD ({detail}) changes robust accuracy by {diffs[worst]:+.1%} at ε={worst}: the default "
+           "budget has not converged; raise --attack-steps")
     return Flag("pgd_converged", bool(ok), msg, {"base": base, "strong": strong, "diff": diffs})
 
 

@@ -457,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--soak-clients", type=int, default=64)
     ap.add_argument("--ood", action="store_true", help="report accepted shares of Fashion-MNIST vs MNIST test images")
     ap.add_argument("--ood-n", type=int, default=10000)
-    ap.add_argument("--mnist-dir", default="/work/shared/data/mnist")
+    ap.add_argument("--mnist-dir", default=os.environ.get("BINENC_MNIST_DIR", str(Path(__file__).resolve().parents[2] / "shared/data/mnist")))
     ap.add_argument("--oip-model", default="binenc")
     ap.add_argument("--out", type=Path, default=None, help="write the full report as JSON here")
     args = ap.parse_args(argv)

@@ -1,7 +1,7 @@
 """OOD and misclassification evaluation of an exported artifact (the numbers in docs/reliability.md).
 
     python scripts/ood_eval.py runs/fashion-mnist_cnn_quick_bin_enc_s0 \
-        --baseline runs/fashion-mnist_cnn_quick_no_pen_s0 [--ood-dir /work/shared/data/mnist] [--threads 1]
+        --baseline runs/fashion-mnist_cnn_quick_no_pen_s0 [--ood-dir ../shared/data/mnist] [--threads 1]
 
 Exports ``RUN_DIR/model.onnx`` if it is missing (or with ``--reexport``), then everything runs through the
 artifact (ONNX Runtime, :mod:`serving.artifact`). Printed:
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -135,7 +136,7 @@ def main() -> int:
     p.add_argument("run_dir", type=Path)
     p.add_argument("--baseline", type=Path, help="a no_pen run directory (max-softmax and Mahalanobis baselines)")
     p.add_argument("--ood", default="mnist", help="OOD dataset name (its test split is used)")
-    p.add_argument("--ood-dir", default="/work/shared/data/mnist")
+    p.add_argument("--ood-dir", default=os.environ.get("BINENC_MNIST_DIR", str(Path(__file__).resolve().parents[2] / "shared/data/mnist")))
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime / torch CPU threads")
     p.add_argument("--reexport", action="store_true", help="export again even if model.onnx exists")
     p.add_argument("--json", type=Path, help="also write all numbers to this JSON file")

@@ -146,7 +146,7 @@ def run_metrics(model, data, device: str = "cpu") -> dict:
         out[f"{name}_acc"] = float((logits.argmax(1) == split.labels).mean())
     if model.cfg.variant == "no_pen":
         # The classifier sits directly on the 256-d features: report collapse statistics only.
-        for name, (z, pred, y) in latents.items():
+        for name, (z, _pred, y) in latents.items():
             out[name] = collapse_stats(z, y, data.num_classes)
         return out
     z_tr = latents["train"][0]

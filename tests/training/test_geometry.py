@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 
 from training.geometry import (
-    class_codes, collapse_stats, fit_peaks, latent_geometry, same_encoding_fraction, sign_codes,
+    class_codes,
+    collapse_stats,
+    fit_peaks,
+    latent_geometry,
+    same_encoding_fraction,
+    sign_codes,
 )
 
 

@@ -481,23 +481,28 @@ class SoftmaxReliability(Reliability):
 
 
 class VertexReliability(Reliability):
-    """bin_enc: reliability = exp(-RMS_j |u_j - v_pred,j|), u = (z - threshold) / half_edge (training.reliability)."""
+    """bin_enc: reliability = exp(-dist_class) (training.reliability): ``u = (z - threshold) / half_edge``,
+    ``dist_class = sqrt(|(u - c_pred) W|² / d)`` with the class centres ``c`` and whitening ``W`` of the artifact."""
 
     name = "vertex_distance"
 
-    def __init__(self, threshold: float, t: np.ndarray, a: np.ndarray, codes: np.ndarray):
+    def __init__(self, threshold: float, t: np.ndarray, a: np.ndarray, centres: np.ndarray, whiten: np.ndarray):
         super().__init__(threshold)
         self.t = torch.as_tensor(np.asarray(t, np.float32))
         self.a = torch.as_tensor(np.asarray(a, np.float32))
-        self.codes = torch.as_tensor(np.asarray(codes, np.float32))
+        self.centres = torch.as_tensor(np.asarray(centres, np.float32))
+        self.whiten = torch.as_tensor(np.asarray(whiten, np.float32))
 
     def to(self, device) -> VertexReliability:
-        self.t, self.a, self.codes = self.t.to(device), self.a.to(device), self.codes.to(device)
+        self.t, self.a = self.t.to(device), self.a.to(device)
+        self.centres, self.whiten = self.centres.to(device), self.whiten.to(device)
         return self
 
     def dist_to(self, z: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
-        u = (z.float() - self.t.to(z.device)) / self.a.to(z.device)
-        return torch.sqrt(((u - self.codes.to(z.device)[cls]) ** 2).mean(dim=1))
+        dev = z.device
+        u = (z.float() - self.t.to(dev)) / self.a.to(dev)
+        w = (u - self.centres.to(dev)[cls]) @ self.whiten.to(dev)
+        return torch.sqrt((w**2).mean(dim=1))
 
     def score(self, logits, z):
         return torch.exp(-self.dist_to(z, logits.argmax(dim=1)))
@@ -513,7 +518,7 @@ def reliability_from_metadata(metadata: dict, threshold: float | None = None) ->
         from training.reliability import VertexGeometry
 
         geo = VertexGeometry.from_metadata(metadata)
-        return VertexReliability(th, geo.threshold, geo.half_edge, geo.codes)
+        return VertexReliability(th, geo.threshold, geo.half_edge, geo.centres, geo.whiten)
     return SoftmaxReliability(th)
 
 

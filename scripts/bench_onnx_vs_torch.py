@@ -2,7 +2,7 @@
 
     python scripts/bench_onnx_vs_torch.py runs/fashion-mnist_cnn_quick_bin_enc_s0 [--threads 1] [--seconds 3]
 
-Both sides compute the same seven outputs (PyTorch: :class:`training.export.ScoredModel` under
+Both sides compute the same eight outputs (PyTorch: :class:`training.export.ScoredModel` under
 ``torch.inference_mode``; ONNX Runtime: ``Artifact.run`` on the exported ``model.onnx``, including its input
 checks and batching) on the same CPU thread budget. Each cell is the median over repeated timed calls after
 warm-up; the columns interleave the two engines so background load affects both alike.

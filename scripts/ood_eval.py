@@ -69,7 +69,37 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
-def candidates(out: dict[str, np.ndarray], geo: VertexGeometry | None) -> dict[str, np.ndarray]:
+class Whitening:
+    """Tied covariance of the scaled residual ``u - centre(class)`` on correctly classified training latents.
+
+    ``centre`` is the class's vertex (``codes``) or the class mean of u (``means``); the squared whitened distance
+    to the predicted class's centre is ``rᵀ Σ⁻¹ r / d`` (scale-free: u is already in half-edges)."""
+
+    def __init__(self, geo: VertexGeometry, z: np.ndarray, logits: np.ndarray, labels: np.ndarray,
+                 ridge: float = 1e-6):
+        ok = logits.argmax(1) == labels
+        u, y = geo.scaled(z[ok]).astype(np.float64), labels[ok]
+        self.codes = geo.codes.astype(np.float64)
+        self.means = np.stack([u[y == c].mean(0) for c in range(len(self.codes))])
+        self.prec = {}
+        for name, centres in (("vertex", self.codes), ("mean", self.means)):
+            r = u - centres[y]
+            cov = r.T @ r / len(r)
+            cov += ridge * np.trace(cov) / len(cov) * np.eye(len(cov))
+            self.prec[name] = np.linalg.inv(cov)
+
+    def dist(self, u: np.ndarray, pred: np.ndarray, centre: str) -> np.ndarray:
+        c = self.codes if centre == "vertex" else self.means
+        r = u.astype(np.float64) - c[pred]
+        return np.sqrt(np.einsum("ij,jk,ik->i", r, self.prec[centre], r) / u.shape[1])
+
+    def dist_min(self, u: np.ndarray) -> np.ndarray:
+        k = len(self.means)
+        return np.min(np.stack([self.dist(u, np.full(len(u), c), "mean") for c in range(k)], 1), 1)
+
+
+def candidates(out: dict[str, np.ndarray], geo: VertexGeometry | None,
+               wh: Whitening | None = None) -> dict[str, np.ndarray]:
     """Candidate reliability scores (higher = more reliable) computed from the artifact's z and logits."""
     logits = out["logits"]
     c = {"max_softmax": softmax(logits).max(1)}
@@ -82,12 +112,18 @@ def candidates(out: dict[str, np.ndarray], geo: VertexGeometry | None) -> dict[s
     nearest = geo.score(out["z"], logits)["nearest_class"]
     dist_nearest = np.sqrt(((u - s) ** 2).mean(1))
     c.update({
-        "dist_pred_rms (chosen)": -np.sqrt(((u - v) ** 2).mean(1)),
+        "dist_pred_rms (v1 score)": -np.sqrt(((u - v) ** 2).mean(1)),
         "dist_nearest_rms": -dist_nearest,
         "dist_nearest_gated": -(dist_nearest + 10.0 * (nearest != pred)),
         "dist_pred_l1": -np.abs(u - v).mean(1),
         "dist_pred_linf": -np.abs(u - v).max(1),
     })
+    if wh is not None:
+        c.update({
+            "whitened_pred_vertex": -wh.dist(u, pred, "vertex"),
+            "dist_class (chosen, v2)": -wh.dist(u, pred, "mean"),
+            "whitened_min_mean": -wh.dist_min(u),
+        })
     return c
 
 
@@ -161,17 +197,21 @@ def main() -> int:
     # ---------------------------------------------------------------- 1. selection on validation data only
     print("\n[1] score selection on VALIDATION data only (AUROC; higher = better)")
     shifts = {k: run_images(art, v) for k, v in synthetic_shifts(data.val.images).items()}
-    val_c = candidates(val_out, geo)
+    wh = None
+    if geo is not None:
+        own_train = run_images(art, data.train.images)
+        wh = Whitening(geo, own_train["z"], own_train["logits"], data.train.labels)
+    val_c = candidates(val_out, geo, wh)
     val_err = val_out["logits"].argmax(1) != data.val.labels
-    header = f"{'candidate':26s}{'val misclf':>12s}" + "".join(f"{'val vs ' + k:>18s}" for k in shifts)
+    header = f"{'candidate':28s}{'val misclf':>12s}" + "".join(f"{'val vs ' + k:>18s}" for k in shifts)
     print(header)
     sel = {}
     for name, s in val_c.items():
         row = {"val_misclf": auroc(s[~val_err], s[val_err])}
         for k, o in shifts.items():
-            row[f"val_vs_{k}"] = auroc(s, candidates(o, geo)[name])
+            row[f"val_vs_{k}"] = auroc(s, candidates(o, geo, wh)[name])
         sel[name] = row
-        print(f"{name:26s}" + "".join(f"{v:12.4f}" if i == 0 else f"{v:18.4f}" for i, v in enumerate(row.values())))
+        print(f"{name:28s}" + "".join(f"{v:12.4f}" if i == 0 else f"{v:18.4f}" for i, v in enumerate(row.values())))
     report["selection_val"] = sel
 
     # ---------------------------------------------------------------- 2. ID test vs OOD
@@ -191,7 +231,6 @@ def main() -> int:
         rows[f"mahalanobis ({base_art.variant} features, {b_train['z'].shape[1]}-d)"] = (
             maha.score(b_test["z"]), maha.score(b_ood["z"]))
     if geo is not None:
-        own_train = run_images(art, data.train.images)
         maha_z = Mahalanobis(own_train["z"], data.train.labels)
         rows[f"mahalanobis ({md['variant']} z, {own_train['z'].shape[1]}-d)"] = (
             maha_z.score(test_out["z"]), maha_z.score(ood_out["z"]))
@@ -251,13 +290,13 @@ def main() -> int:
     # ---------------------------------------------------------------- 5. post hoc
     if geo is not None:
         print("\n[5] post hoc (NOT used for the choice): every candidate on ID test vs OOD")
-        tc, oc = candidates(test_out, geo), candidates(ood_out, geo)
+        tc, oc = candidates(test_out, geo, wh), candidates(ood_out, geo, wh)
         report["post_hoc"] = {}
         for name in tc:
             a, fpr = auroc(tc[name], oc[name]), fpr_at_tpr(tc[name], oc[name], 0.95)
             m = auroc(tc[name][~err], tc[name][err])
             report["post_hoc"][name] = {"ood_auroc": a, "fpr_at_95tpr": fpr, "test_misclf_auroc": m}
-            print(f"{name:26s} OOD AUROC {a:.4f}  FPR@95 {fpr:.4f}  test misclf AUROC {m:.4f}")
+            print(f"{name:28s} OOD AUROC {a:.4f}  FPR@95 {fpr:.4f}  test misclf AUROC {m:.4f}")
         q = calibrate_threshold(rel_id, 0.95)
         report["post_hoc"]["test_quantile_threshold"] = q
     if args.json:

@@ -8,7 +8,9 @@ Layout of an artifact (written by ``training.export``):
   ``logits`` float32 (N, K), ``probs`` float32 (N, K) softmax, ``z`` float32 (N, d) latent,
   ``nearest_class`` int64 (N,) class whose hypercube vertex is nearest to z, or -1 if that vertex is unoccupied,
   ``dist_nearest`` / ``dist_pred`` float32 (N,) scale-free distance to the nearest vertex / to the predicted
-  class's vertex, ``reliability`` float32 (N,) in [0, 1], higher = more reliable;
+  class's vertex (half-edge units), ``dist_class`` float32 (N,) Mahalanobis distance to the predicted class's
+  vertex centre (within-class spread units; the reliability's input), ``reliability`` float32 (N,) in [0, 1],
+  higher = more reliable;
 * ``metadata_props[METADATA_KEY]``: JSON (schema :data:`SCHEMA_VERSION`) whose ``checksum`` field is the sha256
   of the graph bytes plus the canonical JSON of the other fields (:func:`compute_checksum`); the loader refuses
   an artifact whose checksum does not match;
@@ -18,7 +20,7 @@ Layout of an artifact (written by ``training.export``):
 Usage::
 
     art = load_artifact("runs/NAME/model.onnx")        # providers="auto": CUDA if it really works, else CPU
-    out = art.run(pixels)                              # dict of the seven outputs
+    out = art.run(pixels)                              # dict of the eight outputs
     accepted, reasons = art.decide(out)                # reliability >= art.threshold
 """
 
@@ -35,11 +37,13 @@ from typing import Any
 import numpy as np
 import onnx
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # v2: output dist_class (reliability = exp(-dist_class)), geometry centres/whiten
 METADATA_KEY = "binenc"
 ANNEX_KEY = "binenc.annex"
 INPUT_NAME = "pixels"
-OUTPUT_NAMES = ("logits", "probs", "z", "nearest_class", "dist_nearest", "dist_pred", "reliability")
+OUTPUT_NAMES = (
+    "logits", "probs", "z", "nearest_class", "dist_nearest", "dist_pred", "dist_class", "reliability",
+)
 SCORE_NAMES = ("vertex_distance", "max_softmax")
 REQUIRED_FIELDS = (
     "schema_version", "name", "classes", "input", "variant", "dataset", "latent_dim", "score", "threshold",

@@ -12,7 +12,7 @@ of the artifact checksum, and any version string naming another model version is
 Inference takes one input ``pixels``: datatype FP32, shape [N, C, H, W], values finite and in [0, 1], either
 as JSON ``data`` (flat or nested, row-major) or with the *binary tensor data extension* (what
 ``tritonclient.http`` sends by default: ``Inference-Header-Content-Length`` header, then raw little-endian
-bytes; ``parameters.binary_data_size`` per input). Outputs are the artifact's seven outputs, named as in
+bytes; ``parameters.binary_data_size`` per input). Outputs are the artifact's eight outputs, named as in
 :data:`serving.artifact.OUTPUT_NAMES`; a request may list a subset in ``outputs`` and ask for each in binary
 (``parameters.binary_data: true``, or ``parameters.binary_data_output: true`` for all). Errors use the
 service's uniform body ``{"error": {"code", "message"}}`` (the OIP ``error`` member, as an object).

@@ -51,7 +51,7 @@ def tuned_session(artifact: Artifact):
 
 
 class Predictor:
-    """Runs the artifact and turns its seven outputs into per-instance JSON-ready predictions."""
+    """Runs the artifact and turns its eight outputs into per-instance JSON-ready predictions."""
 
     def __init__(self, artifact: Artifact, limits: Limits | None = None, model_name: str = SERVICE_NAME,
                  source: str | None = None) -> None:
@@ -78,7 +78,7 @@ class Predictor:
 
     # ------------------------------------------------------------------ inference
     def infer(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
-        """The seven raw outputs for validated float32 (N, C, H, W) pixels."""
+        """The eight raw outputs for validated float32 (N, C, H, W) pixels."""
         if len(pixels) <= self.artifact.batch_size:
             # Fast path for already-validated input: one session call, no re-check, no concatenation.
             out = self._session.run(self._output_names, {INPUT_NAME: pixels})
@@ -94,6 +94,7 @@ class Predictor:
         rel = np.asarray(outputs["reliability"], dtype=np.float64).reshape(-1).tolist()
         dn = np.asarray(outputs["dist_nearest"], dtype=np.float64).reshape(-1).tolist()
         dp = np.asarray(outputs["dist_pred"], dtype=np.float64).reshape(-1).tolist()
+        dc = np.asarray(outputs["dist_class"], dtype=np.float64).reshape(-1).tolist()
         classes = self.classes
         preds = []
         for i, label in enumerate(labels):
@@ -105,6 +106,7 @@ class Predictor:
                 "reliability": rel[i],
                 "dist_nearest": dn[i],
                 "dist_pred": dp[i],
+                "dist_class": dc[i],
                 "nearest_class": nc if nc >= 0 else None,
                 "nearest_class_name": classes[nc] if 0 <= nc < len(classes) else None,
                 "accepted": bool(accepted[i]),

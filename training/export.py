@@ -78,6 +78,8 @@ class ScoredModel(nn.Module):
             self.register_buffer("t", torch.tensor(geometry.threshold, dtype=torch.float32))
             self.register_buffer("a", torch.tensor(geometry.half_edge, dtype=torch.float32))
             self.register_buffer("codes", torch.tensor(geometry.codes, dtype=torch.float32))
+            self.register_buffer("centres", torch.tensor(geometry.centres, dtype=torch.float32))
+            self.register_buffer("whiten", torch.tensor(geometry.whiten, dtype=torch.float32))
             self.latent_dim = float(geometry.latent_dim)
 
     def forward(self, pixels: torch.Tensor):
@@ -93,13 +95,16 @@ class ScoredModel(nn.Module):
             dots = s @ self.codes.T
             best, idx = dots.max(dim=1)
             nearest = torch.where(best == self.latent_dim, idx, torch.full_like(idx, -1))
-            reliability = torch.exp(-dist_pred)
+            w = (u - self.centres[pred]) @ self.whiten
+            dist_class = torch.sqrt((w**2).mean(dim=1))
+            reliability = torch.exp(-dist_class)
         else:
             maxp, nearest = probs.max(dim=1)
             dist_nearest = 1.0 - maxp
             dist_pred = 1.0 - maxp
+            dist_class = 1.0 - maxp
             reliability = maxp
-        return logits, probs, z, nearest, dist_nearest, dist_pred, reliability
+        return logits, probs, z, nearest, dist_nearest, dist_pred, dist_class, reliability
 
 
 # --------------------------------------------------------------------------- pieces
@@ -304,13 +309,15 @@ def export_run(
     if geometry is not None:
         geo_md, codebook = geometry.to_metadata()
         score = {"name": VERTEX_SCORE, "direction": "higher = more reliable",
-                 "definition": "reliability = exp(-dist_pred); dist_pred = RMS_j |u_j - v_pred,j|, "
-                               "u = (z - threshold) / half_edge, v_pred = ±1 code of argmax(logits)"}
+                 "definition": "reliability = exp(-dist_class); dist_class = sqrt((u - c_pred)' W W' (u - c_pred) "
+                               "/ d) (Mahalanobis distance to the predicted class's vertex centre c_pred, tied "
+                               "within-class covariance, W W' = inverse covariance); u = (z - threshold) / half_edge; "
+                               "dist_pred = RMS_j |u_j - v_pred,j| with v_pred = ±1 code of argmax(logits)"}
     else:
         geo_md, codebook = None, {}
         score = {"name": SOFTMAX_SCORE, "direction": "higher = more reliable",
                  "definition": "reliability = max softmax probability; nearest_class = argmax; "
-                               "dist_nearest = dist_pred = 1 - max probability"}
+                               "dist_nearest = dist_pred = dist_class = 1 - max probability"}
     metadata = _clean({
         "schema_version": SCHEMA_VERSION,
         "name": run_dir.resolve().name,

@@ -7,7 +7,9 @@
   ``t_j = (low_j + high_j) / 2`` and the half-edge ``a_j = (high_j - low_j) / 2``;
 * scaled coordinates ``u = (z - t) / a``: every vertex of the fitted hypercube sits at ``u ∈ {-1, +1}^d``,
   so no raw z unit appears anywhere downstream (distances and thresholds are scale-free);
-* the codebook: the vertex (sign pattern of u) of each class's mean; distinct codes are required.
+* the codebook: the vertex (sign pattern of u) of each class's mean; distinct codes are required;
+* each class's centre ``c_k`` (its mean u: where the training data put its vertex) and the tied within-class
+  covariance ``Σ`` of ``u - c_y``, stored as a whitening matrix ``W`` with ``W Wᵀ = Σ⁻¹``.
 
 :meth:`VertexGeometry.score` is the pure-numpy float32 reference implementation of what the exported ONNX graph
 computes (``training.export``), see :data:`serving.artifact.OUTPUT_NAMES`:
@@ -15,8 +17,13 @@ computes (``training.export``), see :data:`serving.artifact.OUTPUT_NAMES`:
 * ``dist_nearest`` = RMS over dimensions of ``|u - sign(u)|`` (distance to the nearest vertex),
 * ``dist_pred`` = RMS of ``|u - v_pred|`` with ``v_pred`` the ±1 code of ``argmax(logits)``,
 * ``nearest_class`` = the class whose code is ``sign(u)``, else -1 (unoccupied vertex),
-* ``reliability`` = ``exp(-dist_pred)`` (the choice is justified by measurement in docs/reliability.md):
-  1 exactly on the predicted class's vertex, strictly decreasing in the distance, in (0, 1].
+* ``dist_class`` = ``sqrt((u - c_pred)ᵀ Σ⁻¹ (u - c_pred) / d)``: distance to the predicted class's vertex in units
+  of the within-class spread (a Mahalanobis distance; scale-free),
+* ``reliability`` = ``exp(-dist_class)`` (the choice is justified by measurement in docs/reliability.md):
+  1 exactly on the predicted class's vertex (its centre), strictly decreasing in the distance, in (0, 1].
+
+A geometry built without centres / whitening (``VertexGeometry(low, high, codes)``) uses ``c_k`` = the ideal ±1
+vertex and ``Σ = I``, so ``dist_class = dist_pred``.
 
 For the baselines (no_pen / lin_pen / nonlin_pen), :class:`MaxSoftmax` exposes the same outputs with the maximum
 softmax probability as the reliability.
@@ -65,6 +72,8 @@ class VertexGeometry:
     codes: np.ndarray
     classes: list[str] = field(default_factory=list)
     separation: np.ndarray | None = None  # peak distance / pooled peak std, per dimension (diagnostic)
+    centres: np.ndarray | None = None  # (K, d) class centres in u (default: the ±1 codes)
+    whiten: np.ndarray | None = None  # (d, d) W with W Wᵀ = Σ⁻¹ of the within-class residual (default: identity)
 
     name = VERTEX_SCORE
 
@@ -80,6 +89,12 @@ class VertexGeometry:
             raise GeometryError(f"expected {len(self.codes)} class names, got {len(self.classes)}")
         if np.any(self.high < self.low):
             raise GeometryError("expected low <= high in every dimension")
+        k, d = self.codes.shape
+        self.centres = (self.codes if self.centres is None else np.asarray(self.centres)).astype(np.float32)
+        self.whiten = (np.eye(d) if self.whiten is None else np.asarray(self.whiten)).astype(np.float32)
+        if self.centres.shape != (k, d) or self.whiten.shape != (d, d):
+            raise GeometryError(f"expected centres ({k}, {d}) and whiten ({d}, {d}), got {self.centres.shape} and "
+                                f"{self.whiten.shape}")
 
     # ------------------------------------------------------------------ derived parameters
     @property
@@ -129,6 +144,7 @@ class VertexGeometry:
         u_means = (means - geo.threshold) / geo.half_edge
         geo.codes = np.where(u_means > 0, 1.0, -1.0).astype(np.float32)
         geo.check_distinct()
+        geo.centres, geo.whiten = whitening((zc - geo.threshold) / geo.half_edge, yc, k)
         return geo
 
     def check_distinct(self) -> None:
@@ -161,6 +177,8 @@ class VertexGeometry:
         v_pred = self.codes[pred]
         dist_nearest = np.sqrt(np.mean((u - s) ** 2, axis=1, dtype=np.float32)).astype(np.float32)
         dist_pred = np.sqrt(np.mean((u - v_pred) ** 2, axis=1, dtype=np.float32)).astype(np.float32)
+        w = (u - self.centres[pred]) @ self.whiten
+        dist_class = np.sqrt(np.mean(w**2, axis=1, dtype=np.float32)).astype(np.float32)
         dots = s @ self.codes.T
         nearest = np.where(dots.max(axis=1) == self.latent_dim, dots.argmax(axis=1), -1).astype(np.int64)
         return {
@@ -168,7 +186,8 @@ class VertexGeometry:
             "nearest_class": nearest,
             "dist_nearest": dist_nearest,
             "dist_pred": dist_pred,
-            "reliability": np.exp(-dist_pred).astype(np.float32),
+            "dist_class": dist_class,
+            "reliability": np.exp(-dist_class).astype(np.float32),
         }
 
     # ------------------------------------------------------------------ (de)serialisation
@@ -178,6 +197,8 @@ class VertexGeometry:
             "low": self.low.tolist(), "high": self.high.tolist(), "threshold": self.threshold.tolist(),
             "half_edge": self.half_edge.tolist(),
             "separation": None if self.separation is None else [float(s) for s in self.separation],
+            "centres": self.centres.tolist(),
+            "whiten": self.whiten.tolist(),
             "coordinates": "u = (z - threshold) / half_edge; vertices at u in {-1, +1}^d",
         }
         return geometry, {name: code_string(c) for name, c in zip(self.classes, self.codes, strict=True)}
@@ -189,7 +210,7 @@ class VertexGeometry:
         classes = list(metadata["classes"])
         sep = geo.get("separation")
         return cls(np.array(geo["low"]), np.array(geo["high"]), np.stack([parse_code(book[c]) for c in classes]),
-                   classes, None if sep is None else np.array(sep))
+                   classes, None if sep is None else np.array(sep), np.array(geo["centres"]), np.array(geo["whiten"]))
 
 
 class MaxSoftmax:
@@ -205,8 +226,23 @@ class MaxSoftmax:
             "nearest_class": probs.argmax(axis=1).astype(np.int64),
             "dist_nearest": (1 - maxp).astype(np.float32),
             "dist_pred": (1 - maxp).astype(np.float32),
+            "dist_class": (1 - maxp).astype(np.float32),
             "reliability": maxp,
         }
+
+
+def whitening(u: np.ndarray, labels: np.ndarray, num_classes: int, ridge: float = 1e-6,
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Class centres (mean u per class) and ``W`` with ``W Wᵀ = Σ⁻¹``, Σ the tied covariance of ``u - centre``.
+
+    A small ridge (``ridge`` × mean variance) keeps Σ invertible when a dimension has collapsed."""
+    u = np.asarray(u, dtype=np.float64)
+    centres = np.stack([u[labels == c].mean(axis=0) for c in range(num_classes)])
+    r = u - centres[labels]
+    cov = r.T @ r / max(len(r) - num_classes, 1)
+    cov += ridge * max(float(np.trace(cov)) / len(cov), 1e-12) * np.eye(len(cov))
+    whiten = np.linalg.cholesky(np.linalg.inv(cov))
+    return centres.astype(np.float32), whiten.astype(np.float32)
 
 
 def calibrate_threshold(reliability: np.ndarray, target_accept_rate: float = 0.95) -> float:

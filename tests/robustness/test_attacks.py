@@ -141,10 +141,21 @@ def test_adaptive_attack_counts_only_accepted_wrong_predictions(toy):
 
 
 def test_vertex_reliability_is_exp_of_minus_rms_distance():
-    rel = VertexReliability(0.5, t=np.zeros(2), a=np.ones(2), codes=np.array([[1, 1], [-1, -1.0]]))
+    # identity whitening and centres on the ideal vertices: dist_class = RMS distance to the vertex
+    rel = VertexReliability(0.5, t=np.zeros(2), a=np.ones(2), centres=np.array([[1, 1], [-1, -1.0]]),
+                            whiten=np.eye(2))
     z = torch.tensor([[1.0, 1.0], [0.0, 0.0], [-1.0, -3.0]])
     logits = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     torch.testing.assert_close(rel.score(logits, z), torch.exp(-torch.tensor([0.0, 1.0, 2.0**0.5])))
     assert rel.accepted(logits, z).tolist() == [True, False, False]
     torch.testing.assert_close(rel.neg_log_for(logits, z, torch.tensor([1, 1, 1])),
                                torch.tensor([2.0, 1.0, 2.0**0.5]))
+
+
+def test_vertex_reliability_uses_the_whitening():
+    # whitening diag(1, 4): a unit step in dimension 1 costs four times one in dimension 0
+    rel = VertexReliability(0.5, t=np.zeros(2), a=np.ones(2), centres=np.array([[0.0, 0.0]]),
+                            whiten=np.diag([1.0, 4.0]))
+    z = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    d = rel.neg_log_for(torch.zeros(2, 1), z, torch.tensor([0, 0]))
+    torch.testing.assert_close(d, torch.tensor([1.0, 4.0]) / 2.0**0.5)

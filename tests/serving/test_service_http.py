@@ -57,11 +57,12 @@ def test_predict_matches_in_process_model(http, served, digits_artifact, digits_
     assert len(preds) == len(x)
     for i, p in enumerate(preds):
         assert set(p) == {"label", "class_name", "probabilities", "reliability", "dist_nearest", "dist_pred",
-                          "nearest_class", "nearest_class_name", "accepted", "reason"}
+                          "dist_class", "nearest_class", "nearest_class_name", "accepted", "reason"}
         assert p["label"] == int(ref["logits"][i].argmax()) and p["class_name"] == art.classes[p["label"]]
         assert p["reliability"] == pytest.approx(float(ref["reliability"][i]), abs=1e-6)
         assert p["dist_pred"] == pytest.approx(float(ref["dist_pred"][i]), abs=1e-6)
         assert p["dist_nearest"] == pytest.approx(float(ref["dist_nearest"][i]), abs=1e-6)
+        assert p["dist_class"] == pytest.approx(float(ref["dist_class"][i]), abs=1e-6)
         np.testing.assert_allclose(p["probabilities"], ref["probs"][i], atol=1e-6)
         nc = int(ref["nearest_class"][i])
         assert p["nearest_class"] == (nc if nc >= 0 else None)

@@ -80,7 +80,7 @@ def test_graph_reproduces_python_reliability_on_random_inputs(digits_run, digits
     got = art.run(x)
     ref, u = _reference(digits_run, art.metadata, x)
     np.testing.assert_array_equal(got["logits"].argmax(1), ref["logits"].argmax(1))
-    for name in ("logits", "probs", "z", "dist_nearest", "dist_pred", "reliability"):
+    for name in ("logits", "probs", "z", "dist_nearest", "dist_pred", "dist_class", "reliability"):
         np.testing.assert_allclose(got[name], ref[name], atol=1e-5, rtol=1e-5, err_msg=name)
     clear = np.abs(u).min(axis=1) > 1e-4  # a sign flip of a coordinate on the threshold may change the vertex
     np.testing.assert_array_equal(got["nearest_class"][clear], ref["nearest_class"][clear])

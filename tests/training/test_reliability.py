@@ -57,18 +57,43 @@ def test_asymmetric_peaks_and_scale_free():
     np.testing.assert_allclose(geo.threshold, (low + high) / 2, atol=0.01)
     np.testing.assert_allclose(geo.half_edge, (high - low) / 2, atol=0.01)
     np.testing.assert_array_equal(geo.codes, codes)
-    # Exactly on each class's vertex -> distance 0, reliability 1, nearest = that class.
+    # Exactly on each class's ideal vertex -> dist_pred 0, nearest = that class; the class centres (mean u of the
+    # class, where the data put the vertex) sit within noise of it, and exactly there the reliability is 1.
     centres = np.where(codes > 0, geo.high, geo.low).astype(np.float32)
     out = geo.score(centres, logits_for(np.arange(5), 5))
     np.testing.assert_allclose(out["dist_pred"], 0, atol=1e-5)
-    np.testing.assert_allclose(out["reliability"], 1, atol=1e-5)
     np.testing.assert_array_equal(out["nearest_class"], np.arange(5))
+    np.testing.assert_allclose(geo.centres, codes, atol=0.05)
+    on_centre = (geo.centres * geo.half_edge + geo.threshold).astype(np.float32)
+    np.testing.assert_allclose(geo.score(on_centre, logits_for(np.arange(5), 5))["reliability"], 1, atol=1e-4)
     # Scale-free: the same latents in other units give the same outputs.
     scale, shift = np.array([3.0, 0.1, 50.0]), np.array([1.0, -2.0, 7.0])
     geo2 = VertexGeometry.fit(z * scale + shift, y, y)
     out2 = geo2.score(centres * scale + shift, logits_for(np.arange(5), 5))
     np.testing.assert_allclose(out2["reliability"], out["reliability"], atol=1e-4)
     np.testing.assert_array_equal(out2["nearest_class"], out["nearest_class"])
+
+
+def test_whitened_class_distance_follows_the_within_class_spread():
+    # Correlated, anisotropic within-class noise: large along (1, 1), small along (1, -1).
+    rng = np.random.default_rng(3)
+    codes = np.array([[-1, -1], [1, 1], [-1, 1]], np.float32)
+    basis = np.array([[1.0, 1.0], [1.0, -1.0]]) / np.sqrt(2)
+    noise = (rng.standard_normal((3000, 2)) * [0.12, 0.02]) @ basis
+    y = np.repeat(np.arange(3), 1000)
+    z = (codes[y] + noise).astype(np.float32)
+    geo = VertexGeometry.fit(z, y, y)
+    u = geo.scaled(z)
+    cov = np.cov((u - geo.centres[y]).T)
+    np.testing.assert_allclose(geo.whiten @ geo.whiten.T, np.linalg.inv(cov), rtol=0.05)
+    out = geo.score(z, logits_for(y, 3))
+    assert np.mean(out["dist_class"] ** 2) == pytest.approx(1.0, rel=0.05)  # chi2_d / d has mean 1
+    np.testing.assert_allclose(out["reliability"], np.exp(-out["dist_class"]), rtol=1e-6)
+    # The same Euclidean step costs more across the spread than along it.
+    step = 0.1 * basis * geo.half_edge
+    centre = geo.centres[1] * geo.half_edge + geo.threshold
+    d = geo.score((centre + step).astype(np.float32), logits_for(np.array([1, 1]), 3))["dist_class"]
+    assert d[1] > 3 * d[0]
 
 
 def test_fit_uses_correct_samples_only():
@@ -144,6 +169,8 @@ def test_metadata_round_trip(cube):
     np.testing.assert_allclose(back.threshold, cube.threshold)
     np.testing.assert_allclose(back.half_edge, cube.half_edge)
     np.testing.assert_array_equal(back.codes, cube.codes)
+    np.testing.assert_array_equal(back.centres, cube.centres)
+    np.testing.assert_array_equal(back.whiten, cube.whiten)
     assert code_string(parse_code("0110")) == "0110"
     with pytest.raises(ValueError, match="0/1"):
         parse_code("01x")
@@ -156,6 +183,7 @@ def test_max_softmax_baseline():
     np.testing.assert_allclose(out["reliability"], out["probs"].max(1))
     np.testing.assert_array_equal(out["nearest_class"], [0, 0, 1])
     np.testing.assert_allclose(out["dist_pred"], 1 - out["reliability"])
+    np.testing.assert_allclose(out["dist_class"], 1 - out["reliability"])
 
 
 @pytest.mark.parametrize("target", [0.5, 0.9, 0.95, 0.99])

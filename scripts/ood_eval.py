@@ -123,6 +123,7 @@ def candidates(out: dict[str, np.ndarray], geo: VertexGeometry | None,
             "whitened_pred_vertex": -wh.dist(u, pred, "vertex"),
             "dist_class (chosen, v2)": -wh.dist(u, pred, "mean"),
             "whitened_min_mean": -wh.dist_min(u),
+            "dist_class + log max_softmax": -wh.dist(u, pred, "mean") + np.log(np.maximum(c["max_softmax"], 1e-30)),
         })
     return c
 
@@ -203,7 +204,7 @@ def main() -> int:
         wh = Whitening(geo, own_train["z"], own_train["logits"], data.train.labels)
     val_c = candidates(val_out, geo, wh)
     val_err = val_out["logits"].argmax(1) != data.val.labels
-    header = f"{'candidate':28s}{'val misclf':>12s}" + "".join(f"{'val vs ' + k:>18s}" for k in shifts)
+    header = f"{'candidate':30s}{'val misclf':>12s}" + "".join(f"{'val vs ' + k:>18s}" for k in shifts)
     print(header)
     sel = {}
     for name, s in val_c.items():
@@ -211,7 +212,7 @@ def main() -> int:
         for k, o in shifts.items():
             row[f"val_vs_{k}"] = auroc(s, candidates(o, geo, wh)[name])
         sel[name] = row
-        print(f"{name:28s}" + "".join(f"{v:12.4f}" if i == 0 else f"{v:18.4f}" for i, v in enumerate(row.values())))
+        print(f"{name:30s}" + "".join(f"{v:12.4f}" if i == 0 else f"{v:18.4f}" for i, v in enumerate(row.values())))
     report["selection_val"] = sel
 
     # ---------------------------------------------------------------- 2. ID test vs OOD
@@ -296,7 +297,7 @@ def main() -> int:
             a, fpr = auroc(tc[name], oc[name]), fpr_at_tpr(tc[name], oc[name], 0.95)
             m = auroc(tc[name][~err], tc[name][err])
             report["post_hoc"][name] = {"ood_auroc": a, "fpr_at_95tpr": fpr, "test_misclf_auroc": m}
-            print(f"{name:28s} OOD AUROC {a:.4f}  FPR@95 {fpr:.4f}  test misclf AUROC {m:.4f}")
+            print(f"{name:30s} OOD AUROC {a:.4f}  FPR@95 {fpr:.4f}  test misclf AUROC {m:.4f}")
         q = calibrate_threshold(rel_id, 0.95)
         report["post_hoc"]["test_quantile_threshold"] = q
     if args.json:

@@ -121,9 +121,9 @@ def candidates(out: dict[str, np.ndarray], geo: VertexGeometry | None,
     if wh is not None:
         c.update({
             "whitened_pred_vertex": -wh.dist(u, pred, "vertex"),
-            "dist_class (chosen, v2)": -wh.dist(u, pred, "mean"),
+            "dist_class (chosen, v2)": -out["dist_class"].astype(np.float64),
             "whitened_min_mean": -wh.dist_min(u),
-            "dist_class + log max_softmax": -wh.dist(u, pred, "mean") + np.log(np.maximum(c["max_softmax"], 1e-30)),
+            "dist_class + log max_softmax": -out["dist_class"] + np.log(np.maximum(c["max_softmax"], 1e-30)),
         })
     return c
 

@@ -131,11 +131,8 @@ def plot_worst_all(models: dict, path: Path) -> None:
 def plot_risk_coverage(models: dict, path: Path) -> None:
     plt = _plt()
     labels = list(models)
-    r, c = _grid(len(labels))
-    fig, axes = plt.subplots(r, c, figsize=(3 * c, 2.6 * r), squeeze=False)
-    for ax in axes.flat[len(labels):]:
-        ax.axis("off")
-    for ax, lbl in zip(axes.flat, labels, strict=False):
+    fig, flat = _panels(len(labels), 3, 2.6)
+    for ax, lbl in zip(flat, labels, strict=False):
         for method, v in models[lbl]["misclassification"].items():
             rc = v["risk_coverage"]
             ax.plot(rc["coverage"], rc["risk"], lw=1.8 if method == HEADLINE_METHOD else 1,
@@ -156,14 +153,21 @@ def _grid(n: int, max_cols: int = 4) -> tuple[int, int]:
     return math.ceil(max(n, 1) / cols), cols
 
 
+def _panels(n: int, width: float, height: float):
+    """A grid of ``n`` subplots (at most 4 per row), unused cells hidden; returns ``(fig, axes.flat)``."""
+    plt = _plt()
+    r, c = _grid(n)
+    fig, axes = plt.subplots(r, c, figsize=(width * c, height * r), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    return fig, axes.flat
+
+
 def plot_roc(label: str, ood: dict, path: Path) -> None:
     plt = _plt()
     sets = list(ood)
-    r, c = _grid(len(sets))
-    fig, axes = plt.subplots(r, c, figsize=(3 * c, 2.8 * r), squeeze=False)
-    for ax in axes.flat[len(sets):]:
-        ax.axis("off")
-    for ax, s in zip(axes.flat, sets, strict=False):
+    fig, flat = _panels(len(sets), 3, 2.8)
+    for ax, s in zip(flat, sets, strict=False):
         for method, v in ood[s].items():
             if not isinstance(v, dict) or "roc" not in v:
                 continue
@@ -183,12 +187,9 @@ def plot_roc(label: str, ood: dict, path: Path) -> None:
 def plot_reliability_hist(label: str, rel_id: np.ndarray, rel_ood: dict, threshold: float, path: Path) -> None:
     plt = _plt()
     sets = [s for s, v in rel_ood.items() if v is not None]
-    r, c = _grid(len(sets))
-    fig, axes = plt.subplots(r, c, figsize=(3 * c, 2.4 * r), squeeze=False)
-    for ax in axes.flat[len(sets):]:
-        ax.axis("off")
+    fig, flat = _panels(len(sets), 3, 2.4)
     bins = np.linspace(0, 1, 41)
-    for ax, s in zip(axes.flat, sets, strict=False):
+    for ax, s in zip(flat, sets, strict=False):
         ax.hist(np.clip(rel_id, 0, 1), bins=bins, density=True, alpha=0.5, label="ID test")
         ax.hist(np.clip(rel_ood[s], 0, 1), bins=bins, density=True, alpha=0.5, label=s)
         ax.axvline(threshold, color="k", lw=1, ls="--")
@@ -205,12 +206,9 @@ def plot_latent_hist(label: str, z: np.ndarray, y: np.ndarray, geometry: dict, p
     plt = _plt()
     d = z.shape[1]
     dims = list(range(min(d, max_dims)))
-    r, c = _grid(len(dims))
-    fig, axes = plt.subplots(r, c, figsize=(2.6 * c, 2.2 * r), squeeze=False)
-    for ax in axes.flat[len(dims):]:
-        ax.axis("off")
+    fig, flat = _panels(len(dims), 2.6, 2.2)
     sep = geometry.get("dimension_separation") or []
-    for ax, j in zip(axes.flat, dims, strict=False):
+    for ax, j in zip(flat, dims, strict=False):
         ax.hist(z[:, j], bins=60, color="tab:blue", alpha=0.8)
         title = f"z[{j}]"
         if j < len(sep) and sep[j] is not None:

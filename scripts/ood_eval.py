@@ -69,37 +69,25 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
-class Whitening:
-    """Tied covariance of the scaled residual ``u - centre(class)`` on correctly classified training latents.
+def vertex_whitening(geo: VertexGeometry, z: np.ndarray, logits: np.ndarray, labels: np.ndarray,
+                     ridge: float = 1e-6) -> np.ndarray:
+    """``W`` (``W Wᵀ = Σ⁻¹``) of the residual ``u - code(class)`` around the *ideal* ±1 vertices on correctly
+    classified training latents: the alternative to the served whitening, which is around the class centres."""
+    ok = logits.argmax(1) == labels
+    r = geo.scaled(z[ok]).astype(np.float64) - geo.codes[labels[ok]]
+    cov = r.T @ r / len(r)
+    cov += ridge * np.trace(cov) / len(cov) * np.eye(len(cov))
+    return np.linalg.cholesky(np.linalg.inv(cov))
 
-    ``centre`` is the class's vertex (``codes``) or the class mean of u (``means``); the squared whitened distance
-    to the predicted class's centre is ``rᵀ Σ⁻¹ r / d`` (scale-free: u is already in half-edges)."""
 
-    def __init__(self, geo: VertexGeometry, z: np.ndarray, logits: np.ndarray, labels: np.ndarray,
-                 ridge: float = 1e-6):
-        ok = logits.argmax(1) == labels
-        u, y = geo.scaled(z[ok]).astype(np.float64), labels[ok]
-        self.codes = geo.codes.astype(np.float64)
-        self.means = np.stack([u[y == c].mean(0) for c in range(len(self.codes))])
-        self.prec = {}
-        for name, centres in (("vertex", self.codes), ("mean", self.means)):
-            r = u - centres[y]
-            cov = r.T @ r / len(r)
-            cov += ridge * np.trace(cov) / len(cov) * np.eye(len(cov))
-            self.prec[name] = np.linalg.inv(cov)
-
-    def dist(self, u: np.ndarray, pred: np.ndarray, centre: str) -> np.ndarray:
-        c = self.codes if centre == "vertex" else self.means
-        r = u.astype(np.float64) - c[pred]
-        return np.sqrt(np.einsum("ij,jk,ik->i", r, self.prec[centre], r) / u.shape[1])
-
-    def dist_min(self, u: np.ndarray) -> np.ndarray:
-        k = len(self.means)
-        return np.min(np.stack([self.dist(u, np.full(len(u), c), "mean") for c in range(k)], 1), 1)
+def whitened_dist(u: np.ndarray, centres: np.ndarray, whiten: np.ndarray) -> np.ndarray:
+    """``sqrt(|(u - centres) W|² / d)`` row by row (``centres`` broadcast against ``u``)."""
+    w = (u.astype(np.float64) - centres) @ whiten
+    return np.sqrt((w**2).mean(1))
 
 
 def candidates(out: dict[str, np.ndarray], geo: VertexGeometry | None,
-               wh: Whitening | None = None) -> dict[str, np.ndarray]:
+               w_vertex: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Candidate reliability scores (higher = more reliable) computed from the artifact's z and logits."""
     logits = out["logits"]
     c = {"max_softmax": softmax(logits).max(1)}
@@ -118,11 +106,11 @@ def candidates(out: dict[str, np.ndarray], geo: VertexGeometry | None,
         "dist_pred_l1": -np.abs(u - v).mean(1),
         "dist_pred_linf": -np.abs(u - v).max(1),
     })
-    if wh is not None:
+    if w_vertex is not None:
         c.update({
-            "whitened_pred_vertex": -wh.dist(u, pred, "vertex"),
+            "whitened_pred_vertex": -whitened_dist(u, geo.codes[pred], w_vertex),
             "dist_class (chosen, v2)": -out["dist_class"].astype(np.float64),
-            "whitened_min_mean": -wh.dist_min(u),
+            "whitened_min_mean": -np.min([whitened_dist(u, ck, geo.whiten) for ck in geo.centres], axis=0),
             "dist_class + log max_softmax": -out["dist_class"] + np.log(np.maximum(c["max_softmax"], 1e-30)),
         })
     return c
@@ -198,11 +186,11 @@ def main() -> int:
     # ---------------------------------------------------------------- 1. selection on validation data only
     print("\n[1] score selection on VALIDATION data only (AUROC; higher = better)")
     shifts = {k: run_images(art, v) for k, v in synthetic_shifts(data.val.images).items()}
-    wh = None
+    w_vertex = None
     if geo is not None:
         own_train = run_images(art, data.train.images)
-        wh = Whitening(geo, own_train["z"], own_train["logits"], data.train.labels)
-    val_c = candidates(val_out, geo, wh)
+        w_vertex = vertex_whitening(geo, own_train["z"], own_train["logits"], data.train.labels)
+    val_c = candidates(val_out, geo, w_vertex)
     val_err = val_out["logits"].argmax(1) != data.val.labels
     header = f"{'candidate':30s}{'val misclf':>12s}" + "".join(f"{'val vs ' + k:>18s}" for k in shifts)
     print(header)
@@ -210,7 +198,7 @@ def main() -> int:
     for name, s in val_c.items():
         row = {"val_misclf": auroc(s[~val_err], s[val_err])}
         for k, o in shifts.items():
-            row[f"val_vs_{k}"] = auroc(s, candidates(o, geo, wh)[name])
+            row[f"val_vs_{k}"] = auroc(s, candidates(o, geo, w_vertex)[name])
         sel[name] = row
         print(f"{name:30s}" + "".join(f"{v:12.4f}" if i == 0 else f"{v:18.4f}" for i, v in enumerate(row.values())))
     report["selection_val"] = sel
@@ -291,7 +279,7 @@ def main() -> int:
     # ---------------------------------------------------------------- 5. post hoc
     if geo is not None:
         print("\n[5] post hoc (NOT used for the choice): every candidate on ID test vs OOD")
-        tc, oc = candidates(test_out, geo, wh), candidates(ood_out, geo, wh)
+        tc, oc = candidates(test_out, geo, w_vertex), candidates(ood_out, geo, w_vertex)
         report["post_hoc"] = {}
         for name in tc:
             a, fpr = auroc(tc[name], oc[name]), fpr_at_tpr(tc[name], oc[name], 0.95)

@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate this finished run directory as it is (repeatable; replaces --variants/--seeds)")
     p.add_argument("--data-dir", help="dataset directory (see `python -m training --help`)")
     p.add_argument("--ood-data-dir", help="directory with MNIST IDX files for the mnist OOD set "
-                   "(default $BINENC_MNIST_DIR, else ../shared/data/mnist beside the repository)")
+                   "(default: the MNIST test set shipped in data/mnist)")
     p.add_argument("--device", default=None, help="cpu (default) or cuda")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
     p.add_argument("--seed", type=int, default=0, help="bench seed (sample choice, attack randomness, OOD sets)")

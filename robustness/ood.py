@@ -3,7 +3,7 @@
 OOD sets (each a :class:`OODSet` of uint8 NCHW images in the model's input shape; 28x28 grey sources are resized /
 channel-replicated for other shapes):
 
-* ``mnist`` — MNIST test digits from ``$BINENC_MNIST_DIR`` / ``../shared/data/mnist`` or a user IDX directory (``--ood-data-dir``);
+* ``mnist`` — the official MNIST test digits shipped in ``data/mnist`` (or a user IDX directory, ``--ood-data-dir``);
 * ``letters`` — A–Z/a–z rendered with the installed TrueType fonts (Pillow; PIL's built-in font if none);
 * ``gaussian`` / ``uniform`` — pixel noise (N(0.5, 0.25²) clipped, U[0, 1]);
 * ``inverted`` / ``flipped`` — the ID test images with inverted intensities / upside down;
@@ -22,7 +22,6 @@ Detectors (``fit(train features)`` then ``score(features)``, higher = more in-di
 from __future__ import annotations
 
 import glob
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,14 +29,6 @@ from pathlib import Path
 import numpy as np
 
 
-def default_mnist_dir() -> Path:
-    """MNIST IDX directory for the ``mnist`` OOD set: ``$BINENC_MNIST_DIR``, else ``../shared/data/mnist`` beside the
-    repository (where this workplace keeps it)."""
-    env = os.environ.get("BINENC_MNIST_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
-
-
-MNIST_DIR = default_mnist_dir()
 FONT_GLOBS = ("/usr/share/fonts/**/*.ttf", "/usr/local/share/fonts/**/*.ttf", "~/.fonts/**/*.ttf")
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 ALL_SETS = ("mnist", "letters", "gaussian", "uniform", "inverted", "flipped", "digits")
@@ -72,10 +63,10 @@ def to_shape(gray28: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
 # --------------------------------------------------------------------------- generators
 def mnist_images(n: int, data_dir: str | Path | None = None, seed: int = 0) -> tuple[np.ndarray, str]:
     """MNIST test images (uint8 N x 28 x 28) from an IDX directory."""
-    from training.data import _find_idx, read_idx
+    from training.data import MNIST_TEST_DIR, find_idx, read_idx
 
-    d = Path(data_dir) if data_dir is not None else MNIST_DIR
-    path = _find_idx(d, "t10k-images-idx3-ubyte")
+    d = Path(data_dir) if data_dir is not None else MNIST_TEST_DIR
+    path = find_idx(d, "t10k-images-idx3-ubyte")
     imgs = read_idx(path)
     idx = np.random.default_rng(seed).permutation(len(imgs))[:n]
     return imgs[np.sort(idx)], str(path)

@@ -315,12 +315,14 @@ async def soak(host: str, port: int, body: bytes, clients: int, seconds: float) 
     return res
 
 
-async def ood_shares(host: str, port: int, art, n: int, mnist_dir: str) -> dict[str, Any]:
+async def ood_shares(host: str, port: int, art, n: int, mnist_dir: str | None) -> dict[str, Any]:
     """Accepted share over HTTP, next to the same images decided in-process (they must agree)."""
-    from training.data import load_raw
+    from training.data import MNIST_TEST_DIR, Split, find_idx, load_raw, read_idx
 
     fm = load_raw("fashion-mnist").test
-    mn = load_raw("mnist", mnist_dir).test
+    mnist = Path(mnist_dir) if mnist_dir else MNIST_TEST_DIR
+    mn = Split(read_idx(find_idx(mnist, "t10k-images-idx3-ubyte"))[:, None],
+               read_idx(find_idx(mnist, "t10k-labels-idx1-ubyte")).astype(np.int64))
     c = art.input_shape[0]
     conn = Conn(host, port)
     result = {}
@@ -457,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--soak-clients", type=int, default=64)
     ap.add_argument("--ood", action="store_true", help="report accepted shares of Fashion-MNIST vs MNIST test images")
     ap.add_argument("--ood-n", type=int, default=10000)
-    ap.add_argument("--mnist-dir", default=os.environ.get("BINENC_MNIST_DIR", str(Path(__file__).resolve().parents[2] / "shared/data/mnist")))
+    ap.add_argument("--mnist-dir", default=None)
     ap.add_argument("--oip-model", default="binenc")
     ap.add_argument("--out", type=Path, default=None, help="write the full report as JSON here")
     args = ap.parse_args(argv)

@@ -161,7 +161,7 @@ def main() -> int:
     p.add_argument("run_dir", type=Path)
     p.add_argument("--baseline", type=Path, help="a no_pen run directory (max-softmax and Mahalanobis baselines)")
     p.add_argument("--ood", default="mnist", help="OOD dataset name (its test split is used)")
-    p.add_argument("--ood-dir", default=os.environ.get("BINENC_MNIST_DIR", str(Path(__file__).resolve().parents[2] / "shared/data/mnist")))
+    p.add_argument("--ood-dir", default=None)
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime / torch CPU threads")
     p.add_argument("--reexport", action="store_true", help="export again even if model.onnx exists")
     p.add_argument("--json", type=Path, help="also write all numbers to this JSON file")

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+# The official MNIST test set (t10k IDX files) shipped with the repository: the default OOD set (data/mnist/README.md).
+MNIST_TEST_DIR = Path(__file__).resolve().parents[1] / "data" / "mnist"
 FASHION_MNIST_CLASSES = [
     "t-shirt/top", "trouser", "pullover", "dress", "coat",
     "sandal", "shirt", "sneaker", "bag", "ankle boot",
@@ -116,7 +118,8 @@ def read_idx(path: Path) -> np.ndarray:
     return body.reshape(shape)
 
 
-def _find_idx(directory: Path, stem: str) -> Path:
+def find_idx(directory: Path, stem: str) -> Path:
+    """``DIR/STEM.gz`` or ``DIR/STEM``, whichever exists."""
     for candidate in (directory / f"{stem}.gz", directory / stem):
         if candidate.is_file():
             return candidate
@@ -127,8 +130,8 @@ def load_idx_dir(directory: Path, classes: list[str]) -> RawDataset:
     """Load the four MNIST-style IDX files (``.gz`` or plain) from ``directory``."""
     parts = {}
     for split, prefix in (("train", "train"), ("test", "t10k")):
-        images = read_idx(_find_idx(directory, f"{prefix}-images-idx3-ubyte"))
-        labels = read_idx(_find_idx(directory, f"{prefix}-labels-idx1-ubyte")).astype(np.int64)
+        images = read_idx(find_idx(directory, f"{prefix}-images-idx3-ubyte"))
+        labels = read_idx(find_idx(directory, f"{prefix}-labels-idx1-ubyte")).astype(np.int64)
         if images.ndim != 3 or len(images) != len(labels):
             raise ValueError(f"{directory}: {prefix} images {images.shape} do not match labels {labels.shape}")
         if labels.size and (labels.min() < 0 or labels.max() >= len(classes)):

@@ -481,8 +481,8 @@ class SoftmaxReliability(Reliability):
 
 
 class VertexReliability(Reliability):
-    """bin_enc: reliability = exp(-dist_class) (training.reliability): ``u = (z - threshold) / half_edge``,
-    ``dist_class = sqrt(|(u - c_pred) W|² / d)`` with the class centres ``c`` and whitening ``W`` of the artifact."""
+    """bin_enc: reliability = exp(-dist_class_centre) (training.reliability): ``u = (z - threshold) / half_edge``,
+    ``dist_class_centre = sqrt(|(u - c_pred) W|² / d)`` with the class centres ``c`` and whitening ``W`` of the artifact."""
 
     name = "vertex_distance"
 

@@ -97,21 +97,21 @@ def candidates(out: dict[str, np.ndarray], geo: VertexGeometry | None,
     pred = logits.argmax(1)
     v = geo.codes[pred]
     s = np.where(u > 0, 1.0, -1.0)
-    nearest = geo.score(out["z"], logits)["nearest_class"]
-    dist_nearest = np.sqrt(((u - s) ** 2).mean(1))
+    nearest = geo.score(out["z"], logits)["nearest_vertex_class"]
+    dist_nearest_vertex = np.sqrt(((u - s) ** 2).mean(1))
     c.update({
         "dist_pred_rms (v1 score)": -np.sqrt(((u - v) ** 2).mean(1)),
-        "dist_nearest_rms": -dist_nearest,
-        "dist_nearest_gated": -(dist_nearest + 10.0 * (nearest != pred)),
+        "dist_nearest_rms": -dist_nearest_vertex,
+        "dist_nearest_gated": -(dist_nearest_vertex + 10.0 * (nearest != pred)),
         "dist_pred_l1": -np.abs(u - v).mean(1),
         "dist_pred_linf": -np.abs(u - v).max(1),
     })
     if w_vertex is not None:
         c.update({
             "whitened_pred_vertex": -whitened_dist(u, geo.codes[pred], w_vertex),
-            "dist_class (chosen, v2)": -out["dist_class"].astype(np.float64),
+            "dist_class_centre (chosen, v2)": -out["dist_class_centre"].astype(np.float64),
             "whitened_min_mean": -np.min([whitened_dist(u, ck, geo.whiten) for ck in geo.centres], axis=0),
-            "dist_class + log max_softmax": -out["dist_class"] + np.log(np.maximum(c["max_softmax"], 1e-30)),
+            "dist_class_centre + log max_softmax": -out["dist_class_centre"] + np.log(np.maximum(c["max_softmax"], 1e-30)),
         })
     return c
 

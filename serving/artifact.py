@@ -6,9 +6,9 @@ Layout of an artifact (written by ``training.export``):
 * graph outputs, in this order (:data:`OUTPUT_NAMES`):
 
   ``logits`` float32 (N, K), ``probs`` float32 (N, K) softmax, ``z`` float32 (N, d) latent,
-  ``nearest_class`` int64 (N,) class whose hypercube vertex is nearest to z, or -1 if that vertex is unoccupied,
-  ``dist_nearest`` / ``dist_pred`` float32 (N,) scale-free distance to the nearest vertex / to the predicted
-  class's vertex (half-edge units), ``dist_class`` float32 (N,) Mahalanobis distance to the predicted class's
+  ``nearest_vertex_class`` int64 (N,) class whose hypercube vertex is nearest to z, or -1 if that vertex is unoccupied,
+  ``dist_nearest_vertex`` / ``dist_predicted_vertex`` float32 (N,) scale-free distance to the nearest vertex / to the predicted
+  class's vertex (half-edge units), ``dist_class_centre`` float32 (N,) Mahalanobis distance to the predicted class's
   vertex centre (within-class spread units; the reliability's input), ``reliability`` float32 (N,) in [0, 1],
   higher = more reliable;
 * ``metadata_props[METADATA_KEY]``: JSON (schema :data:`SCHEMA_VERSION`) whose ``checksum`` field is the sha256
@@ -37,12 +37,13 @@ from typing import Any
 import numpy as np
 import onnx
 
-SCHEMA_VERSION = 2  # v2: output dist_class (reliability = exp(-dist_class)), geometry centres/whiten
+SCHEMA_VERSION = 3  # v3: distance outputs named after what they measure; geometry "midpoint" (was "threshold")
 METADATA_KEY = "binenc"
 ANNEX_KEY = "binenc.annex"
 INPUT_NAME = "pixels"
 OUTPUT_NAMES = (
-    "logits", "probs", "z", "nearest_class", "dist_nearest", "dist_pred", "dist_class", "reliability",
+    "logits", "probs", "z", "nearest_vertex_class", "dist_nearest_vertex", "dist_predicted_vertex", "dist_class_centre",
+    "reliability",
 )
 SCORE_NAMES = ("vertex_distance", "max_softmax")
 REQUIRED_FIELDS = (
@@ -293,7 +294,7 @@ class Artifact:
         """
         th = self.threshold if threshold is None else float(threshold)
         rel = np.asarray(outputs["reliability"]).reshape(-1)
-        nearest = np.asarray(outputs["nearest_class"]).reshape(-1)
+        nearest = np.asarray(outputs["nearest_vertex_class"]).reshape(-1)
         pred = np.asarray(outputs["logits"]).argmax(axis=1)
         accepted = rel >= th
         reasons: list[str | None] = []

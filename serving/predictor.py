@@ -90,11 +90,11 @@ class Predictor:
         accepted, reasons = self.artifact.decide(outputs, threshold)
         probs = np.asarray(outputs["probs"], dtype=np.float64)
         labels = np.asarray(outputs["logits"]).argmax(axis=1).tolist()
-        nearest = np.asarray(outputs["nearest_class"]).reshape(-1).tolist()
+        nearest = np.asarray(outputs["nearest_vertex_class"]).reshape(-1).tolist()
         rel = np.asarray(outputs["reliability"], dtype=np.float64).reshape(-1).tolist()
-        dn = np.asarray(outputs["dist_nearest"], dtype=np.float64).reshape(-1).tolist()
-        dp = np.asarray(outputs["dist_pred"], dtype=np.float64).reshape(-1).tolist()
-        dc = np.asarray(outputs["dist_class"], dtype=np.float64).reshape(-1).tolist()
+        dn = np.asarray(outputs["dist_nearest_vertex"], dtype=np.float64).reshape(-1).tolist()
+        dp = np.asarray(outputs["dist_predicted_vertex"], dtype=np.float64).reshape(-1).tolist()
+        dc = np.asarray(outputs["dist_class_centre"], dtype=np.float64).reshape(-1).tolist()
         classes = self.classes
         preds = []
         for i, label in enumerate(labels):
@@ -104,10 +104,10 @@ class Predictor:
                 "class_name": classes[label],
                 "probabilities": probs[i].tolist(),
                 "reliability": rel[i],
-                "dist_nearest": dn[i],
-                "dist_pred": dp[i],
-                "dist_class": dc[i],
-                "nearest_class": nc if nc >= 0 else None,
+                "dist_nearest_vertex": dn[i],
+                "dist_predicted_vertex": dp[i],
+                "dist_class_centre": dc[i],
+                "nearest_vertex_class": nc if nc >= 0 else None,
                 "nearest_class_name": classes[nc] if 0 <= nc < len(classes) else None,
                 "accepted": bool(accepted[i]),
                 "reason": reasons[i],

@@ -89,22 +89,22 @@ class ScoredModel(nn.Module):
         if self.vertex:
             u = (z - self.t) / self.a
             s = torch.where(u > 0, 1.0, -1.0)
-            dist_nearest = torch.sqrt(((u - s) ** 2).mean(dim=1))
+            dist_nearest_vertex = torch.sqrt(((u - s) ** 2).mean(dim=1))
             v_pred = self.codes[pred]
-            dist_pred = torch.sqrt(((u - v_pred) ** 2).mean(dim=1))
+            dist_predicted_vertex = torch.sqrt(((u - v_pred) ** 2).mean(dim=1))
             dots = s @ self.codes.T
             best, idx = dots.max(dim=1)
             nearest = torch.where(best == self.latent_dim, idx, torch.full_like(idx, -1))
             w = (u - self.centres[pred]) @ self.whiten
-            dist_class = torch.sqrt((w**2).mean(dim=1))
-            reliability = torch.exp(-dist_class)
+            dist_class_centre = torch.sqrt((w**2).mean(dim=1))
+            reliability = torch.exp(-dist_class_centre)
         else:
             maxp, nearest = probs.max(dim=1)
-            dist_nearest = 1.0 - maxp
-            dist_pred = 1.0 - maxp
-            dist_class = 1.0 - maxp
+            dist_nearest_vertex = 1.0 - maxp
+            dist_predicted_vertex = 1.0 - maxp
+            dist_class_centre = 1.0 - maxp
             reliability = maxp
-        return logits, probs, z, nearest, dist_nearest, dist_pred, dist_class, reliability
+        return logits, probs, z, nearest, dist_nearest_vertex, dist_predicted_vertex, dist_class_centre, reliability
 
 
 # --------------------------------------------------------------------------- pieces
@@ -167,7 +167,7 @@ def check_parity(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], atol: f
     argmax_diff = int((ref["logits"].argmax(1) != got["logits"].argmax(1)).sum())
     probs_diff = float(np.abs(ref["probs"] - got["probs"]).max())
     rel_diff = float(np.abs(ref["reliability"] - got["reliability"]).max())
-    nearest_agree = float((ref["nearest_class"] == got["nearest_class"]).mean())
+    nearest_agree = float((ref["nearest_vertex_class"] == got["nearest_vertex_class"]).mean())
     stats = {"samples": n, "argmax_mismatches": argmax_diff, "max_abs_diff_probs": probs_diff,
              "max_abs_diff_reliability": rel_diff, "nearest_class_agreement": nearest_agree, "atol": atol}
     if argmax_diff or probs_diff > atol or rel_diff > atol:
@@ -250,8 +250,8 @@ def calibration_summary(outputs: dict[str, np.ndarray], labels: np.ndarray, thre
         "acc_accepted": float(correct[accepted].mean()) if accepted.any() else None,
         "acc_rejected": float(correct[~accepted].mean()) if (~accepted).any() else None,
         "misclassification_auroc": auroc(rel[correct], rel[~correct]) if correct.any() and (~correct).any() else None,
-        "unoccupied_vertex_rate": float((outputs["nearest_class"] == -1).mean()),
-        "nearest_disagrees_rate": float(((outputs["nearest_class"] != pred) & (outputs["nearest_class"] != -1)).mean()),
+        "unoccupied_vertex_rate": float((outputs["nearest_vertex_class"] == -1).mean()),
+        "nearest_disagrees_rate": float(((outputs["nearest_vertex_class"] != pred) & (outputs["nearest_vertex_class"] != -1)).mean()),
     })
 
 
@@ -309,15 +309,15 @@ def export_run(
     if geometry is not None:
         geo_md, codebook = geometry.to_metadata()
         score = {"name": VERTEX_SCORE, "direction": "higher = more reliable",
-                 "definition": "reliability = exp(-dist_class); dist_class = sqrt((u - c_pred)' W W' (u - c_pred) "
+                 "definition": "reliability = exp(-dist_class_centre); dist_class_centre = sqrt((u - c_pred)' W W' (u - c_pred) "
                                "/ d) (Mahalanobis distance to the predicted class's vertex centre c_pred, tied "
                                "within-class covariance, W W' = inverse covariance); u = (z - threshold) / half_edge; "
-                               "dist_pred = RMS_j |u_j - v_pred,j| with v_pred = ±1 code of argmax(logits)"}
+                               "dist_predicted_vertex = RMS_j |u_j - v_pred,j| with v_pred = ±1 code of argmax(logits)"}
     else:
         geo_md, codebook = None, {}
         score = {"name": SOFTMAX_SCORE, "direction": "higher = more reliable",
-                 "definition": "reliability = max softmax probability; nearest_class = argmax; "
-                               "dist_nearest = dist_pred = dist_class = 1 - max probability"}
+                 "definition": "reliability = max softmax probability; nearest_vertex_class = argmax; "
+                               "dist_nearest_vertex = dist_predicted_vertex = dist_class_centre = 1 - max probability"}
     metadata = _clean({
         "schema_version": SCHEMA_VERSION,
         "name": run_dir.resolve().name,

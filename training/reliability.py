@@ -14,16 +14,16 @@
 :meth:`VertexGeometry.score` is the pure-numpy float32 reference implementation of what the exported ONNX graph
 computes (``training.export``), see :data:`serving.artifact.OUTPUT_NAMES`:
 
-* ``dist_nearest`` = RMS over dimensions of ``|u - sign(u)|`` (distance to the nearest vertex),
-* ``dist_pred`` = RMS of ``|u - v_pred|`` with ``v_pred`` the ±1 code of ``argmax(logits)``,
-* ``nearest_class`` = the class whose code is ``sign(u)``, else -1 (unoccupied vertex),
-* ``dist_class`` = ``sqrt((u - c_pred)ᵀ Σ⁻¹ (u - c_pred) / d)``: distance to the predicted class's vertex in units
+* ``dist_nearest_vertex`` = RMS over dimensions of ``|u - sign(u)|`` (distance to the nearest vertex),
+* ``dist_predicted_vertex`` = RMS of ``|u - v_pred|`` with ``v_pred`` the ±1 code of ``argmax(logits)``,
+* ``nearest_vertex_class`` = the class whose code is ``sign(u)``, else -1 (unoccupied vertex),
+* ``dist_class_centre`` = ``sqrt((u - c_pred)ᵀ Σ⁻¹ (u - c_pred) / d)``: distance to the predicted class's vertex in units
   of the within-class spread (a Mahalanobis distance; scale-free),
-* ``reliability`` = ``exp(-dist_class)`` (the choice is justified by measurement in docs/reliability.md):
+* ``reliability`` = ``exp(-dist_class_centre)`` (the choice is justified by measurement in docs/reliability.md):
   1 exactly on the predicted class's vertex (its centre), strictly decreasing in the distance, in (0, 1].
 
 A geometry built without centres / whitening (``VertexGeometry(low, high, codes)``) uses ``c_k`` = the ideal ±1
-vertex and ``Σ = I``, so ``dist_class = dist_pred``.
+vertex and ``Σ = I``, so ``dist_class_centre = dist_predicted_vertex``.
 
 For the baselines (no_pen / lin_pen / nonlin_pen), :class:`MaxSoftmax` exposes the same outputs with the maximum
 softmax probability as the reliability.
@@ -175,31 +175,31 @@ class VertexGeometry:
         s = np.where(u > 0, np.float32(1), np.float32(-1))
         pred = logits.argmax(axis=1)
         v_pred = self.codes[pred]
-        dist_nearest = np.sqrt(np.mean((u - s) ** 2, axis=1, dtype=np.float32)).astype(np.float32)
-        dist_pred = np.sqrt(np.mean((u - v_pred) ** 2, axis=1, dtype=np.float32)).astype(np.float32)
+        dist_nearest_vertex = np.sqrt(np.mean((u - s) ** 2, axis=1, dtype=np.float32)).astype(np.float32)
+        dist_predicted_vertex = np.sqrt(np.mean((u - v_pred) ** 2, axis=1, dtype=np.float32)).astype(np.float32)
         w = (u - self.centres[pred]) @ self.whiten
-        dist_class = np.sqrt(np.mean(w**2, axis=1, dtype=np.float32)).astype(np.float32)
+        dist_class_centre = np.sqrt(np.mean(w**2, axis=1, dtype=np.float32)).astype(np.float32)
         dots = s @ self.codes.T
         nearest = np.where(dots.max(axis=1) == self.latent_dim, dots.argmax(axis=1), -1).astype(np.int64)
         return {
             "probs": softmax(logits),
-            "nearest_class": nearest,
-            "dist_nearest": dist_nearest,
-            "dist_pred": dist_pred,
-            "dist_class": dist_class,
-            "reliability": np.exp(-dist_class).astype(np.float32),
+            "nearest_vertex_class": nearest,
+            "dist_nearest_vertex": dist_nearest_vertex,
+            "dist_predicted_vertex": dist_predicted_vertex,
+            "dist_class_centre": dist_class_centre,
+            "reliability": np.exp(-dist_class_centre).astype(np.float32),
         }
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_metadata(self) -> tuple[dict, dict[str, str]]:
         """``(geometry, codebook)`` JSON fields of the artifact metadata."""
         geometry = {
-            "low": self.low.tolist(), "high": self.high.tolist(), "threshold": self.threshold.tolist(),
+            "low": self.low.tolist(), "high": self.high.tolist(), "midpoint": self.threshold.tolist(),
             "half_edge": self.half_edge.tolist(),
             "separation": None if self.separation is None else [float(s) for s in self.separation],
             "centres": self.centres.tolist(),
             "whiten": self.whiten.tolist(),
-            "coordinates": "u = (z - threshold) / half_edge; vertices at u in {-1, +1}^d",
+            "coordinates": "u = (z - midpoint) / half_edge; vertices at u in {-1, +1}^d",
         }
         return geometry, {name: code_string(c) for name, c in zip(self.classes, self.codes, strict=True)}
 
@@ -223,10 +223,10 @@ class MaxSoftmax:
         maxp = probs.max(axis=1).astype(np.float32)
         return {
             "probs": probs,
-            "nearest_class": probs.argmax(axis=1).astype(np.int64),
-            "dist_nearest": (1 - maxp).astype(np.float32),
-            "dist_pred": (1 - maxp).astype(np.float32),
-            "dist_class": (1 - maxp).astype(np.float32),
+            "nearest_vertex_class": probs.argmax(axis=1).astype(np.int64),
+            "dist_nearest_vertex": (1 - maxp).astype(np.float32),
+            "dist_predicted_vertex": (1 - maxp).astype(np.float32),
+            "dist_class_centre": (1 - maxp).astype(np.float32),
             "reliability": maxp,
         }
 

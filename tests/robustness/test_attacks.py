@@ -141,7 +141,7 @@ def test_adaptive_attack_counts_only_accepted_wrong_predictions(toy):
 
 
 def test_vertex_reliability_is_exp_of_minus_rms_distance():
-    # identity whitening and centres on the ideal vertices: dist_class = RMS distance to the vertex
+    # identity whitening and centres on the ideal vertices: dist_class_centre = RMS distance to the vertex
     rel = VertexReliability(0.5, t=np.zeros(2), a=np.ones(2), centres=np.array([[1, 1], [-1, -1.0]]),
                             whiten=np.eye(2))
     z = torch.tensor([[1.0, 1.0], [0.0, 0.0], [-1.0, -3.0]])

@@ -107,7 +107,7 @@ def test_run_batches_and_shapes(digits_artifact):
     for name in A.OUTPUT_NAMES:
         np.testing.assert_allclose(small[name], full[name], atol=1e-6)
     assert full["logits"].shape == (70, 10) and full["z"].shape == (70, 8)
-    assert full["reliability"].shape == (70,) and full["nearest_class"].dtype == np.int64
+    assert full["reliability"].shape == (70,) and full["nearest_vertex_class"].dtype == np.int64
     assert {k: v.shape[0] for k, v in art.run(x[:0]).items()} == dict.fromkeys(A.OUTPUT_NAMES, 0)
 
 
@@ -123,7 +123,7 @@ def test_decide_reasons(digits_artifact):
     art = load_artifact(digits_artifact)
     outputs = {
         "logits": np.array([[0, 5, 0], [0, 5, 0], [0, 5, 0], [9, 0, 0]], np.float32),
-        "nearest_class": np.array([1, -1, 2, 0]),
+        "nearest_vertex_class": np.array([1, -1, 2, 0]),
         "reliability": np.array([0.9, 0.2, 0.3, 0.4], np.float32),
     }
     accepted, reasons = art.decide(outputs, threshold=0.35)

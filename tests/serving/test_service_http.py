@@ -56,16 +56,16 @@ def test_predict_matches_in_process_model(http, served, digits_artifact, digits_
     preds = body["predictions"]
     assert len(preds) == len(x)
     for i, p in enumerate(preds):
-        assert set(p) == {"label", "class_name", "probabilities", "reliability", "dist_nearest", "dist_pred",
-                          "dist_class", "nearest_class", "nearest_class_name", "accepted", "reason"}
+        assert set(p) == {"label", "class_name", "probabilities", "reliability", "dist_nearest_vertex", "dist_predicted_vertex",
+                          "dist_class_centre", "nearest_vertex_class", "nearest_class_name", "accepted", "reason"}
         assert p["label"] == int(ref["logits"][i].argmax()) and p["class_name"] == art.classes[p["label"]]
         assert p["reliability"] == pytest.approx(float(ref["reliability"][i]), abs=1e-6)
-        assert p["dist_pred"] == pytest.approx(float(ref["dist_pred"][i]), abs=1e-6)
-        assert p["dist_nearest"] == pytest.approx(float(ref["dist_nearest"][i]), abs=1e-6)
-        assert p["dist_class"] == pytest.approx(float(ref["dist_class"][i]), abs=1e-6)
+        assert p["dist_predicted_vertex"] == pytest.approx(float(ref["dist_predicted_vertex"][i]), abs=1e-6)
+        assert p["dist_nearest_vertex"] == pytest.approx(float(ref["dist_nearest_vertex"][i]), abs=1e-6)
+        assert p["dist_class_centre"] == pytest.approx(float(ref["dist_class_centre"][i]), abs=1e-6)
         np.testing.assert_allclose(p["probabilities"], ref["probs"][i], atol=1e-6)
-        nc = int(ref["nearest_class"][i])
-        assert p["nearest_class"] == (nc if nc >= 0 else None)
+        nc = int(ref["nearest_vertex_class"][i])
+        assert p["nearest_vertex_class"] == (nc if nc >= 0 else None)
         assert p["nearest_class_name"] == (art.classes[nc] if nc >= 0 else None)
         assert p["accepted"] == bool(accepted[i]) and p["reason"] == reasons[i]
     assert np.mean([p["label"] for p in preds] == labels) > 0.85

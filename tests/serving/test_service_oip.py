@@ -34,7 +34,7 @@ def test_health_and_metadata(client, digits_artifact):
     assert meta["inputs"] == [{"name": "pixels", "datatype": "FP32", "shape": [-1, 1, 8, 8]}]
     types = {o["name"]: o["datatype"] for o in meta["outputs"]}
     assert list(types) == list(OUTPUT_NAMES)
-    assert types["nearest_class"] == "INT64" and types["reliability"] == "FP32"
+    assert types["nearest_vertex_class"] == "INT64" and types["reliability"] == "FP32"
     assert client.get_server_metadata()["name"] == "binenc"
     assert client.is_model_ready("binenc", model_version=meta["versions"][0])
 
@@ -48,7 +48,7 @@ def test_infer_matches_in_process(client, digits_artifact, digits_pixels, binary
         got = res.as_numpy(name)
         assert got.dtype == ref[name].dtype and got.shape == ref[name].shape, name
         np.testing.assert_allclose(got, ref[name], atol=1e-5, err_msg=name)
-    sub = infer(client, x[:2], binary, outputs=["reliability", "nearest_class"])
+    sub = infer(client, x[:2], binary, outputs=["reliability", "nearest_vertex_class"])
     assert sub.as_numpy("logits") is None
     np.testing.assert_allclose(sub.as_numpy("reliability"), ref["reliability"][:2], atol=1e-5)
 

@@ -62,8 +62,8 @@ def test_metadata_contract(digits_artifact):
     assert md["latent_dim"] == 8
     assert md["score"]["name"] == "vertex_distance" and md["score"]["direction"] == "higher = more reliable"
     assert 0 < md["threshold"] <= 1 and md["target_accept_rate"] == 0.95
-    assert set(md["geometry"]) >= {"low", "high", "threshold", "half_edge"}
-    assert all(len(md["geometry"][k]) == 8 for k in ("low", "high", "threshold", "half_edge"))
+    assert set(md["geometry"]) >= {"low", "high", "midpoint", "half_edge"}
+    assert all(len(md["geometry"][k]) == 8 for k in ("low", "high", "midpoint", "half_edge"))
     assert len(set(md["codebook"].values())) == 10 and all(len(c) == 8 for c in md["codebook"].values())
     assert "val_acc" in md["training_metrics"]
     cal = md["calibration"]
@@ -80,11 +80,11 @@ def test_graph_reproduces_python_reliability_on_random_inputs(digits_run, digits
     got = art.run(x)
     ref, u = _reference(digits_run, art.metadata, x)
     np.testing.assert_array_equal(got["logits"].argmax(1), ref["logits"].argmax(1))
-    for name in ("logits", "probs", "z", "dist_nearest", "dist_pred", "dist_class", "reliability"):
+    for name in ("logits", "probs", "z", "dist_nearest_vertex", "dist_predicted_vertex", "dist_class_centre", "reliability"):
         np.testing.assert_allclose(got[name], ref[name], atol=1e-5, rtol=1e-5, err_msg=name)
     clear = np.abs(u).min(axis=1) > 1e-4  # a sign flip of a coordinate on the threshold may change the vertex
-    np.testing.assert_array_equal(got["nearest_class"][clear], ref["nearest_class"][clear])
-    assert got["nearest_class"].dtype == np.int64
+    np.testing.assert_array_equal(got["nearest_vertex_class"][clear], ref["nearest_vertex_class"][clear])
+    assert got["nearest_vertex_class"].dtype == np.int64
     assert np.all((got["reliability"] >= 0) & (got["reliability"] <= 1))
 
 
@@ -102,8 +102,8 @@ def test_baseline_uses_max_softmax(digits_baseline_artifact, digits_data):
     assert art.metadata["geometry"] is None and art.metadata["codebook"] == {}
     out = art.run(digits_data.test.images[:300].astype(np.float32) / 255)
     np.testing.assert_allclose(out["reliability"], out["probs"].max(1), atol=1e-6)
-    np.testing.assert_array_equal(out["nearest_class"], out["logits"].argmax(1))
-    np.testing.assert_allclose(out["dist_pred"], 1 - out["reliability"], atol=1e-6)
+    np.testing.assert_array_equal(out["nearest_vertex_class"], out["logits"].argmax(1))
+    np.testing.assert_allclose(out["dist_predicted_vertex"], 1 - out["reliability"], atol=1e-6)
     assert out["z"].shape == (300, 256)
 
 

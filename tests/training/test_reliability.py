@@ -57,12 +57,12 @@ def test_asymmetric_peaks_and_scale_free():
     np.testing.assert_allclose(geo.threshold, (low + high) / 2, atol=0.01)
     np.testing.assert_allclose(geo.half_edge, (high - low) / 2, atol=0.01)
     np.testing.assert_array_equal(geo.codes, codes)
-    # Exactly on each class's ideal vertex -> dist_pred 0, nearest = that class; the class centres (mean u of the
+    # Exactly on each class's ideal vertex -> dist_predicted_vertex 0, nearest = that class; the class centres (mean u of the
     # class, where the data put the vertex) sit within noise of it, and exactly there the reliability is 1.
     centres = np.where(codes > 0, geo.high, geo.low).astype(np.float32)
     out = geo.score(centres, logits_for(np.arange(5), 5))
-    np.testing.assert_allclose(out["dist_pred"], 0, atol=1e-5)
-    np.testing.assert_array_equal(out["nearest_class"], np.arange(5))
+    np.testing.assert_allclose(out["dist_predicted_vertex"], 0, atol=1e-5)
+    np.testing.assert_array_equal(out["nearest_vertex_class"], np.arange(5))
     np.testing.assert_allclose(geo.centres, codes, atol=0.05)
     on_centre = (geo.centres * geo.half_edge + geo.threshold).astype(np.float32)
     np.testing.assert_allclose(geo.score(on_centre, logits_for(np.arange(5), 5))["reliability"], 1, atol=1e-4)
@@ -71,7 +71,7 @@ def test_asymmetric_peaks_and_scale_free():
     geo2 = VertexGeometry.fit(z * scale + shift, y, y)
     out2 = geo2.score(centres * scale + shift, logits_for(np.arange(5), 5))
     np.testing.assert_allclose(out2["reliability"], out["reliability"], atol=1e-4)
-    np.testing.assert_array_equal(out2["nearest_class"], out["nearest_class"])
+    np.testing.assert_array_equal(out2["nearest_vertex_class"], out["nearest_vertex_class"])
 
 
 def test_whitened_class_distance_follows_the_within_class_spread():
@@ -87,12 +87,12 @@ def test_whitened_class_distance_follows_the_within_class_spread():
     cov = np.cov((u - geo.centres[y]).T)
     np.testing.assert_allclose(geo.whiten @ geo.whiten.T, np.linalg.inv(cov), rtol=0.05)
     out = geo.score(z, logits_for(y, 3))
-    assert np.mean(out["dist_class"] ** 2) == pytest.approx(1.0, rel=0.05)  # chi2_d / d has mean 1
-    np.testing.assert_allclose(out["reliability"], np.exp(-out["dist_class"]), rtol=1e-6)
+    assert np.mean(out["dist_class_centre"] ** 2) == pytest.approx(1.0, rel=0.05)  # chi2_d / d has mean 1
+    np.testing.assert_allclose(out["reliability"], np.exp(-out["dist_class_centre"]), rtol=1e-6)
     # The same Euclidean step costs more across the spread than along it.
     step = 0.1 * basis * geo.half_edge
     centre = geo.centres[1] * geo.half_edge + geo.threshold
-    d = geo.score((centre + step).astype(np.float32), logits_for(np.array([1, 1]), 3))["dist_class"]
+    d = geo.score((centre + step).astype(np.float32), logits_for(np.array([1, 1]), 3))["dist_class_centre"]
     assert d[1] > 3 * d[0]
 
 
@@ -137,15 +137,15 @@ def test_score_definitions(cube):
     z = (u * a + t).astype(np.float32)
     pred = np.array([0, 1, 1, 2])
     out = cube.score(z, logits_for(pred, 3))
-    np.testing.assert_array_equal(out["nearest_class"], [0, 1, -1, 0])
+    np.testing.assert_array_equal(out["nearest_vertex_class"], [0, 1, -1, 0])
     s = np.where(u > 0, 1, -1)
-    np.testing.assert_allclose(out["dist_nearest"], np.sqrt(((u - s) ** 2).mean(1)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["dist_nearest_vertex"], np.sqrt(((u - s) ** 2).mean(1)), rtol=1e-5, atol=1e-6)
     v = cube.codes[pred]
-    np.testing.assert_allclose(out["dist_pred"], np.sqrt(((u - v) ** 2).mean(1)), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(out["reliability"], np.exp(-out["dist_pred"]), rtol=1e-6)
+    np.testing.assert_allclose(out["dist_predicted_vertex"], np.sqrt(((u - v) ** 2).mean(1)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["reliability"], np.exp(-out["dist_predicted_vertex"]), rtol=1e-6)
     assert out["reliability"][0] == pytest.approx(1.0)
-    assert all(v.dtype == np.float32 for k, v in out.items() if k != "nearest_class")
-    assert out["nearest_class"].dtype == np.int64
+    assert all(v.dtype == np.float32 for k, v in out.items() if k != "nearest_vertex_class")
+    assert out["nearest_vertex_class"].dtype == np.int64
 
 
 def test_reliability_monotone_and_bounded(cube):
@@ -181,9 +181,9 @@ def test_max_softmax_baseline():
     out = MaxSoftmax().score(np.zeros((3, 4), np.float32), logits)
     np.testing.assert_allclose(out["probs"].sum(1), 1, rtol=1e-6)
     np.testing.assert_allclose(out["reliability"], out["probs"].max(1))
-    np.testing.assert_array_equal(out["nearest_class"], [0, 0, 1])
-    np.testing.assert_allclose(out["dist_pred"], 1 - out["reliability"])
-    np.testing.assert_allclose(out["dist_class"], 1 - out["reliability"])
+    np.testing.assert_array_equal(out["nearest_vertex_class"], [0, 0, 1])
+    np.testing.assert_allclose(out["dist_predicted_vertex"], 1 - out["reliability"])
+    np.testing.assert_allclose(out["dist_class_centre"], 1 - out["reliability"])
 
 
 @pytest.mark.parametrize("target", [0.5, 0.9, 0.95, 0.99])

@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 FONT_GLOBS = ("/usr/share/fonts/**/*.ttf", "/usr/local/share/fonts/**/*.ttf", "~/.fonts/**/*.ttf")
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 ALL_SETS = ("mnist", "letters", "gaussian", "uniform", "inverted", "flipped", "digits")

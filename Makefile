@@ -1,24 +1,32 @@
 # binenc: the two commands a newcomer runs (see README).
-#   make all   - install everything (Debian's Fashion-MNIST package, venv, pinned Python deps), train the default
-#                bin_enc model on Fashion-MNIST (quick profile), export model.onnx and register it with BentoML
-#   make test  - run the test suite
+#   make serve  - install the serving part (no torch) and serve the shipped Fashion-MNIST model on port 3000
+#   make test   - install everything (training, bench, test tools) and run the test suite (what CI runs)
+# Everything else: make train (train the default model from scratch), make model (regenerate the shipped model),
+# make bench (robustness bench), make docs (regenerate every CPU-reproducible figure in docs/), make lint.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 RUN ?= runs/fashion-mnist_cnn_quick_bin_enc_s0
 export BENTOML_DO_NOT_TRACK := True
 
-.PHONY: all install data train export test lint bench serve
+.PHONY: serve install-serve install data train model test lint bench docs
 
-all: install data train export
-	@echo "Model ready: $(RUN)/model.onnx (registered as binenc:latest). Serve it with: $(BIN)/bentoml serve"
+serve: install-serve
+	$(BIN)/bentoml serve
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+
+$(BIN)/.installed-serve: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[serve]'
 	touch $@
 
+$(BIN)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@ $(BIN)/.installed-serve
+
+install-serve: $(BIN)/.installed-serve
 install: $(BIN)/.installed
 
 # Fashion-MNIST from Debian; skipped where apt is missing (then pass --data-dir, see README).
@@ -29,13 +37,15 @@ data:
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist; \
 	else echo "no apt-get: download the four Fashion-MNIST IDX .gz files and pass --data-dir DIR"; fi
 
-train: install
+# The default bin_enc model from scratch (quick profile, ~15 min on 2 CPU cores); resumes an interrupted run.
+train: install data
 	@if [ -f $(RUN)/metrics.json ]; then echo "$(RUN) already trained"; \
 	elif [ -f $(RUN)/checkpoint.pt ]; then $(BIN)/python -m training --out $(RUN) --resume; \
 	else $(BIN)/python -m training --dataset fashion-mnist --variant bin_enc --profile quick --out $(RUN); fi
 
-export: install
-	$(BIN)/python -m training.export $(RUN) --register
+# Regenerate the shipped model (models/fashion-mnist_bin_enc/model.onnx + provenance.json) from $(RUN).
+model: train
+	$(BIN)/python scripts/ship_model.py --run $(RUN)
 
 test: install
 	$(BIN)/python -m pytest -q
@@ -43,8 +53,8 @@ test: install
 lint: install
 	$(BIN)/ruff check training serving robustness tests scripts
 
-bench: install
+bench: install data
 	$(BIN)/python -m robustness.bench
 
-serve: install
-	$(BIN)/bentoml serve
+docs: install data
+	bash scripts/make_docs.sh

@@ -69,12 +69,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(summary(args.out, result.metrics))
     elif ctx.is_main:
         print(f"stopped: {args.out} (continue with --resume)")
-    if args.export and ctx.is_main and result.metrics:
-        from training.export import export_run
-
-        path = export_run(args.out)
-        print(f"exported {path}")
+    code = export(args.out) if args.export and ctx.is_main and result.metrics else 0
     shutdown(ctx)
+    return code
+
+
+def export(out: str) -> int:
+    """Export the finished run (``--export``); 0, or 2 with a message when the model cannot be exported."""
+    from training.export import export_run
+    from training.reliability import GeometryError
+
+    try:
+        print(f"exported {export_run(out)}")
+    except (GeometryError, DatasetNotFoundError, ValueError) as err:
+        print(f"error: could not export {out}: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -97,9 +97,15 @@ def broadcast_object(obj: Any, ctx: DistContext) -> Any:
 
 
 def all_reduce_sum(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:
-    """Element-wise sum of ``values`` over all ranks (in place; returned for chaining)."""
-    if ctx.distributed:
-        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    """Element-wise sum of ``values`` over all ranks (in place; returned for chaining). A CPU tensor is summed on
+    the current GPU when the backend is NCCL, which reduces CUDA tensors only."""
+    if not ctx.distributed:
+        return values
+    if dist.get_backend() == "nccl" and not values.is_cuda:
+        on_gpu = values.cuda()
+        dist.all_reduce(on_gpu, op=dist.ReduceOp.SUM)
+        return values.copy_(on_gpu.cpu())
+    dist.all_reduce(values, op=dist.ReduceOp.SUM)
     return values
 
 

@@ -87,7 +87,7 @@ def model_config_for(cfg: TrainConfig, data: DatasetSplits) -> ModelConfig:
 
 
 @dataclass
-class _Run:
+class TrainingRun:
     """What the epochs of one run share. ``model`` is what steps (DDP-wrapped when distributed), ``net`` the plain
     :class:`Classifier` inside it (evaluated and saved)."""
 
@@ -109,18 +109,20 @@ class _Run:
 def _open_run(cfg: TrainConfig, out: Path, resume: bool, ctx: DistContext) -> tuple[TrainConfig, dict | None, RunLock | None]:
     """On rank 0: take the run directory's writer lock and read the checkpoint to resume; every rank gets the
     (saved) config and checkpoint, or the same error."""
-    lock, ckpt, err = None, None, None
+    lock, ckpt = None, None
     if ctx.is_main:
         try:
             if not resume and (out / CHECKPOINT).exists():
                 raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
             lock = RunLock(out).acquire()
             ckpt = load_checkpoint(out) if resume else None
-        except (FileExistsError, FileNotFoundError, RunLockedError) as e:
-            err = e
+        except Exception as e:  # every rank must hear of it, or the others would wait forever
             if lock is not None:
                 lock.release()
-    ckpt, err = broadcast_object((ckpt, err), ctx)
+            expected = isinstance(e, (FileExistsError, FileNotFoundError, RunLockedError))
+            broadcast_object((None, e if expected else RuntimeError(f"rank 0 could not open {out}: {e!r}")), ctx)
+            raise
+    ckpt, err = broadcast_object((ckpt, None), ctx)
     if err is not None:
         raise err
     if ckpt is not None:
@@ -129,7 +131,7 @@ def _open_run(cfg: TrainConfig, out: Path, resume: bool, ctx: DistContext) -> tu
     return cfg, ckpt, lock
 
 
-def _build(cfg: TrainConfig, ckpt: dict | None, data: DatasetSplits, out: Path, ctx: DistContext) -> _Run:
+def _build_run(cfg: TrainConfig, ckpt: dict | None, data: DatasetSplits, out: Path, ctx: DistContext) -> TrainingRun:
     """Model (same initial weights on every rank), optimiser, schedule and training tensors; restores a checkpoint."""
     device = local_device(cfg.device, ctx)
     torch.manual_seed(cfg.seed)
@@ -147,13 +149,13 @@ def _build(cfg: TrainConfig, ckpt: dict | None, data: DatasetSplits, out: Path, 
         ids = [device.index] if device.type == "cuda" else None
         model = nn.parallel.DistributedDataParallel(net, device_ids=ids)
     steps_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
-    return _Run(
+    return TrainingRun(
         cfg, model_cfg, out, ctx, device, data, net, model, opt, gamma_schedule(cfg, steps_per_epoch),
         to_tensor(data.train.images), torch.from_numpy(data.train.labels), steps_per_epoch,
     )
 
 
-def _step(run: _Run, idx: torch.Tensor, rng: torch.Generator, epoch: int, i: int) -> tuple[list[float], float]:
+def _train_step(run: TrainingRun, idx: torch.Tensor, rng: torch.Generator, epoch: int, i: int) -> tuple[list[float], float]:
     """One optimiser step on the global batch ``idx``; returns its global sums (n·loss, n·ce, n·penalty, correct)
     and gamma. This rank computes its contiguous shard of the batch (see :func:`training.loss.shard_loss`)."""
     cfg, ctx = run.cfg, run.ctx
@@ -187,7 +189,7 @@ def _step(run: _Run, idx: torch.Tensor, rng: torch.Generator, epoch: int, i: int
     return sums, gamma
 
 
-def _train_epoch(run: _Run, epoch: int, progress: bool) -> dict:
+def _train_epoch(run: TrainingRun, epoch: int, progress: bool) -> dict:
     """One pass over the training split in this epoch's seeded order; the training half of the epoch's row."""
     cfg = run.cfg
     set_learning_rates(run.opt, cfg, epoch)
@@ -199,7 +201,7 @@ def _train_epoch(run: _Run, epoch: int, progress: bool) -> dict:
     bar = tqdm(range(run.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
     for i in bar:
         idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-        step_sums, gamma = _step(run, idx, rng, epoch, i)
+        step_sums, gamma = _train_step(run, idx, rng, epoch, i)
         for key, value in zip(sums, step_sums, strict=True):
             sums[key] += value
         if i % 50 == 0:
@@ -216,7 +218,7 @@ def _train_epoch(run: _Run, epoch: int, progress: bool) -> dict:
     }
 
 
-def _save_epoch(run: _Run, train_row: dict, progress: bool) -> None:
+def _save_epoch(run: TrainingRun, train_row: dict, progress: bool) -> None:
     """Rank 0: validate, append the epoch's row to metrics.jsonl and rewrite the checkpoint."""
     cfg, epoch = run.cfg, train_row["epoch"]
     val = evaluate(run.net, run.data.val.images, run.data.val.labels, device=str(run.device))
@@ -272,7 +274,7 @@ def train(
     cfg, ckpt, lock = _open_run(cfg, out, resume, ctx)
     try:
         data = data or load_dataset(cfg.dataset, cfg.data_dir, cfg.val_fraction, cfg.seed)
-        run = _build(cfg, ckpt, data, out, ctx)
+        run = _build_run(cfg, ckpt, data, out, ctx)
         start_epoch = 0 if ckpt is None else ckpt["epoch"] + 1
         if ckpt is not None:
             log.info("resuming %s at epoch %d", out, start_epoch)

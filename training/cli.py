@@ -9,7 +9,10 @@ from collections.abc import Sequence
 
 from training.config import PROFILES, make_config
 from training.data import DatasetNotFoundError, available_datasets
+from training.distributed import init_distributed, shutdown
 from training.models import VARIANTS, available_backbones
+from training.rundir import RunLockedError
+from training.train import TrainingDiverged, train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,10 +55,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = {k: v for k, v in vars(args).items()
                  if k not in {"profile", "out", "resume", "export", "quiet", "stop_after_epoch"}}
     cfg = make_config(args.profile, **overrides)
-    from training.distributed import init_distributed, shutdown
-    from training.rundir import RunLockedError
-    from training.train import TrainingDiverged, train
-
     ctx = init_distributed(cfg.device)
     try:
         result = train(cfg, args.out, resume=args.resume, progress=not args.quiet,

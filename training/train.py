@@ -29,11 +29,11 @@ from training.checkpoint import (
 from training.config import TrainConfig
 from training.data import DatasetSplits, load_dataset
 from training.distributed import (
+    SINGLE,
     DistContext,
     all_reduce_sum,
     barrier,
     broadcast_object,
-    init_distributed,
     local_device,
     shard_bounds,
 )
@@ -259,18 +259,17 @@ def train(
     data: DatasetSplits | None = None,
     stop_after_epoch: int | None = None,
     progress: bool = True,
-    ctx: DistContext | None = None,
+    ctx: DistContext = SINGLE,
 ) -> RunResult:
     """Train (or resume) one run into ``out``; returns the final model and (on rank 0) its metrics.
 
-    ``stop_after_epoch`` ends the call early as if interrupted (used to test resume). ``ctx`` defaults to the
-    torchrun job this process belongs to (:func:`training.distributed.init_distributed`); pass
-    ``training.distributed.SINGLE`` to train in this process alone inside a distributed job.
+    ``stop_after_epoch`` ends the call early as if interrupted (used to test resume). ``ctx``: this process alone
+    by default (also inside a torchrun job, e.g. when rank 0 alone trains a missing run); every rank of a job
+    passes ``init_distributed(cfg.device)`` to train one run together, as ``python -m training`` does.
     """
     out = Path(out)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    ctx = init_distributed(cfg.device) if ctx is None else ctx
     cfg, ckpt, lock = _open_run(cfg, out, resume, ctx)
     try:
         data = data or load_dataset(cfg.dataset, cfg.data_dir, cfg.val_fraction, cfg.seed)

@@ -63,9 +63,11 @@ def step_ratio(data, args) -> None:
     """Part 2: per-step times, variants alternating every step, batch 128 of real training images."""
     import numpy as np
 
+    from training.evaluation import to_tensor
     from training.loss import total_loss
     from training.models import build_model
-    from training.train import make_optimizer, model_config_for, to_tensor
+    from training.optim import make_optimizer
+    from training.train import model_config_for
 
     x = to_tensor(data.train.images[:128 * 16])
     y = torch.as_tensor(data.train.labels[:128 * 16])

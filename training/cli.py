@@ -1,4 +1,4 @@
-"""``python -m training``: train one classifier into a run directory."""
+"""``python -m training``: train one classifier into a run directory (data-parallel under ``torchrun``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ from collections.abc import Sequence
 
 from training.config import PROFILES, make_config
 from training.data import DatasetNotFoundError, available_datasets
+from training.distributed import init_distributed, shutdown
 from training.models import VARIANTS, available_backbones
+from training.rundir import RunLockedError
+from training.train import TrainingDiverged, train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, dest="num_threads", help="torch CPU threads")
     p.add_argument("--export", action="store_true", help="export model.onnx into the run directory when done")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--stop-after-epoch", type=int, metavar="E",
+                   help="stop after the 0-based epoch E as if interrupted (continue later with --resume)")
     return p
 
 
@@ -48,24 +53,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     overrides = {k: v for k, v in vars(args).items()
-                 if k not in {"profile", "out", "resume", "export", "quiet"}}
+                 if k not in {"profile", "out", "resume", "export", "quiet", "stop_after_epoch"}}
     cfg = make_config(args.profile, **overrides)
-    from training.train import TrainingDiverged, train
+    ctx = init_distributed(cfg.device)
+    try:
+        result = train(cfg, args.out, resume=args.resume, progress=not args.quiet,
+                       stop_after_epoch=args.stop_after_epoch, ctx=ctx)
+    except (DatasetNotFoundError, TrainingDiverged, FileExistsError, FileNotFoundError, RunLockedError,
+            ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        shutdown(ctx)
+        return 2
+    if ctx.is_main and result.metrics:
+        print(summary(args.out, result.metrics))
+    elif ctx.is_main:
+        print(f"stopped: {args.out} (continue with --resume)")
+    code = export(args.out) if args.export and ctx.is_main and result.metrics else 0
+    shutdown(ctx)
+    return code
+
+
+def export(out: str) -> int:
+    """Export the finished run (``--export``); 0, or 2 with a message when the model cannot be exported."""
+    from training.export import export_run
+    from training.reliability import GeometryError
 
     try:
-        result = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
-    except (DatasetNotFoundError, TrainingDiverged, FileExistsError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"exported {export_run(out)}")
+    except (GeometryError, DatasetNotFoundError, ValueError) as err:
+        print(f"error: could not export {out}: {err}", file=sys.stderr)
         return 2
-    m = result.metrics
-    summary = f"done: {args.out} test_acc={m.get('test_acc', float('nan')):.4f}"
-    if "test" in m and "same_encoding" in m["test"]:
-        summary += (f" same_encoding={m['test']['same_encoding']:.4f} distinct_codes={m['test']['distinct_class_codes']}"
-                    f" bimodal_dims={m['bimodal_dims']}/{m['latent_width']}")
-    print(summary)
-    if args.export:
-        from training.export import export_run
-
-        path = export_run(args.out)
-        print(f"exported {path}")
     return 0
+
+
+def summary(out: str, m: dict) -> str:
+    """One line with the finished run's headline figures."""
+    line = f"done: {out} test_acc={m.get('test_acc', float('nan')):.4f}"
+    if "test" in m and "same_encoding" in m["test"]:
+        line += (f" same_encoding={m['test']['same_encoding']:.4f} distinct_codes={m['test']['distinct_class_codes']}"
+                 f" bimodal_dims={m['bimodal_dims']}/{m['latent_width']}")
+    return line

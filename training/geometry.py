@@ -27,7 +27,8 @@ class DimensionPeaks:
     weight_low: float
 
     @property
-    def threshold(self) -> float:
+    def midpoint(self) -> float:
+        """Halfway between the peaks: the dimension's bit is 1 above it."""
         return 0.5 * (self.low + self.high)
 
     @property
@@ -56,10 +57,10 @@ def fit_peaks(values: np.ndarray, max_samples: int = 5000, seed: int = 0) -> Dim
     return DimensionPeaks(float(means[lo]), float(means[hi]), float(stds[lo]), float(stds[hi]), float(gm.weights_[lo]))
 
 
-def sign_codes(z: np.ndarray, thresholds: np.ndarray | None = None) -> np.ndarray:
-    """Binary code (N, d) of each latent: 1 where z_j > t_j (t = 0 if no thresholds are given)."""
-    t = np.zeros(z.shape[1]) if thresholds is None else np.asarray(thresholds)
-    return (z > t).astype(np.int8)
+def sign_codes(z: np.ndarray, midpoints: np.ndarray | None = None) -> np.ndarray:
+    """Binary code (N, d) of each latent: 1 where z_j > m_j (m = 0 if no midpoints are given)."""
+    m = np.zeros(z.shape[1]) if midpoints is None else np.asarray(midpoints)
+    return (z > m).astype(np.int8)
 
 
 def class_codes(codes: np.ndarray, pred: np.ndarray, num_classes: int) -> dict[int, tuple[int, ...]]:
@@ -112,9 +113,8 @@ def collapse_stats(z: np.ndarray, labels: np.ndarray, num_classes: int) -> dict[
 def latent_geometry(
     z: np.ndarray, pred: np.ndarray, labels: np.ndarray, num_classes: int, peaks: list[DimensionPeaks]
 ) -> dict:
-    """Geometry of one split's latents, using peaks (and so thresholds) fitted on the training split."""
-    thresholds = np.array([p.threshold for p in peaks])
-    codes = sign_codes(z, thresholds)
+    """Geometry of one split's latents, using peaks (and so midpoints) fitted on the training split."""
+    codes = sign_codes(z, np.array([p.midpoint for p in peaks]))
     raw = sign_codes(z)
     modal = class_codes(codes, pred, num_classes)
     correct = pred == labels
@@ -132,32 +132,3 @@ def latent_geometry(
         "class_codes": {str(k): "".join(map(str, c)) for k, c in modal.items()},
         **collapse_stats(z, labels, num_classes),
     }
-
-
-def run_metrics(model, data, device: str = "cpu") -> dict:
-    """Accuracy and latent geometry on the un-augmented train, validation and test splits."""
-    from training.train import predict
-
-    out: dict = {"dataset": data.name, "num_classes": data.num_classes, "latent_width": model.latent_width}
-    latents = {}
-    for name, split in (("train", data.train), ("val", data.val), ("test", data.test)):
-        logits, z = predict(model, split.images, device=device)
-        latents[name] = (z, logits.argmax(1), split.labels)
-        out[f"{name}_acc"] = float((logits.argmax(1) == split.labels).mean())
-    if model.cfg.variant == "no_pen":
-        # The classifier sits directly on the 256-d features: report collapse statistics only.
-        for name, (z, _pred, y) in latents.items():
-            out[name] = collapse_stats(z, y, data.num_classes)
-        return out
-    z_tr = latents["train"][0]
-    peaks = [fit_peaks(z_tr[:, j], seed=j) for j in range(z_tr.shape[1])]
-    out["dimensions"] = [
-        {"low": p.low, "high": p.high, "threshold": p.threshold, "separation": p.separation, "bimodal": p.bimodal,
-         "weight_low": p.weight_low}
-        for p in peaks
-    ]
-    out["bimodal_dims"] = int(sum(p.bimodal for p in peaks))
-    out["all_dims_bimodal"] = bool(all(p.bimodal for p in peaks))
-    for name, (z, pred, y) in latents.items():
-        out[name] = latent_geometry(z, pred, y, data.num_classes, peaks)
-    return out

@@ -1,4 +1,10 @@
-"""The training loop: read top to bottom. Checkpoints every epoch (atomically), resumes exactly."""
+"""The training loop. Checkpoints every epoch (atomically) and resumes exactly, in one process or data-parallel.
+
+Under ``torchrun`` every process runs :func:`train`; each global batch (``TrainConfig.batch_size``) is drawn in the
+single-process order and split into contiguous per-rank shards, and the loss of a shard is weighted by its share of
+the global batch, so the optimiser steps are those of one process up to floating-point reduction order. Rank 0 alone
+writes the run directory. See ``docs/distributed.md``.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +15,35 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from training.checkpoint import CHECKPOINT, atomic_torch_save, atomic_write_json, load_checkpoint
+from training.checkpoint import (
+    CHECKPOINT,
+    atomic_torch_save,
+    atomic_write_bytes,
+    atomic_write_json,
+    load_checkpoint,
+)
 from training.config import TrainConfig
 from training.data import DatasetSplits, load_dataset
-from training.loss import GammaSchedule, total_loss
+from training.distributed import (
+    SINGLE,
+    DistContext,
+    all_reduce_sum,
+    barrier,
+    broadcast_object,
+    local_device,
+    shard_bounds,
+)
+from training.evaluation import evaluate, predict, run_metrics, to_tensor
+from training.loss import GammaSchedule, shard_loss, total_loss
 from training.models import Classifier, ModelConfig, build_model
+from training.optim import gamma_schedule, lr_factor, make_optimizer, set_learning_rates
+from training.rundir import HISTORY, RunLock, RunLockedError, append_row, read_history
+
+__all__ = ["RunResult", "TrainingDiverged", "model_config_for", "predict", "random_shift", "to_tensor", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -34,73 +59,23 @@ class RunResult:
     metrics: dict
 
 
-def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> float32 in [0, 1]."""
-    return torch.as_tensor(np.asarray(images, dtype=np.float32)).div_(255.0)
+def shift_offsets(n: int, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """(n, 2) random (dy, dx) crop offsets in ``[0, 2 * max_shift]`` for :func:`apply_shifts`."""
+    return torch.randint(0, 2 * max_shift + 1, (n, 2), generator=generator)
+
+
+def apply_shifts(x: torch.Tensor, offsets: torch.Tensor, max_shift: int) -> torch.Tensor:
+    """Translate image i by ``offsets[i] - max_shift`` pixels (zero padding)."""
+    _, _, h, w = x.shape
+    padded = nn.functional.pad(x, (max_shift,) * 4)
+    return torch.stack([padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offsets.tolist())])
 
 
 def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
     """Translate each image by up to ``max_shift`` pixels (zero padding), deterministically for a generator."""
     if max_shift <= 0:
         return x
-    n, _, h, w = x.shape
-    padded = nn.functional.pad(x, (max_shift,) * 4)
-    offsets = torch.randint(0, 2 * max_shift + 1, (n, 2), generator=generator).tolist()
-    return torch.stack([padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offsets)])
-
-
-def gamma_schedule(cfg: TrainConfig, steps_per_epoch: int) -> GammaSchedule:
-    if not cfg.penalised:
-        return GammaSchedule(0.0, 1.0, 0.0)
-    if cfg.gamma_ramp is not None:
-        units = cfg.epochs * (steps_per_epoch if cfg.gamma_per == "step" else 1)
-        return GammaSchedule.reaching_cap(cfg.gamma0, cfg.gamma_cap, round(cfg.gamma_ramp * units), cfg.gamma_per)
-    return GammaSchedule(cfg.gamma0, cfg.gamma_factor, cfg.gamma_cap, cfg.gamma_per)
-
-
-def lr_factor(cfg: TrainConfig, epoch: int) -> float:
-    """Multiplier of the backbone learning rate at a 0-based epoch (the output layer's stays constant)."""
-    if cfg.lr_schedule == "cosine":
-        floor = cfg.lr_min / cfg.lr
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * epoch / max(cfg.epochs, 1)))
-    if cfg.lr_schedule == "step":
-        if epoch < cfg.lr_step_start:
-            return 1.0
-        return cfg.lr_step_factor ** ((epoch - cfg.lr_step_start) // cfg.lr_step_every + 1)
-    if cfg.lr_schedule == "constant":
-        return 1.0
-    raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r}; expected cosine, step or constant")
-
-
-def make_optimizer(model: Classifier, cfg: TrainConfig) -> torch.optim.Optimizer:
-    head = list(model.classifier.parameters())
-    head_ids = {id(p) for p in head}
-    body = [p for p in model.parameters() if id(p) not in head_ids]
-    return torch.optim.AdamW(
-        [
-            {"params": body, "lr": cfg.lr, "weight_decay": cfg.weight_decay, "name": "body"},
-            {"params": head, "lr": cfg.head_lr, "weight_decay": cfg.head_weight_decay, "name": "head"},
-        ]
-    )
-
-
-@torch.no_grad()
-def predict(model: nn.Module, images: np.ndarray, batch_size: int = 1024, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
-    """Logits and latents (float32 numpy) for uint8 images."""
-    model.eval()
-    logits, latents = [], []
-    for i in range(0, len(images), batch_size):
-        lo, z = model(to_tensor(images[i : i + batch_size]).to(device))
-        logits.append(lo.float().cpu().numpy())
-        latents.append(z.float().cpu().numpy())
-    return np.concatenate(logits), np.concatenate(latents)
-
-
-def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, device: str = "cpu") -> dict:
-    logits, _ = predict(model, images, device=device)
-    lt = torch.from_numpy(logits)
-    ce = float(nn.functional.cross_entropy(lt, torch.from_numpy(labels)))
-    return {"acc": float((logits.argmax(1) == labels).mean()), "ce": ce}
+    return apply_shifts(x, shift_offsets(len(x), max_shift, generator), max_shift)
 
 
 def model_config_for(cfg: TrainConfig, data: DatasetSplits) -> ModelConfig:
@@ -111,11 +86,170 @@ def model_config_for(cfg: TrainConfig, data: DatasetSplits) -> ModelConfig:
     )
 
 
-def _read_metrics(path: Path, before_epoch: int) -> list[dict]:
-    if not path.is_file():
-        return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in rows if r["epoch"] < before_epoch]
+@dataclass
+class TrainingRun:
+    """What the epochs of one run share. ``model`` is what steps (DDP-wrapped when distributed), ``net`` the plain
+    :class:`Classifier` inside it (evaluated and saved)."""
+
+    cfg: TrainConfig
+    model_cfg: ModelConfig
+    out: Path
+    ctx: DistContext
+    device: torch.device
+    data: DatasetSplits
+    net: Classifier
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    schedule: GammaSchedule
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    steps_per_epoch: int
+
+
+def _open_run(cfg: TrainConfig, out: Path, resume: bool, ctx: DistContext) -> tuple[TrainConfig, dict | None, RunLock | None]:
+    """On rank 0: take the run directory's writer lock and read the checkpoint to resume; every rank gets the
+    (saved) config and checkpoint, or the same error."""
+    lock, ckpt = None, None
+    if ctx.is_main:
+        try:
+            if not resume and (out / CHECKPOINT).exists():
+                raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+            lock = RunLock(out).acquire()
+            ckpt = load_checkpoint(out) if resume else None
+        except Exception as e:  # every rank must hear of it, or the others would wait forever
+            if lock is not None:
+                lock.release()
+            expected = isinstance(e, (FileExistsError, FileNotFoundError, RunLockedError))
+            broadcast_object((None, e if expected else RuntimeError(f"rank 0 could not open {out}: {e!r}")), ctx)
+            raise
+    ckpt, err = broadcast_object((ckpt, None), ctx)
+    if err is not None:
+        raise err
+    if ckpt is not None:
+        saved = TrainConfig.from_dict(ckpt["train_config"])
+        cfg = TrainConfig.from_dict({**saved.to_dict(), "device": cfg.device, "num_threads": cfg.num_threads})
+    return cfg, ckpt, lock
+
+
+def _build_run(cfg: TrainConfig, ckpt: dict | None, data: DatasetSplits, out: Path, ctx: DistContext) -> TrainingRun:
+    """Model (same initial weights on every rank), optimiser, schedule and training tensors; restores a checkpoint."""
+    device = local_device(cfg.device, ctx)
+    torch.manual_seed(cfg.seed)
+    model_cfg = model_config_for(cfg, data)
+    net = build_model(model_cfg)
+    if ctx.distributed and device.type == "cuda":
+        net = nn.SyncBatchNorm.convert_sync_batchnorm(net)  # batch statistics of the global batch
+    net = net.to(device)
+    opt = make_optimizer(net, cfg)
+    if ckpt is not None:
+        net.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+    model: nn.Module = net
+    if ctx.distributed:
+        ids = [device.index] if device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(net, device_ids=ids)
+    steps_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
+    return TrainingRun(
+        cfg, model_cfg, out, ctx, device, data, net, model, opt, gamma_schedule(cfg, steps_per_epoch),
+        to_tensor(data.train.images), torch.from_numpy(data.train.labels), steps_per_epoch,
+    )
+
+
+def _train_step(run: TrainingRun, idx: torch.Tensor, rng: torch.Generator, epoch: int, i: int) -> tuple[list[float], float]:
+    """One optimiser step on the global batch ``idx``; returns its global sums (n·loss, n·ce, n·penalty, correct)
+    and gamma. This rank computes its contiguous shard of the batch (see :func:`training.loss.shard_loss`)."""
+    cfg, ctx = run.cfg, run.ctx
+    n = len(idx)
+    lo, hi = shard_bounds(n, ctx)
+    xb = run.x_train[idx[lo:hi]]
+    if cfg.augment_shift > 0:  # offsets drawn for the whole global batch: the generator advances alike on all ranks
+        xb = apply_shifts(xb, shift_offsets(n, cfg.augment_shift, rng)[lo:hi], cfg.augment_shift)
+    xb = xb.to(run.device, non_blocking=True)
+    yb = run.y_train[idx[lo:hi]].to(run.device, non_blocking=True)
+    gamma = run.schedule.value(epoch, epoch * run.steps_per_epoch + i)
+    logits, z = run.model(xb)
+    b = len(yb)
+    if ctx.distributed:
+        objective, loss, ce, pen = shard_loss(logits, z, yb, gamma, n, ctx.world_size)
+    else:
+        loss, ce, pen = total_loss(logits, z, yb, gamma)
+        objective = loss
+    sums = [loss.item() * b, ce.item() * b, pen.item() * b, float((logits.argmax(1) == yb).sum().item())]
+    if ctx.distributed:
+        sums = all_reduce_sum(torch.tensor(sums, dtype=torch.float64), ctx).tolist()
+    if not math.isfinite(sums[0]):
+        raise TrainingDiverged(
+            f"loss became {sums[0] / n} at epoch {epoch + 1}, step {i + 1} (gamma={gamma:.3g}, "
+            f"ce={sums[1] / n:.4g}, penalty={sums[2] / n:.4g}); the last good checkpoint in {run.out} is kept. "
+            "Try a lower --lr, a slower gamma ramp or a smaller --gamma-cap."
+        )
+    run.opt.zero_grad(set_to_none=True)
+    objective.backward()
+    run.opt.step()
+    return sums, gamma
+
+
+def _train_epoch(run: TrainingRun, epoch: int, progress: bool) -> dict:
+    """One pass over the training split in this epoch's seeded order; the training half of the epoch's row."""
+    cfg = run.cfg
+    set_learning_rates(run.opt, cfg, epoch)
+    rng = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+    order = torch.randperm(len(run.y_train), generator=rng)
+    run.model.train()
+    sums = {"loss": 0.0, "ce": 0.0, "penalty": 0.0, "correct": 0.0}
+    t0 = time.perf_counter()
+    bar = tqdm(range(run.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
+    for i in bar:
+        idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+        step_sums, gamma = _train_step(run, idx, rng, epoch, i)
+        for key, value in zip(sums, step_sums, strict=True):
+            sums[key] += value
+        if i % 50 == 0:
+            bar.set_postfix(ce=f"{step_sums[1] / len(idx):.3f}", gamma=f"{gamma:.3g}")
+    epoch_time = time.perf_counter() - t0
+    n = len(run.y_train)
+    return {
+        "epoch": epoch,
+        "train_loss": sums["loss"] / n,
+        "train_ce": sums["ce"] / n,
+        "train_penalty": sums["penalty"] / n,
+        "train_acc": sums["correct"] / n,
+        "epoch_time_s": epoch_time,
+    }
+
+
+def _save_epoch(run: TrainingRun, train_row: dict, progress: bool) -> None:
+    """Rank 0: validate, append the epoch's row to metrics.jsonl and rewrite the checkpoint."""
+    cfg, epoch = run.cfg, train_row["epoch"]
+    val = evaluate(run.net, run.data.val.images, run.data.val.labels, device=str(run.device))
+    row = {
+        **{k: v for k, v in train_row.items() if k != "epoch_time_s"},
+        "val_acc": val["acc"],
+        "val_ce": val["ce"],
+        "gamma": run.schedule.value(epoch, (epoch + 1) * run.steps_per_epoch - 1),
+        "lr": cfg.lr * lr_factor(cfg, epoch),
+        "head_lr": cfg.head_lr,
+        "epoch_time_s": train_row["epoch_time_s"],
+        "world_size": run.ctx.world_size,
+    }
+    append_row(run.out / HISTORY, row)
+    atomic_torch_save(
+        run.out / CHECKPOINT,
+        {
+            "epoch": epoch,
+            "model": run.net.state_dict(),
+            "optimizer": run.opt.state_dict(),
+            "train_config": cfg.to_dict(),
+            "model_config": run.model_cfg.to_dict(),
+            "classes": run.data.classes,
+            "dataset": run.data.name,
+        },
+    )
+    if progress:
+        tqdm.write(
+            f"epoch {epoch + 1}/{cfg.epochs}: ce {row['train_ce']:.4f} val_acc {row['val_acc']:.4f} "
+            f"gamma {row['gamma']:.3g} ({row['epoch_time_s']:.1f}s)"
+        )
 
 
 def train(
@@ -125,118 +259,44 @@ def train(
     data: DatasetSplits | None = None,
     stop_after_epoch: int | None = None,
     progress: bool = True,
+    ctx: DistContext = SINGLE,
 ) -> RunResult:
-    """Train (or resume) one run into ``out``; returns the final model and its metrics.
+    """Train (or resume) one run into ``out``; returns the final model and (on rank 0) its metrics.
 
-    ``stop_after_epoch`` ends the call early as if interrupted (used to test resume).
+    ``stop_after_epoch`` ends the call early as if interrupted (used to test resume). ``ctx``: this process alone
+    by default (also inside a torchrun job, e.g. when rank 0 alone trains a missing run); every rank of a job
+    passes ``init_distributed(cfg.device)`` to train one run together, as ``python -m training`` does.
     """
     out = Path(out)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    device = torch.device(cfg.device)
-    if resume:
-        ckpt = load_checkpoint(out)
-        saved = TrainConfig.from_dict(ckpt["train_config"])
-        cfg = TrainConfig.from_dict({**saved.to_dict(), "device": cfg.device, "num_threads": cfg.num_threads})
-    elif (out / CHECKPOINT).exists():
-        raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    data = data or load_dataset(cfg.dataset, cfg.data_dir, cfg.val_fraction, cfg.seed)
+    cfg, ckpt, lock = _open_run(cfg, out, resume, ctx)
+    try:
+        data = data or load_dataset(cfg.dataset, cfg.data_dir, cfg.val_fraction, cfg.seed)
+        run = _build_run(cfg, ckpt, data, out, ctx)
+        start_epoch = 0 if ckpt is None else ckpt["epoch"] + 1
+        if ckpt is not None:
+            log.info("resuming %s at epoch %d", out, start_epoch)
+        if ctx.is_main:
+            atomic_write_json(out / "config.json", {"train": run.cfg.to_dict(), "model": run.model_cfg.to_dict()})
+            history = read_history(out / HISTORY, start_epoch)
+            atomic_write_bytes(out / HISTORY, "".join(json.dumps(r) + "\n" for r in history).encode())
+        last_epoch = cfg.epochs - 1 if stop_after_epoch is None else min(stop_after_epoch, cfg.epochs - 1)
+        show = progress and ctx.is_main
+        for epoch in range(start_epoch, last_epoch + 1):
+            row = _train_epoch(run, epoch, show)
+            if ctx.is_main:
+                _save_epoch(run, row, show)
+            barrier(ctx)
+        metrics: dict = {}
+        if last_epoch == cfg.epochs - 1 and ctx.is_main:
+            metrics = run_metrics(run.net, data, device=str(run.device))
+            metrics["history_tail"] = read_history(out / HISTORY, cfg.epochs)[-1:]
+            atomic_write_json(out / "metrics.json", metrics)
+        barrier(ctx)
+    finally:
+        if lock is not None:
+            lock.release()
+    run.net.eval()
+    return RunResult(out, run.net.cpu(), metrics)
 
-    torch.manual_seed(cfg.seed)
-    model_cfg = model_config_for(cfg, data)
-    model = build_model(model_cfg).to(device)
-    opt = make_optimizer(model, cfg)
-    start_epoch = 0
-    if resume:
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        start_epoch = ckpt["epoch"] + 1
-        log.info("resuming %s at epoch %d", out, start_epoch)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "config.json", {"train": cfg.to_dict(), "model": model_cfg.to_dict()})
-
-    x_train = to_tensor(data.train.images)
-    y_train = torch.from_numpy(data.train.labels)
-    n = len(y_train)
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
-    schedule = gamma_schedule(cfg, steps_per_epoch)
-    metrics_path = out / "metrics.jsonl"
-    history = _read_metrics(metrics_path, start_epoch)
-    metrics_path.write_text("".join(json.dumps(r) + "\n" for r in history))
-
-    last_epoch = cfg.epochs - 1 if stop_after_epoch is None else min(stop_after_epoch, cfg.epochs - 1)
-    for epoch in range(start_epoch, last_epoch + 1):
-        for group in opt.param_groups:
-            group["lr"] = cfg.lr * lr_factor(cfg, epoch) if group["name"] == "body" else cfg.head_lr
-        rng = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        order = torch.randperm(n, generator=rng)
-        model.train()
-        sums = {"loss": 0.0, "ce": 0.0, "penalty": 0.0, "correct": 0.0}
-        t0 = time.perf_counter()
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
-        for i in bar:
-            idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            xb = random_shift(x_train[idx], cfg.augment_shift, rng).to(device, non_blocking=True)
-            yb = y_train[idx].to(device, non_blocking=True)
-            gamma = schedule.value(epoch, epoch * steps_per_epoch + i)
-            logits, z = model(xb)
-            loss, ce, pen = total_loss(logits, z, yb, gamma)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"loss became {loss.item()} at epoch {epoch + 1}, step {i + 1} (gamma={gamma:.3g}, "
-                    f"ce={ce.item():.4g}, penalty={pen.item():.4g}); the last good checkpoint in {out} is kept. "
-                    "Try a lower --lr, a slower gamma ramp or a smaller --gamma-cap."
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            b = len(yb)
-            sums["loss"] += loss.item() * b
-            sums["ce"] += ce.item() * b
-            sums["penalty"] += pen.item() * b
-            sums["correct"] += (logits.argmax(1) == yb).sum().item()
-            if i % 50 == 0:
-                bar.set_postfix(ce=f"{ce.item():.3f}", gamma=f"{gamma:.3g}")
-        epoch_time = time.perf_counter() - t0
-        val = evaluate(model, data.val.images, data.val.labels, device=str(device))
-        row = {
-            "epoch": epoch,
-            "train_loss": sums["loss"] / n,
-            "train_ce": sums["ce"] / n,
-            "train_penalty": sums["penalty"] / n,
-            "train_acc": sums["correct"] / n,
-            "val_acc": val["acc"],
-            "val_ce": val["ce"],
-            "gamma": schedule.value(epoch, (epoch + 1) * steps_per_epoch - 1),
-            "lr": cfg.lr * lr_factor(cfg, epoch),
-            "head_lr": cfg.head_lr,
-            "epoch_time_s": epoch_time,
-        }
-        with metrics_path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-        atomic_torch_save(
-            out / CHECKPOINT,
-            {
-                "epoch": epoch,
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "train_config": cfg.to_dict(),
-                "model_config": model_cfg.to_dict(),
-                "classes": data.classes,
-                "dataset": data.name,
-            },
-        )
-        tqdm.write(
-            f"epoch {epoch + 1}/{cfg.epochs}: ce {row['train_ce']:.4f} val_acc {row['val_acc']:.4f} "
-            f"gamma {row['gamma']:.3g} ({epoch_time:.1f}s)"
-        ) if progress else None
-
-    metrics: dict = {}
-    if last_epoch == cfg.epochs - 1:
-        from training.geometry import run_metrics
-
-        metrics = run_metrics(model, data, device=str(device))
-        metrics["history_tail"] = _read_metrics(metrics_path, cfg.epochs)[-1:]
-        atomic_write_json(out / "metrics.json", metrics)
-    model.eval()
-    return RunResult(out, model.cpu(), metrics)

@@ -34,12 +34,12 @@ def test_perfect_hypercube_has_fraction_one_and_k_codes():
     assert g["nc1"] < 1e-3
 
 
-def test_asymmetric_peaks_are_found_and_threshold_between_them():
+def test_asymmetric_peaks_are_found_and_midpoint_between_them():
     z, y = hypercube_latents(asym=True)
     p = fit_peaks(z[:, 0])
     assert p.low == pytest.approx(-0.5, abs=0.01) and p.high == pytest.approx(3.0, abs=0.01)
-    assert p.threshold == pytest.approx(1.25, abs=0.01)
-    # raw sign codes fail here (both peaks not centred at 0) but threshold codes don't
+    assert p.midpoint == pytest.approx(1.25, abs=0.01)
+    # raw sign codes fail here (both peaks not centred at 0) but midpoint codes don't
     peaks = [fit_peaks(z[:, j]) for j in range(z.shape[1])]
     g = latent_geometry(z, y, y, 10, peaks)
     assert g["same_encoding"] == 1.0

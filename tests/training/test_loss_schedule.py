@@ -2,10 +2,11 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from training.config import PROFILES, make_config
-from training.loss import GammaSchedule, compression_penalty, total_loss
-from training.train import gamma_schedule, lr_factor
+from training.loss import GammaSchedule, compression_penalty, shard_loss, total_loss
+from training.optim import gamma_schedule, lr_factor
 
 
 def test_penalty_is_mean_over_batch_and_dims():
@@ -78,3 +79,35 @@ def test_cosine_lr_goes_from_lr_to_floor():
 def test_unknown_profile_lists_valid_ones():
     with pytest.raises(ValueError, match="paper, quick"):
         make_config("fast")
+
+
+@pytest.mark.parametrize(("global_size", "world"), [(63, 2), (64, 2), (7, 3), (2, 3)])
+def test_shard_losses_averaged_over_ranks_give_the_global_batch_gradient(global_size, world):
+    """What DDP computes (the mean over ranks of each shard objective's gradient) equals the single-process gradient,
+    for uneven shards and for a rank with no sample."""
+    from training.distributed import DistContext, shard_bounds
+    from training.models import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone="mlp", input_shape=(1, 8, 8), latent_dim=4))
+    x, y = torch.rand(global_size, 1, 8, 8), torch.randint(0, 10, (global_size,))
+    gamma = 0.7
+
+    def grads(objective):
+        model.zero_grad()
+        objective.backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    logits, z = model(x)
+    expected = grads(total_loss(logits, z, y, gamma)[0])
+    per_rank, ce_sum = [], 0.0
+    for r in range(world):
+        lo, hi = shard_bounds(global_size, DistContext(r, world, r))
+        logits, z = model(x[lo:hi])
+        objective, _, ce, _ = shard_loss(logits, z, y[lo:hi], gamma, global_size, world)
+        per_rank.append(grads(objective))
+        ce_sum += ce.item() * (hi - lo)
+    for i, g in enumerate(expected):
+        torch.testing.assert_close(sum(rank[i] for rank in per_rank) / world, g, rtol=1e-5, atol=1e-7)
+    with torch.no_grad():
+        assert ce_sum / global_size == pytest.approx(F.cross_entropy(model(x)[0], y).item(), rel=1e-6)

@@ -3,7 +3,7 @@ import torch
 
 from training.config import make_config
 from training.models import VARIANTS, LogitsOnly, ModelConfig, available_backbones, build_model
-from training.train import make_optimizer
+from training.optim import make_optimizer
 
 SHAPES = {"mlp": (1, 8, 8), "cnn": (1, 28, 28), "resnet18": (3, 32, 32)}
 

@@ -1,0 +1,58 @@
+"""The optimiser and the two schedules of a run: the backbone's learning rate per epoch and gamma per epoch/step.
+
+Steps count optimiser steps of the global batch (``TrainConfig.batch_size``), so both schedules mean the same at
+every world size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from training.config import TrainConfig
+from training.loss import GammaSchedule
+from training.models import Classifier
+
+
+def gamma_schedule(cfg: TrainConfig, steps_per_epoch: int) -> GammaSchedule:
+    """The run's gamma schedule (gamma = 0 for the unpenalised variants)."""
+    if not cfg.penalised:
+        return GammaSchedule(0.0, 1.0, 0.0)
+    if cfg.gamma_ramp is not None:
+        units = cfg.epochs * (steps_per_epoch if cfg.gamma_per == "step" else 1)
+        return GammaSchedule.reaching_cap(cfg.gamma0, cfg.gamma_cap, round(cfg.gamma_ramp * units), cfg.gamma_per)
+    return GammaSchedule(cfg.gamma0, cfg.gamma_factor, cfg.gamma_cap, cfg.gamma_per)
+
+
+def lr_factor(cfg: TrainConfig, epoch: int) -> float:
+    """Multiplier of the backbone learning rate at a 0-based epoch (the output layer's stays constant)."""
+    if cfg.lr_schedule == "cosine":
+        floor = cfg.lr_min / cfg.lr
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * epoch / max(cfg.epochs, 1)))
+    if cfg.lr_schedule == "step":
+        if epoch < cfg.lr_step_start:
+            return 1.0
+        return cfg.lr_step_factor ** ((epoch - cfg.lr_step_start) // cfg.lr_step_every + 1)
+    if cfg.lr_schedule == "constant":
+        return 1.0
+    raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r}; expected cosine, step or constant")
+
+
+def make_optimizer(model: Classifier, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW with two parameter groups: ``body`` (scheduled learning rate) and ``head`` (the output layer)."""
+    head = list(model.classifier.parameters())
+    head_ids = {id(p) for p in head}
+    body = [p for p in model.parameters() if id(p) not in head_ids]
+    return torch.optim.AdamW(
+        [
+            {"params": body, "lr": cfg.lr, "weight_decay": cfg.weight_decay, "name": "body"},
+            {"params": head, "lr": cfg.head_lr, "weight_decay": cfg.head_weight_decay, "name": "head"},
+        ]
+    )
+
+
+def set_learning_rates(opt: torch.optim.Optimizer, cfg: TrainConfig, epoch: int) -> None:
+    """Apply the epoch's learning rates: scheduled for ``body``, constant ``head_lr`` for ``head``."""
+    for group in opt.param_groups:
+        group["lr"] = cfg.lr * lr_factor(cfg, epoch) if group["name"] == "body" else cfg.head_lr

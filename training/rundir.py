@@ -1,0 +1,69 @@
+"""The run directory's writer lock and its per-epoch history (``metrics.jsonl``)."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+from pathlib import Path
+
+LOCK = ".writer.lock"
+HISTORY = "metrics.jsonl"
+
+
+class RunLockedError(RuntimeError):
+    """Another process is writing the same run directory."""
+
+
+class RunLock:
+    """Exclusive ``flock`` on ``RUN/.writer.lock`` for as long as a process writes the run directory.
+
+    The kernel drops the lock when its holder exits (even when killed), so a stale lock file never blocks a resume.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK
+        self._fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RunLockedError(
+                f"{self.path.parent} is being written by another process ({holder}); wait for it to finish, or "
+                "launch several processes with torchrun so that they train one run together"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def read_history(path: Path, before_epoch: int) -> list[dict]:
+    """Rows of ``metrics.jsonl`` for the epochs before ``before_epoch`` (none if the file is missing)."""
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if r["epoch"] < before_epoch]
+
+
+def append_row(path: Path, row: dict) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")

@@ -38,7 +38,7 @@ from serving.artifact import (
     read_metadata,
     sign_metadata,
 )
-from training.checkpoint import load_run
+from training.checkpoint import CHECKPOINT, load_run
 from training.data import DatasetSplits, load_dataset
 from training.inference import forward_batches, to_tensor
 from training.jsonio import clean_json
@@ -296,6 +296,16 @@ def export_run(
         tag = register_artifact(out, signed)
         log.info("registered %s in the BentoML model store", tag)
     return out
+
+
+def ensure_artifact(run_dir: str | Path, data: DatasetSplits | None = None, reexport: bool = False) -> tuple[Path, bool]:
+    """``run_dir/model.onnx``, exported (again) when missing, older than the checkpoint or ``reexport``; returns
+    ``(path, exported_now)``."""
+    run_dir = Path(run_dir)
+    path, ckpt = run_dir / ARTIFACT_NAME, run_dir / CHECKPOINT
+    if not reexport and path.is_file() and ckpt.is_file() and path.stat().st_mtime >= ckpt.stat().st_mtime:
+        return path, False
+    return export_run(run_dir, path, data=data), True
 
 
 def _verify_bytes(payload: bytes, out: Path) -> None:

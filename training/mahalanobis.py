@@ -30,9 +30,12 @@ class TiedGaussian:
     whiten: np.ndarray
 
     @classmethod
-    def fit(cls, x: np.ndarray, labels: np.ndarray, num_classes: int | None = None,
-            ridge: float = DEFAULT_RIDGE) -> TiedGaussian:
-        """Fit on ``x`` (N, d) with integer ``labels`` (N,); every class in ``0..num_classes-1`` needs a row."""
+    def fit(cls, x: np.ndarray, labels: np.ndarray, num_classes: int | None = None, ridge: float = DEFAULT_RIDGE,
+            centres: np.ndarray | None = None) -> TiedGaussian:
+        """Fit on ``x`` (N, d) with integer ``labels`` (N,); every class in ``0..num_classes-1`` needs a row.
+
+        ``centres`` (K, d) fixes the centres (e.g. ideal vertices) instead of estimating them as class means; the
+        covariance formula is the same."""
         x = np.asarray(x, dtype=np.float64)
         labels = np.asarray(labels).reshape(-1)
         k = int(labels.max()) + 1 if num_classes is None else int(num_classes)
@@ -40,7 +43,9 @@ class TiedGaussian:
         if x.ndim != 2 or len(x) != len(labels) or empty:
             raise ValueError(f"expected x (N, d) and labels (N,) covering classes 0..{k - 1}; got {x.shape}, "
                              f"{labels.shape}, classes without rows: {empty}")
-        centres = np.stack([x[labels == c].mean(axis=0) for c in range(k)])
+        if centres is None:
+            centres = np.stack([x[labels == c].mean(axis=0) for c in range(k)])
+        centres = np.asarray(centres, dtype=np.float64)
         r = x - centres[labels]
         cov = r.T @ r / max(len(r) - k, 1)
         cov += ridge * max(float(np.trace(cov)) / len(cov), 1e-12) * np.eye(len(cov))

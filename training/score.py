@@ -115,6 +115,13 @@ def score_module(geometry: VertexGeometry | None) -> VertexScore | SoftmaxScore:
     return SoftmaxScore() if geometry is None else VertexScore(geometry)
 
 
+def score_from_metadata(metadata: dict) -> VertexScore | SoftmaxScore:
+    """The score module of an exported artifact, rebuilt from its metadata (``serving.artifact`` schema)."""
+    if metadata["score"]["name"] == VERTEX_SCORE:
+        return VertexScore(VertexGeometry.from_metadata(metadata))
+    return SoftmaxScore()
+
+
 def score_definition(score: VertexScore | SoftmaxScore) -> str:
     """The definition text of ``score`` (its class docstring, one line) for the artifact's metadata."""
     return " ".join(inspect.getdoc(type(score)).split())

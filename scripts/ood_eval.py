@@ -25,6 +25,7 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -69,18 +70,16 @@ def evaluate_run(run_dir: Path, data: DatasetSplits, sets: list[ood.OODSet], id_
     art = load_artifact(path, providers="CPUExecutionProvider", threads=args.threads)
     model = load_run(run_dir)[0].to(args.device)
     score = score_from_metadata(art.metadata)
-    fit = ood.model_features(model, score, data.train.images[fit_idx], device=args.device)
-    fit_labels = data.train.labels[fit_idx]
+    feats = partial(ood.model_features, model, score, device=args.device)
+    fit, fit_labels = feats(data.train.images[fit_idx]), data.train.labels[fit_idx]
     names = [d for d in args.detectors if not (d == "max_softmax" and art.score_name == "max_softmax")]
-    dets = ood.fit_detectors(fit, fit_labels, tuple(names), args.knn_k)
     label = f"{art.variant} ({art.score_name})"
     print(f"{label}: {path}{' (exported now)' if exported else ''}, threshold {art.threshold:.6g}", flush=True)
-    run = Evaluated(label, art, model, score, fit, fit_labels, ood.Features(np.zeros(0), np.zeros(0)), {}, dets)
-    if isinstance(score, VertexScore):
-        run.ideal_vertex = ideal_vertex_whitening(score, fit, fit_labels)
-    run.test = run.features(data.test.images[id_idx], args.device)
-    run.ood = {s.name: run.features(s.images, args.device) for s in sets}
-    return run
+    return Evaluated(
+        label, art, model, score, fit, fit_labels, feats(data.test.images[id_idx]),
+        {s.name: feats(s.images) for s in sets}, ood.fit_detectors(fit, fit_labels, tuple(names), args.knn_k),
+        ideal_vertex_whitening(score, fit, fit_labels) if isinstance(score, VertexScore) else None,
+    )
 
 
 def section_selection(run: Evaluated, data: DatasetSplits, args: argparse.Namespace) -> dict:

@@ -138,3 +138,53 @@ def test_pipeline_features_and_table():
     table = ood.ood_table({"d": np.arange(10.0)}, {"far": {"d": np.arange(10.0) - 100}}, roc_points=5, n_boot=10)
     row = table["far"]["d"]
     assert row["auroc"] == 1.0 and row["fpr95"] == 0.0 and row["auroc_ci95"] == [1.0, 1.0] and row["roc"]["fpr"]
+
+
+def _ood_eval_module():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "ood_eval.py"
+    spec = importlib.util.spec_from_file_location("ood_eval", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["ood_eval"] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.slow
+def test_ood_eval_command_is_the_pipeline_and_refuses_a_missing_named_set(digits_run, digits_data, tmp_path, capsys):
+    import json
+
+    from serving.artifact import load_artifact
+    from training.checkpoint import load_run
+    from training.score import score_from_metadata
+
+    ood_eval = _ood_eval_module()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert ood_eval.main([str(digits_run), "--ood-sets", "gaussian,mnist", "--ood-data-dir", str(empty)]) == 2
+    assert "'mnist' is not available" in capsys.readouterr().err
+    out = tmp_path / "report.json"
+    args = [str(digits_run), "--ood-sets", "gaussian,flipped", "--n-id", "150", "--n-ood", "80", "--n-fit", "400",
+            "--n-boot", "5", "--shift-n", "100", "--json", str(out)]
+    assert ood_eval.main(args) == 0
+    report = json.loads(out.read_text())
+    assert report["points"]["id_test"] == 150 and report["points"]["fit_train"] == 400
+    assert set(report["ood"]) == {"gaussian", "flipped"} and report["selection_val"] and report["acceptance"]
+    # The same numbers straight from robustness.ood (what the bench calls) for the same points.
+    art = load_artifact(digits_run / "model.onnx")
+    model, score = load_run(digits_run)[0], score_from_metadata(art.metadata)
+    id_idx, fit_idx = ood.evaluation_points(len(digits_data.test), len(digits_data.train), 150, 400, 0)
+    sets, _ = ood.make_ood_sets("digits", digits_data.test.images, digits_data.input_shape, 80, 0,
+                                names=("gaussian", "flipped"))
+    dets = ood.fit_detectors(ood.model_features(model, score, digits_data.train.images[fit_idx]),
+                             digits_data.train.labels[fit_idx], ("reliability", "mahalanobis"))
+    s_id = ood.detector_scores(dets, ood.model_features(model, score, digits_data.test.images[id_idx]))
+    for s in sets:
+        s_ood = ood.detector_scores(dets, ood.model_features(model, score, s.images))
+        table = ood.ood_table(s_id, {s.name: s_ood})[s.name]
+        got = report["ood"][s.name]
+        assert got["reliability, bin_enc (vertex_distance)"]["auroc"] == table["reliability"]["auroc"]
+        assert got["mahalanobis, bin_enc (vertex_distance), z 8-d"]["fpr95"] == table["mahalanobis"]["fpr95"]

@@ -6,17 +6,26 @@ Conventions (the same everywhere in the bench and the report):
 * OOD detection treats **ID as the positive class**: AUROC = P(score_ID > score_OOD) + ½ P(=) and AUPR-in is the
   average precision with ID positive; AUPR-out is the average precision with OOD positive and the score negated;
 * **FPR@95TPR** = share of OOD inputs accepted at the threshold that accepts 95% of the ID inputs; the threshold is
-  the largest τ with mean(score_ID >= τ) >= 0.95 (the order statistic used by
-  :func:`training.reliability.calibrate_threshold`, so it is the artifact's own acceptance rule). Equivalently: the
-  smallest FPR over the ROC points whose TPR is >= 0.95;
+  the largest τ with mean(score_ID >= τ) >= 0.95 (:func:`training.metrics.calibrate_threshold`, the artifact's own
+  acceptance rule). Equivalently: the smallest FPR over the ROC points whose TPR is >= 0.95;
+* AUROC, FPR@TPR and the threshold are :mod:`training.metrics`' (one implementation for the export and the bench);
+  :func:`bootstrap_interval` gives percentile intervals for any of these two-sample metrics;
 * misclassification detection treats **correct predictions as positive**;
 * undefined values (a class with no sample) are ``nan``, never an exception.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+from sklearn.metrics import average_precision_score, roc_curve
+
+from training.metrics import auroc, calibrate_threshold, fpr_at_tpr
+
+__all__ = ["auroc", "fpr_at_tpr", "threshold_at_tpr", "bootstrap_interval", "aupr", "ood_metrics", "roc_points",
+           "misclassification_auroc", "ece", "risk_coverage", "aurc", "optimal_aurc", "selective_metrics",
+           "worst_case", "robust_accuracy"]
 
 ECE_BINS = 15
 
@@ -25,32 +34,28 @@ def _as1d(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float64).reshape(-1)
 
 
-def auroc(scores_pos, scores_neg) -> float:
-    """ROC AUC with ``scores_pos`` the positive (higher-scored) class; ``nan`` if either side is empty."""
-    p, n = _as1d(scores_pos), _as1d(scores_neg)
-    if p.size == 0 or n.size == 0:
-        return float("nan")
-    y = np.r_[np.ones(p.size), np.zeros(n.size)]
-    return float(roc_auc_score(y, np.r_[p, n]))
-
-
 def threshold_at_tpr(scores_pos, tpr: float = 0.95) -> float:
-    """Largest τ with mean(scores_pos >= τ) >= tpr."""
-    s = np.sort(_as1d(scores_pos))
-    if s.size == 0:
-        return float("nan")
-    if not 0.0 < tpr <= 1.0:
-        raise ValueError(f"tpr must be in (0, 1], got {tpr}")
-    k = int(np.floor((1.0 - tpr) * s.size + 1e-9))
-    return float(s[min(k, s.size - 1)])
+    """Largest τ with mean(scores_pos >= τ) >= tpr; ``nan`` without scores."""
+    s = _as1d(scores_pos)
+    return float("nan") if s.size == 0 else calibrate_threshold(s, tpr)
 
 
-def fpr_at_tpr(scores_pos, scores_neg, tpr: float = 0.95) -> float:
-    """Share of negatives with score >= the threshold that accepts ``tpr`` of the positives."""
-    n = _as1d(scores_neg)
-    if n.size == 0 or _as1d(scores_pos).size == 0:
-        return float("nan")
-    return float(np.mean(n >= threshold_at_tpr(scores_pos, tpr)))
+def bootstrap_interval(scores_pos, scores_neg, metric: Callable[[np.ndarray, np.ndarray], float] = auroc,
+                       n_boot: int = 200, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``metric(pos, neg)``: each side resampled with replacement, ``n_boot`` times.
+
+    ``nan`` bounds when a side is empty or ``n_boot`` < 1.
+    """
+    p, n = _as1d(scores_pos), _as1d(scores_neg)
+    if p.size == 0 or n.size == 0 or n_boot < 1:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    stats = []
+    for _ in range(n_boot):
+        ip = rng.integers(0, p.size, p.size)
+        stats.append(metric(p[ip], n[rng.integers(0, n.size, n.size)]))
+    lo, hi = np.percentile(stats, [50 * (1 - level), 50 * (1 + level)])
+    return float(lo), float(hi)
 
 
 def aupr(scores_pos, scores_neg) -> float:

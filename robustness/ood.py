@@ -9,14 +9,19 @@ channel-replicated for other shapes):
 * ``inverted`` / ``flipped`` — the ID test images with inverted intensities / upside down;
 * ``digits`` — scikit-learn's 8x8 digits upscaled (bilinear) to 20x20 and centred on 28x28 like MNIST.
 
-Sets whose source is the ID dataset itself (``mnist`` for MNIST, ``digits`` for digits) are skipped.
+Sets whose source is the ID dataset itself (``mnist`` for MNIST, ``digits`` for digits) are skipped. A set that
+cannot be built (e.g. no MNIST files) is skipped when it was one of the defaults (``names=None``) and is an
+:class:`OODSetError` when the caller named it.
 
 Detectors (``fit(train features)`` then ``score(features)``, higher = more in-distribution): the artifact's
 ``reliability``, ``max_softmax``, ``energy`` (logsumexp of the logits, T = 1), ``max_logit``, ``mahalanobis``
-(class means + one shared covariance of the latent ``z`` on training data; score = -min_k squared distance) and
-``knn`` (L2-normalised ``z``; score = -distance to the k-th nearest training latent, sklearn NearestNeighbors).
-``z`` is what the model's classifier layer sees: the 8-d latent for the penalised heads, the 256-d feature for
-``no_pen``.
+(:class:`training.mahalanobis.TiedGaussian` on the latent ``z`` of training data; score = -min_k squared
+distance) and ``knn`` (L2-normalised ``z``; score = -distance to the k-th nearest training latent, sklearn
+NearestNeighbors). ``z`` is what the model's classifier layer sees: the 8-d latent for the penalised heads, the
+256-d feature for ``no_pen``.
+
+The evaluation (:func:`model_features`, :func:`evaluation_points`, :func:`ood_table`) is the one pipeline of the
+bench and of ``scripts/ood_eval.py``: the same point counts and seed give the same numbers.
 """
 
 from __future__ import annotations
@@ -27,6 +32,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from scipy.special import logsumexp
+from torch import nn
+
+from robustness import metrics as M
+from training.inference import forward_batches
+from training.mahalanobis import DEFAULT_RIDGE, TiedGaussian
+from training.score import SoftmaxScore, VertexScore
 
 FONT_GLOBS = ("/usr/share/fonts/**/*.ttf", "/usr/local/share/fonts/**/*.ttf", "~/.fonts/**/*.ttf")
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -44,6 +57,10 @@ class OODSet:
 class Skipped:
     name: str
     reason: str
+
+
+class OODSetError(ValueError):
+    """An OOD set the caller named is unknown or cannot be built."""
 
 
 # --------------------------------------------------------------------------- shape handling
@@ -133,47 +150,57 @@ def digits_images(n: int, seed: int = 0) -> np.ndarray:
     return out
 
 
+def _build_set(name: str, id_name: str, id_test_images: np.ndarray, shape: tuple[int, int, int], n: int,
+               seed: int, mnist_dir: str | Path | None) -> OODSet | Skipped:
+    """One OOD set, or :class:`Skipped` when its source is the ID data (randomness: ``seed`` and the set's name)."""
+    c, h, w = shape
+    id_idx = np.sort(np.random.default_rng(seed).permutation(len(id_test_images))[:n])
+    seed = seed * 7919 + ALL_SETS.index(name)
+    if name in ("mnist", "digits") and id_name == name:
+        return Skipped(name, f"the ID dataset is {id_name}")
+    if name == "mnist":
+        imgs, src = mnist_images(n, mnist_dir, seed)
+        return OODSet(name, to_shape(imgs, shape), f"MNIST test ({src})")
+    if name == "letters":
+        imgs, src = letter_images(n, seed)
+        return OODSet(name, to_shape(imgs, shape), f"rendered letters ({src})")
+    if name in ("gaussian", "uniform"):
+        imgs = noise_images(n, name, seed, (h, w))
+        return OODSet(name, np.ascontiguousarray(np.repeat(imgs[:, None], c, axis=1)),
+                      "N(0.5, 0.25^2) clipped" if name == "gaussian" else "U[0, 1]")
+    if name == "inverted":
+        return OODSet(name, (255 - id_test_images[id_idx]).astype(np.uint8), f"{id_name} test, 255 - x")
+    if name == "flipped":
+        return OODSet(name, np.ascontiguousarray(id_test_images[id_idx][:, :, ::-1, :]), f"{id_name} test, upside down")
+    return OODSet(name, to_shape(digits_images(n, seed), shape), "sklearn digits upscaled")
+
+
 def make_ood_sets(
     id_name: str, id_test_images: np.ndarray, shape: tuple[int, int, int], n: int, seed: int = 0,
-    mnist_dir: str | Path | None = None, names: tuple[str, ...] = ALL_SETS,
+    mnist_dir: str | Path | None = None, names: tuple[str, ...] | None = None,
 ) -> tuple[list[OODSet], list[Skipped]]:
-    """Build the requested OOD sets at the model's input shape (deterministic for ``seed``)."""
+    """Build the OOD sets at the model's input shape, ``n`` points each (deterministic for ``seed``).
+
+    ``names=None``: every set of :data:`ALL_SETS`, skipping (with the reason) those that cannot be built.
+    Named sets must all be buildable: an unknown or unavailable one raises :class:`OODSetError`. Each set's
+    randomness depends on the seed and its name only, not on which other sets are asked for.
+    """
+    explicit = names is not None
+    names = tuple(names) if explicit else ALL_SETS
+    unknown = [x for x in names if x not in ALL_SETS]
+    if unknown:
+        raise OODSetError(f"unknown OOD sets {unknown}; expected some of {', '.join(ALL_SETS)}")
     sets: list[OODSet] = []
     skipped: list[Skipped] = []
-    c, h, w = shape
-    rng = np.random.default_rng(seed)
-    id_idx = np.sort(rng.permutation(len(id_test_images))[:n])
-    for k, name in enumerate(names):
-        s = seed * 7919 + k
+    for name in names:
         try:
-            if name == "mnist":
-                if id_name == "mnist":
-                    skipped.append(Skipped(name, "the ID dataset is MNIST"))
-                    continue
-                imgs, src = mnist_images(n, mnist_dir, s)
-                sets.append(OODSet(name, to_shape(imgs, shape), f"MNIST test ({src})"))
-            elif name == "letters":
-                imgs, src = letter_images(n, s)
-                sets.append(OODSet(name, to_shape(imgs, shape), f"rendered letters ({src})"))
-            elif name in ("gaussian", "uniform"):
-                imgs = noise_images(n, name, s, (h, w))
-                sets.append(OODSet(name, np.ascontiguousarray(np.repeat(imgs[:, None], c, axis=1)),
-                                   "N(0.5, 0.25^2) clipped" if name == "gaussian" else "U[0, 1]"))
-            elif name == "inverted":
-                sets.append(OODSet(name, (255 - id_test_images[id_idx]).astype(np.uint8),
-                                   f"{id_name} test, 255 - x"))
-            elif name == "flipped":
-                sets.append(OODSet(name, np.ascontiguousarray(id_test_images[id_idx][:, :, ::-1, :]),
-                                   f"{id_name} test, upside down"))
-            elif name == "digits":
-                if id_name == "digits":
-                    skipped.append(Skipped(name, "the ID dataset is sklearn digits"))
-                    continue
-                sets.append(OODSet(name, to_shape(digits_images(n, s), shape), "sklearn digits upscaled"))
-            else:
-                raise ValueError(f"unknown OOD set {name!r}; expected one of {', '.join(ALL_SETS)}")
-        except (OSError, FileNotFoundError) as err:
-            skipped.append(Skipped(name, f"not available: {err}"))
+            built = _build_set(name, id_name, id_test_images, shape, n, seed, mnist_dir)
+        except OSError as err:
+            if explicit:
+                hint = " (pass the directory holding t10k-images-idx3-ubyte[.gz])" if name == "mnist" else ""
+                raise OODSetError(f"OOD set {name!r} is not available: {err}{hint}") from err
+            built = Skipped(name, f"not available: {err}")
+        (skipped if isinstance(built, Skipped) else sets).append(built)
     return sets, skipped
 
 
@@ -183,11 +210,6 @@ class Features:
     logits: np.ndarray  # (N, K) float
     z: np.ndarray  # (N, d) float
     reliability: np.ndarray | None = None  # (N,) the artifact's score
-
-
-def _logsumexp(a: np.ndarray) -> np.ndarray:
-    m = a.max(axis=1, keepdims=True)
-    return (m + np.log(np.exp(a - m).sum(axis=1, keepdims=True))).reshape(-1)
 
 
 class Detector:
@@ -214,17 +236,17 @@ class MaxSoftmaxDetector(Detector):
 
     def score(self, f):
         lo = np.asarray(f.logits, dtype=np.float64)
-        return np.exp(lo.max(axis=1) - _logsumexp(lo))
+        return np.exp(lo.max(axis=1) - logsumexp(lo, axis=1))
 
 
 class EnergyDetector(Detector):
     name = "energy"
 
     def __init__(self, temperature: float = 1.0):
-        self.t = temperature
+        self.temperature = temperature
 
     def score(self, f):
-        return self.t * _logsumexp(np.asarray(f.logits, dtype=np.float64) / self.t)
+        return self.temperature * logsumexp(np.asarray(f.logits, dtype=np.float64) / self.temperature, axis=1)
 
 
 class MaxLogitDetector(Detector):
@@ -235,31 +257,19 @@ class MaxLogitDetector(Detector):
 
 
 class MahalanobisDetector(Detector):
-    """Class means + shared (tied) covariance of z on training data; score = -min_k (z-μ_k)ᵀ Σ⁻¹ (z-μ_k)."""
+    """:class:`training.mahalanobis.TiedGaussian` fitted on training ``z``; score = -min_k squared distance."""
 
     name = "mahalanobis"
 
-    def __init__(self, ridge: float = 1e-6):
+    def __init__(self, ridge: float = DEFAULT_RIDGE):
         self.ridge = ridge
 
     def fit(self, train, labels):
-        z = np.asarray(train.z, dtype=np.float64)
-        labels = np.asarray(labels)
-        self.classes = np.unique(labels)
-        self.means = np.stack([z[labels == k].mean(axis=0) for k in self.classes])
-        centred = z - self.means[np.searchsorted(self.classes, labels)]
-        cov = centred.T @ centred / max(len(z), 1)
-        cov += self.ridge * max(np.trace(cov) / max(cov.shape[0], 1), 1e-12) * np.eye(cov.shape[0])
-        self.precision = np.linalg.pinv(cov, hermitian=True)
+        self.model = TiedGaussian.fit(train.z, labels, ridge=self.ridge)
         return self
 
     def score(self, f):
-        z = np.asarray(f.z, dtype=np.float64)
-        best = np.full(len(z), np.inf)
-        for mu in self.means:
-            d = z - mu
-            best = np.minimum(best, np.einsum("ij,jk,ik->i", d, self.precision, d))
-        return -best
+        return -self.model.sq_dist(f.z).min(axis=1)
 
 
 class KNNDetector(Detector):
@@ -307,3 +317,53 @@ def fit_detectors(train: Features, labels: np.ndarray, names: tuple[str, ...] = 
         det = KNNDetector(knn_k) if name == "knn" else DETECTORS[name]()
         out[name] = det.fit(train, labels)
     return out
+
+
+# --------------------------------------------------------------------------- the evaluation pipeline
+def subsample(n_total: int, n: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of ``min(n, n_total)`` rows drawn without replacement (all rows, in order, if ``n`` is None)."""
+    return np.sort(np.random.default_rng(seed).permutation(n_total)[: n_total if n is None else min(n, n_total)])
+
+
+def evaluation_points(n_test: int, n_train: int, n_id: int | None, n_fit: int | None,
+                      seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(id_idx, fit_idx)``: the ID test points (drawn with ``seed + 2``) and the training points the detectors are
+    fitted on (``seed + 3``); the OOD sets take ``n_ood`` points each from :func:`make_ood_sets` with ``seed``."""
+    return subsample(n_test, n_id, seed + 2), subsample(n_train, n_fit, seed + 3)
+
+
+def score_outputs(score: VertexScore | SoftmaxScore, logits: np.ndarray, z: np.ndarray) -> dict[str, np.ndarray]:
+    """``logits`` and the score module's outputs (numpy, the artifact's output names)."""
+    with torch.no_grad():
+        out = score(torch.from_numpy(logits), torch.from_numpy(z))
+    return {"logits": logits, **{k: v.numpy() for k, v in out._asdict().items()}}
+
+
+def model_features(model: nn.Module, score: VertexScore | SoftmaxScore | None, images: np.ndarray,
+                   batch_size: int = 512, device: str = "cpu") -> Features:
+    """Logits and z of uint8 ``images`` (:func:`training.inference.forward_batches`) and, with a score module,
+    its reliability."""
+    logits, z = forward_batches(model, images, batch_size, device)
+    rel = None if score is None or not len(logits) else score_outputs(score, logits, z)["reliability"]
+    return Features(logits, z, rel)
+
+
+def detector_scores(detectors: dict[str, Detector], f: Features) -> dict[str, np.ndarray]:
+    return {name: d.score(f) for name, d in detectors.items()}
+
+
+def ood_table(s_id: dict[str, np.ndarray], s_ood: dict[str, dict[str, np.ndarray]], roc_points: int = 0,
+              n_boot: int = 0, boot_seed: int = 0) -> dict[str, dict[str, dict]]:
+    """``{set: {detector: metrics}}``: :func:`robustness.metrics.ood_metrics` of ID vs each OOD set, plus a thinned
+    ROC curve (``roc_points`` > 0) and a 95% bootstrap interval of the AUROC (``n_boot`` > 0)."""
+    table: dict[str, dict[str, dict]] = {}
+    for set_name, scores in s_ood.items():
+        table[set_name] = {}
+        for det, s in scores.items():
+            row = M.ood_metrics(s_id[det], s)
+            if n_boot:
+                row["auroc_ci95"] = list(M.bootstrap_interval(s_id[det], s, M.auroc, n_boot, boot_seed))
+            if roc_points:
+                row["roc"] = M.roc_points(s_id[det], s, roc_points)
+            table[set_name][det] = row
+    return table

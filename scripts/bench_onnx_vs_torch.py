@@ -2,6 +2,8 @@
 
     python scripts/bench_onnx_vs_torch.py runs/fashion-mnist_cnn_quick_bin_enc_s0 [--threads 1] [--seconds 3]
 
+(exports ``RUN/model.onnx`` first when it is missing or older than the checkpoint).
+
 Both sides compute the same eight outputs (PyTorch: :class:`training.export.ScoredModel` under
 ``torch.inference_mode``; ONNX Runtime: ``Artifact.run`` on the exported ``model.onnx``, including its input
 checks and batching) on the same CPU thread budget. Each cell is the median over repeated timed calls after
@@ -17,8 +19,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
+import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from serving.artifact import load_artifact
+from training.checkpoint import load_run
+from training.export import ScoredModel, ensure_artifact
+from training.reliability import VertexGeometry
 
 
 def timeit(fn, seconds: float, min_reps: int = 5) -> float:
@@ -42,21 +49,11 @@ def main() -> int:
     p.add_argument("--batches", type=int, nargs="+", default=[1, 256])
     args = p.parse_args()
 
-    import onnxruntime as ort
-    import torch
-
-    from serving.artifact import load_artifact
-    from training.checkpoint import load_run
-    from training.export import ScoredModel, export_run
-    from training.reliability import VertexGeometry
-
     torch.set_num_threads(args.threads)
-    path = args.run_dir / "model.onnx"
-    if not path.is_file():
-        export_run(args.run_dir, path)
+    path, _ = ensure_artifact(args.run_dir)
     art = load_artifact(path, providers="CPUExecutionProvider", threads=args.threads)
     model, _, _ = load_run(args.run_dir)
-    geo = VertexGeometry.from_metadata(art.metadata) if art.score_name == "vertex_distance" else None
+    geo = VertexGeometry.from_metadata(art.metadata) if art.metadata["geometry"] else None
     scored = ScoredModel(model, geo).eval()
 
     print(f"{path} ({art.variant}, {art.metadata['backbone']}, input {art.input_shape}); CPU "

@@ -1,294 +1,241 @@
-"""OOD and misclassification evaluation of an exported artifact (the numbers in docs/reliability.md).
+"""OOD and misclassification evaluation of a run's served score (the figures in docs/reliability.md).
 
     python scripts/ood_eval.py runs/fashion-mnist_cnn_quick_bin_enc_s0 \
-        --baseline runs/fashion-mnist_cnn_quick_no_pen_s0 [--ood-dir ../shared/data/mnist] [--threads 1]
+        --baseline runs/fashion-mnist_cnn_quick_no_pen_s0 --threads 1 --json docs/ood_eval_s0.json
 
-Exports ``RUN_DIR/model.onnx`` if it is missing (or with ``--reexport``), then everything runs through the
-artifact (ONNX Runtime, :mod:`serving.artifact`). Printed:
+A thin command over :mod:`robustness`: the model's logits and z (:func:`robustness.ood.model_features`), the
+served score module rebuilt from the artifact (:func:`training.score.score_from_metadata`; ``RUN/model.onnx`` is
+exported first when missing or stale), the detectors of :mod:`robustness.ood` and the metrics of
+:mod:`robustness.metrics`: the bench's pipeline, so ``--n-id 2000 --n-ood 1000 --n-fit 5000`` reproduces the
+bench's ``quick`` numbers for the same sets. Printed:
 
-1. score selection, validation data only: for the vertex-geometry candidates and max-softmax, the
-   misclassification AUROC on the validation split and the AUROC of validation images vs synthetic shifts derived
-   from them (uniform noise, inverted, rotated 90°, pixel-shuffled). Neither the test split nor MNIST is used;
-2. ID = Fashion-MNIST test vs OOD = MNIST test: AUROC (sklearn, 95% bootstrap interval) and FPR at 95% ID
-   acceptance of the reliability; the same for the baseline's max-softmax and a Mahalanobis detector on the
-   baseline's penultimate features (class means + shared covariance fitted on its training split);
-3. misclassification AUROC (errors vs correct on the test split) of the reliability vs max-softmax;
-4. share of ID test (and OOD) inputs accepted at the calibrated threshold, and the rejection reasons;
-5. post hoc (after the choice): every candidate on test-vs-MNIST, for the record.
+1. score selection on validation data only (:mod:`robustness.selection`): per candidate score, the validation
+   misclassification AUROC and the AUROC of validation images vs shifts derived from them;
+2. ID test vs each OOD set (default: the MNIST test set in data/mnist): AUROC with a bootstrap interval and FPR at
+   95% ID acceptance, per detector and model;
+3. misclassification AUROC on the ID test points (correct vs errors) with a bootstrap interval;
+4. acceptance at the artifact's calibrated threshold and the rejection reasons;
+5. post hoc (not used for the choice): every candidate on ID test vs the first OOD set.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
+import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from robustness import metrics as M
+from robustness import ood
+from robustness.selection import candidate_scores, ideal_vertex_whitening, selection_table, validation_shifts
+from serving.artifact import Artifact, load_artifact
+from training.checkpoint import load_run
+from training.data import DatasetNotFoundError, DatasetSplits, load_dataset
+from training.export import ensure_artifact
+from training.jsonio import write_json_atomic
+from training.mahalanobis import TiedGaussian
+from training.score import SoftmaxScore, VertexScore, score_from_metadata
 
-from serving.artifact import Artifact, load_artifact  # noqa: E402
-from training.data import load_dataset  # noqa: E402
-from training.reliability import VertexGeometry, auroc, calibrate_threshold, fpr_at_tpr  # noqa: E402
-
-
-def ensure_artifact(run_dir: Path, reexport: bool, threads: int) -> Path:
-    path = run_dir / "model.onnx"
-    if reexport or not path.is_file():
-        import torch
-
-        from training.export import export_run
-
-        torch.set_num_threads(threads)
-        print(f"exporting {run_dir} ...", flush=True)
-        export_run(run_dir, path)
-    return path
+DEFAULT_DETECTORS = ("reliability", "max_softmax", "mahalanobis")
 
 
-def run_images(art: Artifact, images: np.ndarray) -> dict[str, np.ndarray]:
-    return art.run(images.astype(np.float32) / 255.0, batch_size=512)
+@dataclass
+class Evaluated:
+    """One run: its artifact, score module and the features of every point set the evaluation uses."""
+
+    label: str
+    art: Artifact
+    model: torch.nn.Module
+    score: VertexScore | SoftmaxScore
+    fit: ood.Features
+    fit_labels: np.ndarray
+    test: ood.Features
+    ood: dict[str, ood.Features]
+    detectors: dict[str, ood.Detector]
+    ideal_vertex: TiedGaussian | None = None  # whitening around the ideal ±1 vertices (a selection candidate)
+
+    def features(self, images: np.ndarray, device: str) -> ood.Features:
+        return ood.model_features(self.model, self.score, images, device=device)
 
 
-def synthetic_shifts(images: np.ndarray, n: int = 2000, seed: int = 0) -> dict[str, np.ndarray]:
-    """Distribution shifts derived from the validation images only (no external data)."""
-    rng = np.random.default_rng(seed)
-    x = images[:n]
-    hw = x.shape[2] * x.shape[3]
-    return {
-        "noise": rng.integers(0, 256, size=x.shape, dtype=np.uint8),
-        "invert": 255 - x,
-        "rot90": np.ascontiguousarray(np.rot90(x, 1, axes=(2, 3))),
-        "shuffle": np.stack([im.reshape(im.shape[0], -1)[:, rng.permutation(hw)].reshape(im.shape) for im in x]),
-    }
+def evaluate_run(run_dir: Path, data: DatasetSplits, sets: list[ood.OODSet], id_idx: np.ndarray, fit_idx: np.ndarray,
+                 args: argparse.Namespace) -> Evaluated:
+    path, exported = ensure_artifact(run_dir, data, args.reexport)
+    art = load_artifact(path, providers="CPUExecutionProvider", threads=args.threads)
+    model = load_run(run_dir)[0].to(args.device)
+    score = score_from_metadata(art.metadata)
+    feats = partial(ood.model_features, model, score, device=args.device)
+    fit, fit_labels = feats(data.train.images[fit_idx]), data.train.labels[fit_idx]
+    names = [d for d in args.detectors if not (d == "max_softmax" and art.score_name == "max_softmax")]
+    label = f"{art.variant} ({art.score_name})"
+    print(f"{label}: {path}{' (exported now)' if exported else ''}, threshold {art.threshold:.6g}", flush=True)
+    return Evaluated(
+        label, art, model, score, fit, fit_labels, feats(data.test.images[id_idx]),
+        {s.name: feats(s.images) for s in sets}, ood.fit_detectors(fit, fit_labels, tuple(names), args.knn_k),
+        ideal_vertex_whitening(score, fit, fit_labels) if isinstance(score, VertexScore) else None,
+    )
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    e = np.exp(logits - logits.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
+def section_selection(run: Evaluated, data: DatasetSplits, args: argparse.Namespace) -> dict:
+    shifts = {k: run.features(v, args.device)
+              for k, v in validation_shifts(data.val.images, args.shift_n, args.seed).items()}
+    vertex = run.score if isinstance(run.score, VertexScore) else None
+    table = selection_table(run.features(data.val.images, args.device), data.val.labels, shifts, vertex,
+                            run.ideal_vertex)
+    cols = list(next(iter(table.values())))
+    print(f"\n[1] score selection on VALIDATION data only (AUROC; {len(data.val)} val images, shifts of the first "
+          f"{min(args.shift_n, len(data.val))})")
+    print(f"{'candidate':46s}" + "".join(f"{c:>16s}" for c in cols))
+    for name, row in table.items():
+        print(f"{name:46s}" + "".join(f"{row[c]:16.4f}" for c in cols))
+    return table
 
 
-def vertex_whitening(geo: VertexGeometry, z: np.ndarray, logits: np.ndarray, labels: np.ndarray,
-                     ridge: float = 1e-6) -> np.ndarray:
-    """``W`` (``W Wᵀ = Σ⁻¹``) of the residual ``u - code(class)`` around the *ideal* ±1 vertices on correctly
-    classified training latents: the alternative to the served whitening, which is around the class centres."""
-    ok = logits.argmax(1) == labels
-    r = geo.scaled(z[ok]).astype(np.float64) - geo.codes[labels[ok]]
-    cov = r.T @ r / len(r)
-    cov += ridge * np.trace(cov) / len(cov) * np.eye(len(cov))
-    return np.linalg.cholesky(np.linalg.inv(cov))
+def section_ood(runs: list[Evaluated], args: argparse.Namespace) -> dict:
+    print(f"\n[2] ID test ({len(runs[0].test.logits)}) vs OOD ({', '.join(f'{k} {len(v.logits)}' for k, v in runs[0].ood.items())}); "
+          f"AUROC [95% bootstrap, {args.n_boot}] and FPR at 95% ID acceptance")
+    out: dict = {}
+    for run in runs:
+        s_id = ood.detector_scores(run.detectors, run.test)
+        s_ood = {k: ood.detector_scores(run.detectors, f) for k, f in run.ood.items()}
+        table = ood.ood_table(s_id, s_ood, n_boot=args.n_boot, boot_seed=args.seed)
+        for set_name, rows in table.items():
+            for det, row in rows.items():
+                name = f"{det}, {run.label}, z {run.fit.z.shape[1]}-d" if det in ("mahalanobis", "knn") else \
+                    f"{det}, {run.label}"
+                out.setdefault(set_name, {})[name] = row
+                ci = " [{:.4f}, {:.4f}]".format(*row["auroc_ci95"]) if "auroc_ci95" in row else ""
+                print(f"  {set_name:10s}{name:52s}{row['auroc']:.4f}{ci}   FPR@95 {row['fpr95']:.4f}")
+    return out
 
 
-def whitened_dist(u: np.ndarray, centres: np.ndarray, whiten: np.ndarray) -> np.ndarray:
-    """``sqrt(|(u - centres) W|² / d)`` row by row (``centres`` broadcast against ``u``)."""
-    w = (u.astype(np.float64) - centres) @ whiten
-    return np.sqrt((w**2).mean(1))
+def section_misclassification(runs: list[Evaluated], labels: np.ndarray, args: argparse.Namespace) -> dict:
+    print(f"\n[3] misclassification AUROC on the ID test points (correct vs errors), [95% bootstrap, {args.n_boot}]")
+    out: dict = {}
+    for run in runs:
+        correct = run.test.logits.argmax(1) == labels
+        print(f"  {run.label}: accuracy {correct.mean():.4f} ({(~correct).sum()} errors)")
+        for det in ("reliability", "max_softmax"):
+            if det not in run.detectors:
+                continue
+            s = run.detectors[det].score(run.test)
+            a = M.misclassification_auroc(s, correct)
+            ci = M.bootstrap_interval(s[correct], s[~correct], M.auroc, args.n_boot, args.seed)
+            out[f"{det}, {run.label}"] = {"auroc": a, "auroc_ci95": list(ci), "errors": int((~correct).sum())}
+            print(f"    {det:14s}{a:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]")
+    return out
 
 
-def candidates(out: dict[str, np.ndarray], geo: VertexGeometry | None,
-               w_vertex: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Candidate reliability scores (higher = more reliable) computed from the artifact's z and logits."""
-    logits = out["logits"]
-    c = {"max_softmax": softmax(logits).max(1)}
-    if geo is None:
-        return c
-    u = geo.scaled(out["z"])
-    pred = logits.argmax(1)
-    v = geo.codes[pred]
-    s = np.where(u > 0, 1.0, -1.0)
-    nearest = geo.score(out["z"], logits)["nearest_vertex_class"]
-    dist_nearest_vertex = np.sqrt(((u - s) ** 2).mean(1))
-    c.update({
-        "dist_pred_rms (v1 score)": -np.sqrt(((u - v) ** 2).mean(1)),
-        "dist_nearest_rms": -dist_nearest_vertex,
-        "dist_nearest_gated": -(dist_nearest_vertex + 10.0 * (nearest != pred)),
-        "dist_pred_l1": -np.abs(u - v).mean(1),
-        "dist_pred_linf": -np.abs(u - v).max(1),
-    })
-    if w_vertex is not None:
-        c.update({
-            "whitened_pred_vertex": -whitened_dist(u, geo.codes[pred], w_vertex),
-            "dist_class_centre (chosen, v2)": -out["dist_class_centre"].astype(np.float64),
-            "whitened_min_mean": -np.min([whitened_dist(u, ck, geo.whiten) for ck in geo.centres], axis=0),
-            "dist_class_centre + log max_softmax": -out["dist_class_centre"] + np.log(np.maximum(c["max_softmax"], 1e-30)),
-        })
-    return c
+def section_acceptance(runs: list[Evaluated], labels: np.ndarray) -> dict:
+    print("\n[4] acceptance at the calibrated threshold (target share of validation inputs accepted)")
+    out: dict = {}
+    for run in runs:
+        art = run.art
+        acc_id, why_id = art.decide(ood.score_outputs(run.score, run.test.logits, run.test.z))
+        correct = run.test.logits.argmax(1) == labels
+        row = {"threshold": art.threshold, "target_accept_rate": art.target_accept_rate,
+               "val_accept": art.metadata["calibration"]["accept_rate"], "id_test_accept": float(acc_id.mean()),
+               "acc_accepted": float(correct[acc_id].mean()) if acc_id.any() else None,
+               "acc_all": float(correct.mean()), "reasons_id": dict(Counter(r for r in why_id if r)), "ood": {}}
+        for k, f in run.ood.items():
+            acc, why = art.decide(ood.score_outputs(run.score, f.logits, f.z))
+            row["ood"][k] = {"accept": float(acc.mean()), "reasons": dict(Counter(r for r in why if r))}
+        out[run.label] = row
+        print(f"  {run.label}: threshold {art.threshold:.6g}; ID test accepted {row['id_test_accept']:.4f} "
+              f"(val {row['val_accept']:.4f}); accuracy accepted {row['acc_accepted']:.4f} vs all {row['acc_all']:.4f}; "
+              f"rejections {row['reasons_id']}")
+        for k, v in row["ood"].items():
+            print(f"    {k}: accepted {v['accept']:.4f}; rejections {v['reasons']}")
+    return out
 
 
-def boot_auroc(pos: np.ndarray, neg: np.ndarray, n_boot: int = 200, seed: int = 0) -> tuple[float, float, float]:
-    """AUROC (pos = ID / correct, scored higher) and a 95% bootstrap interval."""
-    from sklearn.metrics import roc_auc_score
-
-    rng = np.random.default_rng(seed)
-    y = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
-    s = np.r_[pos, neg]
-    point = float(roc_auc_score(y, s))
-    stats = []
-    for _ in range(n_boot):
-        ip = rng.integers(0, len(pos), len(pos))
-        ineg = len(pos) + rng.integers(0, len(neg), len(neg))
-        idx = np.r_[ip, ineg]
-        stats.append(roc_auc_score(y[idx], s[idx]))
-    lo, hi = np.percentile(stats, [2.5, 97.5])
-    return point, float(lo), float(hi)
-
-
-class Mahalanobis:
-    """Class means + shared (tied) covariance on training features; score = -min_k squared distance."""
-
-    def __init__(self, feats: np.ndarray, labels: np.ndarray, ridge: float = 1e-6):
-        f = feats.astype(np.float64)
-        k = int(labels.max()) + 1
-        self.means = np.stack([f[labels == c].mean(0) for c in range(k)])
-        centred = f - self.means[labels]
-        cov = centred.T @ centred / len(f)
-        cov += ridge * np.trace(cov) / len(cov) * np.eye(len(cov))
-        self.precision = np.linalg.inv(cov)
-
-    def score(self, feats: np.ndarray) -> np.ndarray:
-        f = feats.astype(np.float64)
-        d = np.stack([np.einsum("ij,jk,ik->i", f - m, self.precision, f - m) for m in self.means], axis=1)
-        return -d.min(1)
+def section_post_hoc(run: Evaluated, labels: np.ndarray) -> dict:
+    if not isinstance(run.score, VertexScore) or not run.ood:
+        return {}
+    set_name, f_ood = next(iter(run.ood.items()))
+    print(f"\n[5] post hoc (NOT used for the choice): every candidate on ID test vs {set_name}")
+    tc = candidate_scores(run.test, run.score, run.ideal_vertex)
+    oc = candidate_scores(f_ood, run.score, run.ideal_vertex)
+    correct = run.test.logits.argmax(1) == labels
+    out = {}
+    for name in tc:
+        row = {"ood_auroc": M.auroc(tc[name], oc[name]), "fpr95": M.fpr_at_tpr(tc[name], oc[name]),
+               "test_misclf_auroc": M.misclassification_auroc(tc[name], correct)}
+        out[name] = row
+        print(f"  {name:46s} OOD AUROC {row['ood_auroc']:.4f}  FPR@95 {row['fpr95']:.4f}  "
+              f"test misclf AUROC {row['test_misclf_auroc']:.4f}")
+    return {"ood_set": set_name, "candidates": out}
 
 
-def fmt(t: tuple[float, float, float]) -> str:
-    return f"{t[0]:.4f} [{t[1]:.4f}, {t[2]:.4f}]"
-
-
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python scripts/ood_eval.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", type=Path)
-    p.add_argument("--baseline", type=Path, help="a no_pen run directory (max-softmax and Mahalanobis baselines)")
-    p.add_argument("--ood", default="mnist", help="OOD dataset name (its test split is used)")
-    p.add_argument("--ood-dir", default=None)
-    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime / torch CPU threads")
-    p.add_argument("--reexport", action="store_true", help="export again even if model.onnx exists")
-    p.add_argument("--json", type=Path, help="also write all numbers to this JSON file")
-    args = p.parse_args()
+    p.add_argument("--baseline", type=Path, help="a second run directory evaluated the same way (e.g. no_pen)")
+    p.add_argument("--ood-sets", default="mnist", help=f"comma-separated OOD sets (default mnist) of: "
+                   f"{', '.join(ood.ALL_SETS)}; a named set that cannot be built is an error")
+    p.add_argument("--ood-data-dir", help="MNIST IDX directory for the mnist set (default: data/mnist)")
+    p.add_argument("--n-id", type=int, help="ID test points (default: the whole test split)")
+    p.add_argument("--n-ood", type=int, default=10000, help="points per OOD set (default 10000)")
+    p.add_argument("--n-fit", type=int, help="training points the detectors are fitted on (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="point selection, OOD generation and bootstrap seed")
+    p.add_argument("--detectors", default=",".join(DEFAULT_DETECTORS),
+                   help=f"comma-separated of: {', '.join(ood.DETECTORS)} (default {','.join(DEFAULT_DETECTORS)})")
+    p.add_argument("--knn-k", type=int, default=10)
+    p.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples for the intervals (default 200)")
+    p.add_argument("--shift-n", type=int, default=2000, help="validation images per shift in section 1")
+    p.add_argument("--threads", type=int, default=1, help="torch / ONNX Runtime CPU threads")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--reexport", action="store_true", help="export again even if model.onnx is up to date")
+    p.add_argument("--json", type=Path, help="also write every number to this JSON file (atomically)")
+    return p
 
-    path = ensure_artifact(args.run_dir, args.reexport, args.threads)
-    art = load_artifact(path, threads=args.threads)
-    md = art.metadata
-    cfg = json.loads((args.run_dir / "config.json").read_text())["train"]
-    data = load_dataset(md["dataset"], cfg.get("data_dir"), cfg["val_fraction"], cfg["seed"])
-    ood = load_dataset(args.ood, args.ood_dir)
-    geo = VertexGeometry.from_metadata(md) if md["score"]["name"] == "vertex_distance" else None
-    print(f"artifact {path} variant={md['variant']} score={art.score_name} threshold={art.threshold:.6g} "
-          f"provider={art.provider}")
-    report: dict = {"artifact": str(path), "variant": md["variant"], "score": art.score_name,
-                    "threshold": art.threshold, "target_accept_rate": art.target_accept_rate}
 
-    val_out = run_images(art, data.val.images)
-    test_out = run_images(art, data.test.images)
-    ood_out = run_images(art, ood.test.images)
-
-    # ---------------------------------------------------------------- 1. selection on validation data only
-    print("\n[1] score selection on VALIDATION data only (AUROC; higher = better)")
-    shifts = {k: run_images(art, v) for k, v in synthetic_shifts(data.val.images).items()}
-    w_vertex = None
-    if geo is not None:
-        own_train = run_images(art, data.train.images)
-        w_vertex = vertex_whitening(geo, own_train["z"], own_train["logits"], data.train.labels)
-    val_c = candidates(val_out, geo, w_vertex)
-    val_err = val_out["logits"].argmax(1) != data.val.labels
-    header = f"{'candidate':30s}{'val misclf':>12s}" + "".join(f"{'val vs ' + k:>18s}" for k in shifts)
-    print(header)
-    sel = {}
-    for name, s in val_c.items():
-        row = {"val_misclf": auroc(s[~val_err], s[val_err])}
-        for k, o in shifts.items():
-            row[f"val_vs_{k}"] = auroc(s, candidates(o, geo, w_vertex)[name])
-        sel[name] = row
-        print(f"{name:30s}" + "".join(f"{v:12.4f}" if i == 0 else f"{v:18.4f}" for i, v in enumerate(row.values())))
-    report["selection_val"] = sel
-
-    # ---------------------------------------------------------------- 2. ID test vs OOD
-    rel_id, rel_ood = test_out["reliability"], ood_out["reliability"]
-    print(f"\n[2] ID = {md['dataset']} test ({len(rel_id)}) vs OOD = {args.ood} test ({len(rel_ood)})")
-    rows = {f"reliability ({art.score_name}, {md['variant']})": (rel_id, rel_ood)}
-    if geo is not None:
-        rows[f"max_softmax ({md['variant']})"] = (test_out["probs"].max(1), ood_out["probs"].max(1))
-    base_art = None
-    if args.baseline:
-        bpath = ensure_artifact(args.baseline, args.reexport, args.threads)
-        base_art = load_artifact(bpath, threads=args.threads)
-        b_test, b_ood = run_images(base_art, data.test.images), run_images(base_art, ood.test.images)
-        rows[f"max_softmax ({base_art.variant} baseline)"] = (b_test["reliability"], b_ood["reliability"])
-        b_train = run_images(base_art, data.train.images)
-        maha = Mahalanobis(b_train["z"], data.train.labels)
-        rows[f"mahalanobis ({base_art.variant} features, {b_train['z'].shape[1]}-d)"] = (
-            maha.score(b_test["z"]), maha.score(b_ood["z"]))
-    if geo is not None:
-        maha_z = Mahalanobis(own_train["z"], data.train.labels)
-        rows[f"mahalanobis ({md['variant']} z, {own_train['z'].shape[1]}-d)"] = (
-            maha_z.score(test_out["z"]), maha_z.score(ood_out["z"]))
-    print(f"{'detector':48s}{'AUROC [95% bootstrap]':>30s}{'FPR@95%TPR':>12s}")
-    report["ood"] = {}
-    for name, (sid, sood) in rows.items():
-        a = boot_auroc(sid, sood)
-        fpr = fpr_at_tpr(sid, sood, 0.95)
-        report["ood"][name] = {"auroc": a[0], "auroc_ci95": [a[1], a[2]], "fpr_at_95tpr": fpr}
-        print(f"{name:48s}{fmt(a):>30s}{fpr:12.4f}")
-
-    # ---------------------------------------------------------------- 3. misclassification
-    print(f"\n[3] misclassification AUROC on {md['dataset']} test (correct vs errors)")
-    err = test_out["logits"].argmax(1) != data.test.labels
-    mis = {f"reliability ({md['variant']})": rel_id, f"max_softmax ({md['variant']})": test_out["probs"].max(1)}
-    if base_art is not None:
-        b_err = b_test["logits"].argmax(1) != data.test.labels
-        print(f"test acc {md['variant']} {1 - err.mean():.4f} ({err.sum()} errors); "
-              f"{base_art.variant} {1 - b_err.mean():.4f} ({b_err.sum()} errors)")
-    else:
-        print(f"test acc {1 - err.mean():.4f} ({err.sum()} errors)")
-    report["misclassification"] = {}
-    for name, s in mis.items():
-        a = boot_auroc(s[~err], s[err])
-        report["misclassification"][name] = {"auroc": a[0], "auroc_ci95": [a[1], a[2]]}
-        print(f"{name:48s}{fmt(a):>30s}")
-    if base_art is not None:
-        s = b_test["reliability"]
-        a = boot_auroc(s[~b_err], s[b_err])
-        report["misclassification"][f"max_softmax ({base_art.variant} baseline, own errors)"] = {
-            "auroc": a[0], "auroc_ci95": [a[1], a[2]]}
-        print(f"{f'max_softmax ({base_art.variant} baseline, own errors)':48s}{fmt(a):>30s}")
-
-    # ---------------------------------------------------------------- 4. acceptance at the calibrated threshold
-    acc_id, reasons_id = art.decide(test_out)
-    acc_ood, reasons_ood = art.decide(ood_out)
-    print(f"\n[4] calibrated threshold {art.threshold:.6g} (target accept {art.target_accept_rate:.2%} on val; "
-          f"val accepted {md['calibration']['accept_rate']:.4f})")
-    print(f"ID test accepted {acc_id.mean():.4f} (target {art.target_accept_rate:.2f} ± 0.015); "
-          f"accuracy accepted {(~err[acc_id]).mean():.4f} vs all {(~err).mean():.4f}")
-    print(f"OOD accepted {acc_ood.mean():.4f}")
-    from collections import Counter
-
-    rid, rood = Counter(r for r in reasons_id if r), Counter(r for r in reasons_ood if r)
-    print(f"rejection reasons ID {dict(rid)}; OOD {dict(rood)}")
-    report["acceptance"] = {"id_test_accept": float(acc_id.mean()), "ood_accept": float(acc_ood.mean()),
-                            "acc_accepted": float((~err[acc_id]).mean()), "reasons_id": dict(rid),
-                            "reasons_ood": dict(rood), "val_accept": md["calibration"]["accept_rate"]}
-    if base_art is not None:
-        b_acc, _ = base_art.decide(b_test)
-        b_acc_ood, _ = base_art.decide(b_ood)
-        print(f"baseline ({base_art.variant}, max-softmax, threshold {base_art.threshold:.6g}): ID accepted "
-              f"{b_acc.mean():.4f}, OOD accepted {b_acc_ood.mean():.4f}")
-        report["acceptance"]["baseline"] = {"threshold": base_art.threshold, "id_test_accept": float(b_acc.mean()),
-                                            "ood_accept": float(b_acc_ood.mean())}
-
-    # ---------------------------------------------------------------- 5. post hoc
-    if geo is not None:
-        print("\n[5] post hoc (NOT used for the choice): every candidate on ID test vs OOD")
-        tc, oc = candidates(test_out, geo, w_vertex), candidates(ood_out, geo, w_vertex)
-        report["post_hoc"] = {}
-        for name in tc:
-            a, fpr = auroc(tc[name], oc[name]), fpr_at_tpr(tc[name], oc[name], 0.95)
-            m = auroc(tc[name][~err], tc[name][err])
-            report["post_hoc"][name] = {"ood_auroc": a, "fpr_at_95tpr": fpr, "test_misclf_auroc": m}
-            print(f"{name:30s} OOD AUROC {a:.4f}  FPR@95 {fpr:.4f}  test misclf AUROC {m:.4f}")
-        q = calibrate_threshold(rel_id, 0.95)
-        report["post_hoc"]["test_quantile_threshold"] = q
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.detectors = tuple(d for d in args.detectors.split(",") if d)
+    unknown = [d for d in args.detectors if d not in ood.DETECTORS]
+    if unknown:
+        print(f"error: unknown detectors {unknown}; expected some of {', '.join(ood.DETECTORS)}", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
+    try:
+        _, cfg, ckpt = load_run(args.run_dir)
+        data = load_dataset(ckpt["dataset"], cfg.data_dir, cfg.val_fraction, cfg.seed)
+        sets, skipped = ood.make_ood_sets(data.name, data.test.images, data.input_shape, args.n_ood, args.seed,
+                                          args.ood_data_dir, tuple(s for s in args.ood_sets.split(",") if s))
+        if skipped:
+            raise ood.OODSetError("; ".join(f"OOD set {s.name!r} skipped: {s.reason}" for s in skipped))
+        id_idx, fit_idx = ood.evaluation_points(len(data.test), len(data.train), args.n_id, args.n_fit, args.seed)
+        print(f"ID {data.name}: {len(id_idx)} test points, detectors fitted on {len(fit_idx)} training points; OOD "
+              + ", ".join(f"{s.name} ({s.source}, {len(s.images)})" for s in sets))
+        runs = [evaluate_run(args.run_dir, data, sets, id_idx, fit_idx, args)]
+        if args.baseline:
+            runs.append(evaluate_run(args.baseline, data, sets, id_idx, fit_idx, args))
+    except (FileNotFoundError, DatasetNotFoundError, ood.OODSetError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    labels = data.test.labels[id_idx]
+    report = {
+        "points": {"id_test": int(len(id_idx)), "fit_train": int(len(fit_idx)), "seed": args.seed,
+                   "ood": {s.name: {"n": int(len(s.images)), "source": s.source} for s in sets},
+                   "n_boot": args.n_boot, "shift_n": args.shift_n},
+        "runs": {r.label: {"artifact": str(r.art.path), "variant": r.art.variant, "score": r.art.score_name}
+                 for r in runs},
+        "selection_val": section_selection(runs[0], data, args),
+        "ood": section_ood(runs, args),
+        "misclassification": section_misclassification(runs, labels, args),
+        "acceptance": section_acceptance(runs, labels),
+        "post_hoc": section_post_hoc(runs[0], labels),
+    }
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        write_json_atomic(args.json, report)
     return 0
 
 

@@ -60,10 +60,23 @@ def test_fpr95_known_answers():
 
 
 def test_threshold_agrees_with_the_artifacts_calibration(rng):
-    from training.reliability import calibrate_threshold
+    from training.metrics import calibrate_threshold
 
     r = rng.random(1000)
     assert M.threshold_at_tpr(r, 0.95) == calibrate_threshold(r, 0.95)
+    assert np.isnan(M.threshold_at_tpr([], 0.95))
+
+
+def test_bootstrap_interval_brackets_the_point_and_shrinks_with_n(rng):
+    small = M.bootstrap_interval(rng.normal(1, 1, 100), rng.normal(0, 1, 100), n_boot=200, seed=0)
+    big_pos, big_neg = rng.normal(1, 1, 3000), rng.normal(0, 1, 3000)
+    big = M.bootstrap_interval(big_pos, big_neg, n_boot=200, seed=0)
+    assert big[0] < M.auroc(big_pos, big_neg) < big[1]
+    assert big[1] - big[0] < small[1] - small[0]
+    assert big == M.bootstrap_interval(big_pos, big_neg, n_boot=200, seed=0)  # seeded
+    lo, hi = M.bootstrap_interval(big_pos, big_neg, M.fpr_at_tpr, n_boot=50)
+    assert 0 <= lo <= M.fpr_at_tpr(big_pos, big_neg) <= hi <= 1
+    assert all(np.isnan(M.bootstrap_interval([], [1.0]))) and all(np.isnan(M.bootstrap_interval([1.0], [0.0], n_boot=0)))
 
 
 def test_aupr_in_and_out_match_sklearn(rng):

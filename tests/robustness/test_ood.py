@@ -12,19 +12,31 @@ def _id_images(n=50, shape=(1, 28, 28), seed=0):
     return np.random.default_rng(seed).integers(0, 256, size=(n, *shape), dtype=np.uint8)
 
 
-def test_ood_sets_have_the_models_shape_and_are_deterministic(tmp_path):
+def test_ood_sets_have_the_models_shape_and_are_deterministic():
     id_imgs = _id_images()
     names = ("letters", "gaussian", "uniform", "inverted", "flipped", "digits", "mnist")
-    a, skipped_a = ood.make_ood_sets("fashion-mnist", id_imgs, (1, 28, 28), 20, seed=1, names=names,
-                                     mnist_dir=tmp_path)  # empty dir: mnist is skipped, not fatal
-    b, _ = ood.make_ood_sets("fashion-mnist", id_imgs, (1, 28, 28), 20, seed=1, names=names, mnist_dir=tmp_path)
-    assert [s.name for s in a] == ["letters", "gaussian", "uniform", "inverted", "flipped", "digits"]
-    assert [s.name for s in skipped_a] == ["mnist"]
+    a, skipped_a = ood.make_ood_sets("fashion-mnist", id_imgs, (1, 28, 28), 20, seed=1, names=names)
+    b, _ = ood.make_ood_sets("fashion-mnist", id_imgs, (1, 28, 28), 20, seed=1, names=names)
+    assert [s.name for s in a] == list(names) and skipped_a == []
     for s, t in zip(a, b, strict=True):
         assert s.images.shape == (20, 1, 28, 28) and s.images.dtype == np.uint8
         np.testing.assert_array_equal(s.images, t.images)
     letters = a[0].images
     assert letters.max() == 255 and (letters > 0).mean() < 0.5  # white glyph on black
+    # A set's points depend on the seed and its name, not on the other sets asked for.
+    alone, _ = ood.make_ood_sets("fashion-mnist", id_imgs, (1, 28, 28), 20, seed=1, names=("mnist",))
+    np.testing.assert_array_equal(alone[0].images, a[-1].images)
+
+
+def test_unavailable_named_set_is_an_error_and_a_default_one_is_skipped(tmp_path):
+    id_imgs = _id_images()
+    with pytest.raises(ood.OODSetError, match=r"'mnist' is not available.*t10k-images"):
+        ood.make_ood_sets("fashion-mnist", id_imgs, (1, 28, 28), 5, names=("gaussian", "mnist"), mnist_dir=tmp_path)
+    sets, skipped = ood.make_ood_sets("fashion-mnist", id_imgs, (1, 28, 28), 5, mnist_dir=tmp_path)
+    assert [s.name for s in sets] == [n for n in ood.ALL_SETS if n != "mnist"]
+    assert [s.name for s in skipped] == ["mnist"] and "not available" in skipped[0].reason
+    with pytest.raises(ood.OODSetError, match="unknown OOD sets"):
+        ood.make_ood_sets("fashion-mnist", id_imgs, (1, 28, 28), 5, names=("cifar",))
 
 
 def test_ood_sets_follow_other_input_shapes_and_skip_the_id_source():
@@ -89,6 +101,90 @@ def test_mahalanobis_matches_a_direct_computation():
     x = rng.normal(0, 3, (5, 4))
     means = np.stack([train.z[labels == k].mean(0) for k in range(3)])
     c = train.z - means[labels]
-    prec = np.linalg.inv(c.T @ c / len(c))
+    prec = np.linalg.inv(c.T @ c / (len(c) - 3))  # pooled within-class covariance, N - K
     ref = -np.min([np.einsum("ij,jk,ik->i", x - m, prec, x - m) for m in means], axis=0)
     np.testing.assert_allclose(det.score(ood.Features(np.zeros((5, 3)), x)), ref, rtol=1e-6)
+
+
+def test_evaluation_points_are_the_benchs_and_all_points_keep_their_order():
+    id_idx, fit_idx = ood.evaluation_points(100, 500, 30, 200, seed=4)
+    np.testing.assert_array_equal(id_idx, np.sort(np.random.default_rng(6).permutation(100)[:30]))
+    np.testing.assert_array_equal(fit_idx, np.sort(np.random.default_rng(7).permutation(500)[:200]))
+    all_id, all_fit = ood.evaluation_points(100, 500, None, 10**6, seed=4)
+    np.testing.assert_array_equal(all_id, np.arange(100))
+    np.testing.assert_array_equal(all_fit, np.arange(500))
+
+
+def test_pipeline_features_and_table():
+    import torch
+    from torch import nn
+
+    from training.score import SoftmaxScore
+
+    class Net(nn.Module):
+        def forward(self, x):
+            z = x.flatten(1)[:, :4] * 4
+            return z[:, :3], z
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (40, 1, 4, 4), dtype=np.uint8)
+    f = ood.model_features(Net(), SoftmaxScore(), images, batch_size=16)
+    expected = torch.from_numpy(images.astype(np.float32) / 255).flatten(1)[:, :3] * 4
+    np.testing.assert_allclose(f.logits, expected.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(f.reliability, torch.softmax(expected, 1).max(1).values.numpy(), rtol=1e-6)
+    out = ood.score_outputs(SoftmaxScore(), f.logits, f.z)
+    assert set(out) == {"logits", "nearest_vertex_class", "dist_nearest_vertex", "dist_predicted_vertex",
+                        "dist_class_centre", "reliability"}
+    table = ood.ood_table({"d": np.arange(10.0)}, {"far": {"d": np.arange(10.0) - 100}}, roc_points=5, n_boot=10)
+    row = table["far"]["d"]
+    assert row["auroc"] == 1.0 and row["fpr95"] == 0.0 and row["auroc_ci95"] == [1.0, 1.0] and row["roc"]["fpr"]
+
+
+def _ood_eval_module():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "ood_eval.py"
+    spec = importlib.util.spec_from_file_location("ood_eval", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["ood_eval"] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.slow
+def test_ood_eval_command_is_the_pipeline_and_refuses_a_missing_named_set(digits_run, digits_data, tmp_path, capsys):
+    import json
+
+    from serving.artifact import load_artifact
+    from training.checkpoint import load_run
+    from training.score import score_from_metadata
+
+    ood_eval = _ood_eval_module()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert ood_eval.main([str(digits_run), "--ood-sets", "gaussian,mnist", "--ood-data-dir", str(empty)]) == 2
+    assert "'mnist' is not available" in capsys.readouterr().err
+    out = tmp_path / "report.json"
+    args = [str(digits_run), "--ood-sets", "gaussian,flipped", "--n-id", "150", "--n-ood", "80", "--n-fit", "400",
+            "--n-boot", "5", "--shift-n", "100", "--json", str(out)]
+    assert ood_eval.main(args) == 0
+    report = json.loads(out.read_text())
+    assert report["points"]["id_test"] == 150 and report["points"]["fit_train"] == 400
+    assert set(report["ood"]) == {"gaussian", "flipped"} and report["selection_val"] and report["acceptance"]
+    # The same numbers straight from robustness.ood (what the bench calls) for the same points.
+    art = load_artifact(digits_run / "model.onnx")
+    model, score = load_run(digits_run)[0], score_from_metadata(art.metadata)
+    id_idx, fit_idx = ood.evaluation_points(len(digits_data.test), len(digits_data.train), 150, 400, 0)
+    sets, _ = ood.make_ood_sets("digits", digits_data.test.images, digits_data.input_shape, 80, 0,
+                                names=("gaussian", "flipped"))
+    dets = ood.fit_detectors(ood.model_features(model, score, digits_data.train.images[fit_idx]),
+                             digits_data.train.labels[fit_idx], ("reliability", "mahalanobis"))
+    s_id = ood.detector_scores(dets, ood.model_features(model, score, digits_data.test.images[id_idx]))
+    for s in sets:
+        s_ood = ood.detector_scores(dets, ood.model_features(model, score, s.images))
+        table = ood.ood_table(s_id, {s.name: s_ood})[s.name]
+        got = report["ood"][s.name]
+        assert got["reliability, bin_enc (vertex_distance)"]["auroc"] == table["reliability"]["auroc"]
+        assert got["mahalanobis, bin_enc (vertex_distance), z 8-d"]["fpr95"] == table["mahalanobis"]["fpr95"]

@@ -19,6 +19,7 @@ from serving.artifact import (
 from training import export as export_mod
 from training.checkpoint import load_run
 from training.reliability import VertexGeometry
+from training.score import VertexScore, score_definition
 
 pytestmark = pytest.mark.slow
 
@@ -46,8 +47,10 @@ def test_artifact_is_self_contained_with_dynamic_batch(digits_artifact):
     assert tuple(o.name for o in model.graph.output) == OUTPUT_NAMES
     props = {p.key for p in model.metadata_props}
     assert METADATA_KEY in props and ANNEX_KEY not in props
-    # the geometry is constant in the graph: codebook / threshold / half-edge initializers exist
-    assert len(model.graph.initializer) >= 3
+    # the geometry is constant in the graph, its initializers named after the score module's buffers
+    names = {i.name for i in model.graph.initializer}
+    assert {"score.midpoint", "score.half_edge", "score.whiten"} <= names
+    assert not names & {"t", "a", "threshold"}
 
 
 def test_metadata_contract(digits_artifact):
@@ -61,6 +64,7 @@ def test_metadata_contract(digits_artifact):
     assert md["variant"] == "bin_enc" and md["dataset"] == "digits" and md["backbone"] == "mlp"
     assert md["latent_dim"] == 8
     assert md["score"]["name"] == "vertex_distance" and md["score"]["direction"] == "higher = more reliable"
+    assert md["score"]["definition"] == score_definition(VertexScore(VertexGeometry.from_metadata(md)))
     assert 0 < md["threshold"] <= 1 and md["target_accept_rate"] == 0.95
     assert set(md["geometry"]) >= {"low", "high", "midpoint", "half_edge"}
     assert all(len(md["geometry"][k]) == 8 for k in ("low", "high", "midpoint", "half_edge"))
@@ -71,6 +75,36 @@ def test_metadata_contract(digits_artifact):
     assert 0.95 <= cal["accept_rate"] <= 0.95 + 1.5 / cal["n"]
     assert cal["parity"]["samples"] >= 256 and cal["parity"]["argmax_mismatches"] == 0
     assert md["created_at"] and md["code_version"] and md["checksum"].startswith("sha256:")
+
+
+def test_graph_equals_the_torch_score_module(digits_run, digits_artifact, digits_data):
+    import torch
+
+    art = load_artifact(digits_artifact)
+    model, _, _ = load_run(digits_run)
+    scored = export_mod.ScoredModel(model, VertexGeometry.from_metadata(art.metadata)).eval()
+    x = digits_data.val.images.astype(np.float32) / 255
+    got = art.run(x)
+    with torch.no_grad():
+        eager = dict(zip(OUTPUT_NAMES, (v.numpy() for v in scored(torch.from_numpy(x))), strict=True))
+    np.testing.assert_array_equal(got["nearest_vertex_class"], eager["nearest_vertex_class"])
+    for name in OUTPUT_NAMES:
+        np.testing.assert_allclose(got[name], eager[name], atol=1e-5, rtol=1e-5, err_msg=name)
+
+
+def test_ensure_artifact_exports_only_when_needed(digits_run, digits_data, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("checkpoint.pt", "metrics.json"):
+        shutil.copy(digits_run / name, run / name)
+    path, exported = export_mod.ensure_artifact(run, digits_data)
+    assert exported and path == run / "model.onnx" and path.is_file()
+    assert export_mod.ensure_artifact(run, digits_data) == (path, False)
+    checksum = read_metadata(path)[0]["checksum"]
+    assert export_mod.ensure_artifact(run, digits_data, reexport=True) == (path, True)
+    assert read_metadata(path)[0]["checksum"] != checksum  # written again (created_at differs)
 
 
 def test_graph_reproduces_python_reliability_on_random_inputs(digits_run, digits_artifact):

@@ -1,0 +1,79 @@
+"""Choosing a reliability score on validation data only: candidate scores and validation-derived shifts.
+
+:func:`validation_shifts` derives distribution shifts from validation images (no external data, never the test
+split); :func:`candidate_scores` computes the served score and its alternatives (higher = more reliable) from a
+model's logits and latents; :func:`selection_table` gives, per candidate, the validation misclassification AUROC
+and the AUROC of validation images vs each shift. ``scripts/ood_eval.py`` prints it as section [1].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from robustness.metrics import auroc, misclassification_auroc
+from robustness.ood import Features, MaxSoftmaxDetector
+from training.mahalanobis import TiedGaussian
+from training.score import VertexScore
+
+SERVED = "dist_class_centre (served)"
+
+
+def validation_shifts(images: np.ndarray, n: int = 2000, seed: int = 0) -> dict[str, np.ndarray]:
+    """uint8 shifts of the first ``n`` images: uniform noise, inverted, rotated 90° (square images), pixel-shuffled."""
+    rng = np.random.default_rng(seed)
+    x = images[:n]
+    hw = x.shape[2] * x.shape[3]
+    shifts = {"noise": rng.integers(0, 256, size=x.shape, dtype=np.uint8), "invert": 255 - x}
+    if x.shape[2] == x.shape[3]:
+        shifts["rot90"] = np.ascontiguousarray(np.rot90(x, 1, axes=(2, 3)))
+    shifts["shuffle"] = np.stack([im.reshape(im.shape[0], -1)[:, rng.permutation(hw)].reshape(im.shape) for im in x])
+    return shifts
+
+
+def ideal_vertex_whitening(score: VertexScore, train: Features, labels: np.ndarray) -> TiedGaussian:
+    """Tied covariance of ``u`` around the ideal ±1 vertex of each class, on correctly classified training rows."""
+    ok = train.logits.argmax(1) == labels
+    u = score.scaled(torch.from_numpy(train.z[ok])).numpy()
+    return TiedGaussian.fit(u, labels[ok], len(score.codes), centres=score.codes.numpy())
+
+
+def candidate_scores(f: Features, score: VertexScore | None,
+                     ideal_vertex: TiedGaussian | None = None) -> dict[str, np.ndarray]:
+    """Candidate reliability scores (higher = more reliable, float64) of features ``f``."""
+    c = {"max_softmax": MaxSoftmaxDetector().score(f)}
+    if score is None:
+        return c
+    logits, z = torch.from_numpy(f.logits), torch.from_numpy(f.z)
+    with torch.no_grad():
+        out = {k: v.numpy().astype(np.float64) for k, v in score(logits, z)._asdict().items()}
+        u = score.scaled(z).numpy().astype(np.float64)
+    pred = f.logits.argmax(1)
+    d = u.shape[1]
+    step = np.abs(u - score.codes.numpy()[pred])
+    centres = TiedGaussian(score.centres.numpy().astype(np.float64), score.whiten.numpy().astype(np.float64))
+    c.update({
+        SERVED: -out["dist_class_centre"],
+        "dist_class_centre, min over classes": -np.sqrt(centres.sq_dist(u).min(axis=1) / d),
+        "dist_predicted_vertex RMS": -out["dist_predicted_vertex"],
+        "dist_predicted_vertex L1": -step.mean(axis=1),
+        "dist_predicted_vertex Linf": -step.max(axis=1),
+        "dist_nearest_vertex RMS": -out["dist_nearest_vertex"],
+        "dist_nearest_vertex + 10 [nearest != argmax]": -(out["dist_nearest_vertex"]
+                                                         + 10.0 * (out["nearest_vertex_class"] != pred)),
+        "dist_class_centre - log max_softmax": -out["dist_class_centre"] + np.log(np.maximum(c["max_softmax"], 1e-30)),
+    })
+    if ideal_vertex is not None:
+        c["whitened distance to the ideal vertex"] = -np.sqrt(ideal_vertex.sq_dist(u)[np.arange(len(u)), pred] / d)
+    return c
+
+
+def selection_table(val: Features, val_labels: np.ndarray, shifts: dict[str, Features], score: VertexScore | None,
+                    ideal_vertex: TiedGaussian | None = None) -> dict[str, dict[str, float]]:
+    """Per candidate: ``val_misclf`` (correct vs wrong) and ``val_vs_<shift>`` AUROCs, validation data only."""
+    val_c = candidate_scores(val, score, ideal_vertex)
+    shift_c = {k: candidate_scores(f, score, ideal_vertex) for k, f in shifts.items()}
+    correct = val.logits.argmax(1) == val_labels
+    return {name: {"val_misclf": misclassification_auroc(s, correct),
+                   **{f"val_vs_{k}": auroc(s, shift_c[k][name]) for k in shifts}}
+            for name, s in val_c.items()}

@@ -9,10 +9,14 @@
   and a cap on uploads in progress (503), so a stalled upload never holds a slot of work in flight.
 * :class:`WorkLimit`: at most ``max_concurrency`` requests past their body (429) and a deadline for the
   answer (504).
+* :class:`DirectRoutes`: the service's own exact-path routes (``/predict``, ...) are called straight from
+  here, skipping BentoML's router and the mounted app's middleware stack (measured: a third of the
+  per-request overhead on a small model).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -20,7 +24,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-import anyio
+from starlette.requests import Request
 
 from . import metrics
 from .responses import INTERNAL_MESSAGE, Headers, body_for, is_oip, rewrite, send_json, uniform_code
@@ -213,7 +217,7 @@ class BodyReader:
         """The whole body, or ``None`` when the client went away."""
         chunks: list[bytes] = []
         size = 0
-        with anyio.fail_after(self.deadline_s):
+        async with asyncio.timeout(self.deadline_s):
             while True:
                 message = await receive()
                 if message["type"] != "http.request":
@@ -306,10 +310,29 @@ class WorkLimit:
 
         self.in_flight += 1
         try:
-            with anyio.move_on_after(self.timeout_s) as deadline:
+            async with asyncio.timeout(self.timeout_s):
                 await self.app(scope, receive, tracked_send)
-            if deadline.cancelled_caught and not started:
+        except TimeoutError:
+            if not started:
                 await refuse(scope, send, ApiError(504, "timeout", f"the request did not complete within "
                              f"{self.timeout_s:g} s (BINENC_TIMEOUT_S); the server is overloaded"), close=True)
         finally:
             self.in_flight -= 1
+
+
+class DirectRoutes:
+    """Calls ``routes[(method, path)]`` (a Starlette endpoint: Request → Response) without further routing;
+    every other request goes on to the app."""
+
+    def __init__(self, app: ASGIApp, routes: dict[tuple[str, str], Callable[[Request], Awaitable[Any]]]) -> None:
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http":
+            endpoint = self.routes.get((scope["method"], scope["path"]))
+            if endpoint is not None:
+                response = await endpoint(Request(scope, receive))
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

@@ -19,11 +19,19 @@ import numpy as np
 from pydantic import AfterValidator
 from pydantic_core import PydanticCustomError
 
-from .app import create_app
+from .app import PredictRoutes, create_app, direct_routes
 from .artifact import ArtifactError
 from .handlers import Offload
 from .images import set_pillow_pixel_cap
-from .middleware import HEALTH_PATHS, ApiDocs, Authentication, BodyReader, UniformErrors, WorkLimit
+from .middleware import (
+    HEALTH_PATHS,
+    ApiDocs,
+    Authentication,
+    BodyReader,
+    DirectRoutes,
+    UniformErrors,
+    WorkLimit,
+)
 from .openapi import build_openapi
 from .predictor import Predictor
 from .settings import Settings
@@ -84,7 +92,7 @@ BatchPixels = Annotated[list[Any], AfterValidator(_batch_pixels)]
 
 def service_config(settings: Settings) -> dict[str, Any]:
     config: dict[str, Any] = {
-        "workers": 1,
+        "workers": settings.workers,
         # serving.middleware.WorkLimit answers a uniform 504 first; BentoML's own timeout is a backstop.
         "traffic": {"timeout": settings.timeout_s + settings.body_timeout_s + 10},
         "metrics": {"enabled": True},
@@ -149,3 +157,4 @@ BinencService.add_asgi_middleware(BodyReader, max_body=SETTINGS.max_body_bytes, 
                                   json_only=("/predict_batch",))
 BinencService.add_asgi_middleware(WorkLimit, max_concurrency=SETTINGS.max_concurrency, timeout_s=SETTINGS.timeout_s,
                                   exempt=HEALTH_PATHS | {"/docs.json"})
+BinencService.add_asgi_middleware(DirectRoutes, routes=direct_routes(PredictRoutes(current_predictor, OFFLOAD)))

@@ -32,6 +32,7 @@ class Settings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_batch: int = DEFAULT_MAX_BATCH
     max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+    workers: int = 1
     max_concurrency: int = 256
     timeout_s: float = 30.0
     body_timeout_s: float = 10.0

@@ -109,28 +109,19 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON (non-finite numbers are refused)")
 
 
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+
+
 def _depth_ok(raw: bytes, max_depth: int) -> bool:
-    """Cheap nesting check before ``json.loads`` so a deeply nested body cannot exhaust the parser."""
+    """Cheap nesting check before parsing, so a deeply nested body cannot exhaust the parser: strings are
+    removed, then only the brackets are walked (the scan is in C; the loop sees brackets only)."""
+    brackets = (_STRING.sub(b"", raw) if b'"' in raw else raw).translate(None, _NOT_BRACKET)
     depth = 0
-    in_string = False
-    escaped = False
-    for byte in raw:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:
-                in_string = False
-            continue
-        if byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):  # [ {
-            depth += 1
-            if depth > max_depth:
-                return False
-        elif byte in (0x5D, 0x7D):
-            depth -= 1
+    for byte in brackets:
+        depth += 1 if byte in (0x5B, 0x7B) else -1
+        if depth > max_depth:
+            return False
     return True
 
 
@@ -256,8 +247,8 @@ def check_batch_size(n: int, limits: Limits, field: str) -> None:
 
 def check_shape(arr: np.ndarray, expected: tuple[int, ...], field: str, described: str, hint: str = "") -> None:
     """Exact shape check: rank and every non-batch dimension must match; nothing is reshaped."""
-    got = "×".join(str(d) for d in arr.shape) if arr.ndim else "a scalar"
     if arr.ndim != len(expected) + 1 or tuple(arr.shape[1:]) != tuple(expected):
+        got = "×".join(str(d) for d in arr.shape) if arr.ndim else "a scalar"
         raise bad_request(
             "invalid_shape",
             f"{field}: expected {described}, got {got}{hint}",
@@ -266,7 +257,7 @@ def check_shape(arr: np.ndarray, expected: tuple[int, ...], field: str, describe
 
 
 def check_finite(arr: np.ndarray, field: str) -> None:
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+    if arr.dtype.kind == "f" and not np.isfinite(arr.sum()) and not np.isfinite(arr).all():
         idx = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
         raise bad_request(
             "non_finite", f"{field}{list(idx)}: value {arr[idx]} is not finite; NaN and Inf are refused"
@@ -289,8 +280,8 @@ def to_unit_pixels(arr: np.ndarray, pixel_range: str, field: str, range_hint: bo
         lo, hi = 0, 255
     else:
         lo, hi = 0, 1
-    bad = (arr < lo) | (arr > hi)
-    if bad.any():
+    if arr.size and (arr.min() < lo or arr.max() > hi):
+        bad = (arr < lo) | (arr > hi)
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
         value = arr[idx]
         hint = ""
@@ -391,6 +382,8 @@ def check_batch_body(raw: bytes, limits: Limits) -> None:
     body = parse_json(raw, limits.max_json_depth)
     if not isinstance(body, Mapping):
         raise bad_request("invalid_type", f"expected a JSON object with \"pixels\", got {_type_name(body)}")
+    if "pixels" not in body:
+        raise bad_request("missing_field", "missing required field \"pixels\" (a batch of N×C×H×W pixel arrays)")
     unknown = sorted(set(body) - set(BATCH_FIELDS))
     if unknown:
         raise bad_request("unknown_field", f"unknown field(s) {', '.join(map(repr, unknown))}; the body holds "

@@ -48,6 +48,6 @@ def test_schemathesis_finds_nothing(hardened, tmp_path):
            hardened.url + "/docs.json", "--checks", "all", "--max-examples", "12", "--seed", "1", "--workers", "1",
            "--request-timeout", "20", "-H", f"Authorization: Bearer {API_KEY}", "--no-color",
            "--report-dir", str(tmp_path)]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-20000:] + result.stderr[-5000:]
     assert "17/17" in result.stdout  # every operation was tested

@@ -82,7 +82,7 @@ def _parse(name: str, var: str, raw: str, default: object) -> object:
     if name == "api_key_hashes":
         return frozenset(_check_hash(var, h.strip().lower()) for h in raw.split(",") if h.strip())
     if name == "auth_open_paths":
-        return tuple(p.strip() for p in raw.split(",") if p.strip())
+        return () if raw.strip().lower() == "none" else tuple(p.strip() for p in raw.split(",") if p.strip())
     if isinstance(default, bool):
         if raw not in ("0", "1"):
             raise SettingsError(f"{var} must be 0 or 1, got {raw!r}")

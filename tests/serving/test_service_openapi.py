@@ -51,3 +51,26 @@ def test_schemathesis_finds_nothing(hardened, tmp_path):
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-20000:] + result.stderr[-5000:]
     assert "17/17" in result.stdout  # every operation was tested
+
+
+@pytest.mark.parametrize("path,body,code", [
+    ("/predict_batch", {"pixels": []}, "empty_batch"),
+    ("/predict_batch", {"pixels": {}}, "invalid_type"),
+    ("/predict_batch", {"pixels": [[[[0.0] * 8] * 8]], "extra": True}, "unknown_field"),
+    ("/predict", {"instances": [[[0] * 8] * 8], "pixel_range": "0-255", "threshold": None}, "invalid_threshold"),
+    ("/v2/models/binenc/infer", {"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1, 1, 8, 8],
+                                             "data": [0.0] * 64}], "outputs": None}, "invalid_type"),
+    ("/v2/models/binenc/infer", {"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1, 1, 8, 8],
+                                             "data": [[0.0] * 64]}]}, "invalid_shape"),
+    ("/v2/models/binenc/infer", {"id": 5, "inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1, 1, 8, 8],
+                                                      "data": [0.0] * 64}]}, "invalid_type"),
+    ("/v2/models/binenc/infer", {"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1, 1, 8, 8],
+                                             "data": [0.0] * 64}], "outputs": [{"name": "z", "parameters": {
+                                                 "binary_data": "yes"}}]}, "invalid_type"),
+])
+def test_fuzzer_findings_stay_fixed(hardened, path, body, code):
+    """Schema-forbidden requests the server once accepted (or schema-allowed ones it refused): now exact."""
+    r = httpx.post(hardened.url + path, json=body, headers={"authorization": f"Bearer {API_KEY}"}, timeout=10)
+    assert r.status_code == 400, r.text
+    got = r.json()["code"] if path.startswith("/v2") else r.json()["error"]["code"]
+    assert got == code, r.text

@@ -146,6 +146,7 @@ def test_settings_from_env(tmp_path):
                            "BINENC_AUTH_OPEN_PATHS": "/livez", "BINENC_MODEL_PATH": ""})
     assert s.limits.max_body_bytes == 1024 and s.timeout_s == 2.5 and s.access_log is False
     assert s.auth_open_paths == ("/livez",) and s.model_path is None and not s.auth_enabled
+    assert Settings.from_env({"BINENC_AUTH_OPEN_PATHS": "none"}).auth_open_paths == ()
     with pytest.raises(SettingsError, match="positive int"):
         Settings.from_env({"BINENC_MAX_BATCH": "0"})
     with pytest.raises(SettingsError, match="0 or 1"):

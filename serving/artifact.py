@@ -14,6 +14,7 @@ Layout of an artifact (written by ``training.export``):
 * ``metadata_props[METADATA_KEY]``: JSON (schema :data:`SCHEMA_VERSION`) whose ``checksum`` field is the sha256
   of the graph bytes plus the canonical JSON of the other fields (:func:`compute_checksum`); the loader refuses
   an artifact whose checksum does not match;
+* ``metadata_props[SIGNATURE_KEY]``: optional Ed25519 signature of the checksum (:mod:`serving.signing`);
 * ``metadata_props[ANNEX_KEY]``: unsigned JSON for later additions (e.g. the robustness bench summary), merged
   by :func:`write_annex` without touching the signed part.
 
@@ -40,6 +41,7 @@ import onnx
 SCHEMA_VERSION = 3  # v3: distance outputs named after what they measure; geometry "midpoint" (was "threshold")
 METADATA_KEY = "binenc"
 ANNEX_KEY = "binenc.annex"
+SIGNATURE_KEY = "binenc.signature"
 INPUT_NAME = "pixels"
 OUTPUT_NAMES = (
     "logits", "probs", "z", "nearest_vertex_class", "dist_nearest_vertex", "dist_predicted_vertex", "dist_class_centre",
@@ -198,7 +200,7 @@ def _validate_metadata(path: Path, model: onnx.ModelProto, md: dict) -> None:
 
 
 # --------------------------------------------------------------------------- execution providers
-def _make_session(data: bytes, providers: str | list[str], threads: int | None = None):
+def _make_session(data: bytes, providers: str | list[str], threads: int | None = None, spinning: bool = True):
     import onnxruntime as ort
 
     available = ort.get_available_providers()
@@ -206,6 +208,8 @@ def _make_session(data: bytes, providers: str | list[str], threads: int | None =
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3  # no provider-fallback warnings on stderr; the chosen one is reported instead
     if providers == "auto":
         if "CUDAExecutionProvider" in available:
@@ -233,12 +237,15 @@ def _make_session(data: bytes, providers: str | list[str], threads: int | None =
 class Artifact:
     """An opened, verified artifact with a live ONNX Runtime session."""
 
-    def __init__(self, path: Path, metadata: dict, annex: dict, session, batch_size: int = DEFAULT_BATCH_SIZE):
+    def __init__(self, path: Path, metadata: dict, annex: dict, session, batch_size: int = DEFAULT_BATCH_SIZE,
+                 signature: str | None = None, file_sha256: str | None = None):
         self.path = path
         self.metadata = metadata
         self.annex = annex
         self.session = session
         self.batch_size = batch_size
+        self.signature = signature  # the SIGNATURE_KEY record (JSON) or None when unsigned
+        self.file_sha256 = file_sha256  # sha256 of the file's bytes as read
         self.classes: list[str] = list(metadata["classes"])
         self.input_shape: tuple[int, int, int] = tuple(int(s) for s in metadata["input"]["shape"])  # type: ignore[assignment]
         self.threshold = float(metadata["threshold"])
@@ -310,19 +317,23 @@ class Artifact:
         return accepted, reasons
 
 
-def load_artifact(path: str | Path, providers: str | list[str] = "auto", *, threads: int | None = None) -> Artifact:
-    """Open ``path``, verify schema version and checksum, and start a session on a provider that really works.
+def load_artifact(path: str | Path, providers: str | list[str] = "auto", *, threads: int | None = None,
+                  spinning: bool = True) -> Artifact:
+    """Open ``path`` (read once), verify schema version and checksum, and start a session on a provider that
+    really works.
 
     ``providers="auto"`` uses CUDAExecutionProvider only if ONNX Runtime offers it *and* a session can be created
     on it, else CPUExecutionProvider; ``Artifact.provider`` says which one the session really uses.
-    ``threads`` caps ONNX Runtime's intra-op CPU threads (default: ONNX Runtime's choice).
+    ``threads`` caps ONNX Runtime's intra-op CPU threads (default: ONNX Runtime's choice); ``spinning=False``
+    stops idle threads from busy-waiting.
     """
     path = Path(path)
     data, model = _read_model(path)
     metadata, annex = _parse_metadata(path, model)
     _validate_metadata(path, model, metadata)
-    session = _make_session(data, providers, threads)
-    return Artifact(path, metadata, annex, session)
+    session = _make_session(data, providers, threads, spinning)
+    return Artifact(path, metadata, annex, session, signature=get_props(model).get(SIGNATURE_KEY),
+                    file_sha256=hashlib.sha256(data).hexdigest())
 
 
 def read_metadata(path: str | Path, verify: bool = True) -> tuple[dict, dict]:

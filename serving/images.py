@@ -1,43 +1,12 @@
-"""Image upload decoding: the documented policy that turns a PNG/JPEG into the model's input.
+"""Image upload decoding: PNG/JPEG bytes → the model's float32 (C, H, W) input in [0, 1].
 
-Policy (the same for every request; see docs/serving.md):
-
-1. **Formats**: PNG and JPEG only, recognised from the bytes (not the filename or the part's content type).
-   Anything else is ``415 unsupported_image_format``; bytes Pillow cannot parse are ``400 invalid_image``,
-   and a file that ends early is ``400 truncated_image``.
-2. **Size guard before decoding**: the header's width × height is checked before any pixel is decoded.
-   More than ``BINENC_MAX_IMAGE_PIXELS`` (default 16 777 216 = 4096²) is ``400 decompression_bomb``; a side
-   longer than ``BINENC_MAX_IMAGE_SIDE`` (default 8192) or an aspect ratio above 64:1 is
-   ``400 invalid_image_dimensions``. Pillow's own ``Image.MAX_IMAGE_PIXELS`` is set to the same cap so a
-   bomb is refused even on a path that skips our check.
-3. **Modes**: 1, L, P, RGB, RGBA, LA, CMYK, YCbCr, I;16* (16-bit grayscale) are converted; JPEG EXIF
-   orientation is applied. Transparency is composited over **white**. Other modes (F, I, HSV, LAB, ...)
-   are ``415 unsupported_image_mode``.
-4. **Colour**: grayscale models (C = 1) use Pillow's ``L`` (ITU-R 601-2 luma); colour models use RGB.
-5. **MNIST-style models** (dataset ``mnist``, ``fashion-mnist`` or ``digits``: a bright object on a black
-   background):
-
-   * *already prepared*: an image of exactly the model's H×W whose border is dark is used as is (a dataset
-     image saved as PNG round-trips unchanged); every other image goes through the steps below;
-   * *polarity*: if the median of the image's 1-pixel border is brighter than mid-grey (> 127), the image
-     is inverted, so a dark drawing on white paper becomes white-on-black;
-   * *background*: values at or below the border median (after inversion) become 0, and the contrast is
-     stretched so the brightest pixel is 1 (as in the datasets);
-   * *crop*: to the bounding box of pixels above 10 % of the maximum (an empty image is kept whole);
-   * *fit*: the crop is resized, aspect ratio kept, so its longer side is ``fit`` × the model's side
-     (MNIST 20/28 as in the original preprocessing, Fashion-MNIST and digits 1.0);
-   * *centre*: pasted on a black canvas of the model's H×W, centred by bounding box, then (MNIST only)
-     shifted so the centre of mass sits at the canvas centre.
-
-   Other models: the whole image is resized to H×W without cropping (aspect ratio not kept).
-6. Resampling: ``BOX`` when shrinking (area average, like the 8×8 digits' block averaging), ``BILINEAR``
-   when enlarging. The result is float32 in [0, 1], shape (C, H, W).
+The policy (formats, size guards before decoding, modes, MNIST-style polarity/crop/fit/centre, resampling)
+is documented in docs/serving.md ("Image policy"); :class:`ImagePolicy` holds its parameters.
 """
 
 from __future__ import annotations
 
 import io
-import os
 import warnings
 from dataclasses import dataclass
 
@@ -57,15 +26,9 @@ CONVERTIBLE_MODES = {"1", "L", "P", "RGB", "RGBA", "LA", "La", "RGBa", "PA", "CM
 MNIST_STYLE_FIT = {"mnist": 20.0 / 28.0, "fashion-mnist": 1.0, "digits": 1.0}
 
 
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    return int(raw) if raw else default
-
-
-MAX_IMAGE_PIXELS = _env_int("BINENC_MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS)
-MAX_IMAGE_SIDE = _env_int("BINENC_MAX_IMAGE_SIDE", DEFAULT_MAX_IMAGE_SIDE)
-# Pillow warns above MAX_IMAGE_PIXELS and raises above twice that; our own check runs first anyway.
-Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+def set_pillow_pixel_cap(max_pixels: int) -> None:
+    """Pillow's own decompression-bomb cap (a second guard behind :func:`decode_image`'s header check)."""
+    Image.MAX_IMAGE_PIXELS = max_pixels
 
 
 @dataclass(frozen=True)
@@ -78,13 +41,16 @@ class ImagePolicy:
     mnist_style: bool = False
     fit: float = 1.0
     centre_of_mass: bool = False
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    max_side: int = DEFAULT_MAX_IMAGE_SIDE
 
     @classmethod
-    def for_model(cls, channels: int, height: int, width: int, dataset: str | None) -> ImagePolicy:
+    def for_model(cls, channels: int, height: int, width: int, dataset: str | None,
+                  max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, max_side: int = DEFAULT_MAX_IMAGE_SIDE) -> ImagePolicy:
         name = (dataset or "").lower()
         if name in MNIST_STYLE_FIT and channels == 1:
-            return cls(channels, height, width, True, MNIST_STYLE_FIT[name], centre_of_mass=(name == "mnist"))
-        return cls(channels, height, width)
+            return cls(channels, height, width, True, MNIST_STYLE_FIT[name], name == "mnist", max_pixels, max_side)
+        return cls(channels, height, width, max_pixels=max_pixels, max_side=max_side)
 
     def describe(self) -> dict:
         """Machine-readable summary for GET /model."""
@@ -93,8 +59,8 @@ class ImagePolicy:
             "color": "L (ITU-R 601-2 luma)" if self.channels == 1 else "RGB",
             "alpha": "composited over white",
             "resize_to": [self.height, self.width],
-            "max_pixels": MAX_IMAGE_PIXELS,
-            "max_side": MAX_IMAGE_SIDE,
+            "max_pixels": self.max_pixels,
+            "max_side": self.max_side,
             "mnist_style": self.mnist_style,
         }
         if self.mnist_style:
@@ -108,7 +74,7 @@ class ImagePolicy:
         return out
 
 
-def _open(data: bytes) -> Image.Image:
+def _open(data: bytes, max_pixels: int) -> Image.Image:
     if not data:
         raise bad_request("invalid_image", "the uploaded file is empty; expected PNG or JPEG bytes")
     with warnings.catch_warnings():
@@ -120,7 +86,7 @@ def _open(data: bytes) -> Image.Image:
         except Image.DecompressionBombWarning:
             raise bad_request(
                 "decompression_bomb",
-                f"image has more than {MAX_IMAGE_PIXELS} pixels (possible decompression bomb)",
+                f"image has more than {max_pixels} pixels (possible decompression bomb)",
             ) from None
         except UnidentifiedImageError:
             raise bad_request(
@@ -135,19 +101,19 @@ def _open(data: bytes) -> Image.Image:
     return img
 
 
-def _check_dimensions(img: Image.Image) -> None:
+def _check_dimensions(img: Image.Image, policy: ImagePolicy) -> None:
     w, h = img.size
     if w <= 0 or h <= 0:
         raise bad_request("invalid_image_dimensions", f"image has zero size ({w}×{h})")
-    if w * h > MAX_IMAGE_PIXELS:
+    if w * h > policy.max_pixels:
         raise bad_request(
             "decompression_bomb",
-            f"image is {w}×{h} = {w * h} pixels, above the cap of {MAX_IMAGE_PIXELS} (possible decompression "
+            f"image is {w}×{h} = {w * h} pixels, above the cap of {policy.max_pixels} (possible decompression "
             "bomb); downscale it before upload",
         )
-    if max(w, h) > MAX_IMAGE_SIDE:
+    if max(w, h) > policy.max_side:
         raise bad_request(
-            "invalid_image_dimensions", f"image is {w}×{h}; the longest side may be at most {MAX_IMAGE_SIDE}"
+            "invalid_image_dimensions", f"image is {w}×{h}; the longest side may be at most {policy.max_side}"
         )
     if max(w, h) > MAX_ASPECT * min(w, h):
         raise bad_request(
@@ -247,10 +213,10 @@ def _shift(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
 
 
 def decode_image(data: bytes, policy: ImagePolicy) -> np.ndarray:
-    """Bytes of one PNG/JPEG upload → float32 (C, H, W) in [0, 1] following the module's policy."""
-    img = _open(data)
+    """Bytes of one PNG/JPEG upload → float32 (C, H, W) in [0, 1] following ``policy``."""
+    img = _open(data, policy.max_pixels)
     try:
-        _check_dimensions(img)
+        _check_dimensions(img, policy)
         img = _load(img)
         if img.format == "JPEG":
             img = ImageOps.exif_transpose(img) or img

@@ -6,8 +6,8 @@
 * ``GET  /v2/models/{name}[/versions/{v}]/ready``
 * ``POST /v2/models/{name}[/versions/{v}]/infer``
 
-The model name is ``binenc`` (``BINENC_OIP_MODEL_NAME`` overrides); the version is the first 12 hex digits
-of the artifact checksum, and any version string naming another model version is a 404.
+The model name is ``Settings.oip_model_name`` (``binenc``); the version is the first 12 hex digits of the
+artifact checksum, and any version string naming another model version is a 404.
 
 Inference takes one input ``pixels``: datatype FP32, shape [N, C, H, W], values finite and in [0, 1], either
 as JSON ``data`` (flat or nested, row-major) or with the *binary tensor data extension* (what
@@ -21,9 +21,9 @@ service's uniform body ``{"error": {"code", "message"}}`` (the OIP ``error`` mem
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import numpy as np
@@ -33,31 +33,25 @@ from starlette.routing import Route
 
 from . import metrics
 from .artifact import INPUT_NAME, OUTPUT_NAMES
+from .handlers import Offload, handle_errors, media_type
 from .validation import ApiError, bad_request, oip_error_body, parse_json, to_array, validate_model_tensor
 
 SERVER_NAME = "binenc"
 HEADER_LENGTH = "inference-header-content-length"
+REQUEST_FIELDS = ("id", "parameters", "inputs", "outputs")
+INPUT_FIELDS = ("name", "datatype", "shape", "data", "parameters")
 NP_TO_OIP = {
     np.dtype(np.bool_): "BOOL", np.dtype(np.uint8): "UINT8", np.dtype(np.uint16): "UINT16",
     np.dtype(np.uint32): "UINT32", np.dtype(np.uint64): "UINT64", np.dtype(np.int8): "INT8",
     np.dtype(np.int16): "INT16", np.dtype(np.int32): "INT32", np.dtype(np.int64): "INT64",
     np.dtype(np.float16): "FP16", np.dtype(np.float32): "FP32", np.dtype(np.float64): "FP64",
 }
-OIP_TO_NP = {v: k for k, v in NP_TO_OIP.items()}
-ONNX_ELEM_TO_OIP = {1: "FP32", 2: "UINT8", 3: "INT8", 4: "UINT16", 5: "INT16", 6: "INT32", 7: "INT64",
-                    9: "BOOL", 10: "FP16", 11: "FP64", 12: "UINT32", 13: "UINT64"}
-
-
-def model_name() -> str:
-    return os.environ.get("BINENC_OIP_MODEL_NAME", "binenc")
 
 
 def _server_version() -> str:
     try:
-        from importlib.metadata import version
-
         return version("binenc")
-    except Exception:  # pragma: no cover - not installed as a distribution
+    except PackageNotFoundError:  # pragma: no cover - not installed as a distribution
         return "0"
 
 
@@ -76,12 +70,12 @@ def output_signature(p: Any) -> list[dict[str, Any]]:
     return sigs
 
 
-def _check_model(p: Any, name: str, version: str | None) -> None:
-    if name != model_name():
-        raise ApiError(404, "model_not_found", f"unknown model {name!r}; this server serves {model_name()!r}")
-    if version not in (None, "", p.version):
+def check_model(p: Any, served: str, name: str, model_version: str | None) -> None:
+    if name != served:
+        raise ApiError(404, "model_not_found", f"unknown model {name!r}; this server serves {served!r}")
+    if model_version not in (None, "", p.version):
         raise ApiError(404, "model_version_not_found",
-                       f"model {name!r} has no version {version!r}; available: {p.version!r}")
+                       f"model {name!r} has no version {model_version!r}; available: {p.version!r}")
 
 
 def _split_body(raw: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
@@ -99,7 +93,32 @@ def _split_body(raw: bytes, header_length: str | None) -> tuple[dict[str, Any], 
     req = parse_json(json_part)
     if not isinstance(req, dict):
         raise bad_request("invalid_type", "inference request must be a JSON object with 'inputs'")
+    _known_fields(req, REQUEST_FIELDS, "the inference request")
+    if "id" in req and not isinstance(req["id"], str):
+        raise bad_request("invalid_type", "'id' must be a string")
     return req, binary
+
+
+def _known_fields(obj: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
+    unknown = sorted(set(obj) - set(allowed))
+    if unknown:
+        raise bad_request("unknown_field", f"{where}: unknown field(s) {', '.join(map(repr, unknown))}; "
+                          f"allowed: {', '.join(allowed)}")
+
+
+def _params(obj: dict[str, Any], where: str) -> dict[str, Any]:
+    """The ``parameters`` object of ``obj`` ({} when absent)."""
+    params = obj.get("parameters", {})
+    if not isinstance(params, dict):
+        raise bad_request("invalid_type", f"{where}: 'parameters' must be an object")
+    return params
+
+
+def _flag(params: dict[str, Any], key: str, where: str, default: bool = False) -> bool:
+    value = params.get(key, default)
+    if not isinstance(value, bool):
+        raise bad_request("invalid_type", f"{where}: parameters.{key} must be true or false")
+    return value
 
 
 def _input_tensor(req: dict[str, Any], binary: bytes, p: Any) -> np.ndarray:
@@ -110,6 +129,7 @@ def _input_tensor(req: dict[str, Any], binary: bytes, p: Any) -> np.ndarray:
     if names != [INPUT_NAME]:
         raise bad_request("invalid_input_name", f"expected exactly one input named {INPUT_NAME!r}, got {names}")
     spec = inputs[0]
+    _known_fields(spec, INPUT_FIELDS, f"input {INPUT_NAME!r}")
     dtype_name = spec.get("datatype")
     if dtype_name != "FP32":
         raise bad_request("invalid_dtype", f"input {INPUT_NAME!r}: expected datatype FP32, got {dtype_name!r}")
@@ -118,9 +138,7 @@ def _input_tensor(req: dict[str, Any], binary: bytes, p: Any) -> np.ndarray:
                                             for d in shape)):
         raise bad_request("invalid_shape", f"input {INPUT_NAME!r}: 'shape' must be a list of non-negative integers")
     count = int(np.prod(shape)) if shape else 1
-    params = spec.get("parameters") or {}
-    if not isinstance(params, dict):
-        raise bad_request("invalid_type", "input 'parameters' must be an object")
+    params = _params(spec, f"input {INPUT_NAME!r}")
     size = params.get("binary_data_size")
     if size is not None:
         if "data" in spec:
@@ -138,7 +156,12 @@ def _input_tensor(req: dict[str, Any], binary: bytes, p: Any) -> np.ndarray:
         data = spec.get("data")
         if data is None:
             raise bad_request("missing_field", f"input {INPUT_NAME!r}: missing 'data'")
+        if "binary_data_size" in params:
+            raise bad_request("invalid_input", "an input may carry 'data' or binary_data_size, not both")
         arr = to_array(data, "inputs[0].data")
+        if arr.ndim != 1:
+            raise bad_request("invalid_shape", f"input {INPUT_NAME!r}: 'data' must be a flat array (row-major), "
+                              f"got {arr.ndim} levels of nesting")
         if arr.size != count:
             raise bad_request("invalid_shape",
                               f"input {INPUT_NAME!r}: shape {shape} needs {count} values, got {arr.size}")
@@ -147,11 +170,10 @@ def _input_tensor(req: dict[str, Any], binary: bytes, p: Any) -> np.ndarray:
 
 
 def _requested_outputs(req: dict[str, Any]) -> list[tuple[str, bool]]:
-    params = req.get("parameters") or {}
-    all_binary = bool(params.get("binary_data_output", False)) if isinstance(params, dict) else False
-    outputs = req.get("outputs")
-    if outputs is None:
+    all_binary = _flag(_params(req, "the inference request"), "binary_data_output", "the inference request")
+    if "outputs" not in req:
         return [(name, all_binary) for name in OUTPUT_NAMES]
+    outputs = req["outputs"]
     if not isinstance(outputs, list):
         raise bad_request("invalid_type", "'outputs' must be a list of {name, parameters}")
     wanted = []
@@ -159,35 +181,64 @@ def _requested_outputs(req: dict[str, Any]) -> list[tuple[str, bool]]:
         name = o.get("name") if isinstance(o, dict) else None
         if name not in OUTPUT_NAMES:
             raise bad_request("invalid_output_name", f"unknown output {name!r}; available: {list(OUTPUT_NAMES)}")
-        op = o.get("parameters") or {}
-        wanted.append((name, bool(op.get("binary_data", all_binary)) if isinstance(op, dict) else all_binary))
+        _known_fields(o, ("name", "parameters"), f"output {name!r}")
+        where = f"output {name!r}"
+        wanted.append((name, _flag(_params(o, where), "binary_data", where, all_binary)))
     return wanted
 
 
-def oip_routes(get_predictor: Callable[[], Any]) -> list[Route]:
-    from .app import handle_errors, read_body
+def encode_outputs(outputs: dict[str, np.ndarray], wanted: list[tuple[str, bool]],
+                   head: dict[str, Any]) -> Response:
+    """The inference response: JSON ``data`` per output, or raw little-endian bytes after the JSON header."""
+    body = {**head, "outputs": []}
+    blobs = []
+    for name, as_binary in wanted:
+        arr = np.ascontiguousarray(outputs[name])
+        entry: dict[str, Any] = {"name": name, "datatype": NP_TO_OIP[arr.dtype], "shape": list(arr.shape)}
+        if as_binary:
+            blob = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            entry["data"] = arr.reshape(-1).tolist()
+        body["outputs"].append(entry)
+    header = json.dumps(body, separators=(",", ":")).encode()
+    if not blobs:
+        return Response(header, media_type="application/json")
+    return Response(header + b"".join(blobs), media_type="application/octet-stream",
+                    headers={"Inference-Header-Content-Length": str(len(header))})
 
-    @handle_errors("oip", oip=True)
-    async def server_metadata(request: Request) -> Response:
-        return JSONResponse({"name": SERVER_NAME, "version": _server_version(),
-                             "extensions": ["binary_tensor_data"]})
 
-    async def live(request: Request) -> Response:
+class OipRoutes:
+    """The ``/v2`` routes over the predictor returned by ``get_predictor`` (raises 503 until it is loaded)."""
+
+    def __init__(self, get_predictor: Callable[[], Any], offload: Offload, model_name: str = SERVER_NAME) -> None:
+        self.get_predictor = get_predictor
+        self.offload = offload
+        self.model_name = model_name
+
+    def _model(self, request: Request) -> Any:
+        p = self.get_predictor()
+        check_model(p, self.model_name, request.path_params["name"], request.path_params.get("version"))
+        return p
+
+    async def server_metadata(self, request: Request) -> Response:
+        return JSONResponse({"name": SERVER_NAME, "version": _server_version(), "extensions": ["binary_tensor_data"]})
+
+    async def live(self, request: Request) -> Response:
         return JSONResponse({"live": True})
 
-    async def ready(request: Request) -> Response:
+    async def ready(self, request: Request) -> Response:
         try:
-            get_predictor()
+            self.get_predictor()
         except ApiError as err:
             return JSONResponse(oip_error_body(err.code, err.message), status_code=503)
         return JSONResponse({"ready": True})
 
-    @handle_errors("oip", oip=True)
-    async def model_metadata(request: Request) -> Response:
-        p = get_predictor()
-        _check_model(p, request.path_params["name"], request.path_params.get("version"))
+    async def model_metadata(self, request: Request) -> Response:
+        p = self._model(request)
         return JSONResponse({
-            "name": model_name(),
+            "name": self.model_name,
             "versions": [p.version],
             "platform": "onnxruntime_onnx",
             "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, *p.spec.model_shape]}],
@@ -195,62 +246,41 @@ def oip_routes(get_predictor: Callable[[], Any]) -> list[Route]:
             "parameters": {"classes": p.classes, "threshold": p.threshold, "dataset": p.dataset},
         })
 
-    @handle_errors("oip", oip=True)
-    async def model_ready(request: Request) -> Response:
-        p = get_predictor()
-        _check_model(p, request.path_params["name"], request.path_params.get("version"))
-        return JSONResponse({"name": model_name(), "ready": True})
+    async def model_ready(self, request: Request) -> Response:
+        self._model(request)
+        return JSONResponse({"name": self.model_name, "ready": True})
 
-    @handle_errors("oip", oip=True)
-    async def infer(request: Request) -> Response:
-        from .app import run_blocking
-
-        p = get_predictor()
-        _check_model(p, request.path_params["name"], request.path_params.get("version"))
-        mt = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    async def infer(self, request: Request) -> Response:
+        p = self._model(request)
+        mt = media_type(request)
         header_length = request.headers.get(HEADER_LENGTH)
         if header_length is None and mt not in ("application/json", ""):
             raise ApiError(415, "unsupported_media_type",
                            f"expected Content-Type application/json (or the binary extension with "
                            f"Inference-Header-Content-Length), got {mt!r}")
-        raw = await read_body(request, p.limits.max_body_bytes)
-        req, binary = _split_body(raw, header_length)
+        req, binary = _split_body(await request.body(), header_length)
         pixels = _input_tensor(req, binary, p)
         wanted = _requested_outputs(req)
         t0 = time.perf_counter()
-        outputs = await run_blocking(len(pixels), p.infer, pixels)
+        outputs = await self.offload.run(len(pixels), p.infer, pixels)
         accepted, reasons = p.artifact.decide(outputs)
-        metrics.observe_raw("oip", accepted, outputs["reliability"].reshape(-1), reasons,
-                            time.perf_counter() - t0)
-        body: dict[str, Any] = {"model_name": model_name(), "model_version": p.version, "outputs": []}
+        metrics.observe_raw("oip", accepted, outputs["reliability"].reshape(-1), reasons, time.perf_counter() - t0)
+        head: dict[str, Any] = {"model_name": self.model_name, "model_version": p.version}
         if isinstance(req.get("id"), str):
-            body["id"] = req["id"]
-        blobs = []
-        for name, as_binary in wanted:
-            arr = np.ascontiguousarray(outputs[name])
-            entry: dict[str, Any] = {"name": name, "datatype": NP_TO_OIP[arr.dtype], "shape": list(arr.shape)}
-            if as_binary:
-                blob = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
-                entry["parameters"] = {"binary_data_size": len(blob)}
-                blobs.append(blob)
-            else:
-                entry["data"] = arr.reshape(-1).tolist()
-            body["outputs"].append(entry)
-        header = json.dumps(body, separators=(",", ":")).encode()
-        if not blobs:
-            return Response(header, media_type="application/json")
-        return Response(header + b"".join(blobs), media_type="application/octet-stream",
-                        headers={"Inference-Header-Content-Length": str(len(header))})
+            head["id"] = req["id"]
+        return encode_outputs(outputs, wanted, head)
 
-    routes = [
-        Route("/v2", server_metadata, methods=["GET"]),
-        Route("/v2/health/live", live, methods=["GET"]),
-        Route("/v2/health/ready", ready, methods=["GET"]),
-    ]
-    for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
-        routes += [
-            Route(prefix, model_metadata, methods=["GET"]),
-            Route(prefix + "/ready", model_ready, methods=["GET"]),
-            Route(prefix + "/infer", infer, methods=["POST"]),
+    def routes(self) -> list[Route]:
+        wrap = handle_errors(oip=True)
+        routes = [
+            Route("/v2", wrap(self.server_metadata), methods=["GET"]),
+            Route("/v2/health/live", self.live, methods=["GET"]),
+            Route("/v2/health/ready", self.ready, methods=["GET"]),
         ]
-    return routes
+        for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
+            routes += [
+                Route(prefix, wrap(self.model_metadata), methods=["GET"]),
+                Route(prefix + "/ready", wrap(self.model_ready), methods=["GET"]),
+                Route(prefix + "/infer", wrap(self.infer), methods=["POST"]),
+            ]
+        return routes

@@ -6,8 +6,6 @@ call the same :class:`Predictor`, so a prediction means the same thing on every 
 
 from __future__ import annotations
 
-import hashlib
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -16,65 +14,41 @@ import numpy as np
 
 from . import metrics
 from .artifact import INPUT_NAME, OUTPUT_NAMES, Artifact, load_artifact
-from .images import ImagePolicy
+from .images import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_IMAGE_SIDE, ImagePolicy
 from .validation import InputSpec, Limits
 
 SERVICE_NAME = "binenc"
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def tuned_session(artifact: Artifact):
-    """A CPU session tuned for serving: ``BINENC_ORT_THREADS`` intra-op threads (default 1) and no spin-waiting.
-
-    ``load_artifact`` verifies the file and opens a default session (all cores, spinning threads). On a small
-    shared box that is slower: measured on 2 cores with the Fashion-MNIST CNN, 1 thread without spinning gave
-    the same single-image latency at half the CPU and ~2× the batch-64 throughput of 2 spinning threads, and
-    spinning threads steal the event loop's core. Other providers (CUDA) keep the artifact's own session.
-    """
-    if artifact.provider != "CPUExecutionProvider":
-        return artifact.session
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.intra_op_num_threads = int(os.environ.get("BINENC_ORT_THREADS", "1"))
-    opts.inter_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(Path(artifact.path).read_bytes(), opts, providers=["CPUExecutionProvider"])
 
 
 class Predictor:
     """Runs the artifact and turns its eight outputs into per-instance JSON-ready predictions."""
 
     def __init__(self, artifact: Artifact, limits: Limits | None = None, model_name: str = SERVICE_NAME,
-                 source: str | None = None) -> None:
+                 source: str | None = None, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+                 max_image_side: int = DEFAULT_MAX_IMAGE_SIDE) -> None:
         self.artifact = artifact
-        self.limits = limits or Limits.from_env()
+        self.limits = limits or Limits()
         self.model_name = model_name
         self.source = source or str(artifact.path)
         c, h, w = artifact.input_shape
         self.spec = InputSpec(int(c), int(h), int(w))
         md = artifact.metadata
         self.dataset = md.get("dataset")
-        self.policy = ImagePolicy.for_model(int(c), int(h), int(w), self.dataset)
+        self.policy = ImagePolicy.for_model(int(c), int(h), int(w), self.dataset, max_image_pixels, max_image_side)
         self.classes = list(artifact.classes)
         self.threshold = float(artifact.threshold)
-        self.file_sha256 = file_sha256(Path(artifact.path))
+        self.file_sha256 = artifact.file_sha256
         self.version = str(md.get("checksum", "")).removeprefix("sha256:")[:12] or "1"
-        self._session = artifact.session = tuned_session(artifact)
+        self._session = artifact.session
         self._output_names = list(OUTPUT_NAMES)
 
     @classmethod
     def from_path(cls, path: str | Path, limits: Limits | None = None, source: str | None = None,
-                  providers: str = "auto") -> Predictor:
-        return cls(load_artifact(path, providers=providers), limits, source=source)
+                  providers: str = "auto", threads: int = 1, **kwargs: Any) -> Predictor:
+        """Open ``path`` once: ``threads`` intra-op ONNX Runtime threads that do not spin (a spinning thread
+        steals the event loop's core)."""
+        artifact = load_artifact(path, providers=providers, threads=threads, spinning=False)
+        return cls(artifact, limits, source=source, **kwargs)
 
     # ------------------------------------------------------------------ inference
     def infer(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
@@ -160,15 +134,3 @@ class Predictor:
             },
         }
         return card
-
-
-def resolve_model_path() -> tuple[Path, str]:
-    """``BINENC_MODEL_PATH`` (an .onnx file) wins; else the BentoML model store tag ``BINENC_MODEL_TAG``."""
-    path = os.environ.get("BINENC_MODEL_PATH")
-    if path:
-        return Path(path), f"file:{path}"
-    import bentoml
-
-    tag = os.environ.get("BINENC_MODEL_TAG", "binenc:latest")
-    model = bentoml.models.get(tag)
-    return Path(model.path_of("model.onnx")), f"bentoml:{model.tag}"

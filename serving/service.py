@@ -1,19 +1,17 @@
 """The BentoML service: ``bentoml serve`` (from the repo root, via bentofile.yaml) or
 ``bentoml serve serving.service:BinencService``.
 
-Which model: ``BINENC_MODEL_PATH`` (a ``model.onnx`` file) if set, else the BentoML model-store tag
-``BINENC_MODEL_TAG`` (default ``binenc:latest``, what ``python -m training.export RUN --register`` stores).
-The tag is declared at class level, so ``bentoml build`` packs that model into the Bento.
-
-Routes: ``POST /predict_batch`` (adaptive batching, declared here) plus the Starlette app from
-:mod:`serving.app` (``/predict``, ``/predict_image``, ``/model``, ``/v2/...``); BentoML adds ``/livez``,
-``/readyz``, ``/healthz`` and ``/metrics``. Never imports torch (a test checks it).
+Settings come from the environment once (:class:`serving.settings.Settings`). The model is
+``BINENC_MODEL_PATH`` if set, else the model-store tag ``BINENC_MODEL_TAG`` (declared at class level, so
+``bentoml build`` packs it). With ``BINENC_PUBLIC_KEY`` set, a model not signed by that key stops the server
+at start with one log line and exit status 2. Never imports torch (a test checks it).
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import os
+from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
@@ -21,36 +19,68 @@ import numpy as np
 from pydantic import AfterValidator
 from pydantic_core import PydanticCustomError
 
-from .app import GuardMiddleware, create_app
-from .predictor import Predictor, resolve_model_path
-from .validation import ApiError, Limits, to_array, validate_model_tensor
+from .app import PredictRoutes, create_app, direct_routes
+from .artifact import ArtifactError
+from .handlers import Offload
+from .images import set_pillow_pixel_cap
+from .middleware import (
+    HEALTH_PATHS,
+    ApiDocs,
+    Authentication,
+    BodyReader,
+    DirectRoutes,
+    UniformErrors,
+    WorkLimit,
+)
+from .openapi import build_openapi
+from .predictor import Predictor
+from .settings import Settings
+from .signing import KeyFileError, load_public_key, verify_artifact, verify_file
+from .validation import ApiError, check_batch_body, to_array, validate_model_tensor
 
 log = logging.getLogger("binenc.serving")
 
-MODEL_PATH = os.environ.get("BINENC_MODEL_PATH")
-MODEL_TAG = os.environ.get("BINENC_MODEL_TAG", "binenc:latest")
-LIMITS = Limits.from_env()
-BATCH_MAX_LATENCY_MS = int(os.environ.get("BINENC_BATCH_MAX_LATENCY_MS", "1000"))
-TIMEOUT_S = int(os.environ.get("BINENC_TIMEOUT_S", "30"))
+SETTINGS = Settings.from_env()
 
 
-class _Active:
-    """The predictor of this worker process, for the Starlette routes and the batch-route validator."""
+def model_location(settings: Settings) -> tuple[Path, str]:
+    """The model file to serve and how it was named (``file:...`` or ``bentoml:TAG``)."""
+    if settings.model_path:
+        return Path(settings.model_path), f"file:{settings.model_path}"
+    stored = bentoml.models.get(settings.model_tag)
+    return Path(stored.path_of("model.onnx")), f"bentoml:{stored.tag}"
 
-    predictor: Predictor | None = None
+
+def refuse_unsigned(settings: Settings) -> None:
+    """With a public key configured, stop (exit status 2, one log line) unless the model verifies."""
+    if not settings.public_key:
+        return
+    try:
+        path, source = model_location(settings)
+        verify_file(path, settings.public_key)
+    except (ArtifactError, KeyFileError, bentoml.exceptions.NotFound) as err:
+        log.error("binenc: refusing to serve: %s", err)
+        raise SystemExit(2) from None
 
 
-def _get_predictor() -> Predictor | None:
-    return _Active.predictor
+refuse_unsigned(SETTINGS)
+
+
+def current_predictor() -> Predictor | None:
+    """The predictor of this worker's service instance, or None before it is created."""
+    try:
+        return bentoml.get_current_service().predictor
+    except (bentoml.exceptions.BentoMLException, AttributeError):
+        return None
 
 
 def _batch_pixels(value: list[Any]) -> np.ndarray:
     """Validate one ``/predict_batch`` request before it joins a batch (a bad request must not fail others)."""
-    p = _Active.predictor
+    p = current_predictor()
     if p is None:
         raise PydanticCustomError("model_not_loaded", "the model is not loaded yet")
     try:
-        # Booleans were already refused by GuardMiddleware on the raw body; skip the per-element walk here.
+        # Booleans were refused on the raw body (check_batch_body); skip the per-element walk here.
         arr = to_array(value, "pixels", check_literals=False)
         return validate_model_tensor(arr, p.spec, p.limits, "pixels")
     except ApiError as err:
@@ -60,44 +90,50 @@ def _batch_pixels(value: list[Any]) -> np.ndarray:
 BatchPixels = Annotated[list[Any], AfterValidator(_batch_pixels)]
 
 
-_CONFIG: dict[str, Any] = {
-    "workers": 1,
-    # GuardMiddleware enforces BINENC_TIMEOUT_S with a uniform 504; BentoML's own timeout is only a backstop.
-    "traffic": {"timeout": TIMEOUT_S + 10},
-    "metrics": {"enabled": True},
-}
-if os.environ.get("BINENC_ACCESS_LOG", "1") == "0":  # one log line per request; off saves ~0.1 ms
-    _CONFIG["logging"] = {"access": {"enabled": False}}
-if os.environ.get("BINENC_TRACE_PREDICT", "0") != "1":
-    # OpenTelemetry spans cost ~0.5 ms CPU per request (3 spans) even with no exporter configured; prediction
-    # routes are left out unless BINENC_TRACE_PREDICT=1 (set it when a tracing exporter is configured).
-    _CONFIG["tracing"] = {"excluded_urls": ["/predict", "/predict_image", "/predict_batch", "/v2/models"]}
+def service_config(settings: Settings) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "workers": settings.workers,
+        # serving.middleware.WorkLimit answers a uniform 504 first; BentoML's own timeout is a backstop.
+        "traffic": {"timeout": settings.timeout_s + settings.body_timeout_s + 10},
+        "metrics": {"enabled": True},
+    }
+    if not settings.access_log:
+        config["logging"] = {"access": {"enabled": False}}
+    if not settings.trace_predict:
+        # OpenTelemetry spans cost ~0.5 ms CPU per request even with no exporter configured.
+        config["tracing"] = {"excluded_urls": ["/predict", "/predict_image", "/predict_batch", "/v2/models"]}
+    return config
 
 
-@bentoml.service(name="binenc", **_CONFIG)
-@bentoml.asgi_app(create_app(_get_predictor), path="/")
+OFFLOAD = Offload(SETTINGS.inline_max, SETTINGS.infer_threads)
+
+
+@bentoml.service(name="binenc", **service_config(SETTINGS))
+@bentoml.asgi_app(create_app(current_predictor, OFFLOAD, SETTINGS.oip_model_name), path="/")
 class BinencService:
-    if not MODEL_PATH:
-        bento_model = bentoml.models.BentoModel(MODEL_TAG)
+    if not SETTINGS.model_path:
+        bento_model = bentoml.models.BentoModel(SETTINGS.model_tag)
 
     def __init__(self) -> None:
-        if MODEL_PATH:
-            path, source = resolve_model_path()
+        s = SETTINGS
+        if s.model_path:
+            path, source = Path(s.model_path), f"file:{s.model_path}"
         else:
-            stored = self.bento_model
-            path, source = stored.path_of("model.onnx"), f"bentoml:{stored.tag}"
-        self.predictor = Predictor.from_path(path, LIMITS, source=source)
+            path, source = Path(self.bento_model.path_of("model.onnx")), f"bentoml:{self.bento_model.tag}"
+        set_pillow_pixel_cap(s.max_image_pixels)
+        self.predictor = Predictor.from_path(path, s.limits, source=source, threads=s.ort_threads,
+                                             max_image_pixels=s.max_image_pixels, max_image_side=s.max_image_side)
+        if s.public_key:
+            verify_artifact(self.predictor.artifact, load_public_key(s.public_key))
         # Warm the session (first ORT run allocates) so the first real request is not the slow one.
-        c, h, w = self.predictor.spec.model_shape
-        self.predictor.infer(np.zeros((1, c, h, w), dtype=np.float32))
-        _Active.predictor = self.predictor
+        self.predictor.infer(np.zeros((1, *self.predictor.spec.model_shape), dtype=np.float32))
         log.info("binenc model loaded from %s (provider %s)", source, self.predictor.artifact.provider)
 
     @bentoml.api(
         route="/predict_batch",
         batchable=True,
-        max_batch_size=LIMITS.max_batch,
-        max_latency_ms=BATCH_MAX_LATENCY_MS,
+        max_batch_size=SETTINGS.max_batch,
+        max_latency_ms=SETTINGS.batch_max_latency_ms,
     )
     def predict_batch(self, pixels: BatchPixels) -> list[dict[str, Any]]:
         """Adaptive batching: float32 N×C×H×W in [0, 1] → one prediction per instance (calibrated threshold)."""
@@ -105,4 +141,20 @@ class BinencService:
         return self.predictor.predict(np.ascontiguousarray(arr, dtype=np.float32), None, "predict_batch")
 
 
-BinencService.add_asgi_middleware(GuardMiddleware)
+def _openapi_document() -> bytes | None:
+    p = current_predictor()
+    return None if p is None else json.dumps(build_openapi(p, SETTINGS)).encode()
+
+
+BinencService.add_asgi_middleware(UniformErrors)
+BinencService.add_asgi_middleware(ApiDocs, document=_openapi_document)
+if SETTINGS.auth_enabled:
+    BinencService.add_asgi_middleware(Authentication, key_hashes=SETTINGS.api_key_hashes,
+                                      open_paths=SETTINGS.auth_open_paths)
+BinencService.add_asgi_middleware(BodyReader, max_body=SETTINGS.max_body_bytes, deadline_s=SETTINGS.body_timeout_s,
+                                  max_uploads=SETTINGS.max_uploads,
+                                  checks={"/predict_batch": lambda raw: check_batch_body(raw, SETTINGS.limits)},
+                                  json_only=("/predict_batch",))
+BinencService.add_asgi_middleware(WorkLimit, max_concurrency=SETTINGS.max_concurrency, timeout_s=SETTINGS.timeout_s,
+                                  exempt=HEALTH_PATHS | {"/docs.json"})
+BinencService.add_asgi_middleware(DirectRoutes, routes=direct_routes(PredictRoutes(current_predictor, OFFLOAD)))

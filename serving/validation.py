@@ -1,34 +1,15 @@
-"""Request parsing and validation for the HTTP service, and the one error shape every route answers with.
+"""Request parsing and validation, and the uniform error body every route answers with.
 
-Every refusal is an :class:`ApiError` carrying an HTTP status, a stable machine-readable ``code`` and a
-message that says what was expected, what arrived and how to fix it. The HTTP layer turns it into::
-
-    {"error": {"code": "invalid_shape", "message": "instances: expected N×28×28 ..."}}
-
-Nothing here knows about BentoML or Starlette, and nothing imports torch: the functions take bytes or
-already-decoded JSON values and numpy arrays, so they are unit-testable without a server.
-
-JSON predict request (``POST /predict``)::
-
-    {"instances": [...], "pixel_range": "0-1" | "0-255", "threshold": 0.9}
-
-* ``instances`` (required): a batch, nested arrays in the model's layout without reshaping. Grayscale
-  models (C = 1) take N×H×W; colour models take N×C×H×W (channels first). Any other rank or size is an
-  error, even when the element count would fit.
-* ``pixel_range`` (optional, default ``"0-1"``, the model's declared ``input.pixel_range``): ``"0-1"``
-  means floats in [0, 1]; ``"0-255"`` means whole numbers 0..255 (8-bit pixels), divided by 255 on the
-  server. Values outside the declared range are refused, never clipped; nothing is inferred.
-* ``threshold`` (optional): a stricter acceptance threshold for this request only, a number between the
-  model's calibrated threshold and 1 (inclusive).
-
-Unknown top-level fields are refused (a misspelt ``"treshold"`` must not be silently ignored).
+Every refusal is an :class:`ApiError`: an HTTP status, a stable ``code`` and a message saying what was
+expected, what arrived and how to fix it. Framework-free (bytes, decoded JSON, numpy); the request formats
+are documented in docs/serving.md and, exactly, in the OpenAPI document (:mod:`serving.openapi`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,9 +18,10 @@ import numpy as np
 import pydantic_core
 
 PIXEL_RANGES = ("0-1", "0-255")
+BATCH_FIELDS = ("pixels",)
+_BOOL_TOKEN = re.compile(rb"\b(?:true|false)\b")
 PREDICT_FIELDS = ("instances", "pixel_range", "threshold")
 
-# Defaults, overridable by environment variables (read once at import by ``Limits.from_env``).
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_BATCH = 256
 DEFAULT_MAX_JSON_DEPTH = 16
@@ -87,28 +69,6 @@ class Limits:
     max_batch: int = DEFAULT_MAX_BATCH
     max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
 
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Limits:
-        env = os.environ if environ is None else environ
-
-        def read(name: str, default: int) -> int:
-            raw = env.get(name)
-            if raw is None or raw == "":
-                return default
-            try:
-                value = int(raw)
-            except ValueError:
-                raise ValueError(f"{name} must be a positive integer, got {raw!r}") from None
-            if value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {raw!r}")
-            return value
-
-        return cls(
-            max_body_bytes=read("BINENC_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
-            max_batch=read("BINENC_MAX_BATCH", DEFAULT_MAX_BATCH),
-            max_json_depth=read("BINENC_MAX_JSON_DEPTH", DEFAULT_MAX_JSON_DEPTH),
-        )
-
 
 @dataclass(frozen=True)
 class InputSpec:
@@ -149,28 +109,19 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON (non-finite numbers are refused)")
 
 
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+
+
 def _depth_ok(raw: bytes, max_depth: int) -> bool:
-    """Cheap nesting check before ``json.loads`` so a deeply nested body cannot exhaust the parser."""
+    """Cheap nesting check before parsing, so a deeply nested body cannot exhaust the parser: strings are
+    removed, then only the brackets are walked (the scan is in C; the loop sees brackets only)."""
+    brackets = (_STRING.sub(b"", raw) if b'"' in raw else raw).translate(None, _NOT_BRACKET)
     depth = 0
-    in_string = False
-    escaped = False
-    for byte in raw:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:
-                in_string = False
-            continue
-        if byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):  # [ {
-            depth += 1
-            if depth > max_depth:
-                return False
-        elif byte in (0x5D, 0x7D):
-            depth -= 1
+    for byte in brackets:
+        depth += 1 if byte in (0x5B, 0x7B) else -1
+        if depth > max_depth:
+            return False
     return True
 
 
@@ -296,8 +247,8 @@ def check_batch_size(n: int, limits: Limits, field: str) -> None:
 
 def check_shape(arr: np.ndarray, expected: tuple[int, ...], field: str, described: str, hint: str = "") -> None:
     """Exact shape check: rank and every non-batch dimension must match; nothing is reshaped."""
-    got = "×".join(str(d) for d in arr.shape) if arr.ndim else "a scalar"
     if arr.ndim != len(expected) + 1 or tuple(arr.shape[1:]) != tuple(expected):
+        got = "×".join(str(d) for d in arr.shape) if arr.ndim else "a scalar"
         raise bad_request(
             "invalid_shape",
             f"{field}: expected {described}, got {got}{hint}",
@@ -306,7 +257,7 @@ def check_shape(arr: np.ndarray, expected: tuple[int, ...], field: str, describe
 
 
 def check_finite(arr: np.ndarray, field: str) -> None:
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+    if arr.dtype.kind == "f" and not np.isfinite(arr.sum()) and not np.isfinite(arr).all():
         idx = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
         raise bad_request(
             "non_finite", f"{field}{list(idx)}: value {arr[idx]} is not finite; NaN and Inf are refused"
@@ -329,8 +280,8 @@ def to_unit_pixels(arr: np.ndarray, pixel_range: str, field: str, range_hint: bo
         lo, hi = 0, 255
     else:
         lo, hi = 0, 1
-    bad = (arr < lo) | (arr > hi)
-    if bad.any():
+    if arr.size and (arr.min() < lo or arr.max() > hi):
+        bad = (arr < lo) | (arr > hi)
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
         value = arr[idx]
         hint = ""
@@ -388,6 +339,9 @@ def parse_predict(body: Any, spec: InputSpec, limits: Limits, calibrated_thresho
             "invalid_pixel_range",
             f"pixel_range: expected one of {', '.join(map(repr, PIXEL_RANGES))}, got {json.dumps(pixel_range)[:40]}",
         )
+    if "threshold" in body and body["threshold"] is None:
+        raise bad_request("invalid_threshold", "threshold: expected a number, got null (leave it out for the "
+                          "calibrated threshold)")
     threshold = validate_threshold(body.get("threshold"), calibrated_threshold)
 
     instances = body["instances"]
@@ -420,3 +374,20 @@ def validate_model_tensor(arr: np.ndarray, spec: InputSpec, limits: Limits, fiel
     check_batch_size(int(arr.shape[0]), limits, field)
     check_shape(arr, spec.model_shape, field, spec.describe_model())
     return np.ascontiguousarray(to_unit_pixels(arr, "0-1", field, range_hint=False), dtype=np.float32)
+
+
+def check_batch_body(raw: bytes, limits: Limits) -> None:
+    """The raw ``/predict_batch`` body: a JSON object with only ``pixels``, and no JSON booleans anywhere
+    (numpy would turn them into 1.0/0.0); the values themselves are validated per request afterwards."""
+    body = parse_json(raw, limits.max_json_depth)
+    if not isinstance(body, Mapping):
+        raise bad_request("invalid_type", f"expected a JSON object with \"pixels\", got {_type_name(body)}")
+    if "pixels" not in body:
+        raise bad_request("missing_field", "missing required field \"pixels\" (a batch of N×C×H×W pixel arrays)")
+    unknown = sorted(set(body) - set(BATCH_FIELDS))
+    if unknown:
+        raise bad_request("unknown_field", f"unknown field(s) {', '.join(map(repr, unknown))}; the body holds "
+                          "only \"pixels\"")
+    if (b"true" in raw or b"false" in raw) and _BOOL_TOKEN.search(raw):
+        raise bad_request("invalid_type", "pixels: expected numbers, got a JSON boolean (true/false); pixel values "
+                          "must be JSON numbers")

@@ -38,6 +38,7 @@ from serving.artifact import (
     read_metadata,
     sign_metadata,
 )
+from serving.signing import sign_model
 from training.checkpoint import CHECKPOINT, load_run
 from training.data import DatasetSplits, load_dataset
 from training.inference import forward_batches, to_tensor
@@ -231,9 +232,10 @@ def register_artifact(path: Path, metadata: dict) -> str:
 # --------------------------------------------------------------------------- the export
 def export_run(
     run_dir: str | Path, out: str | Path | None = None, target_accept_rate: float = 0.95, register: bool = False,
-    data: DatasetSplits | None = None,
+    data: DatasetSplits | None = None, sign_key: str | Path | None = None,
 ) -> Path:
-    """Export ``run_dir`` to ``out`` (default ``run_dir/model.onnx``); returns the path written."""
+    """Export ``run_dir`` to ``out`` (default ``run_dir/model.onnx``); returns the path written.
+    ``sign_key``: an Ed25519 private key (PEM) that signs the artifact (:mod:`serving.signing`)."""
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else run_dir / ARTIFACT_NAME
     if not 0.0 < target_accept_rate < 1.0:
@@ -287,6 +289,8 @@ def export_run(
         "opset": OPSET,
     })
     signed = sign_metadata(proto, metadata)
+    if sign_key is not None:
+        log.info("signed with key id %s", sign_model(proto, sign_key))
     payload = proto.SerializeToString()
     _verify_bytes(payload, out)
     atomic_write_bytes(out, payload)
@@ -325,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of validation inputs the calibrated threshold accepts (default 0.95)")
     p.add_argument("--register", action="store_true", help="also store it in the BentoML model store (binenc:latest)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--sign", metavar="PRIVATE_KEY", help="sign the artifact with this Ed25519 key (PEM; create a "
+                   "pair with `python -m serving.signing keygen --out DIR`)")
     return p
 
 
@@ -339,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from training.reliability import GeometryError
 
     try:
-        path = export_run(args.run_dir, args.out, args.target_accept_rate, args.register)
+        path = export_run(args.run_dir, args.out, args.target_accept_rate, args.register, sign_key=args.sign)
     except (FileNotFoundError, DatasetNotFoundError, GeometryError, ParityError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -2,7 +2,8 @@
 
 ``served`` runs ``python -m bentoml serve`` from the repo root (bentofile.yaml → serving.service) with
 ``BINENC_MODEL_PATH`` pointing at the session's ``digits_artifact`` and the session's temporary
-``BENTOML_HOME`` (set by tests/conftest.py).
+``BENTOML_HOME`` (set by tests/conftest.py). ``hardened`` is a second server with authentication, a
+signature check, a short body deadline and small batches.
 """
 
 from __future__ import annotations
@@ -32,3 +33,42 @@ def digits_pixels(digits_data):
 
     images = digits_data.test.images[:32].astype(np.float32) / 255.0
     return images, digits_data.test.labels[:32]
+
+
+API_KEY = "test-key-0123456789"
+
+
+@pytest.fixture(scope="session")
+def signing_keys(tmp_path_factory):
+    """An Ed25519 key pair (private, public) in a temporary directory."""
+    from serving.signing import generate_keypair
+
+    return generate_keypair(tmp_path_factory.mktemp("keys"))
+
+
+@pytest.fixture(scope="session")
+def signed_artifact(tmp_path_factory, digits_artifact, signing_keys):
+    """A copy of ``digits_artifact`` signed with ``signing_keys``."""
+    import shutil
+
+    from serving.signing import sign_file
+
+    path = tmp_path_factory.mktemp("signed") / "model.onnx"
+    shutil.copyfile(digits_artifact, path)
+    sign_file(path, signing_keys[0])
+    return path
+
+
+@pytest.fixture(scope="session")
+def hardened(signed_artifact, signing_keys, tmp_path_factory) -> Server:
+    """A server with every protection on: API keys (hashed, from a file), a public key (signed model), a 3 s
+    body deadline, and 4 instances per request (keeps the OpenAPI schemas small for the fuzzer)."""
+    from serving.middleware import hash_key
+
+    keys = tmp_path_factory.mktemp("apikeys") / "keys.txt"
+    keys.write_text(f"# sha256 of the API keys\n{hash_key(API_KEY)}\n")
+    server = start_server({"BINENC_MODEL_PATH": str(signed_artifact), "BINENC_MODEL_TAG": None,
+                           "BINENC_PUBLIC_KEY": str(signing_keys[1]), "BINENC_API_KEYS_FILE": str(keys),
+                           "BINENC_BODY_TIMEOUT_S": "3", "BINENC_MAX_BATCH": "4"})
+    yield server
+    server.stop()

@@ -1,8 +1,9 @@
-"""Depths 1 and 2: the Predictor called directly, and the ASGI app + guard middleware in-process (no server)."""
+"""Depths 1 and 2: the Predictor called directly, and the ASGI app + middleware in-process (no server)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 
@@ -13,9 +14,17 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
-from serving.app import GuardMiddleware, create_app
+from serving.app import create_app
+from serving.middleware import Authentication, BodyReader, UniformErrors, WorkLimit, hash_key
 from serving.predictor import Predictor
 from serving.validation import Limits
+
+
+def guarded(app, max_body: int = 8 << 20, max_concurrency: int = 256, timeout_s: float = 30.0,
+            deadline_s: float = 10.0, max_uploads: int = 64):
+    """The service's middleware stack (without BentoML) around ``app``."""
+    inner = WorkLimit(app, max_concurrency=max_concurrency, timeout_s=timeout_s)
+    return UniformErrors(BodyReader(inner, max_body=max_body, deadline_s=deadline_s, max_uploads=max_uploads))
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +55,7 @@ async def _request(app, method: str, path: str, **kwargs) -> httpx.Response:
 
 def test_asgi_app_in_process(predictor, digits_pixels):
     x, _ = digits_pixels
-    app = GuardMiddleware(create_app(lambda: predictor), max_body_bytes=64 * 1024)
+    app = guarded(create_app(lambda: predictor), max_body=64 * 1024)
     ok = run(_request(app, "POST", "/predict", json={"instances": x[:2, 0].tolist()}))
     assert ok.status_code == 200 and len(ok.json()["predictions"]) == 2
     big = run(_request(app, "POST", "/predict", json={"instances": x[:9, 0].tolist()}))
@@ -59,7 +68,7 @@ def test_asgi_app_in_process(predictor, digits_pixels):
 
 
 def test_not_loaded_is_503(predictor):
-    app = GuardMiddleware(create_app(lambda: None))
+    app = guarded(create_app(lambda: None))
     r = run(_request(app, "GET", "/model"))
     assert r.status_code == 503 and r.json()["error"]["code"] == "model_not_loaded"
 
@@ -89,7 +98,7 @@ def fake_app(gate: asyncio.Event | None = None) -> Starlette:
 def test_concurrency_cap_answers_429():
     async def scenario():
         gate = asyncio.Event()
-        app = GuardMiddleware(fake_app(gate), max_concurrency=1)
+        app = guarded(fake_app(gate), max_concurrency=1)
         first = asyncio.create_task(_request(app, "GET", "/slow"))
         await asyncio.sleep(0.05)
         second = await _request(app, "GET", "/slow")
@@ -105,13 +114,13 @@ def test_concurrency_cap_answers_429():
 
 
 def test_timeout_answers_uniform_504():
-    app = GuardMiddleware(fake_app(), timeout_s=0.2)
+    app = guarded(fake_app(), timeout_s=0.2)
     r = run(_request(app, "GET", "/slow"))
     assert r.status_code == 504 and r.json()["error"]["code"] == "timeout"
 
 
 def test_foreign_errors_are_rewritten():
-    app = GuardMiddleware(fake_app())
+    app = guarded(fake_app())
     r = run(_request(app, "GET", "/plain500"))
     assert r.status_code == 500 and r.json()["error"]["code"] == "internal_error"
     assert "secret" not in r.text
@@ -119,6 +128,69 @@ def test_foreign_errors_are_rewritten():
     assert r.status_code == 503 and r.json() == {"error": {"code": "unavailable", "message": "process is overloaded"}}
     r = run(_request(app, "GET", "/boom"))  # an exception escaping a route: uniform 500, nothing leaked
     assert r.status_code == 500 and r.json()["error"]["code"] == "internal_error" and "secret" not in r.text
+
+
+async def _stalled_upload(app, sent: bytes, declared: int) -> list[dict]:
+    """Call ``app`` with a request whose body stops after ``sent`` of ``declared`` bytes; returns what it sent."""
+    out: list[dict] = []
+    calls = 0
+
+    async def receive() -> dict:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return {"type": "http.request", "body": sent, "more_body": True}
+        await asyncio.sleep(3600)  # the client never sends the rest
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        out.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/slow", "headers": [(b"content-length", str(declared).encode()),
+             (b"content-type", b"application/json")], "query_string": b"", "root_path": ""}
+    await app(scope, receive, send)
+    return out
+
+
+def test_body_deadline_is_408_and_stalled_uploads_do_not_hold_work_slots():
+    async def scenario():
+        gate = asyncio.Event()
+        gate.set()
+        app = guarded(fake_app(gate), max_concurrency=1, deadline_s=0.3)
+        stalled = [asyncio.create_task(_stalled_upload(app, b"{", 100)) for _ in range(5)]
+        await asyncio.sleep(0.05)
+        normal = await _request(app, "GET", "/slow")  # the one work slot is free: stalled uploads do not count
+        return normal, await asyncio.gather(*stalled)
+
+    normal, stalled = run(scenario())
+    assert normal.status_code == 200
+    for messages in stalled:
+        assert messages[0]["status"] == 408
+        assert json.loads(messages[1]["body"])["error"]["code"] == "body_timeout"
+
+
+def test_upload_cap_is_503():
+    async def scenario():
+        app = guarded(fake_app(), max_uploads=2, deadline_s=0.5)
+        stalled = [asyncio.create_task(_stalled_upload(app, b"{", 100)) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        third = await _request(app, "POST", "/slow", content=b"{}", headers={"content-type": "application/json"})
+        await asyncio.gather(*stalled)
+        return third
+
+    third = run(scenario())
+    assert third.status_code == 503 and third.json()["error"]["code"] == "too_many_uploads"
+
+
+def test_authentication_in_process():
+    app = UniformErrors(Authentication(fake_app(), [hash_key("s3cret")], open_paths=["/plain500"]))
+    assert run(_request(app, "GET", "/foreign503", headers={"authorization": "Bearer s3cret"})).status_code == 503
+    for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": "s3cret"},
+                    {"authorization": "Basic s3cret"}, {"authorization": "Bearer "}):
+        r = run(_request(app, "GET", "/foreign503", headers=headers))
+        assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized", headers
+        assert r.headers["www-authenticate"].startswith("Bearer") and "s3cret" not in r.text
+    assert run(_request(app, "GET", "/plain500")).status_code == 500  # an open path needs no key
 
 
 def test_service_module_never_imports_torch(digits_artifact):

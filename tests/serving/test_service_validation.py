@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import io
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from serving.images import ImagePolicy, _to_mode, decode_image
+from serving.middleware import hash_key
+from serving.settings import ENV, Settings, SettingsError
 from serving.validation import (
     ApiError,
     InputSpec,
@@ -136,11 +140,30 @@ def test_model_tensor_contract():
         validate_model_tensor(np.full((1, 1, 8, 8), np.nan, np.float32), GRAY, LIMITS)
 
 
-def test_limits_from_env():
-    assert Limits.from_env({}).max_body_bytes == 8 * 1024 * 1024
-    assert Limits.from_env({"BINENC_MAX_BODY_BYTES": "1024"}).max_body_bytes == 1024
-    with pytest.raises(ValueError, match="positive integer"):
-        Limits.from_env({"BINENC_MAX_BATCH": "0"})
+def test_settings_from_env(tmp_path):
+    assert Settings.from_env({}).limits == Limits()
+    s = Settings.from_env({"BINENC_MAX_BODY_BYTES": "1024", "BINENC_TIMEOUT_S": "2.5", "BINENC_ACCESS_LOG": "0",
+                           "BINENC_AUTH_OPEN_PATHS": "/livez", "BINENC_MODEL_PATH": ""})
+    assert s.limits.max_body_bytes == 1024 and s.timeout_s == 2.5 and s.access_log is False
+    assert s.auth_open_paths == ("/livez",) and s.model_path is None and not s.auth_enabled
+    assert Settings.from_env({"BINENC_AUTH_OPEN_PATHS": "none"}).auth_open_paths == ()
+    with pytest.raises(SettingsError, match="positive int"):
+        Settings.from_env({"BINENC_MAX_BATCH": "0"})
+    with pytest.raises(SettingsError, match="0 or 1"):
+        Settings.from_env({"BINENC_TRACE_PREDICT": "yes"})
+    keys = tmp_path / "keys"
+    keys.write_text(f"# api keys\n{hash_key('a')}\n\n{hash_key('b').upper()}  # second\n")
+    s = Settings.from_env({"BINENC_API_KEYS_FILE": str(keys), "BINENC_API_KEY_HASHES": hash_key("c")})
+    assert s.api_key_hashes == {hash_key("a"), hash_key("b"), hash_key("c")} and s.auth_enabled
+    with pytest.raises(SettingsError, match="sha256 hex"):  # a raw key instead of its hash is refused
+        Settings.from_env({"BINENC_API_KEY_HASHES": "my-secret-key"})
+
+
+def test_settings_table_in_docs_matches_dataclass():
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "serving.md").read_text()
+    table = doc.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"`(BINENC_[A-Z_]+)`", table))
+    assert documented == set(ENV.values())
 
 
 # --------------------------------------------------------------------------- images

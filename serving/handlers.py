@@ -1,0 +1,75 @@
+"""What every Starlette route shares: error handling, media types and where the model call runs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from .responses import INTERNAL_MESSAGE, STATUS_CODES
+from .validation import ApiError, error_body, oip_error_body
+
+log = logging.getLogger("binenc.serving")
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def handle_errors(oip: bool = False) -> Callable[[Endpoint], Endpoint]:
+    """Decorator: :class:`ApiError` (and Starlette's HTTPException) → uniform JSON response; else a uniform 500."""
+    make = oip_error_body if oip else error_body
+
+    def wrap(fn: Endpoint) -> Endpoint:
+        async def endpoint(request: Request) -> Response:
+            try:
+                return await fn(request)
+            except HTTPException as exc:
+                code = STATUS_CODES.get(exc.status_code, "error")
+                return JSONResponse(make(code, str(exc.detail)), status_code=exc.status_code)
+            except ApiError as err:
+                body = make(err.code, err.message) if oip else err.body()
+                return JSONResponse(body, status_code=err.status)
+            except Exception:
+                log.exception("unhandled error in %s", fn.__name__)
+                return JSONResponse(make("internal_error", INTERNAL_MESSAGE), status_code=500)
+
+        endpoint.__name__ = fn.__name__
+        return endpoint
+
+    return wrap
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def require_media_type(request: Request, allowed: tuple[str, ...]) -> str:
+    mt = media_type(request)
+    if mt not in allowed:
+        got = f"'{mt}'" if mt else "no Content-Type"
+        raise ApiError(415, "unsupported_media_type", f"expected Content-Type {' or '.join(allowed)}, got {got}")
+    return mt
+
+
+class Offload:
+    """Runs model calls: batches of up to ``inline_max`` straight on the event loop (a thread hop costs more
+    than the call), larger ones and other heavy work in at most ``threads`` worker threads."""
+
+    def __init__(self, inline_max: int, threads: int) -> None:
+        self.inline_max = inline_max
+        self.threads = threads
+        self._limiter: anyio.CapacityLimiter | None = None
+
+    async def thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(self.threads)
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+
+    async def run(self, n: int, fn: Callable[..., Any], *args: Any) -> Any:
+        if n <= self.inline_max:
+            return fn(*args)
+        return await self.thread(fn, *args)

@@ -3,8 +3,8 @@
 ``python -m training.export runs/NAME [--register] [--target-accept-rate 0.95] [--out PATH]``
 
 Steps: rebuild the model; for ``bin_enc`` fit the :class:`~training.reliability.VertexGeometry` on the training
-latents of correctly classified samples (other variants use max-softmax); wrap model + score in one torch module
-whose geometry is constant buffers; ``torch.onnx.export(dynamo=True)`` with a dynamic batch; embed every
+latents of correctly classified samples (other variants use max-softmax); wrap the model and its score module
+(:mod:`training.score`, geometry as constant buffers) in one torch module; ``torch.onnx.export(dynamo=True)`` with a dynamic batch; embed every
 initializer (no external data); ``onnx.checker``; run ONNX Runtime and PyTorch on the validation split (>= 256
 samples) and require the same argmax everywhere and probs / reliability within 1e-5; calibrate the threshold on
 the validation reliabilities the ONNX graph produces; sign the metadata; write atomically (temp file +
@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import logging
-import math
 import subprocess
 import sys
 import tempfile
@@ -40,15 +40,12 @@ from serving.artifact import (
 )
 from training.checkpoint import load_run
 from training.data import DatasetSplits, load_dataset
+from training.inference import forward_batches, to_tensor
+from training.jsonio import clean_json
+from training.metrics import auroc, calibrate_threshold
 from training.models import Classifier
-from training.reliability import (
-    SOFTMAX_SCORE,
-    VERTEX_SCORE,
-    VertexGeometry,
-    auroc,
-    calibrate_threshold,
-)
-from training.train import predict, to_tensor
+from training.reliability import VertexGeometry
+from training.score import score_definition, score_module
 
 log = logging.getLogger(__name__)
 
@@ -64,47 +61,20 @@ class ParityError(RuntimeError):
 
 
 class ScoredModel(nn.Module):
-    """Classifier + reliability score in one module: ``pixels -> OUTPUT_NAMES`` (what the ONNX graph computes).
+    """Classifier + score module: ``pixels -> OUTPUT_NAMES`` (what the ONNX graph computes).
 
-    With a :class:`VertexGeometry` the hypercube (threshold, half-edge, codebook) is held as constant buffers;
-    without one the score is max-softmax. Mirrors ``VertexGeometry.score`` / ``MaxSoftmax.score`` exactly.
+    ``model(pixels) -> (logits, z)``; then ``probs = softmax(logits)`` and the outputs of
+    :func:`training.score.score_module` (the vertex score with a geometry, max-softmax without one).
     """
 
     def __init__(self, model: Classifier, geometry: VertexGeometry | None):
         super().__init__()
         self.model = model
-        self.vertex = geometry is not None
-        if geometry is not None:
-            self.register_buffer("t", torch.tensor(geometry.threshold, dtype=torch.float32))
-            self.register_buffer("a", torch.tensor(geometry.half_edge, dtype=torch.float32))
-            self.register_buffer("codes", torch.tensor(geometry.codes, dtype=torch.float32))
-            self.register_buffer("centres", torch.tensor(geometry.centres, dtype=torch.float32))
-            self.register_buffer("whiten", torch.tensor(geometry.whiten, dtype=torch.float32))
-            self.latent_dim = float(geometry.latent_dim)
+        self.score = score_module(geometry)
 
     def forward(self, pixels: torch.Tensor):
         logits, z = self.model(pixels)
-        probs = torch.softmax(logits, dim=1)
-        pred = logits.argmax(dim=1)
-        if self.vertex:
-            u = (z - self.t) / self.a
-            s = torch.where(u > 0, 1.0, -1.0)
-            dist_nearest_vertex = torch.sqrt(((u - s) ** 2).mean(dim=1))
-            v_pred = self.codes[pred]
-            dist_predicted_vertex = torch.sqrt(((u - v_pred) ** 2).mean(dim=1))
-            dots = s @ self.codes.T
-            best, idx = dots.max(dim=1)
-            nearest = torch.where(best == self.latent_dim, idx, torch.full_like(idx, -1))
-            w = (u - self.centres[pred]) @ self.whiten
-            dist_class_centre = torch.sqrt((w**2).mean(dim=1))
-            reliability = torch.exp(-dist_class_centre)
-        else:
-            maxp, nearest = probs.max(dim=1)
-            dist_nearest_vertex = 1.0 - maxp
-            dist_predicted_vertex = 1.0 - maxp
-            dist_class_centre = 1.0 - maxp
-            reliability = maxp
-        return logits, probs, z, nearest, dist_nearest_vertex, dist_predicted_vertex, dist_class_centre, reliability
+        return (logits, torch.softmax(logits, dim=1), z, *self.score(logits, z))
 
 
 # --------------------------------------------------------------------------- pieces
@@ -112,7 +82,7 @@ def fit_score(model: Classifier, data: DatasetSplits) -> VertexGeometry | None:
     """The vertex geometry for ``bin_enc`` (fitted on the training split), ``None`` (max-softmax) otherwise."""
     if model.cfg.variant != "bin_enc":
         return None
-    logits, z = predict(model, data.train.images)
+    logits, z = forward_batches(model, data.train.images)
     return VertexGeometry.fit(z, logits.argmax(1), data.train.labels, classes=list(data.classes),
                               num_classes=data.num_classes)
 
@@ -208,23 +178,8 @@ def code_version() -> str:
             return "unknown"
 
 
-def _clean(obj):
-    """JSON-safe copy: NaN/Inf -> None, numpy scalars -> python."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
 def training_summary(run_dir: Path) -> dict:
     """The headline numbers of ``metrics.json`` (accuracies, geometry) for the metadata."""
-    import json
-
     path = run_dir / "metrics.json"
     if not path.is_file():
         return {}
@@ -234,7 +189,7 @@ def training_summary(run_dir: Path) -> dict:
         s = m.get(split)
         if isinstance(s, dict):
             out[split] = {k: s[k] for k in ("same_encoding", "distinct_class_codes", "nc1", "sigma_w_rel") if k in s}
-    return _clean(out)
+    return clean_json(out)
 
 
 def calibration_summary(outputs: dict[str, np.ndarray], labels: np.ndarray, threshold: float) -> dict:
@@ -242,7 +197,7 @@ def calibration_summary(outputs: dict[str, np.ndarray], labels: np.ndarray, thre
     pred = outputs["logits"].argmax(1)
     correct = pred == labels
     accepted = rel >= threshold
-    return _clean({
+    return clean_json({
         "split": "val",
         "n": int(len(labels)),
         "accept_rate": float(accepted.mean()),
@@ -303,22 +258,13 @@ def export_run(
     threshold = calibrate_threshold(val_out["reliability"], target_accept_rate)
     calibration = calibration_summary(val_out, data.val.labels, threshold)
     calibration["target_accept_rate"] = target_accept_rate
-    calibration["parity"] = _clean(parity)
+    calibration["parity"] = clean_json(parity)
 
     mc = model.cfg
-    if geometry is not None:
-        geo_md, codebook = geometry.to_metadata()
-        score = {"name": VERTEX_SCORE, "direction": "higher = more reliable",
-                 "definition": "reliability = exp(-dist_class_centre); dist_class_centre = sqrt((u - c_pred)' W W' (u - c_pred) "
-                               "/ d) (Mahalanobis distance to the predicted class's vertex centre c_pred, tied "
-                               "within-class covariance, W W' = inverse covariance); u = (z - threshold) / half_edge; "
-                               "dist_predicted_vertex = RMS_j |u_j - v_pred,j| with v_pred = ±1 code of argmax(logits)"}
-    else:
-        geo_md, codebook = None, {}
-        score = {"name": SOFTMAX_SCORE, "direction": "higher = more reliable",
-                 "definition": "reliability = max softmax probability; nearest_vertex_class = argmax; "
-                               "dist_nearest_vertex = dist_predicted_vertex = dist_class_centre = 1 - max probability"}
-    metadata = _clean({
+    geo_md, codebook = geometry.to_metadata() if geometry is not None else (None, {})
+    score = {"name": scored.score.name, "direction": "higher = more reliable",
+             "definition": score_definition(scored.score)}
+    metadata = clean_json({
         "schema_version": SCHEMA_VERSION,
         "name": run_dir.resolve().name,
         "classes": classes,

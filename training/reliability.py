@@ -1,32 +1,19 @@
-"""Reliability score from the hypercube geometry of a binary-encoding latent ("fit once, score many").
+"""The fitted hypercube of a binary-encoding latent ("fit once, score many") and the numpy oracle of the score.
 
 :class:`VertexGeometry` is fitted once on the training latents of correctly classified samples:
 
 * per latent dimension j two peaks ``low_j < high_j`` (a two-Gaussian mixture, :func:`training.geometry.fit_peaks`;
-  the peaks are not ``±a``: a dimension that splits the classes unevenly has asymmetric peaks), the threshold
-  ``t_j = (low_j + high_j) / 2`` and the half-edge ``a_j = (high_j - low_j) / 2``;
-* scaled coordinates ``u = (z - t) / a``: every vertex of the fitted hypercube sits at ``u ∈ {-1, +1}^d``,
-  so no raw z unit appears anywhere downstream (distances and thresholds are scale-free);
+  a dimension that splits the classes unevenly has asymmetric peaks), the ``midpoint_j = (low_j + high_j) / 2`` and
+  the ``half_edge_j = (high_j - low_j) / 2``, so that the scaled coordinates ``u = (z - midpoint) / half_edge`` put
+  every vertex at ``u in {-1, +1}^d`` (nothing downstream is in raw z units);
 * the codebook: the vertex (sign pattern of u) of each class's mean; distinct codes are required;
-* each class's centre ``c_k`` (its mean u: where the training data put its vertex) and the tied within-class
-  covariance ``Σ`` of ``u - c_y``, stored as a whitening matrix ``W`` with ``W Wᵀ = Σ⁻¹``.
+* each class's centre (its mean u) and the whitening of the tied within-class covariance of u
+  (:class:`training.mahalanobis.TiedGaussian`).
 
-:meth:`VertexGeometry.score` is the pure-numpy float32 reference implementation of what the exported ONNX graph
-computes (``training.export``), see :data:`serving.artifact.OUTPUT_NAMES`:
-
-* ``dist_nearest_vertex`` = RMS over dimensions of ``|u - sign(u)|`` (distance to the nearest vertex),
-* ``dist_predicted_vertex`` = RMS of ``|u - v_pred|`` with ``v_pred`` the ±1 code of ``argmax(logits)``,
-* ``nearest_vertex_class`` = the class whose code is ``sign(u)``, else -1 (unoccupied vertex),
-* ``dist_class_centre`` = ``sqrt((u - c_pred)ᵀ Σ⁻¹ (u - c_pred) / d)``: distance to the predicted class's vertex in units
-  of the within-class spread (a Mahalanobis distance; scale-free),
-* ``reliability`` = ``exp(-dist_class_centre)`` (the choice is justified by measurement in docs/reliability.md):
-  1 exactly on the predicted class's vertex (its centre), strictly decreasing in the distance, in (0, 1].
-
-A geometry built without centres / whitening (``VertexGeometry(low, high, codes)``) uses ``c_k`` = the ideal ±1
-vertex and ``Σ = I``, so ``dist_class_centre = dist_predicted_vertex``.
-
-For the baselines (no_pen / lin_pen / nonlin_pen), :class:`MaxSoftmax` exposes the same outputs with the maximum
-softmax probability as the reliability.
+The score itself is defined, and computed in torch, by :class:`training.score.VertexScore` (max-softmax for the
+other variants: :class:`training.score.SoftmaxScore`). :meth:`VertexGeometry.score` and :meth:`MaxSoftmax.score` are
+independent float32 numpy implementations of the same outputs, kept as the oracle the tests compare the torch
+module and the ONNX graph against.
 """
 
 from __future__ import annotations
@@ -34,8 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.special import softmax as _softmax
 
 from training.geometry import fit_peaks
+from training.mahalanobis import TiedGaussian
 
 VERTEX_SCORE = "vertex_distance"
 SOFTMAX_SCORE = "max_softmax"
@@ -47,13 +36,12 @@ class GeometryError(ValueError):
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    x = np.asarray(logits, dtype=np.float32)
-    e = np.exp(x - x.max(axis=1, keepdims=True))
-    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+    """Row-wise softmax of ``logits`` (N, K) in float32 (the numpy oracle's; scipy's implementation)."""
+    return _softmax(np.asarray(logits, dtype=np.float32), axis=1).astype(np.float32)
 
 
 def code_string(code: np.ndarray) -> str:
-    """±1 code -> "0101..." (1 = the high side of the threshold)."""
+    """±1 code -> "0101..." (1 = the high side of the midpoint)."""
     return "".join("1" if c > 0 else "0" for c in np.asarray(code).reshape(-1))
 
 
@@ -73,7 +61,7 @@ class VertexGeometry:
     classes: list[str] = field(default_factory=list)
     separation: np.ndarray | None = None  # peak distance / pooled peak std, per dimension (diagnostic)
     centres: np.ndarray | None = None  # (K, d) class centres in u (default: the ±1 codes)
-    whiten: np.ndarray | None = None  # (d, d) W with W Wᵀ = Σ⁻¹ of the within-class residual (default: identity)
+    whiten: np.ndarray | None = None  # (d, d) whitening of the within-class residual in u (default: identity)
 
     name = VERTEX_SCORE
 
@@ -106,7 +94,7 @@ class VertexGeometry:
         return len(self.codes)
 
     @property
-    def threshold(self) -> np.ndarray:
+    def midpoint(self) -> np.ndarray:
         return 0.5 * (self.low + self.high)
 
     @property
@@ -141,10 +129,11 @@ class VertexGeometry:
         sep = np.array([p.separation for p in peaks])
         geo = cls(low, high, np.ones((k, z.shape[1]), np.float32), names, sep)
         means = np.stack([zc[yc == c].mean(axis=0) for c in range(k)])
-        u_means = (means - geo.threshold) / geo.half_edge
+        u_means = (means - geo.midpoint) / geo.half_edge
         geo.codes = np.where(u_means > 0, 1.0, -1.0).astype(np.float32)
         geo.check_distinct()
-        geo.centres, geo.whiten = whitening((zc - geo.threshold) / geo.half_edge, yc, k)
+        tied = TiedGaussian.fit((zc - geo.midpoint) / geo.half_edge, yc, k)
+        geo.centres, geo.whiten = tied.centres.astype(np.float32), tied.whiten.astype(np.float32)
         return geo
 
     def check_distinct(self) -> None:
@@ -160,15 +149,15 @@ class VertexGeometry:
                 "latent_dim)"
             )
 
-    # ------------------------------------------------------------------ scoring (reference implementation)
+    # ------------------------------------------------------------------ numpy oracle of training.score.VertexScore
     def scaled(self, z: np.ndarray) -> np.ndarray:
-        """u = (z - t) / a in float32."""
-        t = self.threshold.astype(np.float32)
-        a = self.half_edge.astype(np.float32)
-        return (np.asarray(z, dtype=np.float32) - t) / a
+        """``u = (z - midpoint) / half_edge`` in float32."""
+        midpoint = self.midpoint.astype(np.float32)
+        half_edge = self.half_edge.astype(np.float32)
+        return (np.asarray(z, dtype=np.float32) - midpoint) / half_edge
 
     def score(self, z: np.ndarray, logits: np.ndarray) -> dict[str, np.ndarray]:
-        """The graph's outputs (besides logits and z) for latents ``z`` and ``logits``; float32 / int64."""
+        """The graph's outputs (besides logits and z) for latents ``z`` and ``logits``; float32 / int64 (oracle)."""
         z = np.asarray(z, dtype=np.float32)
         logits = np.asarray(logits, dtype=np.float32)
         u = self.scaled(z)
@@ -194,7 +183,7 @@ class VertexGeometry:
     def to_metadata(self) -> tuple[dict, dict[str, str]]:
         """``(geometry, codebook)`` JSON fields of the artifact metadata."""
         geometry = {
-            "low": self.low.tolist(), "high": self.high.tolist(), "midpoint": self.threshold.tolist(),
+            "low": self.low.tolist(), "high": self.high.tolist(), "midpoint": self.midpoint.tolist(),
             "half_edge": self.half_edge.tolist(),
             "separation": None if self.separation is None else [float(s) for s in self.separation],
             "centres": self.centres.tolist(),
@@ -214,7 +203,7 @@ class VertexGeometry:
 
 
 class MaxSoftmax:
-    """Baseline score with the same outputs: reliability = max softmax probability, nearest = argmax."""
+    """Numpy oracle of :class:`training.score.SoftmaxScore` (reliability = max softmax probability)."""
 
     name = SOFTMAX_SCORE
 
@@ -229,46 +218,3 @@ class MaxSoftmax:
             "dist_class_centre": (1 - maxp).astype(np.float32),
             "reliability": maxp,
         }
-
-
-def whitening(u: np.ndarray, labels: np.ndarray, num_classes: int, ridge: float = 1e-6,
-              ) -> tuple[np.ndarray, np.ndarray]:
-    """Class centres (mean u per class) and ``W`` with ``W Wᵀ = Σ⁻¹``, Σ the tied covariance of ``u - centre``.
-
-    A small ridge (``ridge`` × mean variance) keeps Σ invertible when a dimension has collapsed."""
-    u = np.asarray(u, dtype=np.float64)
-    centres = np.stack([u[labels == c].mean(axis=0) for c in range(num_classes)])
-    r = u - centres[labels]
-    cov = r.T @ r / max(len(r) - num_classes, 1)
-    cov += ridge * max(float(np.trace(cov)) / len(cov), 1e-12) * np.eye(len(cov))
-    whiten = np.linalg.cholesky(np.linalg.inv(cov))
-    return centres.astype(np.float32), whiten.astype(np.float32)
-
-
-def calibrate_threshold(reliability: np.ndarray, target_accept_rate: float = 0.95) -> float:
-    """Largest threshold such that ``mean(reliability >= threshold) >= target_accept_rate`` on these scores.
-
-    That is the order statistic r_(k) with k = floor((1 - target) * n) (0-based, ascending), so the accepted
-    share is at least the target and exceeds it only by ties / rounding (at most 1/n).
-    """
-    r = np.sort(np.asarray(reliability, dtype=np.float64).reshape(-1))
-    if not 0.0 < target_accept_rate <= 1.0:
-        raise ValueError(f"target_accept_rate must be in (0, 1], got {target_accept_rate}")
-    if r.size == 0:
-        raise ValueError("cannot calibrate a threshold on zero samples")
-    k = int(np.floor((1.0 - target_accept_rate) * r.size + 1e-9))
-    return float(r[min(k, r.size - 1)])
-
-
-def auroc(scores_pos: np.ndarray, scores_neg: np.ndarray) -> float:
-    """P(score_pos > score_neg) + 0.5 P(=) (Mann-Whitney), i.e. ROC AUC with 'pos' the higher-scored class."""
-    from sklearn.metrics import roc_auc_score
-
-    y = np.r_[np.ones(len(scores_pos)), np.zeros(len(scores_neg))]
-    return float(roc_auc_score(y, np.r_[scores_pos, scores_neg]))
-
-
-def fpr_at_tpr(scores_id: np.ndarray, scores_ood: np.ndarray, tpr: float = 0.95) -> float:
-    """Share of OOD inputs accepted when the threshold accepts ``tpr`` of the ID inputs."""
-    th = calibrate_threshold(scores_id, tpr)
-    return float(np.mean(np.asarray(scores_ood) >= th))

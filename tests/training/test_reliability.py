@@ -7,13 +7,12 @@ import itertools
 import numpy as np
 import pytest
 
+from training.metrics import calibrate_threshold, fpr_at_tpr
 from training.reliability import (
     GeometryError,
     MaxSoftmax,
     VertexGeometry,
-    calibrate_threshold,
     code_string,
-    fpr_at_tpr,
     parse_code,
 )
 
@@ -40,7 +39,7 @@ def test_symmetric_peaks_recovered():
     geo = VertexGeometry.fit(z, y, y, classes=["a", "b", "c", "d"])
     np.testing.assert_allclose(geo.low, [-1, -1], atol=0.01)
     np.testing.assert_allclose(geo.high, [1, 1], atol=0.01)
-    np.testing.assert_allclose(geo.threshold, [0, 0], atol=0.01)
+    np.testing.assert_allclose(geo.midpoint, [0, 0], atol=0.01)
     np.testing.assert_allclose(geo.half_edge, [1, 1], atol=0.01)
     np.testing.assert_array_equal(geo.codes, codes)
     assert geo.to_metadata()[1] == {"a": "00", "b": "01", "c": "10", "d": "11"}
@@ -54,7 +53,7 @@ def test_asymmetric_peaks_and_scale_free():
     geo = VertexGeometry.fit(z, y, y)
     np.testing.assert_allclose(geo.low, low, atol=0.01)
     np.testing.assert_allclose(geo.high, high, atol=0.01)
-    np.testing.assert_allclose(geo.threshold, (low + high) / 2, atol=0.01)
+    np.testing.assert_allclose(geo.midpoint, (low + high) / 2, atol=0.01)
     np.testing.assert_allclose(geo.half_edge, (high - low) / 2, atol=0.01)
     np.testing.assert_array_equal(geo.codes, codes)
     # Exactly on each class's ideal vertex -> dist_predicted_vertex 0, nearest = that class; the class centres (mean u of the
@@ -64,7 +63,7 @@ def test_asymmetric_peaks_and_scale_free():
     np.testing.assert_allclose(out["dist_predicted_vertex"], 0, atol=1e-5)
     np.testing.assert_array_equal(out["nearest_vertex_class"], np.arange(5))
     np.testing.assert_allclose(geo.centres, codes, atol=0.05)
-    on_centre = (geo.centres * geo.half_edge + geo.threshold).astype(np.float32)
+    on_centre = (geo.centres * geo.half_edge + geo.midpoint).astype(np.float32)
     np.testing.assert_allclose(geo.score(on_centre, logits_for(np.arange(5), 5))["reliability"], 1, atol=1e-4)
     # Scale-free: the same latents in other units give the same outputs.
     scale, shift = np.array([3.0, 0.1, 50.0]), np.array([1.0, -2.0, 7.0])
@@ -91,7 +90,7 @@ def test_whitened_class_distance_follows_the_within_class_spread():
     np.testing.assert_allclose(out["reliability"], np.exp(-out["dist_class_centre"]), rtol=1e-6)
     # The same Euclidean step costs more across the spread than along it.
     step = 0.1 * basis * geo.half_edge
-    centre = geo.centres[1] * geo.half_edge + geo.threshold
+    centre = geo.centres[1] * geo.half_edge + geo.midpoint
     d = geo.score((centre + step).astype(np.float32), logits_for(np.array([1, 1]), 3))["dist_class_centre"]
     assert d[1] > 3 * d[0]
 
@@ -129,12 +128,12 @@ def cube() -> VertexGeometry:
 
 
 def test_score_definitions(cube):
-    t, a = cube.threshold, cube.half_edge
+    midpoint, half_edge = cube.midpoint, cube.half_edge
     u = np.array([[-1.0, -1.0, -1.0],    # on vertex of class 0
                   [0.5, 1.0, -1.0],      # near class 1 (nearest vertex = class 1)
                   [1.0, 1.0, 1.0],       # unoccupied vertex 111
                   [-0.9, -1.2, -0.7]])   # near class 0 but predicted as class 2
-    z = (u * a + t).astype(np.float32)
+    z = (u * half_edge + midpoint).astype(np.float32)
     pred = np.array([0, 1, 1, 2])
     out = cube.score(z, logits_for(pred, 3))
     np.testing.assert_array_equal(out["nearest_vertex_class"], [0, 1, -1, 0])
@@ -166,7 +165,7 @@ def test_metadata_round_trip(cube):
     geo_md, book = cube.to_metadata()
     md = {"geometry": geo_md, "codebook": book, "classes": cube.classes}
     back = VertexGeometry.from_metadata(md)
-    np.testing.assert_allclose(back.threshold, cube.threshold)
+    np.testing.assert_allclose(back.midpoint, cube.midpoint)
     np.testing.assert_allclose(back.half_edge, cube.half_edge)
     np.testing.assert_array_equal(back.codes, cube.codes)
     np.testing.assert_array_equal(back.centres, cube.centres)

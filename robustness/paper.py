@@ -65,7 +65,7 @@ def _ratio_row(agg: dict, key: str, claim: str, paper: str, lo_hi: tuple[float, 
         return None
     ratio = a / b
     return {"claim": claim, "paper": paper, "measured": ratio, "bin_enc": a, "no_pen": b,
-            "agrees": bool(lo_hi[0] <= ratio <= lo_hi[1]) if lo_hi else bool(ratio >= 2.0)}
+            "agrees": None if paper == "–" else bool(lo_hi[0] <= ratio <= lo_hi[1]) if lo_hi else bool(ratio >= 2.0)}
 
 
 def _detector_rows(agg: dict) -> list[dict]:

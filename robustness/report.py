@@ -324,13 +324,13 @@ def _headline_rows(models: dict) -> list[list[str]]:
 
 def _headline(results: dict) -> list[str]:
     a = results["config"]["adversarial"]
-    L = ["## Headline", ""]
-    L += _table(["model", "test acc %", f"robust L∞ {a['headline_linf']:g} % [95% CI]",
+    lines = ["## Headline", ""]
+    lines += _table(["model", "test acc %", f"robust L∞ {a['headline_linf']:g} % [95% CI]",
                  f"reject option, adaptive, L∞ {a['headline_linf']:g} %", f"robust L2 {a['headline_l2']:g} %",
                  f"reject option, adaptive, L2 {a['headline_l2']:g} %", "DeepFool ‖r‖/‖x‖ (paper's metric)",
                  "DeepFool ‖r‖/‖x‖ (box, pixels)", "mean OOD AUROC (reliability)", "misclf. AUROC (reliability)"],
                 _headline_rows(results["models"]))
-    return L + ["*Robust*: per-sample worst case over every attack that ran (white-box, AutoAttack components, "
+    return lines + ["*Robust*: per-sample worst case over every attack that ran (white-box, AutoAttack components, "
                 "black-box, the adaptive attack). *Reject option, adaptive*: a point counts as broken when any attack "
                 "found a point inside the ε-ball that is misclassified AND accepted by the score module the ONNX graph "
                 "serves (adaptive successes are confirmed by the graph itself); the ablation row gives lin_pen a "
@@ -364,7 +364,7 @@ def _paper(results: dict) -> list[str]:
 
 
 def _curves(results: dict) -> list[str]:
-    L = []
+    lines = []
     models, a = results["models"], results["config"]["adversarial"]
     for norm, title in (("linf", "L∞"), ("l2", "L2")):
         eps = a["eps_linf"] if norm == "linf" else a["eps_l2"]
@@ -382,9 +382,9 @@ def _curves(results: dict) -> list[str]:
                 if norm in by_norm:
                     rows.append([lbl, f"**reject option ({opt}), adaptive**"] +
                                 [f"**{pct(v)}**" if v is not None else "–" for v in by_norm[norm]["robust_acc"]])
-        L += [f"## Robust accuracy (%) vs {title} ε", ""] + _table(["model", "attack", *[f"ε={e:g}" for e in eps]],
+        lines += [f"## Robust accuracy (%) vs {title} ε", ""] + _table(["model", "attack", *[f"ε={e:g}" for e in eps]],
                                                                    rows)
-    return L
+    return lines
 
 
 def _autoattack_and_adaptive(results: dict) -> list[str]:
@@ -403,12 +403,12 @@ def _autoattack_and_adaptive(results: dict) -> list[str]:
                     c = ad["convergence"]
                     arows.append([lbl, opt, norm, f"{c['eps']:g}", pct(c["base"]), pct(c["strong"]),
                                   str(ad["unconfirmed"]), f"{ad['seconds']:.0f}"])
-    L = ["## AutoAttack components (on the points the rest left unbroken)", ""]
-    L += _table(["model", "attack", "ε: points attacked → newly broken", "seconds"], rows)
-    L += ["## Adaptive attack on the reject option: convergence", ""]
-    L += _table(["model", "reject option", "norm", "ε", "robust %, default budget", "robust %, 2× steps 2× restarts",
+    lines = ["## AutoAttack components (on the points the rest left unbroken)", ""]
+    lines += _table(["model", "attack", "ε: points attacked → newly broken", "seconds"], rows)
+    lines += ["## Adaptive attack on the reject option: convergence", ""]
+    lines += _table(["model", "reject option", "norm", "ε", "robust %, default budget", "robust %, 2× steps 2× restarts",
                  "successes the ONNX graph did not confirm", "seconds"], arows)
-    return L
+    return lines
 
 
 def _min_norms(results: dict) -> list[str]:
@@ -430,11 +430,11 @@ def _min_norms(results: dict) -> list[str]:
 
 def _ood(results: dict) -> list[str]:
     models, sets = results["models"], list(results.get("ood_sets", {}))
-    L = ["## OOD detection: models × OOD sets × methods", ""]
-    L += ["OOD sets: " + "; ".join(f"**{s}** ({v['source']}, n={v['n']})" for s, v in results["ood_sets"].items())
+    lines = ["## OOD detection: models × OOD sets × methods", ""]
+    lines += ["OOD sets: " + "; ".join(f"**{s}** ({v['source']}, n={v['n']})" for s, v in results["ood_sets"].items())
           + ("" if not results.get("skipped_ood_sets") else
              "; skipped: " + "; ".join(f"{k} ({v})" for k, v in results["skipped_ood_sets"].items())), ""]
-    L += ["`reliability` is the artifact's served score (bin_enc: vertex distance; baselines: max-softmax computed in "
+    lines += ["`reliability` is the artifact's served score (bin_enc: vertex distance; baselines: max-softmax computed in "
           "float32, which saturates at exactly 1.0 for confident inputs, so many ties); `max_softmax` is the same "
           "quantity recomputed in float64 from the logits.", ""]
     for metric, title in (("auroc", "AUROC"), ("fpr95", "FPR at 95% ID acceptance (lower is better)"),
@@ -443,11 +443,11 @@ def _ood(results: dict) -> list[str]:
         for lbl, e in models.items():
             methods = [m for m in next(iter(e["ood"].values()), {}) if m != "accept_rate_at_threshold"]
             rows += [[lbl, m] + [num(e["ood"][s][m][metric]) for s in sets if s in e["ood"]] for m in methods]
-        L += [f"### {title}", ""] + _table(["model", "method", *sets], rows)
+        lines += [f"### {title}", ""] + _table(["model", "method", *sets], rows)
     rows = [[lbl, pct(e["calibration"]["accept_rate"])] + [pct(e["ood"][s]["accept_rate_at_threshold"])
                                                            for s in sets if s in e["ood"]]
             for lbl, e in models.items()]
-    return L + ["### Accept rate (%) at the artifact's calibrated threshold", ""] + _table(["model", "ID test", *sets],
+    return lines + ["### Accept rate (%) at the artifact's calibrated threshold", ""] + _table(["model", "ID test", *sets],
                                                                                           rows)
 
 
@@ -455,35 +455,35 @@ def _selective_and_geometry(results: dict) -> list[str]:
     models = results["models"]
     rows = [[lbl, m, num(v["misclassification_auroc"]), num(v["aurc"], ".4f"), num(v["e_aurc"], ".4f")]
             for lbl, e in models.items() for m, v in e["misclassification"].items()]
-    L = ["## Misclassification detection, calibration, selective classification (ID test)", ""]
-    L += _table(["model", "score", "misclf. AUROC", "AURC", "E-AURC"], rows)
+    lines = ["## Misclassification detection, calibration, selective classification (ID test)", ""]
+    lines += _table(["model", "score", "misclf. AUROC", "AURC", "E-AURC"], rows)
     rows = [[lbl, pct(c["acc"]), num(c["ece_max_softmax"], ".4f"), num(c["ece_reliability"], ".4f"),
              num(c["threshold"], ".4g"), pct(c["accept_rate"]), pct(c["acc_accepted"]), pct(c["acc_rejected"])]
             for lbl, e in models.items() for c in [e["calibration"]]]
-    L += _table(["model", "acc %", "ECE (max-softmax)", "ECE (reliability)", "threshold", "accept %",
+    lines += _table(["model", "acc %", "ECE (max-softmax)", "ECE (reliability)", "threshold", "accept %",
                  "acc accepted %", "acc rejected %"], rows)
     rows = [[lbl, str(g.get("latent_width")), str(g.get("bimodal_dims", "–")), num(g.get("test_same_encoding")),
              str(g.get("test_distinct_class_codes", "–")), num(g.get("test_nc1"), ".4g")]
             for lbl, e in models.items() for g in [e["geometry"]]]
-    L += ["## Latent geometry (from each run's metrics.json)", ""]
-    L += _table(["model", "latent width", "bimodal dims", "same encoding", "distinct codes", "NC1"], rows)
+    lines += ["## Latent geometry (from each run's metrics.json)", ""]
+    lines += _table(["model", "latent width", "bimodal dims", "same encoding", "distinct codes", "NC1"], rows)
     rows = [[lbl, f"`{artifact_name(e['artifact']['path'])}`", e["artifact"]["score"],
              num(e["artifact"]["threshold"], ".4g"),
              num(e["artifact"]["parity_with_torch"]["max_abs_diff_reliability"], ".2g"), e["run_status"]]
             for lbl, e in models.items()]
-    return L + ["## Artifacts", ""] + _table(["model", "artifact", "score", "threshold",
+    return lines + ["## Artifacts", ""] + _table(["model", "artifact", "score", "threshold",
                                                "max |Δ reliability| torch vs ONNX", "run"], rows)
 
 
 def _plots(plots: dict) -> list[str]:
-    L = ["## Plots", ""]
+    lines = ["## Plots", ""]
     for key, title in (("worst_all", "worst-case robust accuracy, all models"), ("risk_coverage", "risk-coverage")):
         if key in plots.get("_all", {}):
-            L += [f"![{title}]({plots['_all'][key]})", ""]
+            lines += [f"![{title}]({plots['_all'][key]})", ""]
     for lbl, p in plots.items():
         if lbl != "_all":
-            L += [f"### {lbl}", ""] + [f"![{k}]({v})" for k, v in p.items()] + [""]
-    return L
+            lines += [f"### {lbl}", ""] + [f"![{k}]({v})" for k, v in p.items()] + [""]
+    return lines
 
 
 CONVENTIONS = [

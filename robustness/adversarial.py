@@ -1,15 +1,17 @@
-"""The adversarial part of the bench for one model: the attack ensemble, the reject option, the checks.
+"""The adversarial part of the bench for one model: attack ensemble, adaptive attack on the reject option, checks.
 
-:func:`evaluate_adversarial` takes any network returning ``(logits, z)`` (or logits), a fixed sample of test points
-and an :class:`AdversarialPlan`, and returns a JSON-ready dict (robust-accuracy curves per attack and worst case,
-minimal perturbations, the paper's DeepFool score, reject-option numbers, the ART cross-check and the sanity flags).
+:func:`evaluate_adversarial` takes a network returning ``(logits, z)`` (or logits), a fixed sample of test points,
+an :class:`AdversarialPlan` and the model's reject options, and returns a JSON-ready dict.
 
-Sample tiers (all are prefixes of the same fixed sample, so they nest): cheap attacks (FGSM, PGD) use the first
-``n_cheap`` points; expensive minimum-norm attacks (DeepFool, C&W, FMN), the adaptive attack, the probes and the
-APGD cross-check the first ``n_expensive``; the black-box attack the first ``n_blackbox``. Attacks run on the
-correctly classified points only; robust accuracy is over all points of the tier (a clean error is a failure at
-every ε). The **worst case** is per sample, ``any`` over every attack that ran on the point, reported on the
-``n_expensive`` prefix where the whole white-box ensemble ran (and, for the cheap attacks alone, on ``n_cheap``).
+* :class:`Sample` holds the fixed sample and its nested tiers (prefixes of the same points): the cheap attacks use
+  ``n_cheap`` points, the expensive ones (minimum-norm, AutoAttack components, adaptive attack, probes) the first
+  ``n_expensive``, the black-box one the first ``n_blackbox``. Attacks run on the correctly classified points; a
+  clean error counts as a failure at every ε.
+* Every attack that ran at grid ε values is a :class:`Record` (success per ε and point, and for each reject option
+  "misclassified AND accepted"); :func:`worst_case` is the one aggregator: per point ``any`` over the records of a
+  norm, with the ε envelope (an adversarial found within a smaller ε counts at every larger ε).
+* The AutoAttack components follow AutoAttack's protocol: each runs only on the points every earlier attack left
+  unbroken at that ε.
 """
 
 from __future__ import annotations
@@ -24,21 +26,23 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from robustness import sanity
+from robustness.adaptive import AdaptiveBudget, RejectOption, adaptive_attack
 from robustness.attacks import (
     DEFAULT_ATTACKS,
     AttackBudget,
+    AttackOutcome,
+    AttackSpec,
+    Norm,
     QueryCountingModel,
-    Reliability,
-    accepted_mask,
-    adaptive_reject_pgd,
-    apgd_success,
-    forward_all,
     get_spec,
     input_gradient_norms,
+    logits_and_z,
     run_attack,
     white_box,
 )
-from robustness.metrics import robust_accuracy, worst_case
+from robustness.stats import proportion_of
+
+NORMS: tuple[Norm, ...] = ("linf", "l2")
 
 
 @dataclass
@@ -50,45 +54,77 @@ class AdversarialPlan:
     n_expensive: int = 100
     n_blackbox: int = 20
     budget: AttackBudget = field(default_factory=AttackBudget)
-    adaptive_steps: int = 20
-    adaptive_targets: int = 2
-    adaptive_lambda: float = 1.0
-    large_eps: float = 0.5
+    adaptive: AdaptiveBudget = field(default_factory=AdaptiveBudget)
+    adaptive_eps_linf: tuple[float, ...] = (0.02, 0.05, 0.1)  # () = the whole grid
+    adaptive_eps_l2: tuple[float, ...] = (0.5, 1.0, 2.0)
+    ensemble_eps_linf: tuple[float, ...] = (0.05, 0.1)  # where the AutoAttack components run; () = whole grid
+    ensemble_eps_l2: tuple[float, ...] = (1.0,)
+    large_eps_linf: float = 0.5
+    large_eps_l2: float = 10.0
     strong_steps_factor: int = 2
     strong_restarts: int = 2
-    apgd_steps: int = 40
-    apgd_losses: tuple[str, ...] = ("cross_entropy", "difference_logits_ratio")
-    headline_linf: float = 0.1
+    headline_linf: float = 0.05
     headline_l2: float = 1.0
     sanity: sanity.SanityConfig = field(default_factory=sanity.SanityConfig)
+
+    def eps(self, norm: Norm) -> list[float]:
+        return [float(e) for e in (self.eps_linf if norm == "linf" else self.eps_l2)]
+
+    def subset(self, norm: Norm, which: tuple[float, ...]) -> list[float]:
+        """The grid ε among ``which`` (all positive grid ε when ``which`` is empty)."""
+        return [e for e in self.eps(norm) if e > 0 and (not which or any(abs(e - w) < 1e-12 for w in which))]
+
+    def headline(self, norm: Norm) -> float:
+        return self.headline_linf if norm == "linf" else self.headline_l2
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["attacks"] = list(self.attacks)
-        d["apgd_losses"] = list(self.apgd_losses)
         return d
 
 
-def _seed_for(seed: int, name: str) -> int:
-    return (seed * 1_000_003 + zlib.crc32(name.encode())) % (2**31)
+@dataclass
+class Sample:
+    """The fixed sample (x, y), which points the model classifies correctly, and the nested tier sizes."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    correct: np.ndarray  # (n_cheap,) bool
+    sizes: dict[str, int]
+
+    @classmethod
+    def build(cls, net: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: AdversarialPlan) -> Sample:
+        n_cheap = min(plan.n_cheap, len(x))
+        n_exp = min(plan.n_expensive, n_cheap)
+        sizes = {"cheap": n_cheap, "expensive": n_exp, "blackbox": min(plan.n_blackbox, n_exp)}
+        x, y = x[:n_cheap], y[:n_cheap]
+        with torch.no_grad():
+            pred = torch.cat([logits_and_z(net, x[i : i + 512])[0].argmax(1) for i in range(0, n_cheap, 512)]) \
+                if n_cheap else y
+        return cls(x, y, (pred == y).cpu().numpy(), sizes)
+
+    def rows(self, tier: str) -> np.ndarray:
+        """Correctly classified mask over the tier's points."""
+        return self.correct[: self.sizes[tier]]
+
+    def take(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        it = torch.as_tensor(idx, device=self.x.device, dtype=torch.long)
+        return self.x[it], self.y[it]
 
 
-def _f(values) -> list[float | None]:
-    out = []
-    for v in np.asarray(values, dtype=np.float64).reshape(-1):
-        out.append(float(v) if np.isfinite(v) else None)
-    return out
+@dataclass
+class Record:
+    """One attack that ran: success (len(grid ε), n_tier) and, per reject option, misclassified AND accepted."""
+
+    name: str
+    norm: Norm
+    success: np.ndarray
+    fooled: dict[str, np.ndarray] = field(default_factory=dict)
+    entry: dict = field(default_factory=dict)
 
 
-def _rate(mask: np.ndarray, rows: np.ndarray) -> list[float | None]:
-    """Success rate per ε among ``rows`` (the correctly classified points)."""
-    if rows.sum() == 0:
-        return [None] * mask.shape[0]
-    return _f(mask[:, rows].mean(axis=1))
-
-
-def _pad(mask: np.ndarray, n: int) -> np.ndarray:
-    """Restrict / pad (with False = not attacked) a (E, m) mask to (E, n)."""
+def _fit(mask: np.ndarray, n: int) -> np.ndarray:
+    """Restrict (longer tier) or pad with False (shorter tier: not attacked) a (E, m) mask to (E, n)."""
     out = np.zeros((mask.shape[0], n), dtype=bool)
     m = min(n, mask.shape[1])
     out[:, :m] = mask[:, :m]
@@ -103,351 +139,432 @@ def envelope(mask: np.ndarray, eps: list[float]) -> np.ndarray:
     return out
 
 
-def _at(eps: list[float], curve: list, value: float):
-    for e, c in zip(eps, curve, strict=True):
-        if abs(e - value) < 1e-12:
-            return c
-    return None
+def worst_case(records: list[Record], norm: Norm, eps: list[float], n: int, option: str | None = None,
+               ) -> tuple[np.ndarray, list[str]]:
+    """Per point and ε: broken by any record of ``norm`` (for ``option``: misclassified AND accepted by it).
+
+    Returns the (len(eps), n) mask after the ε envelope and the names of the records folded in.
+    """
+    picked = [r for r in records if r.norm == norm and (option is None or option in r.fooled)]
+    mask = np.zeros((len(eps), n), dtype=bool)
+    for r in picked:
+        mask |= _fit(r.success if option is None else r.fooled[option], n)
+    return envelope(mask, eps), [r.name for r in picked]
+
+
+def robust_points(correct: np.ndarray, broken: np.ndarray) -> np.ndarray:
+    """(E, n): correctly classified and not broken."""
+    return np.asarray(correct, dtype=bool)[None, :] & ~np.asarray(broken, dtype=bool)
+
+
+def _seed_for(seed: int, name: str) -> int:
+    return (seed * 1_000_003 + zlib.crc32(name.encode())) % (2**31)
+
+
+def _floats(values) -> list[float | None]:
+    return [float(v) if np.isfinite(v) else None for v in np.asarray(values, dtype=np.float64).reshape(-1)]
+
+
+def _curve(correct: np.ndarray, broken: np.ndarray, cols: list[int] | None = None) -> dict:
+    """Robust accuracy per ε with Wilson 95% intervals (``None`` at ε outside ``cols``)."""
+    robust = robust_points(correct, broken)
+    props = [proportion_of(r) if cols is None or k in cols else None for k, r in enumerate(robust)]
+    return {"robust_acc": [p["value"] if p else None for p in props],
+            "ci95": [p["ci95"] if p else None for p in props]}
+
+
+@dataclass
+class Context:
+    """Everything one model's evaluation shares: the model, the sample, the reject options and what ran."""
+
+    net: nn.Module
+    plan: AdversarialPlan
+    sample: Sample
+    options: list[RejectOption]
+    blackbox: QueryCountingModel | None
+    seed: int
+    bar: tqdm
+    records: list[Record] = field(default_factory=list)
+    checks: dict = field(default_factory=dict)
+    flags: list[sanity.Flag] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.fm = white_box(self.net)
+
+    def tick(self, what: str) -> None:
+        self.bar.set_postfix_str(what)
+
+    def add(self, record: Record) -> Record:
+        self.records.append(record)
+        return record
+
+
+def _record(ctx: Context, spec: AttackSpec, idx: np.ndarray, out: AttackOutcome, cols: list[int],
+            name: str | None = None) -> Record:
+    """Fold an outcome on the tier points ``idx`` at grid columns ``cols`` into a :class:`Record`."""
+    n_t = ctx.sample.sizes[spec.tier]
+    grid = ctx.plan.eps(spec.norm)
+    success = np.zeros((len(grid), n_t), dtype=bool)
+    success[np.ix_(cols, idx)] = out.success
+    rec = Record(name or spec.name, spec.norm, success)
+    _, y = ctx.sample.take(idx)
+    for opt in ctx.options:
+        fooled = np.zeros_like(success)
+        for k, c in enumerate(cols):
+            if out.advs is not None and len(idx):
+                fooled[c, idx] = out.success[k] & opt.fooled(ctx.net, out.advs[k], y)
+        rec.fooled[opt.name] = fooled
+    rows = ctx.sample.rows(spec.tier)
+    rec.entry = {"norm": spec.norm, "kind": spec.kind, "access": spec.access, "tier": spec.tier,
+                 "library": spec.library, "description": spec.description, "n": int(n_t), "n_attacked": int(len(idx)),
+                 "eps": [grid[c] for c in cols], "seconds": round(out.seconds, 3),
+                 **_curve(rows, success[cols], None)}
+    if out.queries is not None:
+        rec.entry["queries_per_point"] = out.queries / max(len(idx), 1)
+    if out.min_norm is not None:
+        rec.entry["min_norm"] = _min_norm_entry(ctx, spec, idx, out.min_norm)
+    return rec
+
+
+def _min_norm_entry(ctx: Context, spec: AttackSpec, idx: np.ndarray, min_norm: np.ndarray) -> dict:
+    found = np.isfinite(min_norm)
+    entry = {"per_point": _floats(_scatter(ctx.sample.sizes[spec.tier], idx, min_norm, np.nan)),
+             "found_share": float(found.mean()) if len(found) else None,
+             "median": float(np.median(min_norm)) if len(found) else None}
+    if spec.name == "deepfool_l2" and found.any():
+        x, _ = ctx.sample.take(idx)
+        ratio = min_norm[found] / np.maximum(x.flatten(1).norm(dim=1).cpu().numpy()[found], 1e-12)
+        entry["r_over_x"] = {"mean": float(ratio.mean()), "median": float(np.median(ratio)), "n": int(found.sum()),
+                             "definition": "||r||_2/||x||_2 over correctly classified points; r = unclipped DeepFool "
+                                           "perturbation in pixel space [0, 1], overshoot 0.02, box-constrained"}
+    return entry
+
+
+def _scatter(n: int, idx: np.ndarray, values: np.ndarray, fill: float) -> np.ndarray:
+    out = np.full(n, fill, dtype=np.float64)
+    out[idx] = values
+    return out
+
+
+def run_standard_attacks(ctx: Context) -> None:
+    """Every requested attack that is not residual, on the correctly classified points of its tier."""
+    for name in ctx.plan.attacks:
+        spec = get_spec(name)
+        if spec.residual or (spec.access == "black" and ctx.blackbox is None):
+            continue
+        ctx.tick(name)
+        idx = np.flatnonzero(ctx.sample.rows(spec.tier))
+        x, y = ctx.sample.take(idx)
+        grid = ctx.plan.eps(spec.norm)
+        model = ctx.blackbox if spec.access == "black" else ctx.fm
+        out = run_attack(spec, model, x, y, grid, ctx.plan.budget, seed=_seed_for(ctx.seed, name))
+        ctx.add(_record(ctx, spec, idx, out, list(range(len(grid)))))
+        ctx.bar.update(1)
+
+
+def run_autoattack(ctx: Context) -> None:
+    """The AutoAttack components, each on the points every earlier attack left unbroken at that ε."""
+    n = ctx.sample.sizes["expensive"]
+    rows = ctx.sample.rows("expensive")
+    for name in ctx.plan.attacks:
+        spec = get_spec(name)
+        if not spec.residual:
+            continue
+        ctx.tick(name)
+        grid = ctx.plan.eps(spec.norm)
+        which = ctx.plan.ensemble_eps_linf if spec.norm == "linf" else ctx.plan.ensemble_eps_l2
+        success = np.zeros((len(grid), n), dtype=bool)
+        fooled = {o.name: np.zeros_like(success) for o in ctx.options}
+        t0, attacked = time.perf_counter(), {}
+        for e in ctx.plan.subset(spec.norm, which):
+            c = grid.index(e)
+            broken, _ = worst_case(ctx.records, spec.norm, grid, n)
+            idx = np.flatnonzero(rows & ~broken[c])
+            attacked[f"{e:g}"] = int(len(idx))
+            x, y = ctx.sample.take(idx)
+            out = run_attack(spec, ctx.fm, x, y, [e], ctx.plan.budget, seed=_seed_for(ctx.seed, name))
+            part = _record(ctx, replace(spec, tier="expensive"), idx, out, [c])
+            success |= part.success
+            for k in fooled:
+                fooled[k] |= part.fooled[k]
+        rec = ctx.add(Record(name, spec.norm, success, fooled))
+        rec.entry = {"norm": spec.norm, "library": spec.library, "description": spec.description,
+                     "tier": "expensive", "residual": True, "n": int(n), "attacked_per_eps": attacked,
+                     "extra_broken_per_eps": {k: int(success[grid.index(float(k))].sum()) for k in attacked},
+                     "seconds": round(time.perf_counter() - t0, 3)}
+        ctx.bar.update(1)
+
+
+def _convergence_eps(ctx: Context, names: list[str]) -> list[float]:
+    """The headline ε and the grid ε where the PGD family leaves about half the clean accuracy."""
+    grid = ctx.plan.eps("linf")
+    out = [ctx.plan.headline_linf] if ctx.plan.headline_linf in grid else []
+    rows = ctx.sample.rows("expensive")
+    picked = [r for r in ctx.records if r.name in names]
+    if picked and rows.any():
+        broken, _ = worst_case(picked, "linf", grid, len(rows))
+        ra = robust_points(rows, broken).mean(axis=1)
+        cands = [(abs(ra[k] - rows.mean() / 2), e) for k, e in enumerate(grid) if e > 0]
+        if cands and min(cands)[1] not in out:
+            out.append(min(cands)[1])
+    return out
+
+
+def run_pgd_convergence(ctx: Context) -> None:
+    """PGD (stable CE and margin) with more steps and restarts at two ε; folded into the worst case."""
+    ctx.tick("convergence")
+    names = [n for n in ("pgd_linf", "pgd_linf_margin") if any(r.name == n for r in ctx.records)]
+    conv_eps = _convergence_eps(ctx, names)
+    plan = ctx.plan
+    strong = replace(plan.budget, pgd_steps=plan.budget.pgd_steps * plan.strong_steps_factor,
+                     pgd_restarts=max(2 * plan.budget.pgd_restarts, plan.strong_restarts))
+    rows = ctx.sample.rows("expensive")
+    idx = np.flatnonzero(rows)
+    grid = plan.eps("linf")
+    cols = [grid.index(e) for e in conv_eps]
+    base_recs, strong_recs = [r for r in ctx.records if r.name in names], []
+    for name in names:
+        x, y = ctx.sample.take(idx)
+        out = run_attack(get_spec(name), ctx.fm, x, y, conv_eps, strong, seed=_seed_for(ctx.seed, name + "/strong"))
+        strong_recs.append(ctx.add(_record(ctx, replace(get_spec(name), tier="expensive"), idx, out, cols,
+                                           name=f"{name}_strong")))
+    n = len(rows)
+    fam = {k: robust_points(rows, worst_case(recs, "linf", grid, n)[0]).mean(axis=1)
+           for k, recs in (("base", base_recs), ("strong", strong_recs))}
+    base = {f"{e:g}": float(fam["base"][c]) for e, c in zip(conv_eps, cols, strict=True)}
+    stronger = {f"{e:g}": float(fam["strong"][c]) for e, c in zip(conv_eps, cols, strict=True)}
+    detail = (f"{'+'.join(names)}: {strong.pgd_steps} steps x {strong.pgd_restarts} restarts vs "
+              f"{plan.budget.pgd_steps} x {plan.budget.pgd_restarts}, {int(rows.sum())} points")
+    ctx.checks["pgd_convergence"] = {"eps": conv_eps, "base": base, "strong": stronger, "detail": detail}
+    ctx.flags.append(sanity.converged("pgd_converged", base, stronger, plan.sanity.convergence_tol, detail)
+                     if names else sanity.Flag("pgd_converged", None, "PGD did not run"))
+    ctx.bar.update(1)
+
+
+def run_adaptive(ctx: Context, option: RejectOption) -> dict:
+    """The adaptive attack on ``option`` in both norms, plus its convergence check at the headline ε."""
+    rows = ctx.sample.rows("expensive")
+    idx = np.flatnonzero(rows)
+    x, y = ctx.sample.take(idx)
+    n = len(rows)
+    out: dict = {"budget": ctx.plan.adaptive.to_dict(), "threshold": option.threshold,
+                 "confirmed_by_served_graph": option.confirm is not None}
+    for norm in NORMS:
+        ctx.tick(f"adaptive {option.name} {norm}")
+        grid = ctx.plan.eps(norm)
+        which = ctx.plan.subset(norm, ctx.plan.adaptive_eps_linf if norm == "linf" else ctx.plan.adaptive_eps_l2)
+        t0 = time.perf_counter()
+        res = adaptive_attack(ctx.net, option, x, y, which, norm, ctx.plan.adaptive,
+                              seed=_seed_for(ctx.seed, f"adaptive/{option.name}/{norm}"))
+        head = ctx.plan.headline(norm)
+        strong = adaptive_attack(ctx.net, option, x, y, [head], norm, ctx.plan.adaptive.stronger(),
+                                 seed=_seed_for(ctx.seed, f"adaptive-strong/{option.name}/{norm}")) \
+            if head in which else None
+        for tag, r in (("", res), ("_strong", strong)):
+            if r is None:
+                continue
+            mask = np.zeros((len(grid), n), dtype=bool)
+            mask[np.ix_([grid.index(e) for e in r.epsilons], idx)] = r.success
+            ctx.add(Record(f"adaptive{tag}[{option.name}]", norm, mask, {option.name: mask}))
+        base_ra = float((rows.sum() - res.success[which.index(head)].sum()) / n) if head in which else None
+        strong_ra = float((rows.sum() - strong.success[0].sum()) / n) if strong is not None else None
+        out[norm] = {"eps": which, "seconds": round(time.perf_counter() - t0, 3),
+                     "unconfirmed": res.unconfirmed + (strong.unconfirmed if strong else 0),
+                     "convergence": {"eps": head, "base": base_ra, "strong": strong_ra,
+                                     "strong_budget": ctx.plan.adaptive.stronger().to_dict()}}
+        detail = f"{option.name}, {norm} ε={head:g}: 2x steps and 2x restarts, {int(rows.sum())} points"
+        ctx.flags.append(sanity.converged(f"adaptive_converged[{option.name},{norm}]",
+                                          {f"{head:g}": base_ra} if base_ra is not None else {},
+                                          {f"{head:g}": strong_ra} if strong_ra is not None else {},
+                                          ctx.plan.sanity.adaptive_convergence_tol, detail))
+    ctx.bar.update(1)
+    return out
+
+
+def _full_grid(ctx: Context, rec: Record) -> bool:
+    return rec.name in ctx.plan.attacks and not get_spec(rec.name).residual
+
+
+def run_checks(ctx: Context) -> None:
+    """Gradient norms, CE/margin gaps, large-ε probes, monotone curves, single step, black-box, AutoAttack gain."""
+    cfg, rows_c = ctx.plan.sanity, ctx.sample.rows("cheap")
+    ctx.tick("checks")
+    x, y = ctx.sample.take(np.flatnonzero(rows_c))
+    norms = input_gradient_norms(ctx.net, x, y)
+    ctx.flags.append(sanity.gradient_norms(norms, cfg))
+    by_name = {r.name: r for r in ctx.records}
+    pairs = {f"{a} vs {b}": (by_name[a].entry["robust_acc"], by_name[b].entry["robust_acc"])
+             for a, b in (("pgd_linf", "pgd_linf_margin"), ("pgd_l2", "pgd_l2_margin"))
+             if a in by_name and b in by_name}
+    ctx.flags.append(sanity.attack_gaps(pairs, cfg))
+    _large_eps_probes(ctx)
+    curves = {r.name: r.entry["robust_acc"] for r in ctx.records if _full_grid(ctx, r) and get_spec(r.name).kind
+              == "fixed"}
+    eps = {k: ctx.plan.eps(by_name[k].norm) for k in curves}
+    n = ctx.sample.sizes["expensive"]
+    for norm in NORMS:
+        base = [r for r in ctx.records if _full_grid(ctx, r) and r.norm == norm]
+        if base:
+            raw = np.zeros((len(ctx.plan.eps(norm)), n), dtype=bool)
+            for r in base:
+                raw |= _fit(r.success, n)
+            curves[f"worst_{norm}"] = robust_points(ctx.sample.rows("expensive"), raw).mean(axis=1).tolist()
+            eps[f"worst_{norm}"] = ctx.plan.eps(norm)
+    ctx.flags.append(sanity.monotone(curves, eps, cfg, informational=tuple(
+        k for k in curves if k in ctx.plan.attacks and not get_spec(k).iterative)))
+    if "fgsm" in by_name and "pgd_linf" in by_name:
+        ctx.flags.append(sanity.iterative_beats_single_step(
+            _rates(by_name["fgsm"].entry), _rates(by_name["pgd_linf"].entry), ctx.plan.eps("linf"), cfg))
+    else:
+        ctx.flags.append(sanity.Flag("iterative_ge_single_step", None, "fgsm and pgd_linf not both run"))
+    _blackbox_check(ctx)
+    _autoattack_gain(ctx)
+
+
+def _rates(entry: dict) -> list[float]:
+    """Success rate among the attacked points from a record entry's robust accuracy over its tier."""
+    share = entry["n_attacked"] / max(entry["n"], 1)
+    return [np.nan if v is None or share == 0 else 1 - v / share for v in entry["robust_acc"]]
+
+
+def _large_eps_probes(ctx: Context) -> None:
+    rows = ctx.sample.rows("expensive")
+    idx = np.flatnonzero(rows)
+    x, y = ctx.sample.take(idx)
+    for norm, name, e in (("linf", "pgd_linf_margin", ctx.plan.large_eps_linf),
+                          ("l2", "pgd_l2_margin", ctx.plan.large_eps_l2)):
+        out = run_attack(get_spec(name), ctx.fm, x, y, [e], ctx.plan.budget, seed=_seed_for(ctx.seed, name + "/large"),
+                         keep_advs=False)
+        ra = float((rows.sum() - out.success.sum()) / max(len(rows), 1)) if len(rows) else None
+        ctx.checks[f"large_eps_{norm}"] = {"eps": e, "robust_acc": ra, "attack": name, "n": int(len(rows))}
+        ctx.flags.append(sanity.large_eps(ra, e, int(len(rows)), ctx.plan.sanity, norm))
+
+
+def _blackbox_check(ctx: Context) -> None:
+    n_bb = ctx.sample.sizes["blackbox"]
+    rows = ctx.sample.rows("blackbox")
+    bbs = [r for r in ctx.records if r.name in ctx.plan.attacks and get_spec(r.name).access == "black"]
+    if not bbs:
+        ctx.flags.append(sanity.Flag("blackbox_not_stronger", None, "no black-box attack ran"))
+        return
+    for rec in bbs:
+        grid = ctx.plan.eps(rec.norm)
+        white = [r for r in ctx.records if r.name not in {b.name for b in bbs}]
+        w, _ = worst_case(white, rec.norm, grid, n_bb)
+        b = envelope(_fit(rec.success, n_bb), grid)
+        k = max(int(rows.sum()), 1)
+        bb_rate, wb_rate = b[:, rows].sum(axis=1) / k, w[:, rows].sum(axis=1) / k
+        bb_only = (b & ~w)[:, rows].sum(axis=1).tolist()
+        ctx.checks[f"blackbox_{rec.name}"] = {"n": int(n_bb), "bb_success": bb_rate.tolist(),
+                                              "wb_success": wb_rate.tolist(), "bb_only_points": bb_only}
+        ctx.flags.append(sanity.blackbox_not_stronger(bb_rate, wb_rate, grid, int(rows.sum()), ctx.plan.sanity,
+                                                      bb_only))
+
+
+def _autoattack_gain(ctx: Context) -> None:
+    """How many points the AutoAttack components broke that the rest of the ensemble had left."""
+    n = ctx.sample.sizes["expensive"]
+    rows = ctx.sample.rows("expensive")
+    gains: dict[str, float] = {}
+    for norm in NORMS:
+        grid = ctx.plan.eps(norm)
+        aa = [r for r in ctx.records if r.norm == norm and r.name in ctx.plan.attacks and get_spec(r.name).residual]
+        if not aa:
+            continue
+        rest = [r for r in ctx.records if r not in aa]
+        w_rest, _ = worst_case(rest, norm, grid, n)
+        w_all, _ = worst_case(ctx.records, norm, grid, n)
+        which = ctx.plan.subset(norm, ctx.plan.ensemble_eps_linf if norm == "linf" else ctx.plan.ensemble_eps_l2)
+        for e in which:
+            c = grid.index(e)
+            gains[f"{norm}@{e:g}"] = float((w_all[c] & ~w_rest[c] & rows).sum() / max(n, 1))
+    ctx.checks["autoattack_gain"] = gains
+    ctx.flags.append(sanity.autoattack_gain(gains, n, ctx.plan.sanity))
+
+
+def _min_norm_summary(ctx: Context, norm: Norm) -> dict | None:
+    """Per point the smallest unclipped adversarial over the white-box minimum-norm attacks of ``norm``."""
+    n = ctx.sample.sizes["expensive"]
+    rows = ctx.sample.rows("expensive")
+    per = [np.asarray([np.inf if v is None else v for v in r.entry["min_norm"]["per_point"][:n]])
+           for r in ctx.records if r.norm == norm and "min_norm" in r.entry and get_spec(r.name).access == "white"
+           and len(r.entry["min_norm"]["per_point"]) >= n]
+    if not per or not rows.any():
+        return None
+    best = np.min(np.stack(per), axis=0)[rows]
+    return {"n": int(len(best)), "median": float(np.median(best)), "found_share": float(np.isfinite(best).mean()),
+            "attacks": [r.name for r in ctx.records if r.norm == norm and "min_norm" in r.entry
+                        and get_spec(r.name).access == "white"],
+            "definition": "per point, the smallest unclipped adversarial perturbation over the white-box "
+                          "minimum-norm attacks; median over the correctly classified points"}
+
+
+def summarize(ctx: Context, adaptive: dict) -> dict:
+    """The JSON-ready result: curves with intervals, the worst case, the reject options, checks and headline."""
+    n = ctx.sample.sizes["expensive"]
+    rows = ctx.sample.rows("expensive")
+    worst, reject, headline = {}, {o.name: {"adaptive": adaptive[o.name]} for o in ctx.options}, {}
+    for norm in NORMS:
+        grid, head = ctx.plan.eps(norm), ctx.plan.headline(norm)
+        mask, names = worst_case(ctx.records, norm, grid, n)
+        if not names:
+            continue
+        worst[norm] = {"eps": grid, "n": int(n), "attacks": names, **_curve(rows, mask)}
+        if head in grid:
+            robust = robust_points(rows, mask)[grid.index(head)]
+            headline[f"robust_acc_{norm}"] = {**proportion_of(robust), "eps": head,
+                                              "robust_points": robust.astype(int).tolist()}
+        which = ctx.plan.subset(norm, ctx.plan.adaptive_eps_linf if norm == "linf" else ctx.plan.adaptive_eps_l2)
+        for opt in ctx.options:
+            m, folded = worst_case(ctx.records, norm, grid, n, option=opt.name)
+            if not any(name.startswith("adaptive") for name in folded):
+                continue
+            cols = [grid.index(e) for e in which]
+            reject[opt.name][norm] = {"eps": grid, "n": int(n), "attacks": folded, **_curve(rows, m, cols)}
+            if head in which:
+                robust = robust_points(rows, m)[grid.index(head)]
+                headline.setdefault("reject", {}).setdefault(opt.name, {})[norm] = {
+                    **proportion_of(robust), "eps": head, "robust_points": robust.astype(int).tolist()}
+        mn = _min_norm_summary(ctx, norm)
+        if mn:
+            worst[norm]["min_norm"] = mn
+            headline[f"median_min_{norm}"] = mn["median"]
+    df = next((r.entry["min_norm"].get("r_over_x") for r in ctx.records if r.name == "deepfool_l2"), None)
+    if df:
+        headline["deepfool_score"] = df["mean"]
+    return {"worst_case": worst, "reject": reject, "headline": headline,
+            "attacks": {r.name: r.entry for r in ctx.records if r.entry}}
 
 
 def evaluate_adversarial(
-    net: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    plan: AdversarialPlan,
-    reliability: Reliability | None = None,
-    blackbox=None,
-    seed: int = 0,
-    progress: bool = True,
-    label: str = "",
+    net: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: AdversarialPlan, options: list[RejectOption] = (),
+    blackbox=None, seed: int = 0, progress: bool = True, label: str = "",
 ) -> dict:
     """Run the whole adversarial evaluation of ``net`` on the fixed sample ``(x, y)``; returns a JSON-ready dict.
 
-    ``blackbox``: a numpy ``pixels -> logits`` function (the ONNX artifact) for the decision-based attack;
-    ``reliability``: the artifact's score as a torch function (enables the reject option and the adaptive attack).
+    ``blackbox``: a numpy ``pixels -> logits`` function (the ONNX graph) for the decision-based attack;
+    ``options``: the reject options to attack adaptively (and to check every other attack's adversarials against).
     """
-    t_start = time.perf_counter()
+    t0 = time.perf_counter()
     net.eval()
-    n_cheap = min(plan.n_cheap, len(x))
-    n_exp = min(plan.n_expensive, n_cheap)
-    n_bb = min(plan.n_blackbox, n_exp)
-    tiers = {"cheap": n_cheap, "expensive": n_exp, "blackbox": n_bb}
-    x, y = x[:n_cheap], y[:n_cheap]
-    logits, _ = forward_all(net, x)
-    correct = (logits.argmax(1) == y).cpu().numpy()
-    fm = white_box(net)
-    bb = QueryCountingModel(blackbox) if blackbox is not None else None
-    eps_of = {"linf": [float(e) for e in plan.eps_linf], "l2": [float(e) for e in plan.eps_l2]}
-    x_norm_l2 = x.flatten(1).norm(dim=1).cpu().numpy()
-
-    names = [n for n in plan.attacks if not (get_spec(n).access == "black" and bb is None)]
-    skipped = [n for n in plan.attacks if n not in names]
-    extra_tasks = ["adaptive"] * (reliability is not None) + ["gradients", "large_eps", "convergence", "apgd"]
-    bar = tqdm(total=len(names) + len(extra_tasks), desc=f"attacks {label}".strip(), disable=not progress,
-               leave=False)
-
-    masks: dict[str, np.ndarray] = {}  # name -> (E, n_tier) success (False on clean errors)
-    masks_acc: dict[str, np.ndarray] = {}  # success AND accepted by the reliability threshold
-    attacks_out: dict[str, dict] = {}
-    outcomes_min_norm: dict[str, np.ndarray] = {}
-    for name in names:
-        spec = get_spec(name)
-        bar.set_postfix_str(name)
-        n_t = tiers[spec.tier]
-        rows = correct[:n_t]
-        idx = np.flatnonzero(rows)
-        eps = eps_of[spec.norm]
-        model = bb if spec.access == "black" else fm
-        it = torch.as_tensor(idx, device=x.device, dtype=torch.long)
-        out = run_attack(spec, model, x[it], y[it], eps, plan.budget, seed=_seed_for(seed, name),
-                         keep_advs=reliability is not None)
-        full = np.zeros((len(eps), n_t), dtype=bool)
-        full[:, idx] = out.success
-        masks[name] = full
-        entry: dict = {
-            "norm": spec.norm, "kind": spec.kind, "access": spec.access, "tier": spec.tier,
-            "iterative": spec.iterative, "description": spec.description, "n": int(n_t),
-            "n_correct": int(len(idx)), "eps": eps, "success_rate": _rate(full, rows),
-            "robust_acc": _f(robust_accuracy(rows, full)), "seconds": round(out.seconds, 3),
-        }
-        if out.queries is not None:
-            entry["queries"] = out.queries
-            entry["queries_per_point"] = out.queries / max(len(idx), 1)
-        if reliability is not None:
-            acc = accepted_mask(net, reliability, out.advs) if len(idx) else np.zeros((len(eps), 0), bool)
-            full_acc = np.zeros_like(full)
-            full_acc[:, idx] = out.success & acc
-            masks_acc[name] = full_acc
-            n_succ = out.success.sum(axis=1)
-            rejected = np.where(n_succ > 0, (out.success & ~acc).sum(axis=1) / np.maximum(n_succ, 1), np.nan)
-            entry["robust_acc_reject"] = _f(robust_accuracy(rows, envelope(full_acc, eps)))
-            entry["rejected_share_of_successes"] = _f(rejected)
-        if out.min_norm is not None:
-            mn = np.full(n_t, np.nan)
-            mn[idx] = out.min_norm
-            outcomes_min_norm[name] = mn
-            found = np.isfinite(out.min_norm)
-            entry["min_norm"] = {
-                "found_share": float(found.mean()) if len(found) else None,
-                "median": float(np.median(out.min_norm)) if len(found) else None,  # inf if most were not found
-                "mean_found": float(out.min_norm[found].mean()) if found.any() else None,
-            }
-            if name == "deepfool_l2" and found.any():
-                ratio = out.min_norm[found] / np.maximum(x_norm_l2[idx][found], 1e-12)
-                entry["deepfool_score"] = {
-                    "mean_r_over_x": float(ratio.mean()), "median_r_over_x": float(np.median(ratio)),
-                    "n": int(found.sum()), "definition": "mean over correctly classified points of ||r||_2/||x||_2, "
-                    "r = unclipped DeepFool perturbation (Foolbox, overshoot 0.02, box [0,1])",
-                }
-        del out
-        attacks_out[name] = entry
-        bar.update(1)
-
-    # ------------------------------------------------------------------ worst case
-    rows_exp = correct[:n_exp]
-    worst: dict[str, dict] = {}
-    for norm, eps in eps_of.items():
-        wb = [n for n in masks if get_spec(n).norm == norm and get_spec(n).access == "white"]
-        allk = [n for n in masks if get_spec(n).norm == norm]
-        cheap = [n for n in wb if get_spec(n).tier == "cheap"]
-        if not allk:
-            continue
-        w_raw = worst_case([_pad(masks[n], n_exp) for n in allk])
-        w_all = envelope(w_raw, eps)
-        entry = {
-            "eps": eps, "n": int(n_exp), "attacks": allk,
-            "robust_acc": _f(robust_accuracy(rows_exp, w_all)),
-            "robust_acc_raw": _f(robust_accuracy(rows_exp, w_raw)),
-            "success_rate": _rate(w_all, rows_exp),
-        }
-        if wb:
-            wbm = envelope(worst_case([_pad(masks[n], n_exp) for n in wb]), eps)
-            entry["robust_acc_white_box"] = _f(robust_accuracy(rows_exp, wbm))
-        if cheap:
-            wc = envelope(worst_case([masks[n] for n in cheap]), eps)
-            entry["cheap"] = {"n": int(n_cheap), "attacks": cheap, "robust_acc": _f(robust_accuracy(correct, wc))}
-        if reliability is not None:
-            wa_raw = worst_case([_pad(masks_acc[n], n_exp) for n in allk])
-            wa = envelope(wa_raw, eps)
-            entry["robust_acc_reject_naive"] = _f(robust_accuracy(rows_exp, wa))
-            fooled = w_raw[:, rows_exp]
-            fooled_acc = wa_raw[:, rows_exp]
-            n_f = fooled.sum(axis=1)
-            entry["rejected_share_of_fooled_points"] = _f(
-                np.where(n_f > 0, (fooled & ~fooled_acc).sum(axis=1) / np.maximum(n_f, 1), np.nan))
-        mins = [outcomes_min_norm[n][:n_exp] for n in wb if n in outcomes_min_norm and len(outcomes_min_norm[n]) >= n_exp]
-        if mins:
-            per_point = np.min(np.stack(mins), axis=0)[rows_exp]  # NaN-free: correct points only
-            entry["min_norm"] = {
-                "attacks": [n for n in wb if n in outcomes_min_norm], "n": int(len(per_point)),
-                "median": float(np.median(per_point)) if len(per_point) else None,
-                "mean_found": float(per_point[np.isfinite(per_point)].mean()) if np.isfinite(per_point).any() else None,
-                "found_share": float(np.isfinite(per_point).mean()) if len(per_point) else None,
-                "definition": "per point, the smallest unclipped adversarial perturbation over the white-box "
-                              "minimum-norm attacks; median over the correctly classified points",
-            }
-        worst[norm] = entry
-
-    # ------------------------------------------------------------------ adaptive (reliability-aware) attack
-    adaptive: dict | None = None
-    if reliability is not None:
-        bar.set_postfix_str("adaptive")
-        t0 = time.perf_counter()
-        idx = np.flatnonzero(rows_exp)
-        it = torch.as_tensor(idx, device=x.device, dtype=torch.long)
-        broken = adaptive_reject_pgd(net, reliability, x[it], y[it], eps_of["linf"], steps=plan.adaptive_steps,
-                                     n_targets=plan.adaptive_targets, lam=plan.adaptive_lambda,
-                                     seed=_seed_for(seed, "adaptive"))
-        full = np.zeros((len(eps_of["linf"]), n_exp), dtype=bool)
-        full[:, idx] = broken
-        naive = envelope(worst_case([_pad(masks_acc[n], n_exp) for n in masks_acc if get_spec(n).norm == "linf"]),
-                         eps_of["linf"]) if any(get_spec(n).norm == "linf" for n in masks_acc) else np.zeros_like(full)
-        adaptive = {
-            "eps": eps_of["linf"], "n": int(n_exp), "steps": plan.adaptive_steps, "targets": plan.adaptive_targets,
-            "lambda": plan.adaptive_lambda, "reliability": reliability.name, "threshold": reliability.threshold,
-            "success_rate": _rate(full, rows_exp),
-            "robust_acc_reject_adaptive_only": _f(robust_accuracy(rows_exp, full)),
-            "robust_acc_reject_naive_or_adaptive": _f(robust_accuracy(rows_exp, naive | full)),
-            "seconds": round(time.perf_counter() - t0, 3),
-            "objective": "clamp(max_{j!=t} l_j - l_t, 0) + lambda * (-log reliability_as_if_t); t = each of the "
-                         "top wrong classes; success = any iterate misclassified AND accepted",
-        }
-        bar.update(1)
-
-    # ------------------------------------------------------------------ checks
-    flags: list[sanity.Flag] = []
-    checks: dict = {}
-    scfg = plan.sanity
-    # zero gradients at the start points
-    bar.set_postfix_str("gradients")
-    idx = np.flatnonzero(correct)
-    g = input_gradient_norms(net, x[torch.as_tensor(idx, device=x.device, dtype=torch.long)],
-                             y[torch.as_tensor(idx, device=x.device, dtype=torch.long)])
-    flags.append(sanity.no_zero_gradients(g["ce"], g["margin"], scfg))
-    bar.update(1)
-
-    # large-ε probe
-    bar.set_postfix_str("large eps")
-    idx = np.flatnonzero(rows_exp)
-    it = torch.as_tensor(idx, device=x.device, dtype=torch.long)
-    pgd_names = [n for n in ("pgd_linf", "pgd_linf_margin") if n in masks]
-    if pgd_names and len(idx):
-        probe = np.zeros((1, n_exp), dtype=bool)
-        for n in pgd_names:
-            o = run_attack(get_spec(n), fm, x[it], y[it], [plan.large_eps], plan.budget,
-                           seed=_seed_for(seed, n + "/large"), keep_advs=False)
-            probe[:, idx] |= o.success
-        ra = float(robust_accuracy(rows_exp, probe)[0])
-        checks["large_eps"] = {"eps": plan.large_eps, "robust_acc": ra, "attacks": pgd_names, "n": int(n_exp)}
-        flags.append(sanity.large_eps(ra, plan.large_eps, int(n_exp), scfg))
-    else:
-        flags.append(sanity.large_eps(None, plan.large_eps, 0, scfg))
-    bar.update(1)
-
-    # convergence: stronger PGD (more steps and restarts) on the cheap-tier points at the headline ε and the most
-    # informative ε; "the number" is the PGD family's per-sample worst case (CE and margin loss together)
-    bar.set_postfix_str("convergence")
-    conv_eps = _convergence_eps(eps_of["linf"], masks, pgd_names, correct, plan.headline_linf)
-    strong_budget = replace(plan.budget, pgd_steps=plan.budget.pgd_steps * plan.strong_steps_factor,
-                            pgd_restarts=max(2 * plan.budget.pgd_restarts, plan.strong_restarts))
-    idx_c = np.flatnonzero(correct)
-    it_c = torch.as_tensor(idx_c, device=x.device, dtype=torch.long)
-    base, strong, per_attack = {}, {}, {}
-    if pgd_names and len(idx_c) and conv_eps:
-        cols = [eps_of["linf"].index(e) for e in conv_eps]
-        strong_masks = []
-        for n in pgd_names:
-            o = run_attack(get_spec(n), fm, x[it_c], y[it_c], conv_eps, strong_budget,
-                           seed=_seed_for(seed, n + "/strong"), keep_advs=False)
-            full = np.zeros((len(conv_eps), n_cheap), dtype=bool)
-            full[:, idx_c] = o.success
-            strong_masks.append(full)
-            ra_b = robust_accuracy(correct, masks[n][cols])
-            ra_s = robust_accuracy(correct, full)
-            per_attack.update({f"{n}@{e:g}": {"base": float(b), "strong": float(t)}
-                               for e, b, t in zip(conv_eps, ra_b, ra_s, strict=True)})
-        fam_b = robust_accuracy(correct, worst_case([masks[n][cols] for n in pgd_names]))
-        fam_s = robust_accuracy(correct, worst_case(strong_masks))
-        base = {f"{e:g}": float(v) for e, v in zip(conv_eps, fam_b, strict=True)}
-        strong = {f"{e:g}": float(v) for e, v in zip(conv_eps, fam_s, strict=True)}
-    detail = (f"{'+'.join(pgd_names)}: {strong_budget.pgd_steps} steps x {strong_budget.pgd_restarts} restarts vs "
-              f"{plan.budget.pgd_steps} x {plan.budget.pgd_restarts}, {int(correct.sum())} points")
-    checks["convergence"] = {"eps": conv_eps, "base": base, "strong": strong, "per_attack": per_attack,
-                             "detail": detail, "n": int(n_cheap)}
-    flags.append(sanity.pgd_converged(base, strong, scfg, detail))
-    bar.update(1)
-
-    # iterative >= single step
-    if "fgsm" in masks and "pgd_linf" in masks:
-        flags.append(sanity.iterative_beats_single_step(
-            attacks_out["fgsm"]["success_rate"], attacks_out["pgd_linf"]["success_rate"], eps_of["linf"], scfg))
-    else:
-        flags.append(sanity.Flag("iterative_ge_single_step", None, "fgsm and pgd_linf not both run"))
-
-    # black-box not stronger than white-box
-    bb_names = [n for n in masks if get_spec(n).access == "black"]
-    if bb_names:
-        rows_bb = correct[:n_bb]
-        for n in bb_names:
-            spec = get_spec(n)
-            wb = [m for m in masks if get_spec(m).norm == spec.norm and get_spec(m).access == "white"]
-            if not wb:
-                continue
-            w = worst_case([_pad(masks[m], n_bb) for m in wb])
-            b = _pad(masks[n], n_bb)
-            bb_only = (b & ~w)[:, rows_bb].sum(axis=1).tolist()
-            checks[f"blackbox_{n}"] = {"n": int(n_bb), "bb_success": _rate(b, rows_bb), "wb_success": _rate(w, rows_bb),
-                                       "bb_only_points": bb_only}
-            flags.append(sanity.blackbox_not_stronger(
-                [v if v is not None else np.nan for v in _rate(b, rows_bb)],
-                [v if v is not None else np.nan for v in _rate(w, rows_bb)], eps_of[spec.norm],
-                int(rows_bb.sum()), scfg, bb_only))
-    else:
-        flags.append(sanity.Flag("blackbox_not_stronger", None, "no black-box attack ran"))
-
-    # monotone curves
-    curves = {n: attacks_out[n]["robust_acc"] for n in masks if get_spec(n).kind == "fixed"}
-    cur_eps = {n: attacks_out[n]["eps"] for n in curves}
-    for norm, w in worst.items():
-        curves[f"worst_{norm}"] = w["robust_acc_raw"]
-        cur_eps[f"worst_{norm}"] = w["eps"]
-    curves = {k: [np.nan if v is None else v for v in c] for k, c in curves.items()}
-    flags.append(sanity.monotone(curves, cur_eps, scfg,
-                                 informational=tuple(n for n in curves if n in masks and not get_spec(n).iterative)))
-
-    # ART APGD cross-check
-    bar.set_postfix_str("apgd")
-    cc_eps = [e for e in dict.fromkeys([plan.headline_linf, *conv_eps]) if e in eps_of["linf"] and e > 0]
-    if "linf" in worst and len(idx) and cc_eps and plan.apgd_losses:
-        t0 = time.perf_counter()
-        apgd = np.zeros((len(cc_eps), n_exp), dtype=bool)
-        per_loss = {}
-        for loss in plan.apgd_losses:
-            s = apgd_success(net, x[it], y[it], cc_eps, steps=plan.apgd_steps, loss_type=loss,
-                             seed=_seed_for(seed, "apgd/" + loss))
-            m = np.zeros_like(apgd)
-            m[:, idx] = s
-            per_loss[loss] = _f(robust_accuracy(rows_exp, m))
-            apgd |= m
-        cols = [eps_of["linf"].index(e) for e in cc_eps]
-        ours_mask = worst_case([_pad(masks[n], n_exp) for n in worst["linf"]["attacks"]])[cols]
-        ours = {f"{e:g}": float(v) for e, v in zip(cc_eps, robust_accuracy(rows_exp, ours_mask), strict=True)}
-        theirs = {f"{e:g}": float(v) for e, v in zip(cc_eps, robust_accuracy(rows_exp, apgd), strict=True)}
-        union = {f"{e:g}": float(v) for e, v in zip(cc_eps, robust_accuracy(rows_exp, apgd | ours_mask), strict=True)}
-        checks["apgd"] = {"eps": cc_eps, "n": int(n_exp), "steps": plan.apgd_steps, "losses": list(plan.apgd_losses),
-                          "robust_acc_apgd": theirs, "robust_acc_apgd_per_loss": per_loss,
-                          "robust_acc_ours": ours, "robust_acc_union": union,
-                          "seconds": round(time.perf_counter() - t0, 3)}
-        flags.append(sanity.crosscheck(ours, theirs, int(n_exp), scfg))
-    else:
-        flags.append(sanity.Flag("apgd_crosscheck", None, "APGD cross-check not run"))
-    bar.update(1)
-    bar.close()
-
-    headline = {
-        "linf_eps": plan.headline_linf,
-        "robust_acc_linf": _at(eps_of["linf"], worst["linf"]["robust_acc"], plan.headline_linf) if "linf" in worst else None,
-        "l2_eps": plan.headline_l2,
-        "robust_acc_l2": _at(eps_of["l2"], worst["l2"]["robust_acc"], plan.headline_l2) if "l2" in worst else None,
-    }
-    if reliability is not None and "linf" in worst:
-        headline["robust_acc_linf_reject_naive"] = _at(eps_of["linf"], worst["linf"]["robust_acc_reject_naive"],
-                                                       plan.headline_linf)
-        if adaptive is not None:
-            headline["robust_acc_linf_reject_adaptive"] = _at(
-                eps_of["linf"], adaptive["robust_acc_reject_naive_or_adaptive"], plan.headline_linf)
-    for norm in ("linf", "l2"):
-        if norm in worst and "min_norm" in worst[norm]:
-            headline[f"median_min_{norm}"] = worst[norm]["min_norm"]["median"]
-    if "deepfool_l2" in attacks_out and "deepfool_score" in attacks_out["deepfool_l2"]:
-        headline["deepfool_score"] = attacks_out["deepfool_l2"]["deepfool_score"]["mean_r_over_x"]
+    sample = Sample.build(net, x, y, plan)
+    n_tasks = len(plan.attacks) + 1 + len(options)
+    with tqdm(total=n_tasks, desc=f"attacks {label}".strip(), disable=not progress, leave=False) as bar:
+        ctx = Context(net, plan, sample, list(options),
+                      QueryCountingModel(blackbox) if blackbox is not None else None, seed, bar)
+        run_standard_attacks(ctx)
+        run_pgd_convergence(ctx)
+        run_autoattack(ctx)
+        adaptive = {o.name: run_adaptive(ctx, o) for o in ctx.options}
+        run_checks(ctx)
+    out = summarize(ctx, adaptive)
     return {
-        "n": {"cheap": int(n_cheap), "expensive": int(n_exp), "blackbox": int(n_bb)},
-        "clean_acc": {"cheap": float(correct.mean()) if n_cheap else None,
-                      "expensive": float(rows_exp.mean()) if n_exp else None},
-        "eps": eps_of,
-        "attacks": attacks_out,
-        "skipped_attacks": skipped,
-        "worst_case": worst,
-        "adaptive": adaptive,
-        "checks": checks,
-        "flags": [f.to_dict() for f in flags],
-        "headline": headline,
-        "seconds": round(time.perf_counter() - t_start, 3),
+        "n": dict(sample.sizes),
+        "clean_acc": {t: float(sample.rows(t).mean()) if sample.sizes[t] else None for t in sample.sizes},
+        "eps": {norm: plan.eps(norm) for norm in NORMS},
+        **out,
+        "skipped_attacks": [a for a in plan.attacks if get_spec(a).access == "black" and blackbox is None],
+        "checks": ctx.checks,
+        "flags": [f.to_dict() for f in ctx.flags],
+        "seconds": round(time.perf_counter() - t0, 3),
     }
-
-
-def _convergence_eps(eps: list[float], masks: dict, pgd_names: list[str], correct: np.ndarray,
-                     headline: float) -> list[float]:
-    """The headline ε (if on the grid) and the grid ε where PGD's robust accuracy is closest to half the clean one."""
-    out = [headline] if headline in eps else []
-    if pgd_names and correct.any():
-        w = worst_case([masks[n] for n in pgd_names])
-        ra = robust_accuracy(correct, w)
-        target = correct.mean() / 2
-        cands = [(abs(ra[k] - target), e) for k, e in enumerate(eps) if e > 0]
-        if cands:
-            best = min(cands)[1]
-            if best not in out:
-                out.append(best)
-    return out

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-SCHEMA = {"name": "binenc.robustness.results", "version": 1}
+SCHEMA = {"name": "binenc.robustness.results", "version": 2}
 DPI = 72
 HEADLINE_METHOD = "reliability"
 
@@ -78,25 +78,25 @@ def _plt():
     return plt
 
 
+def _nan(values) -> list[float]:
+    return [np.nan if v is None else v for v in values]
+
+
 def plot_robust_accuracy(label: str, adv: dict, path: Path) -> None:
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for ax, norm in zip(axes, ("linf", "l2"), strict=True):
-        eps = adv["eps"][norm]
         for name, a in adv["attacks"].items():
-            if a["norm"] != norm:
-                continue
-            ax.plot(eps, [np.nan if v is None else v for v in a["robust_acc"]], lw=1, alpha=0.7,
-                    ls="--" if a["access"] == "black" else "-", label=name)
+            if a.get("norm") == norm and "robust_acc" in a and len(a["eps"]) == len(a["robust_acc"]) > 1:
+                ax.plot(a["eps"], _nan(a["robust_acc"]), lw=1, alpha=0.7,
+                        ls="--" if a.get("access") == "black" else "-", label=name)
         w = adv["worst_case"].get(norm)
         if w:
-            ax.plot(eps, [np.nan if v is None else v for v in w["robust_acc"]], "k-", lw=2.5, label="worst case")
-            if "robust_acc_reject_naive" in w:
-                ax.plot(eps, [np.nan if v is None else v for v in w["robust_acc_reject_naive"]], "k:", lw=2,
-                        label="worst, reject (naive)")
-        if norm == "linf" and adv.get("adaptive"):
-            ax.plot(eps, [np.nan if v is None else v for v in adv["adaptive"]["robust_acc_reject_naive_or_adaptive"]],
-                    color="tab:red", ls="-.", lw=2, label="reject, adaptive")
+            ax.plot(w["eps"], _nan(w["robust_acc"]), "k-", lw=2.5, label="worst case")
+        for opt, by_norm in adv.get("reject", {}).items():
+            r = by_norm.get(norm)
+            if r:
+                ax.plot(r["eps"], _nan(r["robust_acc"]), ls="-.", marker="o", lw=2, label=f"reject ({opt}), adaptive")
         ax.set_xlabel("ε (L∞)" if norm == "linf" else "ε (L2)")
         ax.set_ylabel("robust accuracy")
         ax.set_ylim(-0.02, 1.02)
@@ -250,228 +250,263 @@ def _flags_section(models: dict) -> list[str]:
     return lines + [""]
 
 
-def render_markdown(results: dict, plots: dict[str, dict[str, str]]) -> str:
-    cfg = results["config"]
-    adv_cfg = cfg["adversarial"]
-    models = results["models"]
-    env = results["environment"]
-    L: list[str] = []
-    L += ["# Robustness bench report", ""]
-    L += [f"Command: `{cfg['command']}`", "",
-          f"Created {results['created_at']}; schema {results['schema']['name']} v{results['schema']['version']}; "
-          f"total wall time **{results['seconds_total']:.0f} s** on {env.get('cpu_count')} CPU cores "
-          f"({env.get('torch_threads')} torch threads, device {cfg['device']}); load average at start "
-          f"{env.get('loadavg_start')}, at end {env.get('loadavg_end')} (the machine may be shared).", ""]
-    any_model = next(iter(models.values()), None)
-    if any_model:
-        n = any_model["adversarial"]["n"]
-        b = adv_cfg["budget"]
-        L += ["### Sample counts and budgets", "",
-              f"- dataset **{cfg['dataset']}**, backbone {cfg['backbone']}, profile {cfg['profile']}, seeds "
-              f"{cfg['seeds']}, bench seed {cfg['seed']}; the same test points for every model.",
-              f"- cheap attacks (FGSM, PGD) and the PGD convergence probe: **{n['cheap']}** test points; expensive "
-              f"(DeepFool, C&W, FMN), adaptive, large-ε probe and ART APGD: **{n['expensive']}** (a prefix of the "
-              f"former); black-box HopSkipJump: "
-              f"**{n['blackbox']}**. Attacks run on the correctly classified ones; robust accuracy counts clean "
-              "errors as failures.",
-              f"- PGD {b['pgd_steps']} steps × {b['pgd_restarts']} restart(s) (step 2.5ε/steps, random start); "
-              f"DeepFool ≤{b['deepfool_steps']} steps, {b['deepfool_candidates']} candidates; C&W "
-              f"{b['cw_binary_steps']}×{b['cw_steps']} steps (const {b['cw_initial_const']}, lr {b['cw_stepsize']}); "
-              f"FMN {b['fmn_steps']} steps; HopSkipJump {b['hsj_steps']} iterations, {b['hsj_initial_evals']}–"
-              f"{b['hsj_max_evals']} gradient-estimation queries; adaptive {adv_cfg['adaptive_steps']} steps × "
-              f"{adv_cfg['adaptive_targets']} targets (λ={adv_cfg['adaptive_lambda']}); ART APGD "
-              f"{adv_cfg['apgd_steps']} iterations ({', '.join(adv_cfg['apgd_losses'])}).",
-              f"- OOD: {cfg['n_id']} ID test points, {cfg['n_ood']} per OOD set; Mahalanobis / KNN (k={cfg['knn_k']}) "
-              f"fitted on {cfg['n_fit']} training points.",
-              f"- L∞ ε grid {adv_cfg['eps_linf']}; L2 ε grid {adv_cfg['eps_l2']}.", ""]
-    L += _flags_section(models)
+def ci(d: dict | None) -> str:
+    """``12.0 [6.4, 20.8]`` for a proportion with its 95% interval (percent)."""
+    if not d or d.get("value") is None:
+        return "–"
+    return f"{pct(d['value'])} [{pct(d['ci95'][0])}, {pct(d['ci95'][1])}]"
 
-    # headline
-    L += ["## Headline", ""]
-    h_linf = adv_cfg["headline_linf"]
-    h_l2 = adv_cfg["headline_l2"]
+
+def artifact_name(path: str) -> str:
+    """``RUN/model.onnx``: the run directory's name and the file, never a machine path."""
+    p = Path(path)
+    return f"{p.parent.name}/{p.name}"
+
+
+def _header(results: dict) -> list[str]:
+    cfg, env = results["config"], results["environment"]
+    return ["# Robustness bench report", "", f"Command: `{cfg['command']}`", "",
+            f"Created {results['created_at']}; schema {results['schema']['name']} v{results['schema']['version']}; "
+            f"total wall time **{results['seconds_total']:.0f} s** on {env.get('cpu_count')} CPU cores "
+            f"({env.get('torch_threads')} torch threads, device {cfg['device']}); load average at start "
+            f"{env.get('loadavg_start')}, at end {env.get('loadavg_end')} (the machine may be shared); torch "
+            f"{env.get('torch')}, Foolbox {env.get('foolbox')}, torchattacks {env.get('torchattacks')}.", ""]
+
+
+def _budgets(results: dict) -> list[str]:
+    cfg = results["config"]
+    a, b = cfg["adversarial"], cfg["adversarial"]["budget"]
+    ad = a["adaptive"]
+    n = next(iter(results["models"].values()))["adversarial"]["n"] if results["models"] else {}
+
+    def grid(which):
+        return ", ".join(f"{e:g}" for e in which) if which else "the whole grid"
+
+    return ["### Sample counts and budgets", "",
+            f"- dataset **{cfg['dataset']}**, backbone {cfg['backbone']}, profile {cfg['profile']}"
+            f"{' (thorough)' if cfg.get('thorough') else ''}, bench seed {cfg['seed']}; the same test points for "
+            "every model.",
+            f"- FGSM and PGD (stable CE and margin, L∞ and L2): **{n.get('cheap')}** test points; minimum-norm "
+            f"attacks, AutoAttack components, adaptive attack, probes: the first **{n.get('expensive')}**; "
+            f"HopSkipJump (black-box, ONNX graph): the first **{n.get('blackbox')}**. Attacks run on the correctly "
+            "classified points; robust accuracy counts clean errors as failures. Intervals: 95% Wilson.",
+            f"- PGD {b['pgd_steps']} steps × {b['pgd_restarts']} restart(s), step 2.5ε/steps; DeepFool ≤"
+            f"{b['deepfool_steps']} steps; C&W {b['cw_binary_steps']}×{b['cw_steps']}; FMN {b['fmn_steps']}; "
+            f"HopSkipJump {b['hsj_steps']} iterations; APGD-CE / APGD-T {b['apgd_steps']} iterations × "
+            f"{b['apgd_restarts']} restart(s) (APGD-T and FAB-T over all K−1 targets), FAB-T {b['fab_steps']} steps, "
+            f"Square {b['square_queries']} queries (AutoAttack uses 5000; `--thorough` does), AutoAttack components "
+            f"at L∞ ε {grid(a['ensemble_eps_linf'])} and L2 ε {grid(a['ensemble_eps_l2'])}.",
+            f"- Adaptive attack on the reject option: all wrong classes as targets"
+            f"{'' if ad['n_targets'] is None else ' (limited to ' + str(ad['n_targets']) + ')'}, {ad['steps']} steps "
+            f"× {ad['restarts']} restart(s), cosine step size from 2ε, λ = {ad['lam']}; at L∞ ε "
+            f"{grid(a['adaptive_eps_linf'])} and L2 ε {grid(a['adaptive_eps_l2'])}; convergence check at the "
+            "headline ε with twice the steps and twice the restarts.",
+            f"- OOD: {cfg['n_id']} ID test points, {cfg['n_ood']} per OOD set; Mahalanobis / KNN (k={cfg['knn_k']}) "
+            f"fitted on {cfg['n_fit']} training points.",
+            f"- L∞ ε grid {a['eps_linf']}; L2 ε grid {a['eps_l2']}.", ""]
+
+
+def _headline_rows(models: dict) -> list[list[str]]:
     rows = []
     for lbl, e in models.items():
-        h = e["adversarial"]["headline"]
+        h, adv = e["adversarial"]["headline"], e["adversarial"]
         oods = [v["reliability"]["auroc"] for v in e["ood"].values() if "reliability" in v]
-        rows.append([lbl, pct(e.get("test_acc")), pct(e["adversarial"]["clean_acc"]["expensive"]),
-                     pct(h.get("robust_acc_linf")), pct(h.get("robust_acc_linf_reject_naive")),
-                     pct(h.get("robust_acc_linf_reject_adaptive")), pct(h.get("robust_acc_l2")),
-                     num(h.get("deepfool_score"), ".4f"), num(h.get("median_min_l2"), ".3f"),
-                     num(h.get("median_min_linf"), ".4f"), num(float(np.mean(oods)) if oods else None),
-                     num(e["misclassification"].get("reliability", {}).get("misclassification_auroc"))])
-    L += _table(["model", "test acc %", "clean acc % (sample)", f"robust L∞ {h_linf} %",
-                 "…reject, naive %", "…reject, adaptive %", f"robust L2 {h_l2} %", "DeepFool ‖r‖/‖x‖",
-                 "median min L2", "median min L∞",
-                 "mean OOD AUROC (reliability)", "misclf. AUROC (reliability)"], rows)
-    L += ["Robust accuracy is the per-sample worst case over the whole ensemble (white-box + black-box) on the "
-          "expensive-tier points. *Reject*: an adversarial that the artifact's calibrated threshold rejects counts "
-          "as not fooled; *adaptive* adds the reliability-aware attack.", ""]
+        paper_df = (adv.get("paper_deepfool") or {}).get("mean_r_over_x")
+        for opt, by_norm in (h.get("reject") or {"–": {}}).items():
+            served = e.get("reject_options", {}).get(opt, {}).get("served", True)
+            name = lbl if served else f"{lbl} + {opt} reject (ablation)"
+            rows.append([name, pct(e.get("test_acc")), ci(h.get("robust_acc_linf")), ci(by_norm.get("linf")),
+                         ci(h.get("robust_acc_l2")), ci(by_norm.get("l2")), num(paper_df, ".4f"),
+                         num(h.get("deepfool_score"), ".4f"), num(float(np.mean(oods)) if oods else None),
+                         num(e["misclassification"].get("reliability", {}).get("misclassification_auroc"))])
+    return rows
 
-    # paper comparison
-    L += ["## Paper comparison (Sbailò & Ghiringhelli, arXiv 2310.08224)", ""]
+
+def _headline(results: dict) -> list[str]:
+    a = results["config"]["adversarial"]
+    lines = ["## Headline", ""]
+    lines += _table(["model", "test acc %", f"robust L∞ {a['headline_linf']:g} % [95% CI]",
+                 f"reject option, adaptive, L∞ {a['headline_linf']:g} %", f"robust L2 {a['headline_l2']:g} %",
+                 f"reject option, adaptive, L2 {a['headline_l2']:g} %", "DeepFool ‖r‖/‖x‖ (paper's metric)",
+                 "DeepFool ‖r‖/‖x‖ (box, pixels)", "mean OOD AUROC (reliability)", "misclf. AUROC (reliability)"],
+                _headline_rows(results["models"]))
+    return lines + ["*Robust*: per-sample worst case over every attack that ran (white-box, AutoAttack components, "
+                "black-box, the adaptive attack). *Reject option, adaptive*: a point counts as broken when any attack "
+                "found a point inside the ε-ball that is misclassified AND accepted by the score module the ONNX graph "
+                "serves (adaptive successes are confirmed by the graph itself); the ablation row gives lin_pen a "
+                "Mahalanobis reject option on its own 8-d latent, attacked the same way.", ""]
+
+
+def _paired(results: dict) -> list[str]:
+    rows = [[r["a"], r["figure_a"], r["b"], r["figure_b"], str(r["n"]), str(r["a_only"]), str(r["b_only"]),
+             f"{100 * r['diff']:+.0f}" if r["diff"] is not None else "–", num(r["p_value"], ".3g")]
+            for r in results.get("paired", [])]
+    if not rows:
+        return []
+    return ["## Paired comparisons (same points, exact McNemar)", ""] + _table(
+        ["A", "figure", "B", "figure", "n", "robust only A", "robust only B", "A − B (points)", "p"], rows)
+
+
+def _paper(results: dict) -> list[str]:
+    pc = results.get("paper_comparison", {})
     rows = []
-    for r in results.get("paper_comparison", {}).get("rows", []):
+    for r in pc.get("rows", []):
         m = r["measured"]
-        if isinstance(m, float):
-            ms = f"×{m:.2f} (bin_enc {r['bin_enc']:.4g} / no_pen {r['no_pen']:.4g}"
-            if r.get("per_seed"):
-                ms += "; per seed " + ", ".join(f"s{k}: ×{v:.2f}" for k, v in r["per_seed"].items())
-            ms += ")"
-        else:
-            ms = ", ".join(f"{k}: {num(v) if isinstance(v, float) else v}" for k, v in m.items())
-        rows.append([r["claim"], r["paper"], ms, "**yes**" if r["agrees"] else "**no**"])
-    L += _table(["claim", "paper", "measured here", "agrees"], rows)
+        ms = (f"×{m:.2f} (bin_enc {r['bin_enc']:.4g} / no_pen {r['no_pen']:.4g})" if isinstance(m, float) else
+              ", ".join(f"{k}: {num(v) if isinstance(v, float) else v}" for k, v in m.items()))
+        rows.append([r["claim"], r["paper"], ms, {True: "**yes**", False: "**no**"}.get(r["agrees"], "–")])
+    return ["## Paper comparison (Sbailò & Ghiringhelli)", "",
+            "Method: *Emergence of Latent Binary Encoding in Deep Neural Network Classifiers* (arXiv 2310.08224 "
+            "v1). The ×29–×52 DeepFool range is from the authors' successor manuscript on latent point collapse "
+            "(*Latent Point Collapse on a Low Dimensional Embedding in Deep Neural Network Classifiers*). Detectors "
+            "are compared like with like (Mahalanobis with Mahalanobis, max-softmax with max-softmax).", ""] + \
+        _table(["claim", "paper", "measured here", "agrees"], rows) + [pc.get("note", ""), ""]
 
-    # adversarial tables
+
+def _curves(results: dict) -> list[str]:
+    lines = []
+    models, a = results["models"], results["config"]["adversarial"]
     for norm, title in (("linf", "L∞"), ("l2", "L2")):
-        eps = adv_cfg["eps_linf"] if norm == "linf" else adv_cfg["eps_l2"]
-        L += [f"## Robust accuracy (%) vs {title} ε: models × attacks", ""]
+        eps = a["eps_linf"] if norm == "linf" else a["eps_l2"]
         rows = []
         for lbl, e in models.items():
             adv = e["adversarial"]
-            for name, a in adv["attacks"].items():
-                if a["norm"] == norm:
-                    rows.append([lbl, f"{name} (n={a['n']})"] + [pct(v) for v in a["robust_acc"]])
+            for name, at in adv["attacks"].items():
+                if at.get("norm") == norm and len(at.get("eps", [])) == len(eps) and "robust_acc" in at:
+                    rows.append([lbl, f"{name} (n={at['n']})"] + [pct(v) for v in at["robust_acc"]])
             w = adv["worst_case"].get(norm)
             if w:
-                rows.append([lbl, f"**worst case** (n={w['n']})"] + [f"**{pct(v)}**" for v in w["robust_acc"]])
-                if "cheap" in w:
-                    rows.append([lbl, f"worst, cheap attacks (n={w['cheap']['n']})"] +
-                                [pct(v) for v in w["cheap"]["robust_acc"]])
-                if "robust_acc_reject_naive" in w:
-                    rows.append([lbl, "worst, reject option (naive)"] + [pct(v) for v in w["robust_acc_reject_naive"]])
-            if norm == "linf" and adv.get("adaptive"):
-                rows.append([lbl, "reject option, naive + adaptive"] +
-                            [pct(v) for v in adv["adaptive"]["robust_acc_reject_naive_or_adaptive"]])
-        L += _table(["model", "attack", *[f"ε={e:g}" for e in eps]], rows)
+                rows.append([lbl, f"**worst case** (n={w['n']}, {len(w['attacks'])} attacks)"] +
+                            [f"**{pct(v)}**" for v in w["robust_acc"]])
+            for opt, by_norm in adv.get("reject", {}).items():
+                if norm in by_norm:
+                    rows.append([lbl, f"**reject option ({opt}), adaptive**"] +
+                                [f"**{pct(v)}**" if v is not None else "–" for v in by_norm[norm]["robust_acc"]])
+        lines += [f"## Robust accuracy (%) vs {title} ε", ""] + _table(["model", "attack", *[f"ε={e:g}" for e in eps]],
+                                                                   rows)
+    return lines
 
-    # minimal perturbations
-    L += ["## Minimal perturbations (minimum-norm attacks, unclipped)", ""]
+
+def _autoattack_and_adaptive(results: dict) -> list[str]:
+    rows, arows = [], []
+    for lbl, e in results["models"].items():
+        adv = e["adversarial"]
+        for name, at in adv["attacks"].items():
+            if at.get("residual"):
+                rows.append([lbl, name, ", ".join(f"{k}: {at['attacked_per_eps'][k]} → {v}"
+                                                  for k, v in at["extra_broken_per_eps"].items()),
+                             f"{at['seconds']:.0f}"])
+        for opt, r in adv.get("reject", {}).items():
+            for norm in ("linf", "l2"):
+                ad = r["adaptive"].get(norm)
+                if ad:
+                    c = ad["convergence"]
+                    arows.append([lbl, opt, norm, f"{c['eps']:g}", pct(c["base"]), pct(c["strong"]),
+                                  str(ad["unconfirmed"]), f"{ad['seconds']:.0f}"])
+    lines = ["## AutoAttack components (on the points the rest left unbroken)", ""]
+    lines += _table(["model", "attack", "ε: points attacked → newly broken", "seconds"], rows)
+    lines += ["## Adaptive attack on the reject option: convergence", ""]
+    lines += _table(["model", "reject option", "norm", "ε", "robust %, default budget", "robust %, 2× steps 2× restarts",
+                 "successes the ONNX graph did not confirm", "seconds"], arows)
+    return lines
+
+
+def _min_norms(results: dict) -> list[str]:
     rows = []
-    for lbl, e in models.items():
-        for name, a in e["adversarial"]["attacks"].items():
-            if "min_norm" in a:
-                mn = a["min_norm"]
-                rows.append([lbl, name, a["norm"], num(mn["median"], ".4f"), num(mn["mean_found"], ".4f"),
-                             pct(mn["found_share"]), f"{a['seconds']:.1f}"])
+    for lbl, e in results["models"].items():
+        for name, at in e["adversarial"]["attacks"].items():
+            if "min_norm" in at:
+                mn = at["min_norm"]
+                rows.append([lbl, name, at["norm"], num(mn["median"], ".4f"), pct(mn["found_share"]),
+                             f"{at['seconds']:.1f}"])
         for norm, w in e["adversarial"]["worst_case"].items():
             if "min_norm" in w:
                 mn = w["min_norm"]
-                rows.append([lbl, f"**ensemble min** ({', '.join(mn['attacks'])})", norm, f"**{num(mn['median'], '.4f')}**",
-                             num(mn["mean_found"], ".4f"), pct(mn["found_share"]), "–"])
-    L += _table(["model", "attack", "norm", "median ‖δ‖", "mean ‖δ‖ (found)", "found %", "seconds"], rows)
+                rows.append([lbl, f"**ensemble min** ({', '.join(mn['attacks'])})", norm,
+                             f"**{num(mn['median'], '.4f')}**", pct(mn["found_share"]), "–"])
+    return ["## Minimal perturbations (minimum-norm attacks, unclipped, box [0, 1])", ""] + _table(
+        ["model", "attack", "norm", "median ‖δ‖", "found %", "seconds"], rows)
 
-    # reject option
-    L += ["## Reject option: share of successful naive adversarials the threshold rejects (%)", ""]
-    rows = []
-    for lbl, e in models.items():
-        adv = e["adversarial"]
-        for norm in ("linf", "l2"):
-            w = adv["worst_case"].get(norm)
-            if not w or "rejected_share_of_fooled_points" not in w:
-                continue
-            rows.append([lbl, f"worst case {norm}", " / ".join(f"{e_:g}: {pct(v)}" for e_, v in
-                                                               zip(w["eps"], w["rejected_share_of_fooled_points"],
-                                                                   strict=True) if e_ > 0)])
-        for name, a in adv["attacks"].items():
-            if "rejected_share_of_successes" in a:
-                rows.append([lbl, name, " / ".join(f"{e_:g}: {pct(v)}" for e_, v in
-                                                   zip(a["eps"], a["rejected_share_of_successes"], strict=True)
-                                                   if e_ > 0)])
-    L += _table(["model", "attack", "rejected share per ε"], rows)
-    L += ["Adaptive attack: " + (next((e["adversarial"]["adaptive"]["objective"] for e in models.values()
-                                       if e["adversarial"].get("adaptive")), "not run")) + ".", ""]
 
-    # APGD cross-check
-    L += ["## Cross-check with ART AutoPGD", ""]
-    rows = []
-    for lbl, e in models.items():
-        c = e["adversarial"]["checks"].get("apgd")
-        if not c:
-            continue
-        for k in c["robust_acc_apgd"]:
-            rows.append([lbl, k, str(c["n"]), pct(c["robust_acc_ours"][k]), pct(c["robust_acc_apgd"][k]),
-                         pct(c["robust_acc_union"][k])])
-    L += _table(["model", "L∞ ε", "n", "ours (worst case) %", "ART APGD %", "union %"], rows)
-
-    # OOD
-    sets = list(results.get("ood_sets", {}))
-    L += ["## OOD detection: models × OOD sets × methods", ""]
-    L += ["OOD sets: " + "; ".join(f"**{s}** ({v['source']}, n={v['n']})" for s, v in results["ood_sets"].items())
+def _ood(results: dict) -> list[str]:
+    models, sets = results["models"], list(results.get("ood_sets", {}))
+    lines = ["## OOD detection: models × OOD sets × methods", ""]
+    lines += ["OOD sets: " + "; ".join(f"**{s}** ({v['source']}, n={v['n']})" for s, v in results["ood_sets"].items())
           + ("" if not results.get("skipped_ood_sets") else
              "; skipped: " + "; ".join(f"{k} ({v})" for k, v in results["skipped_ood_sets"].items())), ""]
-    L += ["`reliability` is the artifact's served score (bin_enc: vertex distance; baselines: max-softmax computed in "
-          "float32 by the ONNX graph, which saturates at exactly 1.0 for confident inputs, so many ties); "
-          "`max_softmax` is the same quantity recomputed in float64 from the logits.", ""]
+    lines += ["`reliability` is the artifact's served score (bin_enc: vertex distance; baselines: max-softmax computed in "
+          "float32, which saturates at exactly 1.0 for confident inputs, so many ties); `max_softmax` is the same "
+          "quantity recomputed in float64 from the logits.", ""]
     for metric, title in (("auroc", "AUROC"), ("fpr95", "FPR at 95% ID acceptance (lower is better)"),
                           ("aupr_in", "AUPR-in (ID positive)"), ("aupr_out", "AUPR-out (OOD positive)")):
-        L += [f"### {title}", ""]
         rows = []
         for lbl, e in models.items():
             methods = [m for m in next(iter(e["ood"].values()), {}) if m != "accept_rate_at_threshold"]
-            for m in methods:
-                rows.append([lbl, m] + [num(e["ood"][s][m][metric]) for s in sets if s in e["ood"]])
-        L += _table(["model", "method", *sets], rows)
-    L += ["### Accept rate (%) at the artifact's calibrated threshold", ""]
+            rows += [[lbl, m] + [num(e["ood"][s][m][metric]) for s in sets if s in e["ood"]] for m in methods]
+        lines += [f"### {title}", ""] + _table(["model", "method", *sets], rows)
     rows = [[lbl, pct(e["calibration"]["accept_rate"])] + [pct(e["ood"][s]["accept_rate_at_threshold"])
                                                            for s in sets if s in e["ood"]]
             for lbl, e in models.items()]
-    L += _table(["model", "ID test", *sets], rows)
+    return lines + ["### Accept rate (%) at the artifact's calibrated threshold", ""] + _table(["model", "ID test", *sets],
+                                                                                          rows)
 
-    # misclassification / calibration
-    L += ["## Misclassification detection, calibration, selective classification (ID test)", ""]
-    rows = []
-    for lbl, e in models.items():
-        for m, v in e["misclassification"].items():
-            rows.append([lbl, m, num(v["misclassification_auroc"]), num(v["aurc"], ".4f"), num(v["e_aurc"], ".4f")])
-    L += _table(["model", "score", "misclf. AUROC", "AURC", "E-AURC"], rows)
+
+def _selective_and_geometry(results: dict) -> list[str]:
+    models = results["models"]
+    rows = [[lbl, m, num(v["misclassification_auroc"]), num(v["aurc"], ".4f"), num(v["e_aurc"], ".4f")]
+            for lbl, e in models.items() for m, v in e["misclassification"].items()]
+    lines = ["## Misclassification detection, calibration, selective classification (ID test)", ""]
+    lines += _table(["model", "score", "misclf. AUROC", "AURC", "E-AURC"], rows)
     rows = [[lbl, pct(c["acc"]), num(c["ece_max_softmax"], ".4f"), num(c["ece_reliability"], ".4f"),
              num(c["threshold"], ".4g"), pct(c["accept_rate"]), pct(c["acc_accepted"]), pct(c["acc_rejected"])]
             for lbl, e in models.items() for c in [e["calibration"]]]
-    L += _table(["model", "acc %", "ECE (max-softmax)", "ECE (reliability)", "threshold", "accept %",
+    lines += _table(["model", "acc %", "ECE (max-softmax)", "ECE (reliability)", "threshold", "accept %",
                  "acc accepted %", "acc rejected %"], rows)
-
-    # geometry
-    L += ["## Latent geometry (from each run's metrics.json)", ""]
-    rows = []
-    for lbl, e in models.items():
-        g = e["geometry"]
-        rows.append([lbl, str(g.get("latent_width")), str(g.get("bimodal_dims", "–")),
-                     num(g.get("test_same_encoding")), str(g.get("test_distinct_class_codes", "–")),
-                     num(g.get("test_nc1"), ".4g"), num(g.get("test_sigma_w_rel"), ".4g")])
-    L += _table(["model", "latent width", "bimodal dims", "same encoding", "distinct codes", "NC1",
-                 "Tr Σ_W / Tr Σ_B"], rows)
-    L += ["## Artifacts", ""]
-    rows = [[lbl, f"`{e['artifact']['path']}`", e["artifact"]["score"], num(e["artifact"]["threshold"], ".4g"),
+    rows = [[lbl, str(g.get("latent_width")), str(g.get("bimodal_dims", "–")), num(g.get("test_same_encoding")),
+             str(g.get("test_distinct_class_codes", "–")), num(g.get("test_nc1"), ".4g")]
+            for lbl, e in models.items() for g in [e["geometry"]]]
+    lines += ["## Latent geometry (from each run's metrics.json)", ""]
+    lines += _table(["model", "latent width", "bimodal dims", "same encoding", "distinct codes", "NC1"], rows)
+    rows = [[lbl, f"`{artifact_name(e['artifact']['path'])}`", e["artifact"]["score"],
+             num(e["artifact"]["threshold"], ".4g"),
              num(e["artifact"]["parity_with_torch"]["max_abs_diff_reliability"], ".2g"), e["run_status"]]
             for lbl, e in models.items()]
-    L += _table(["model", "artifact", "score", "threshold", "max |Δ reliability| torch vs ONNX", "run"], rows)
+    return lines + ["## Artifacts", ""] + _table(["model", "artifact", "score", "threshold",
+                                               "max |Δ reliability| torch vs ONNX", "run"], rows)
 
-    # plots
-    L += ["## Plots", ""]
+
+def _plots(plots: dict) -> list[str]:
+    lines = ["## Plots", ""]
     for key, title in (("worst_all", "worst-case robust accuracy, all models"), ("risk_coverage", "risk-coverage")):
         if key in plots.get("_all", {}):
-            L += [f"![{title}]({plots['_all'][key]})", ""]
+            lines += [f"![{title}]({plots['_all'][key]})", ""]
     for lbl, p in plots.items():
-        if lbl == "_all":
-            continue
-        L += [f"### {lbl}", ""] + [f"![{k}]({v})" for k, v in p.items()] + [""]
+        if lbl != "_all":
+            lines += [f"### {lbl}", ""] + [f"![{k}]({v})" for k, v in p.items()] + [""]
+    return lines
 
-    L += ["## Conventions", "",
-          "- Scores are oriented higher = more in-distribution / reliable. OOD metrics treat ID as positive; "
-          "FPR@95 is the OOD share accepted at the largest threshold that still accepts ≥95% of the ID test points; "
-          "AUPR-out negates the score and treats OOD as positive.",
-          "- Misclassification AUROC: correct predictions positive. ECE: 15 equal-width bins. AURC: mean selective "
-          "risk over all coverages (ties spread evenly); E-AURC = AURC − AURC of a perfect ranking.",
-          "- Worst case = per sample, any attack of the ensemble succeeded within ε (Foolbox: perturbation clipped "
-          "to ε, clipped input re-checked). Fixed-ε attacks are rerun at every ε.",
-          "- DeepFool score (the paper's metric): mean over correctly classified points of ‖r‖₂/‖x‖₂ with r the "
-          "unclipped L2 DeepFool perturbation (overshoot 0.02, inputs kept in [0, 1]).",
-          "- Detectors use z, the classifier layer's input (8-d latent for bin_enc/lin_pen/nonlin_pen, 256-d "
-          "feature for no_pen); the reliability is the artifact's served score (torch re-implementation checked "
-          "against ONNX Runtime, see Artifacts).", ""]
-    return "\n".join(L)
+
+CONVENTIONS = [
+    "## Conventions", "",
+    "- Scores are oriented higher = more in-distribution / reliable. OOD metrics treat ID as positive; FPR@95 is the "
+    "OOD share accepted at the largest threshold that still accepts ≥95% of the ID test points.",
+    "- Every gradient attack uses a stable loss: the logit margin, or cross-entropy written as "
+    "softplus(logsumexp_{j≠y} l_j − l_y) in float64 (float32 cross-entropy has exactly zero gradient once the "
+    "softmax saturates).",
+    "- Worst case = per sample, any attack that ran succeeded within ε (the returned input inside the ε-ball and "
+    "the box, re-checked); an adversarial found within a smaller ε counts at every larger ε.",
+    "- The paper's DeepFool metric: mean of ‖r‖₂/‖x‖₂ in the model's normalised input space, unclipped, label = "
+    "prediction, over every sample point; the box variant: pixels in [0, 1], correctly classified points.",
+    "- Misclassification AUROC: correct predictions positive. ECE: 15 equal-width bins. AURC: mean selective risk "
+    "over all coverages; E-AURC = AURC − AURC of a perfect ranking.", ""]
+
+
+def render_markdown(results: dict, plots: dict[str, dict[str, str]]) -> str:
+    sections = [_header(results), _budgets(results) if results["models"] else [],
+                _flags_section(results["models"]), _headline(results), _paired(results), _paper(results),
+                _curves(results), _autoattack_and_adaptive(results), _min_norms(results), _ood(results),
+                _selective_and_geometry(results), _plots(plots), CONVENTIONS]
+    return "\n".join(line for section in sections for line in section)
 
 
 def write_report(results: dict, arrays: dict, out: str | Path) -> dict[str, Path]:

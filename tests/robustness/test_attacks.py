@@ -15,16 +15,14 @@ from robustness.attacks import (
     LinfDeepFool,
     LinfPGD,
     QueryCountingModel,
-    SoftmaxReliability,
-    VertexReliability,
-    adaptive_reject_pgd,
     get_spec,
     run_attack,
     white_box,
 )
+from robustness.losses import margin, stable_ce
 
 TINY = AttackBudget(pgd_steps=5, deepfool_steps=10, cw_binary_steps=2, cw_steps=5, fmn_steps=5, hsj_steps=2,
-                    hsj_initial_evals=10, hsj_max_evals=20)
+                    hsj_initial_evals=10, hsj_max_evals=20, apgd_steps=5, fab_steps=5, square_queries=20)
 
 
 class LatentNet(nn.Module):
@@ -68,18 +66,26 @@ def toy():
 
 
 def test_registry_is_typed_and_complete():
-    assert {"fgsm", "pgd_linf", "pgd_l2", "deepfool_l2", "deepfool_linf", "cw_l2", "fmn_l2", "fmn_linf",
-            "hsj_l2"} <= set(REGISTRY)
+    assert {"fgsm", "pgd_linf", "pgd_linf_margin", "pgd_l2", "pgd_l2_margin", "deepfool_l2", "deepfool_linf", "cw_l2",
+            "fmn_l2", "fmn_linf", "hsj_l2", "apgd_ce_linf", "apgd_t_linf", "fab_t_linf", "square_linf", "apgd_ce_l2",
+            "apgd_t_l2", "fab_t_l2", "square_l2"} <= set(REGISTRY)
     for name, spec in REGISTRY.items():
         assert spec.name == name
         assert spec.norm in ("linf", "l2") and spec.kind in ("fixed", "min_norm")
         assert spec.access in ("white", "black") and spec.tier in ("cheap", "expensive", "blackbox")
-        assert isinstance(spec.build(TINY), fb.attacks.base.Attack)
+        if spec.library == "foolbox":
+            assert isinstance(spec.build(TINY), fb.attacks.base.Attack)
     with pytest.raises(ValueError, match="unknown attack"):
         get_spec("nope")
 
 
-@pytest.mark.parametrize("name", list(REGISTRY))
+def test_square_l2_refuses_images_below_its_minimum_size(toy):
+    net, x, y = toy
+    with pytest.raises(ValueError, match="at least 5x5"):
+        run_attack(get_spec("square_l2"), white_box(net), x, y, [1.0], TINY)
+
+
+@pytest.mark.parametrize("name", [n for n in REGISTRY if n != "square_l2"])  # 4x4 toy: too small for Square L2
 def test_every_attack_returns_masks_shaped_eps_by_n(toy, name):
     net, x, y = toy
     spec = get_spec(name)
@@ -130,32 +136,17 @@ def test_early_stopping_pgd_is_at_least_as_strong_as_foolbox(toy):
         assert ours.sum() >= ref.sum()
 
 
-def test_adaptive_attack_counts_only_accepted_wrong_predictions(toy):
-    net, x, y = toy
-    never = SoftmaxReliability(threshold=1.1)  # nothing can be accepted
-    assert not adaptive_reject_pgd(net, never, x, y, [0.0, 0.3, 1.0], steps=5).any()
-    always = SoftmaxReliability(threshold=0.0)  # everything is accepted: any misclassification counts
-    broken = adaptive_reject_pgd(net, always, x, y, [0.0, 0.3, 1.0], steps=5)
-    assert broken.shape == (3, len(x)) and not broken[0].any()
-    assert (broken[1] <= broken[2]).all() and broken[2].any()
+def test_stable_ce_keeps_a_gradient_where_float32_ce_has_exact_zeros():
+    # margin 30: p_y rounds to 1 in float32, so d CE / d l_y = p_y - 1 is exactly 0 (the term that lowers the true
+    # class is lost); the stable form keeps -sigmoid(-30), the known answer
+    logits = torch.tensor([[30.0, 0.0]], requires_grad=True)
+    y = torch.tensor([0])
+    (g32,) = torch.autograd.grad(nn.functional.cross_entropy(logits, y), logits)
+    assert g32[0, 0] == 0.0
+    (g,) = torch.autograd.grad(stable_ce(logits, y).sum(), logits)
+    expected = float(torch.sigmoid(torch.tensor(-30.0, dtype=torch.float64)))
+    np.testing.assert_allclose(g.numpy(), [[-expected, expected]], rtol=1e-5)
+    np.testing.assert_allclose(float(stable_ce(logits, y)), expected, rtol=1e-5)  # softplus(-30) = CE
+    torch.testing.assert_close(margin(logits, y).detach(), torch.tensor([-30.0]))
 
 
-def test_vertex_reliability_is_exp_of_minus_rms_distance():
-    # identity whitening and centres on the ideal vertices: dist_class_centre = RMS distance to the vertex
-    rel = VertexReliability(0.5, t=np.zeros(2), a=np.ones(2), centres=np.array([[1, 1], [-1, -1.0]]),
-                            whiten=np.eye(2))
-    z = torch.tensor([[1.0, 1.0], [0.0, 0.0], [-1.0, -3.0]])
-    logits = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
-    torch.testing.assert_close(rel.score(logits, z), torch.exp(-torch.tensor([0.0, 1.0, 2.0**0.5])))
-    assert rel.accepted(logits, z).tolist() == [True, False, False]
-    torch.testing.assert_close(rel.neg_log_for(logits, z, torch.tensor([1, 1, 1])),
-                               torch.tensor([2.0, 1.0, 2.0**0.5]))
-
-
-def test_vertex_reliability_uses_the_whitening():
-    # whitening diag(1, 4): a unit step in dimension 1 costs four times one in dimension 0
-    rel = VertexReliability(0.5, t=np.zeros(2), a=np.ones(2), centres=np.array([[0.0, 0.0]]),
-                            whiten=np.diag([1.0, 4.0]))
-    z = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    d = rel.neg_log_for(torch.zeros(2, 1), z, torch.tensor([0, 0]))
-    torch.testing.assert_close(d, torch.tensor([1.0, 4.0]) / 2.0**0.5)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from robustness import bench
+from robustness import bench, runs
+from robustness.config import build_parser, config_from_args
 from training.config import make_config
 
 
@@ -28,75 +29,100 @@ def _fake_run(path: Path, cfg, finished: bool = True, age_s: float = 10_000) -> 
 def test_cached_run_is_found_by_config_ignoring_device_and_threads(tmp_path):
     want = make_config("quick", dataset="fashion-mnist", variant="bin_enc", seed=0)
     saved = make_config("quick", dataset="fashion-mnist", variant="bin_enc", seed=0, device="cuda", num_threads=1)
-    run = _fake_run(tmp_path / bench.run_name(want), saved)
-    assert bench.find_run(tmp_path, want) == run
-    assert bench.ensure_run(tmp_path, want) == (run, "cached")
+    run = _fake_run(tmp_path / runs.run_name(want), saved)
+    assert runs.find_run(tmp_path, want) == run
+    assert runs.ensure_run(tmp_path, want) == (run, "cached")
     # the conventional name is not required: any directory with the same config is reused
     other = make_config("quick", variant="no_pen", seed=3)
     moved = _fake_run(tmp_path / "somewhere_else", other)
-    assert bench.find_run(tmp_path, other) == moved
+    assert runs.find_run(tmp_path, other) == moved
     # a different training config is not a match
-    assert bench.find_run(tmp_path, make_config("quick", variant="bin_enc", seed=0, lr=0.1)) is None
+    assert runs.find_run(tmp_path, make_config("quick", variant="bin_enc", seed=0, lr=0.1)) is None
 
 
 def test_missing_or_busy_runs_fail_clearly(tmp_path):
     cfg = make_config("quick", variant="lin_pen", seed=1)
     with pytest.raises(FileNotFoundError, match="python -m training"):
-        bench.ensure_run(tmp_path, cfg, train_missing=False)
-    _fake_run(tmp_path / bench.run_name(cfg), cfg, finished=False, age_s=5)
-    with pytest.raises(bench.RunInProgressError, match="another process"):
-        bench.ensure_run(tmp_path, cfg)
+        runs.ensure_run(tmp_path, cfg, train_missing=False)
+    _fake_run(tmp_path / runs.run_name(cfg), cfg, finished=False, age_s=5)
+    with pytest.raises(runs.RunInProgressError, match="another process"):
+        runs.ensure_run(tmp_path, cfg)
 
 
 def test_cli_parsing_sets_the_plan():
-    args = bench.build_parser().parse_args(
+    args = build_parser().parse_args(
         ["--variants", "bin_enc,no_pen", "--seeds", "0,1", "--n-samples", "60", "--eps", "0.3,0.1",
          "--attack-steps", "7", "--attacks", "fgsm,pgd_linf", "--ood-sets", "gaussian"])
-    cfg = bench.config_from_args(args, ["--x"])
+    cfg = config_from_args(args, ["--x"])
     assert cfg.variants == ("bin_enc", "no_pen") and cfg.seeds == (0, 1)
     plan = cfg.adversarial
     assert (plan.n_cheap, plan.n_expensive, plan.n_blackbox) == (60, 30, 6)
     assert plan.eps_linf == [0.0, 0.1, 0.3] and plan.attacks == ("fgsm", "pgd_linf")
-    assert plan.budget.pgd_steps == 7 and plan.adaptive_steps == 7 and plan.apgd_steps == 14
+    assert plan.budget.pgd_steps == 7 and plan.adaptive.steps == 7 and plan.budget.apgd_steps == 35
     assert cfg.ood_sets == ("gaussian",)
+    thorough = config_from_args(build_parser().parse_args(["--thorough"]))
+    assert thorough.all_seeds and thorough.adversarial.n_cheap >= 1000 and thorough.adversarial.n_expensive >= 1000
+    assert thorough.adversarial.budget.square_queries >= 5000 and thorough.adversarial.adaptive_eps_linf == ()
     with pytest.raises(ValueError, match="unknown attacks"):
-        bench.config_from_args(bench.build_parser().parse_args(["--attacks", "nope"]))
+        config_from_args(build_parser().parse_args(["--attacks", "nope"]))
+
+
+def _as_lin_pen(digits_data, out: Path) -> Path:
+    """A lin_pen digits run (same recipe as the session fixtures) for the ablation row."""
+    import torch
+
+    from training.train import train
+
+    torch.set_num_threads(1)
+    cfg = make_config("quick", variant="lin_pen", dataset="digits", backbone="mlp", latent_dim=8, epochs=60,
+                      batch_size=64, lr=3e-3, head_lr=3e-3, gamma_cap=10.0, val_fraction=0.2, seed=0, num_threads=1)
+    train(cfg, out, data=digits_data, progress=False)
+    return out
 
 
 @pytest.mark.slow
-def test_tiny_end_to_end_bench_on_digits(tmp_path, digits_run, digits_artifact, digits_baseline_run,
+def test_tiny_end_to_end_bench_on_digits(tmp_path, monkeypatch, digits_data, digits_run, digits_artifact, digits_baseline_run,
                                          digits_baseline_artifact):
     from robustness.report import load_results
     from serving.artifact import read_metadata
 
-    runs = []
+    run_dirs = []
     for src in (digits_run, digits_baseline_run):  # copies: the annex must not touch the shared fixtures
-        runs.append(tmp_path / "runs" / Path(src).name)
-        shutil.copytree(src, runs[-1])
+        run_dirs.append(tmp_path / "runs" / Path(src).name)
+        shutil.copytree(src, run_dirs[-1])
+    run_dirs.append(_as_lin_pen(digits_data, tmp_path / "runs" / "lin_pen"))
     out = tmp_path / "out"
-    rc = bench.main(["--run", str(runs[0]), "--run", str(runs[1]), "--out", str(out), "--attacks", "fgsm,pgd_linf",
+    monkeypatch.chdir(tmp_path)  # absolute paths under the working directory are written relative to it
+    rc = bench.main(["--run", str(run_dirs[0]), "--run", "runs/digits_mlp_no_pen", "--run", str(run_dirs[2]),
+                     "--out", "out", "--attacks", "fgsm,pgd_linf,pgd_linf_margin,deepfool_l2,apgd_t_linf",
                      "--n-samples", "40", "--n-ood", "100", "--n-id", "200", "--attack-steps", "5",
                      "--ood-sets", "letters,gaussian,inverted,mnist", "--threads", "1", "--quiet"])
     assert rc == 0
     res = load_results(out / "results.json")
-    assert set(res["models"]) == {"bin_enc_s0", "no_pen_s0"}
+    assert set(res["models"]) == {"bin_enc_s0", "no_pen_s0", "lin_pen_s0"}
     be = res["models"]["bin_enc_s0"]
     adv = be["adversarial"]
-    assert set(adv["attacks"]) == {"fgsm", "pgd_linf"}
+    ran = {"fgsm", "pgd_linf", "pgd_linf_margin", "pgd_linf_strong", "pgd_linf_margin_strong", "apgd_t_linf",
+           "adaptive[vertex_distance]", "adaptive_strong[vertex_distance]"}
+    assert set(adv["worst_case"]["linf"]["attacks"]) == ran  # every L∞ attack that ran is in the worst case
     assert len(adv["worst_case"]["linf"]["robust_acc"]) == len(res["config"]["adversarial"]["eps_linf"])
-    assert adv["adaptive"] is not None and be["artifact"]["score"] == "vertex_distance"
+    head = adv["headline"]["reject"]["vertex_distance"]["linf"]
+    assert head["ci95"][0] <= head["value"] <= head["ci95"][1] and head["n"] == 20
+    assert be["artifact"]["score"] == "vertex_distance"
     assert be["artifact"]["parity_with_torch"]["max_abs_diff_reliability"] < 1e-4
+    assert set(res["models"]["lin_pen_s0"]["adversarial"]["reject"]) == {"max_softmax", "mahalanobis_latent"}
     assert {"letters", "gaussian", "inverted"} <= set(be["ood"])
     assert set(be["ood"]["gaussian"]) >= {"reliability", "max_softmax", "energy", "max_logit", "mahalanobis", "knn"}
-    assert 0.0 <= be["ood"]["gaussian"]["reliability"]["auroc"] <= 1.0
     assert res["models"]["no_pen_s0"]["artifact"]["score"] == "max_softmax"
-    assert not any(r["claim"].startswith("DeepFool") for r in res["paper_comparison"]["rows"])  # none ran
+    assert adv["paper_deepfool"]["n"] == 20 and adv["paper_deepfool"]["mean_r_over_x"] > 0
+    assert any(r["figure_a"].startswith("reject_linf") and r["b"] == "lin_pen_s0" for r in res["paired"])
     md = (out / "report.md").read_text()
     assert "## Sanity flags" in md and "## OOD detection" in md and "robust_acc_bin_enc_s0.png" in md
+    assert "(ablation)" in md and str(tmp_path) not in md  # no machine paths in the report
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert {"robust_acc_worst_case.png", "robust_acc_bin_enc_s0.png", "roc_bin_enc_s0.png",
             "reliability_hist_bin_enc_s0.png", "latent_hist_bin_enc_s0.png"} <= set(pngs)
-    _, annex = read_metadata(runs[0] / "model.onnx")
-    assert annex["robustness"]["robust_acc_linf"]["eps"] == 0.1
+    _, annex = read_metadata(run_dirs[0] / "model.onnx")
+    assert annex["robustness"]["eps"]["linf"] == 0.05
     _, fixture_annex = read_metadata(digits_artifact)
     assert fixture_annex == {}

@@ -25,13 +25,17 @@ def test_unit_flags_fire_and_stay_quiet():
     assert sanity.iterative_beats_single_step([0.1, 0.7], [0.2, 0.6], [0.1, 0.2]).ok is False
     assert sanity.blackbox_not_stronger([0.1, 0.5], [0.2, 0.5], [1, 2], 20).ok is True
     assert sanity.blackbox_not_stronger([0.1, 0.9], [0.2, 0.5], [1, 2], 20).ok is False
-    assert sanity.pgd_converged({"x": 0.50}, {"x": 0.49}).ok is True
-    assert sanity.pgd_converged({"x": 0.50}, {"x": 0.48}).ok is False  # 2 points is not < 2 points
-    assert sanity.pgd_converged({}, {}).ok is None
-    assert sanity.no_zero_gradients(np.ones(100), np.ones(100)).ok is True
-    assert sanity.no_zero_gradients(np.r_[np.zeros(5), np.ones(95)], np.ones(100)).ok is False
-    assert sanity.crosscheck({"0.1": 0.30}, {"0.1": 0.29}, 100).ok is True
-    assert sanity.crosscheck({"0.1": 0.30}, {"0.1": 0.25}, 100).ok is False
+    assert sanity.converged("c", {"x": 0.50}, {"x": 0.49}, 0.01).ok is True
+    assert sanity.converged("c", {"x": 0.50}, {"x": 0.48}, 0.01).ok is False
+    assert sanity.converged("c", {}, {}, 0.01).ok is None
+    ones = np.ones(100)
+    assert sanity.gradient_norms({"ce": ones, "margin": ones}).ok is True
+    assert sanity.gradient_norms({"ce": np.r_[np.zeros(5), np.ones(95)], "margin": ones}).ok is False
+    assert sanity.gradient_norms({"ce": ones, "margin": np.r_[np.full(5, 1e-40), np.ones(95)]}).ok is False
+    assert sanity.attack_gaps({"ce vs margin": ([0.9, 0.5], [0.9, 0.45])}).ok is True
+    assert sanity.attack_gaps({"ce vs margin": ([0.9, 0.5], [0.9, 0.2])}).ok is False
+    assert sanity.autoattack_gain({"linf@0.1": 0.01}, 100).ok is True
+    assert sanity.autoattack_gain({"linf@0.1": 0.05}, 100).ok is False
     assert sanity.any_failed([sanity.Flag("x", True, ""), sanity.Flag("y", False, "")])
 
 
@@ -65,11 +69,24 @@ def toy():
     return net.eval(), to_tensor(data.test.images[:100]), torch.from_numpy(data.test.labels[:100])
 
 
+class Saturated(nn.Module):
+    """The same classifier with its logits scaled by 1e4: float64 softmax saturates, the margin does not."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x) * 1e4
+
+
 PLAN = AdversarialPlan(
     eps_linf=[0, 0.05, 0.1, 0.2, 0.3], eps_l2=[0, 0.5, 1, 2, 4],
-    attacks=("fgsm", "pgd_linf", "deepfool_l2", "hsj_l2"), n_cheap=100, n_expensive=100, n_blackbox=20,
+    attacks=("fgsm", "pgd_linf", "pgd_linf_margin", "pgd_l2", "pgd_l2_margin", "deepfool_l2", "hsj_l2",
+             "apgd_ce_linf"),
+    n_cheap=100, n_expensive=100, n_blackbox=20,
     budget=AttackBudget(pgd_steps=10, hsj_steps=8, hsj_initial_evals=30, hsj_max_evals=100),
-    apgd_steps=10, apgd_losses=("cross_entropy",),
+    adaptive_eps_linf=(0.1,), adaptive_eps_l2=(1.0,), headline_linf=0.1, large_eps_l2=4.0,
 )
 
 
@@ -97,7 +114,14 @@ def test_flags_stay_quiet_on_a_normal_model(toy):
 def test_flags_fire_on_a_gradient_masked_model(toy):
     net, x, y = toy
     flags, res = _flags(Quantised(net).eval(), x, y)
-    assert flags["no_zero_gradients"]["ok"] is False
-    assert flags["large_eps"]["ok"] is False
+    assert flags["gradient_norms"]["ok"] is False
+    assert flags["large_eps_linf"]["ok"] is False
     assert flags["blackbox_not_stronger"]["ok"] is False
     assert res["checks"]["blackbox_hsj_l2"]["bb_only_points"][-1] > 0
+
+
+def test_ce_margin_gap_fires_on_a_saturated_model(toy):
+    net, x, y = toy
+    flags, _ = _flags(Saturated(net).eval(), x, y)
+    assert flags["attack_gaps"]["ok"] is False
+    assert flags["gradient_norms"]["ok"] is False

@@ -1,0 +1,194 @@
+"""The adaptive attack on the defended decision: "misclassified AND accepted by the served score".
+
+A reject option turns the classifier into ``f(x) = argmax logits`` if the score accepts ``x``, else "abstain". An
+attack on it succeeds only when the final point is a wrong prediction that the score accepts. For every wrong
+class ``t`` (all K−1 of them, ordered by the clean logits) and every restart, :func:`adaptive_attack` minimises
+
+    relu(max_{j≠t} l_j − l_t + κ) + λ · relu(neg_log_reliability_to(logits, z, t) + log θ + κ)
+
+(the logit margin towards ``t`` plus the acceptance term: −log of the reliability the input would have if it were
+predicted ``t``, against −log θ of the threshold θ) with a cosine step-size schedule starting at 2ε (sign steps for
+L∞, normalised gradients for L2), projected onto the ε-ball and the box [0, 1]. Restart 0 starts at the clean point,
+later restarts uniformly inside the ball. The score is the torch module the ONNX export puts in the graph
+(:mod:`training.score`): the same code decides acceptance here and in serving. Every iterate is checked; the first
+successful point of each sample is kept, and only the kept points that pass a final check (inside the ball, still
+misclassified and accepted by the score module and, when given, by the served ONNX graph) count.
+
+ε values are processed in increasing order; a point broken at a smaller ε stays broken at every larger one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from robustness.attacks import Norm, logits_and_z, lp_norms, seed_everything
+from robustness.losses import margin
+
+# served graph: pixels -> (predicted class, accepted) as numpy
+Confirm = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class AdaptiveBudget:
+    steps: int = 30
+    restarts: int = 1
+    n_targets: int | None = None  # None: all K−1 wrong classes
+    lam: float = 1.0
+    kappa: float = 0.01
+
+    def stronger(self) -> AdaptiveBudget:
+        """Twice the steps and twice the restarts (the convergence check)."""
+        return AdaptiveBudget(2 * self.steps, 2 * self.restarts, self.n_targets, self.lam, self.kappa)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class RejectOption:
+    """A score module with its acceptance threshold, optionally confirmed by the served graph."""
+
+    name: str
+    score: nn.Module
+    threshold: float
+    confirm: Confirm | None = None
+
+    @torch.no_grad()
+    def fooled(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> np.ndarray:
+        """Per point: misclassified AND accepted by the score module (the served decision, in torch)."""
+        out = []
+        for i in range(0, len(x), batch_size):
+            logits, z = logits_and_z(net, x[i : i + batch_size])
+            wrong = logits.argmax(1) != y[i : i + batch_size]
+            out.append((wrong & self.score.accepted(logits, z, self.threshold)).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros(0, bool)
+
+
+@dataclass
+class AdaptiveResult:
+    epsilons: list[float]
+    success: np.ndarray  # (len(eps), N): verified successes (envelope over increasing ε)
+    unconfirmed: int  # successes of the torch score that the served graph did not confirm (dropped)
+    budget: AdaptiveBudget
+
+
+def _project(x: torch.Tensor, x0: torch.Tensor, eps: float, norm: Norm) -> torch.Tensor:
+    if norm == "linf":
+        x = torch.minimum(torch.maximum(x, x0 - eps), x0 + eps)
+    else:
+        d = (x - x0).flatten(1)
+        scale = (eps / d.norm(dim=1).clamp_min(1e-12)).clamp(max=1.0)
+        x = x0 + (d * scale[:, None]).view_as(x0)
+    return x.clamp(0.0, 1.0)
+
+
+def _random_start(x0: torch.Tensor, eps: float, norm: Norm) -> torch.Tensor:
+    if norm == "linf":
+        return _project(x0 + torch.empty_like(x0).uniform_(-eps, eps), x0, eps, norm)
+    d = torch.randn_like(x0).flatten(1)
+    d = d / d.norm(dim=1, keepdim=True).clamp_min(1e-12) * eps * torch.rand(len(x0), 1, device=x0.device)
+    return _project(x0 + d.view_as(x0), x0, eps, norm)
+
+
+def _loss(option: RejectOption, logits, z, t, budget: AdaptiveBudget) -> torch.Tensor:
+    gap = option.score.neg_log_reliability_to(logits, z, t) + math.log(option.threshold)
+    return (torch.relu(margin(logits, t) + budget.kappa)
+            + budget.lam * torch.relu(gap + budget.kappa)).sum()
+
+
+def targeted_run(net: nn.Module, option: RejectOption, x0: torch.Tensor, y: torch.Tensor, t: torch.Tensor,
+                 eps: float, norm: Norm, steps: int, random_start: bool, budget: AdaptiveBudget,
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One targeted run on a batch; returns (found mask, first successful point per row or x0)."""
+    x = _random_start(x0, eps, norm) if random_start else x0.clone()
+    found = torch.zeros(len(x0), dtype=torch.bool, device=x0.device)
+    best = x0.clone()
+    act = torch.arange(len(x0), device=x0.device)
+    for k in range(steps + 1):
+        xs = x[act].clone().requires_grad_(True)
+        logits, z = logits_and_z(net, xs)
+        with torch.no_grad():
+            ok = (logits.argmax(1) != y[act]) & option.score.accepted(logits, z, option.threshold)
+            found[act[ok]] = True
+            best[act[ok]] = xs.detach()[ok]
+        if k == steps or ok.all():
+            break
+        (grad,) = torch.autograd.grad(_loss(option, logits, z, t[act], budget), xs)
+        with torch.no_grad():
+            keep = ~ok
+            a = act[keep]
+            g = grad[keep]
+            alpha = eps * (1.0 + math.cos(math.pi * k / steps))  # cosine schedule from 2ε
+            if norm == "linf":
+                d = g.sign()
+            else:
+                d = g / g.flatten(1).norm(dim=1).clamp_min(1e-30).view(-1, *[1] * (g.dim() - 1))
+            x[a] = _project(xs.detach()[keep] - alpha * d, x0[a], eps, norm)
+            act = a
+    return found, best
+
+
+def _wrong_classes(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(N, K−1) wrong classes of each point, most likely first (by the clean logits)."""
+    with torch.no_grad():
+        logits, _ = logits_and_z(net, x)
+    masked = logits.clone()
+    masked[torch.arange(len(y)), y] = -torch.inf
+    return masked.argsort(dim=1, descending=True)[:, : logits.shape[1] - 1]
+
+
+def _verify(net, option: RejectOption, x0, y, adv, eps: float, norm: Norm) -> tuple[np.ndarray, int]:
+    inside = (lp_norms(adv - x0, norm) <= eps * (1 + 1e-5) + 1e-6).cpu().numpy()
+    ok = option.fooled(net, adv, y) & inside
+    unconfirmed = 0
+    if option.confirm is not None and ok.any():
+        rows = np.flatnonzero(ok)
+        pred, acc = option.confirm(adv[torch.as_tensor(rows, device=adv.device)].cpu().numpy())
+        served = (np.asarray(pred) != y.cpu().numpy()[rows]) & np.asarray(acc, dtype=bool)
+        unconfirmed = int((~served).sum())
+        ok[rows[~served]] = False
+    return ok, unconfirmed
+
+
+def adaptive_attack(net: nn.Module, option: RejectOption, x: torch.Tensor, y: torch.Tensor, epsilons: list[float],
+                    norm: Norm, budget: AdaptiveBudget = AdaptiveBudget(), seed: int = 0,
+                    batch_size: int = 256) -> AdaptiveResult:
+    """Attack the defended decision at every ε (see the module docstring); ``x`` are correctly classified points."""
+    seed_everything(seed)
+    net.eval()
+    n = len(x)
+    success = np.zeros((len(epsilons), n), dtype=bool)
+    if n == 0:
+        return AdaptiveResult(list(epsilons), success, 0, budget)
+    targets = _wrong_classes(net, x, y)
+    n_t = targets.shape[1] if budget.n_targets is None else min(budget.n_targets, targets.shape[1])
+    done = np.zeros(n, dtype=bool)
+    unconfirmed = 0
+    for k in np.argsort(epsilons, kind="stable"):
+        eps = float(epsilons[k])
+        if eps > 0:
+            adv = x.clone()
+            broken = np.zeros(n, dtype=bool)
+            for r in range(n_t):
+                for restart in range(budget.restarts):
+                    todo = np.flatnonzero(~done & ~broken)
+                    for s in range(0, len(todo), batch_size):
+                        it = torch.as_tensor(todo[s : s + batch_size], device=x.device)
+                        found, best = targeted_run(net, option, x[it], y[it], targets[it, r], eps, norm,
+                                                   budget.steps, restart > 0, budget)
+                        adv[it[found]] = best[found]
+                        broken[it[found].cpu().numpy()] = True
+            rows = np.flatnonzero(broken)
+            if len(rows):
+                it = torch.as_tensor(rows, device=x.device)
+                ok, bad = _verify(net, option, x[it], y[it], adv[it], eps, norm)
+                unconfirmed += bad
+                done[rows[ok]] = True
+        success[k] = done
+    return AdaptiveResult([float(e) for e in epsilons], success, unconfirmed, budget)

@@ -1,0 +1,179 @@
+"""The bench's configuration: :class:`BenchConfig`, the budget profiles and the command line."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from robustness.adaptive import AdaptiveBudget
+from robustness.adversarial import AdversarialPlan
+from robustness.attacks import REGISTRY, AttackBudget
+from robustness.ood import ALL_SETS
+
+
+@dataclass
+class BenchConfig:
+    dataset: str = "fashion-mnist"
+    backbone: str = "cnn"
+    profile: str = "quick"
+    variants: tuple[str, ...] = ("bin_enc", "no_pen", "lin_pen", "nonlin_pen")
+    seeds: tuple[int, ...] = (0,)
+    all_seeds: bool = False  # every seed with a finished run in runs_dir (thorough mode)
+    thorough: bool = False
+    runs: tuple[str, ...] = ()  # explicit run directories: evaluated as they are (no config matching)
+    runs_dir: str = "runs"
+    data_dir: str | None = None
+    ood_data_dir: str | None = None
+    out: str = "bench_out"
+    device: str = "cpu"
+    threads: int | None = None
+    seed: int = 0  # bench seed: sample selection, attack randomness, OOD generation
+    n_id: int = 2000  # ID test points for OOD / misclassification / calibration
+    n_ood: int = 1000  # points per OOD set
+    n_fit: int = 5000  # training points the Mahalanobis / KNN detectors (and the ablation's reject option) fit on
+    knn_k: int = 10
+    ood_sets: tuple[str, ...] = ALL_SETS
+    train_missing: bool = True
+    adversarial: AdversarialPlan = field(default_factory=AdversarialPlan)
+    progress: bool = True
+    command: str = ""
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["adversarial"] = self.adversarial.to_dict()
+        for k in ("variants", "seeds", "runs", "ood_sets"):
+            d[k] = list(d[k])
+        return d
+
+
+# Default: 2 CPU cores, cached models, the whole bench (4 models + the ablation row) within 10 minutes. Square has
+# 1000 queries here (5000 in thorough mode) and the AutoAttack components / adaptive attack run at the headline ε.
+QUICK_BUDGET = AttackBudget(square_queries=1000)
+BENCH_PROFILES = {
+    "quick": dict(n_id=2000, n_ood=1000, n_fit=5000,
+                  adversarial=dict(n_cheap=200, n_expensive=100, n_blackbox=20, budget=QUICK_BUDGET)),
+    # GPU: more points and bigger budgets.
+    "paper": dict(n_id=10000, n_ood=5000, n_fit=20000,
+                  adversarial=dict(n_cheap=2000, n_expensive=500, n_blackbox=50,
+                                   adaptive=AdaptiveBudget(steps=50, restarts=2),
+                                   budget=AttackBudget(pgd_steps=50, pgd_restarts=2, cw_binary_steps=9, cw_steps=100,
+                                                       cw_stepsize=0.01, fmn_steps=200, hsj_steps=40,
+                                                       hsj_initial_evals=100, hsj_max_evals=2000))),
+}
+# --thorough on top of a profile: >= 1000 points everywhere, every seed, full ε grids for the AutoAttack components
+# and the adaptive attack, Square with 5000 queries, adaptive 50 steps x 2 restarts.
+THOROUGH = dict(n_cheap=1000, n_expensive=1000, n_blackbox=100, adaptive_eps_linf=(), adaptive_eps_l2=(),
+                ensemble_eps_linf=(), ensemble_eps_l2=(), adaptive=AdaptiveBudget(steps=50, restarts=2))
+
+
+def relative_path(arg: str) -> str:
+    """An absolute path under the working directory written relative to it (reports hold no machine paths)."""
+    p = Path(arg)
+    if p.is_absolute() and p.resolve().is_relative_to(Path.cwd().resolve()):
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    return arg
+
+
+def parse_floats(text: str | None) -> list[float] | None:
+    """A comma/space-separated ε grid, sorted, with 0 added."""
+    if text is None:
+        return None
+    vals = sorted({float(v) for v in text.replace(",", " ").split()})
+    if any(v < 0 for v in vals):
+        raise ValueError(f"ε values must be >= 0, got {vals}")
+    return vals if 0.0 in vals else [0.0, *vals]
+
+
+def parse_names(text: str | None) -> list[str] | None:
+    return None if text is None else [v for v in text.replace(",", " ").split() if v]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m robustness.bench", description="Adversarial robustness, reject "
+                                "option and OOD detection of the four heads.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--variants", default="bin_enc,no_pen,lin_pen,nonlin_pen", help="comma-separated heads")
+    p.add_argument("--backbone", default="cnn")
+    p.add_argument("--profile", default="quick", choices=sorted(BENCH_PROFILES),
+                   help="training profile of the runs (and the bench's sample / iteration budgets)")
+    p.add_argument("--seeds", default="0", help="comma-separated training seeds")
+    p.add_argument("--thorough", action="store_true", help=">= 1000 points, every seed found in --runs-dir, full ε "
+                   "grids for AutoAttack and the adaptive attack, Square 5000 queries (hours on 2 CPU cores)")
+    p.add_argument("--n-samples", type=int, help="test points for the cheap attacks (default 200 quick / 2000 paper); "
+                   "expensive attacks use half, the black-box one a tenth")
+    p.add_argument("--n-expensive", type=int, help="points for the minimum-norm, AutoAttack and adaptive attacks")
+    p.add_argument("--n-blackbox", type=int, help="points for the black-box HopSkipJump attack")
+    p.add_argument("--n-ood", type=int, help="points per OOD set")
+    p.add_argument("--n-id", type=int, help="ID test points for OOD / misclassification / calibration")
+    p.add_argument("--eps", help="L∞ ε grid, comma-separated (0 is added); default 0,0.01,0.02,0.05,0.1,0.2,0.3")
+    p.add_argument("--eps-l2", help="L2 ε grid; default 0,0.25,0.5,1,2,4,8")
+    p.add_argument("--attack-steps", type=int, help="PGD / adaptive steps S (APGD and FAB use 5S, FMN 5S, C&W 2S "
+                   "per binary-search step); default 20 PGD, 30 adaptive, 100 APGD / FAB")
+    p.add_argument("--attacks", help=f"comma-separated subset of: {', '.join(REGISTRY)}")
+    p.add_argument("--ood-sets", help=f"comma-separated subset of: {', '.join(ALL_SETS)}")
+    p.add_argument("--out", default="bench_out", help="output directory (results.json, report.md, *.png)")
+    p.add_argument("--runs-dir", default="runs", help="where cached training runs live (and new ones go)")
+    p.add_argument("--run", action="append", default=[], metavar="DIR",
+                   help="evaluate this finished run directory as it is (repeatable; replaces --variants/--seeds)")
+    p.add_argument("--data-dir", help="dataset directory (see `python -m training --help`)")
+    p.add_argument("--ood-data-dir", help="directory with MNIST IDX files for the mnist OOD set "
+                   "(default: the MNIST test set shipped in data/mnist)")
+    p.add_argument("--device", default=None, help="cpu (default) or cuda")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
+    p.add_argument("--seed", type=int, default=0, help="bench seed (sample choice, attack randomness, OOD sets)")
+    p.add_argument("--no-train", action="store_true", help="fail instead of training a missing run")
+    p.add_argument("--strict", action="store_true", help="exit with status 3 if any sanity flag fails")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def _plan(args: argparse.Namespace, prof: dict) -> AdversarialPlan:
+    kw = dict(prof["adversarial"])
+    if args.thorough:
+        kw.update(THOROUGH)
+        kw["budget"] = replace(kw["budget"], square_queries=5000)
+    if args.attack_steps:
+        s = args.attack_steps
+        kw["budget"] = replace(kw["budget"], pgd_steps=s, fmn_steps=5 * s, cw_steps=2 * s, apgd_steps=5 * s,
+                               fab_steps=5 * s)
+        kw["adaptive"] = replace(kw.get("adaptive", AdaptiveBudget()), steps=s)
+    if args.n_samples:
+        kw.update(n_cheap=args.n_samples, n_expensive=max(1, args.n_samples // 2),
+                  n_blackbox=max(1, args.n_samples // 10))
+    if args.n_expensive:
+        kw["n_expensive"] = args.n_expensive
+    if args.n_blackbox:
+        kw["n_blackbox"] = args.n_blackbox
+    plan = AdversarialPlan(**kw)
+    plan.eps_linf = parse_floats(args.eps) or plan.eps_linf
+    plan.eps_l2 = parse_floats(args.eps_l2) or plan.eps_l2
+    if args.attacks:
+        names = parse_names(args.attacks)
+        unknown = [n for n in names if n not in REGISTRY]
+        if unknown:
+            raise ValueError(f"unknown attacks {unknown}; expected some of {', '.join(REGISTRY)}")
+        plan.attacks = tuple(names)
+    plan.headline_linf = min(plan.eps_linf, key=lambda e: abs(e - plan.headline_linf))
+    plan.headline_l2 = min(plan.eps_l2, key=lambda e: abs(e - plan.headline_l2))
+    return plan
+
+
+def config_from_args(args: argparse.Namespace, argv: Sequence[str] | None = None) -> BenchConfig:
+    prof = BENCH_PROFILES[args.profile]
+    ood_sets = tuple(parse_names(args.ood_sets) or ALL_SETS)
+    bad = [s for s in ood_sets if s not in ALL_SETS]
+    if bad:
+        raise ValueError(f"unknown OOD sets {bad}; expected some of {', '.join(ALL_SETS)}")
+    return BenchConfig(
+        dataset=args.dataset, backbone=args.backbone, profile=args.profile,
+        variants=tuple(parse_names(args.variants)), seeds=tuple(int(s) for s in parse_names(args.seeds)),
+        all_seeds=args.thorough, thorough=args.thorough, runs=tuple(args.run),
+        runs_dir=args.runs_dir, data_dir=args.data_dir, ood_data_dir=args.ood_data_dir, out=args.out,
+        device=args.device or "cpu", threads=args.threads, seed=args.seed,
+        n_id=args.n_id or prof["n_id"], n_ood=args.n_ood or prof["n_ood"], n_fit=prof["n_fit"],
+        ood_sets=ood_sets, train_missing=not args.no_train, adversarial=_plan(args, prof), progress=not args.quiet,
+        command=" ".join(["python -m robustness.bench", *(relative_path(a) for a in argv or [])]),
+    )

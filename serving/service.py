@@ -2,8 +2,9 @@
 ``bentoml serve serving.service:BinencService``.
 
 Settings come from the environment once (:class:`serving.settings.Settings`). The model is
-``BINENC_MODEL_PATH`` if set, else the model-store tag ``BINENC_MODEL_TAG`` (declared at class level, so
-``bentoml build`` packs it). With ``BINENC_PUBLIC_KEY`` set, a model not signed by that key stops the server
+``BINENC_MODEL_PATH`` if set, else the model-store tag ``BINENC_MODEL_TAG`` if set (declared at class level, so
+``bentoml build`` packs it), else the shipped reference model :data:`SHIPPED_MODEL` (packed into a Bento through
+bentofile.yaml's ``include``). With ``BINENC_PUBLIC_KEY`` set, a model not signed by that key stops the server
 at start with one log line and exit status 2. Never imports torch (a test checks it).
 """
 
@@ -41,14 +42,17 @@ from .validation import ApiError, check_batch_body, to_array, validate_model_ten
 log = logging.getLogger("binenc.serving")
 
 SETTINGS = Settings.from_env()
+SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "models" / "fashion-mnist_bin_enc" / "model.onnx"
 
 
 def model_location(settings: Settings) -> tuple[Path, str]:
-    """The model file to serve and how it was named (``file:...`` or ``bentoml:TAG``)."""
+    """The model file to serve and how it was named (``file:...``, ``bentoml:TAG`` or ``shipped:...``)."""
     if settings.model_path:
         return Path(settings.model_path), f"file:{settings.model_path}"
-    stored = bentoml.models.get(settings.model_tag)
-    return Path(stored.path_of("model.onnx")), f"bentoml:{stored.tag}"
+    if settings.model_tag:
+        stored = bentoml.models.get(settings.model_tag)
+        return Path(stored.path_of("model.onnx")), f"bentoml:{stored.tag}"
+    return SHIPPED_MODEL, f"shipped:{SHIPPED_MODEL.parent.name}"
 
 
 def refuse_unsigned(settings: Settings) -> None:
@@ -111,15 +115,15 @@ OFFLOAD = Offload(SETTINGS.inline_max, SETTINGS.infer_threads)
 @bentoml.service(name="binenc", **service_config(SETTINGS))
 @bentoml.asgi_app(create_app(current_predictor, OFFLOAD, SETTINGS.oip_model_name), path="/")
 class BinencService:
-    if not SETTINGS.model_path:
+    if SETTINGS.model_tag and not SETTINGS.model_path:
         bento_model = bentoml.models.BentoModel(SETTINGS.model_tag)
 
     def __init__(self) -> None:
         s = SETTINGS
-        if s.model_path:
-            path, source = Path(s.model_path), f"file:{s.model_path}"
-        else:
+        if s.model_tag and not s.model_path:
             path, source = Path(self.bento_model.path_of("model.onnx")), f"bentoml:{self.bento_model.tag}"
+        else:
+            path, source = model_location(s)
         set_pillow_pixel_cap(s.max_image_pixels)
         self.predictor = Predictor.from_path(path, s.limits, source=source, threads=s.ort_threads,
                                              max_image_pixels=s.max_image_pixels, max_image_side=s.max_image_side)

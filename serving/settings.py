@@ -28,7 +28,7 @@ class Settings:
     """Serving configuration; field ``x`` comes from ``BINENC_X`` (upper case), see :data:`ENV`."""
 
     model_path: str | None = None
-    model_tag: str = "binenc:latest"
+    model_tag: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_batch: int = DEFAULT_MAX_BATCH
     max_json_depth: int = DEFAULT_MAX_JSON_DEPTH

@@ -36,14 +36,14 @@ def test_registered_model_serves_by_tag_and_as_a_built_bento(digits_run, digits_
     assert (stored.path_of("model.onnx")).endswith("model.onnx")
     x, _ = digits_pixels
 
-    server = start_server({"BINENC_MODEL_PATH": None, "BINENC_MODEL_TAG": None})
+    server = start_server({"BINENC_MODEL_PATH": None, "BINENC_MODEL_TAG": "binenc:latest"})
     try:
         card = _predict_ok(server.url, x)
         assert card["source"] == f"bentoml:{stored.tag}"
     finally:
         server.stop()
 
-    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "True"}
+    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "True", "BINENC_MODEL_TAG": "binenc:latest"}
     env.pop("BINENC_MODEL_PATH", None)
     build = subprocess.run([sys.executable, "-m", "bentoml", "build", "--output", "tag"], cwd=REPO_ROOT, env=env,
                            capture_output=True, text=True, timeout=300)
@@ -58,7 +58,8 @@ def test_registered_model_serves_by_tag_and_as_a_built_bento(digits_run, digits_
     assert "torch" not in requirements and "onnxruntime==" in requirements
 
     # the built Bento serves, from a directory without the source tree
-    server = start_server({"BINENC_MODEL_PATH": None}, target=[str(bento.tag)], cwd=tmp_path)
+    server = start_server({"BINENC_MODEL_PATH": None, "BINENC_MODEL_TAG": "binenc:latest"}, target=[str(bento.tag)],
+                          cwd=tmp_path)
     try:
         card = _predict_ok(server.url, x)
         assert card["source"] == f"bentoml:{stored.tag}"

@@ -1,4 +1,4 @@
-"""The shipped reference model (``models/fashion-mnist_bin_enc``): checksum, schema and one real image.
+"""The shipped reference model (``models/fashion-mnist_bin_enc``): checksum, schema, real images, and the Bento.
 
 A change of the artifact contract (``SCHEMA_VERSION``) fails here until ``make model`` regenerates the file.
 """
@@ -7,11 +7,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from server_util import start_server
 
 from serving.artifact import OUTPUT_NAMES, SCHEMA_VERSION, load_artifact, read_metadata
 
@@ -52,7 +57,7 @@ def _pixels(path: Path) -> np.ndarray:
 
 
 def test_real_fashion_mnist_image_is_classified_and_accepted():
-    art = load_artifact(MODEL_DIR / "model.onnx", providers="cpu")
+    art = load_artifact(MODEL_DIR / "model.onnx", providers="CPUExecutionProvider")
     out = art.run(_pixels(EXAMPLES / "fashion-mnist-ankle-boot.png"))
     assert set(out) == set(OUTPUT_NAMES)
     assert art.classes[int(out["logits"].argmax(1)[0])] == "ankle boot"
@@ -61,8 +66,42 @@ def test_real_fashion_mnist_image_is_classified_and_accepted():
 
 
 def test_real_mnist_digit_is_rejected():
-    art = load_artifact(MODEL_DIR / "model.onnx", providers="cpu")
+    art = load_artifact(MODEL_DIR / "model.onnx", providers="CPUExecutionProvider")
     out = art.run(_pixels(EXAMPLES / "mnist-digit-seven.png"))
     accepted, _ = art.decide(out)
     assert not bool(accepted[0])
     assert float(out["reliability"][0]) < art.threshold
+
+
+@pytest.mark.slow
+def test_bento_holds_serving_code_and_shipped_model_and_serves_it(bentoml_home: Path, tmp_path: Path):
+    """``bentoml build`` from the repository root with no model configured: serving code + shipped model only."""
+    import bentoml
+
+    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "True"}
+    for var in ("BINENC_MODEL_PATH", "BINENC_MODEL_TAG"):
+        env.pop(var, None)
+    build = subprocess.run([sys.executable, "-m", "bentoml", "build", "--output", "tag"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stdout + build.stderr
+    tag = build.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
+    bento = bentoml.bentos.get(tag)
+    assert [m for svc in bento.info.services for m in svc.models] == []  # no model-store dependency
+    src = Path(bento.path) / "src"
+    files = {p.relative_to(src).as_posix() for p in src.rglob("*") if p.is_file()}
+    assert {"models/fashion-mnist_bin_enc/model.onnx", "serving/service.py", "serving/artifact.py"} <= files
+    assert {f.split("/")[0] for f in files} <= {"serving", "models", "bentofile.yaml", "README.md"}, sorted(files)
+
+    server = start_server({"BINENC_MODEL_PATH": None, "BINENC_MODEL_TAG": None}, target=[str(bento.tag)],
+                          cwd=tmp_path)
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            card = client.get("/model").json()
+            assert card["source"] == "shipped:fashion-mnist_bin_enc"
+            with open(EXAMPLES / "fashion-mnist-ankle-boot.png", "rb") as f:
+                r = client.post("/predict_image", files={"image": ("boot.png", f, "image/png")})
+            assert r.status_code == 200, r.text
+            pred = r.json()["predictions"][0]
+            assert pred["class_name"] == "ankle boot" and pred["accepted"] is True
+    finally:
+        server.stop()

@@ -1,9 +1,8 @@
-"""Mean ± std over seeds of the quick-profile runs -> a markdown table (docs/results.md is made with it).
+"""Mean ± std over seeds of the quick-profile runs -> the markdown table of docs/results.md.
 
-    python scripts/results_table.py --runs runs --seeds 0 1 2 > table.md
+    python scripts/results_table.py --runs docs/runs --seeds 0
 
-Reads each run's metrics.json; the share of *correctly classified* test samples on their class's code
-(``same_encoding_correct``) is recomputed from the checkpoint when an older metrics.json lacks it.
+Reads each run's ``metrics.json`` (``docs/runs/`` keeps a copy of every run the docs cite; ``runs/`` works too).
 """
 
 from __future__ import annotations
@@ -13,23 +12,8 @@ import json
 import statistics
 from pathlib import Path
 
-from training.geometry import DimensionPeaks, latent_geometry
-
 VARIANTS = ("bin_enc", "no_pen", "lin_pen", "nonlin_pen")
 
-def test_geometry(run: Path, metrics: dict) -> dict:
-    g = metrics.get("test", {})
-    if "same_encoding" not in g or "same_encoding_correct" in g:
-        return g
-    from training.checkpoint import load_run
-    from training.data import load_dataset
-    from training.train import predict
-
-    model, cfg, _ = load_run(run)
-    data = load_dataset(cfg.dataset, cfg.data_dir, cfg.val_fraction, cfg.seed)
-    logits, z = predict(model, data.test.images)
-    peaks = [DimensionPeaks(d["low"], d["high"], 1.0, 1.0, d["weight_low"]) for d in metrics["dimensions"]]
-    return latent_geometry(z, logits.argmax(1), data.test.labels, data.num_classes, peaks)
 
 def fmt(values: list[float], digits: int = 3) -> str:
     if not values:
@@ -38,9 +22,10 @@ def fmt(values: list[float], digits: int = 3) -> str:
         return f"{values[0]:.{digits}f}"
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--runs", default="runs")
+    p.add_argument("--runs", default="docs/runs")
     p.add_argument("--prefix", default="fashion-mnist_cnn_quick")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     args = p.parse_args()
@@ -53,7 +38,7 @@ def main() -> None:
             run = Path(args.runs) / f"{args.prefix}_{v}_s{s}"
             if (run / "metrics.json").is_file():
                 m = json.loads((run / "metrics.json").read_text())
-                rows.append((m, test_geometry(run, m)))
+                rows.append((m, m["test"]))
         if not rows:
             continue
         acc = [m["test_acc"] for m, _ in rows]
@@ -66,6 +51,7 @@ def main() -> None:
               f"| {fmt([g['same_encoding_correct'] for _, g in rows])} "
               f"| {fmt([m['train']['same_encoding'] for m, _ in rows])} | {', '.join(map(str, codes))} "
               f"| {', '.join(bim)} | {fmt([g['nc1'] for _, g in rows])} |")
+
 
 if __name__ == "__main__":
     main()

@@ -45,7 +45,7 @@ from serving.artifact import INPUT_NAME, OUTPUT_NAMES, load_artifact
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WRK_SCRIPT = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.body = [[%s]]
+wrk.body = [==[%s]==]
 """
 
 
@@ -218,12 +218,13 @@ def parse_wrk(text: str) -> dict[str, Any]:
     return {"requests": int(total.group(1)), "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)),
             "p50_ms": round(pct["50"], 3), "p99_ms": round(pct["99"], 3),
             "non_2xx": int(non2xx.group(1)) if non2xx else 0,
-            "socket_errors": sum(int(g) for g in errors.groups()) if errors else 0}
+            "socket_errors": dict(zip(("connect", "read", "write", "timeout"), map(int, errors.groups()), strict=True))
+            if errors else {}}
 
 
 def run_wrk(port: int, script: Path, clients: int, seconds: float) -> dict[str, Any]:
     threads = min(clients, os.cpu_count() or 1)
-    cmd = ["wrk", f"-t{threads}", f"-c{clients}", f"-d{int(seconds)}s", "--latency", "-s", str(script),
+    cmd = ["wrk", f"-t{threads}", f"-c{clients}", f"-d{int(seconds)}s", "--timeout", "10s", "--latency", "-s", str(script),
            f"http://127.0.0.1:{port}/predict"]
     text = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=seconds + 60).stdout
     out = {"clients": clients, "seconds": seconds, "command": " ".join(cmd[:-3]) + " -s predict.lua URL/predict",
@@ -270,19 +271,19 @@ def ood(args: argparse.Namespace) -> dict[str, Any]:
     server = Served(args.model)
     result = {}
     try:
-        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
         for name, images in sets.items():
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)  # idle ones close after 5 s
             accepted = 0
             for i in range(0, len(images), 100):
                 conn.request("POST", "/predict", predict_body(images[i : i + 100]), {"Content-Type": "application/json"})
                 r = conn.getresponse()
                 preds = json.loads(r.read())["predictions"]
                 accepted += sum(p["accepted"] for p in preds)
+            conn.close()
             ref, _ = art.decide(art.run(images.astype(np.float32) / 255.0))
             result[name] = {"n": len(images), "accepted_share": round(accepted / len(images), 4),
                             "inprocess_accepted_share": round(float(ref.mean()), 4)}
             print(f"{name}: {accepted / len(images):.1%} accepted over HTTP, {ref.mean():.1%} in-process")
-        conn.close()
     finally:
         server.stop()
     return result

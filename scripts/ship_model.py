@@ -19,7 +19,8 @@ import tempfile
 from pathlib import Path
 
 from serving.artifact import SCHEMA_VERSION, atomic_write_bytes, read_metadata
-from training.export import code_version, export_run
+from training.export import export_run
+from training.version import code_version
 
 DEFAULT_RUN = Path("runs/fashion-mnist_cnn_quick_bin_enc_s0")
 DEFAULT_OUT = Path("models/fashion-mnist_bin_enc")

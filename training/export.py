@@ -18,7 +18,6 @@ import argparse
 import datetime as dt
 import json
 import logging
-import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -47,6 +46,7 @@ from training.metrics import auroc, calibrate_threshold
 from training.models import Classifier
 from training.reliability import VertexGeometry
 from training.score import score_definition, score_module
+from training.version import code_version
 
 log = logging.getLogger(__name__)
 
@@ -157,26 +157,6 @@ def parity_images(data: DatasetSplits, minimum: int = MIN_PARITY_SAMPLES) -> tup
     extra = minimum - len(data.val)
     return (np.concatenate([data.val.images, data.train.images[:extra]]),
             f"val ({len(data.val)}) + first {extra} train (val split smaller than {minimum})")
-
-
-def code_version() -> str:
-    """``git`` commit of the working tree (``+dirty`` when tracked files changed), else the package version."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        rev = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
-                             text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "--no-optional-locks", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.strip()
-        return f"git:{rev}{'+dirty' if dirty else ''}"
-    except (OSError, subprocess.SubprocessError):
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            return f"binenc {version('binenc')}"
-        except PackageNotFoundError:
-            return "unknown"
 
 
 def training_summary(run_dir: Path) -> dict:

@@ -42,6 +42,7 @@ from training.loss import GammaSchedule, shard_loss, total_loss
 from training.models import Classifier, ModelConfig, build_model
 from training.optim import gamma_schedule, lr_factor, make_optimizer, set_learning_rates
 from training.rundir import HISTORY, RunLock, RunLockedError, append_row, read_history
+from training.version import code_version
 
 __all__ = ["RunResult", "TrainingDiverged", "model_config_for", "predict", "random_shift", "to_tensor", "train"]
 
@@ -278,7 +279,8 @@ def train(
         if ckpt is not None:
             log.info("resuming %s at epoch %d", out, start_epoch)
         if ctx.is_main:
-            atomic_write_json(out / "config.json", {"train": run.cfg.to_dict(), "model": run.model_cfg.to_dict()})
+            atomic_write_json(out / "config.json", {"train": run.cfg.to_dict(), "model": run.model_cfg.to_dict(),
+                                                    "code_version": code_version()})
             history = read_history(out / HISTORY, start_epoch)
             atomic_write_bytes(out / HISTORY, "".join(json.dumps(r) + "\n" for r in history).encode())
         last_epoch = cfg.epochs - 1 if stop_after_epoch is None else min(stop_after_epoch, cfg.epochs - 1)

@@ -34,6 +34,8 @@ def test_end_to_end_training_on_digits(tmp_path, digits):
     assert json.loads(rows[-1])["gamma"] == pytest.approx(cfg.gamma_cap)
     model, saved_cfg, _ = load_run(tmp_path / "run")
     assert saved_cfg.epochs == 30
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["code_version"].startswith(("git:", "binenc ", "unknown"))  # provenance of the weights
     x = torch.rand(3, 1, 8, 8)
     assert torch.allclose(model(x)[0], result.model(x)[0])
 

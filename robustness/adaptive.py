@@ -37,7 +37,7 @@ Confirm = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 @dataclass(frozen=True)
 class AdaptiveBudget:
     steps: int = 30
-    restarts: int = 1
+    restarts: int = 2
     n_targets: int | None = None  # None: all K−1 wrong classes
     lam: float = 1.0
     kappa: float = 0.01

@@ -36,11 +36,11 @@ from robustness.attacks import (
     QueryCountingModel,
     get_spec,
     input_gradient_norms,
-    logits_and_z,
     run_attack,
     white_box,
 )
 from robustness.stats import proportion_of
+from training.inference import forward_batches
 
 NORMS: tuple[Norm, ...] = ("linf", "l2")
 
@@ -98,10 +98,9 @@ class Sample:
         n_exp = min(plan.n_expensive, n_cheap)
         sizes = {"cheap": n_cheap, "expensive": n_exp, "blackbox": min(plan.n_blackbox, n_exp)}
         x, y = x[:n_cheap], y[:n_cheap]
-        with torch.no_grad():
-            pred = torch.cat([logits_and_z(net, x[i : i + 512])[0].argmax(1) for i in range(0, n_cheap, 512)]) \
-                if n_cheap else y
-        return cls(x, y, (pred == y).cpu().numpy(), sizes)
+        logits, _ = forward_batches(net, x, 512, x.device)
+        correct = logits.argmax(1) == y.cpu().numpy() if n_cheap else np.zeros(0, bool)
+        return cls(x, y, correct, sizes)
 
     def rows(self, tier: str) -> np.ndarray:
         """Correctly classified mask over the tier's points."""

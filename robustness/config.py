@@ -63,7 +63,7 @@ BENCH_PROFILES = {
                                                        hsj_initial_evals=100, hsj_max_evals=2000))),
 }
 # --thorough on top of a profile: >= 1000 points everywhere, every seed, full ε grids for the AutoAttack components
-# and the adaptive attack, Square with 5000 queries, adaptive 50 steps x 2 restarts.
+# and the adaptive attack, Square with 5000 queries, adaptive 50 steps x 2 restarts (its check 100 x 4).
 THOROUGH = dict(n_cheap=1000, n_expensive=1000, n_blackbox=100, adaptive_eps_linf=(), adaptive_eps_l2=(),
                 ensemble_eps_linf=(), ensemble_eps_l2=(), adaptive=AdaptiveBudget(steps=50, restarts=2))
 

@@ -38,12 +38,12 @@ def test_all_targets_succeed_where_the_two_most_likely_cannot():
     y = torch.zeros(3, dtype=torch.long)
     option = RejectOption("max_softmax", SoftmaxScore(), 0.6)
     eps = [0.0, 1.0]
-    two = adaptive_attack(net, option, x, y, eps, "linf", AdaptiveBudget(steps=30, n_targets=2))
+    two = adaptive_attack(net, option, x, y, eps, "linf", AdaptiveBudget(steps=30, restarts=1, n_targets=2))
     assert not two.success.any()
-    every = adaptive_attack(net, option, x, y, eps, "linf", AdaptiveBudget(steps=30))
+    every = adaptive_attack(net, option, x, y, eps, "linf", AdaptiveBudget(steps=30, restarts=1))
     assert every.success[1].all() and not every.success[0].any()
     for norm in ("linf", "l2"):
-        assert adaptive_attack(net, option, x, y, eps, norm, AdaptiveBudget(steps=30)).success[1].all()
+        assert adaptive_attack(net, option, x, y, eps, norm, AdaptiveBudget(steps=30, restarts=1)).success[1].all()
 
 
 def test_success_needs_acceptance_and_is_confirmed_by_the_served_graph():

@@ -24,6 +24,7 @@ $(BIN)/.installed-serve: pyproject.toml | $(BIN)/python
 $(BIN)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps torchattacks==3.5.1   # see pyproject.toml, extra "bench"
 	touch $@ $(BIN)/.installed-serve
 
 install-serve: $(BIN)/.installed-serve

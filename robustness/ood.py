@@ -78,14 +78,17 @@ def to_shape(gray28: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
 
 # --------------------------------------------------------------------------- generators
 def mnist_images(n: int, data_dir: str | Path | None = None, seed: int = 0) -> tuple[np.ndarray, str]:
-    """MNIST test images (uint8 N x 28 x 28) from an IDX directory."""
+    """MNIST test images (uint8 N x 28 x 28) from an IDX directory, and the file read (relative to the repository
+    when it is inside it)."""
     from training.data import MNIST_TEST_DIR, find_idx, read_idx
 
     d = Path(data_dir) if data_dir is not None else MNIST_TEST_DIR
     path = find_idx(d, "t10k-images-idx3-ubyte")
     imgs = read_idx(path)
     idx = np.random.default_rng(seed).permutation(len(imgs))[:n]
-    return imgs[np.sort(idx)], str(path)
+    repo = MNIST_TEST_DIR.parents[1]
+    shown = path.resolve().relative_to(repo) if path.resolve().is_relative_to(repo) else path
+    return imgs[np.sort(idx)], str(shown)
 
 
 def find_fonts() -> list[str]:

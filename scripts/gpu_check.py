@@ -219,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=2.0, help="time budget per engine and batch size")
     p.add_argument("--wheel-dir", type=Path, help="directory holding onnxruntime and onnxruntime-gpu wheels")
     p.add_argument("--keep-ort-gpu", action="store_true", help="leave onnxruntime-gpu installed at the end")
+    p.add_argument("--no-ort-swap", action="store_true", help="use the installed onnxruntime as it is")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     report: dict = {"environment": environment(), "skipped": []}
@@ -230,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
                               "latency", "2-GPU torchrun"]
         log("no CUDA GPU: skipping " + "; ".join(report["skipped"]))
     with tempfile.TemporaryDirectory() as tmp:
-        wheels = prepare_ort_gpu(args, report, Path(tmp)) if cuda else None
+        wheels = prepare_ort_gpu(args, report, Path(tmp)) if cuda and not args.no_ort_swap else None
         try:
             check(args, report, cuda)
         finally:

@@ -56,6 +56,22 @@ class RunLock:
         self.release()
 
 
+def current_writer(run_dir: Path) -> str | None:
+    """``"pid N on HOST"`` of the process now writing ``run_dir``, or ``None`` when no process is (a probe: it holds
+    a shared lock for an instant)."""
+    path = Path(run_dir) / LOCK
+    if not path.is_file():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+    finally:
+        os.close(fd)  # also drops the probe's lock
+    return None
+
+
 def read_history(path: Path, before_epoch: int) -> list[dict]:
     """Rows of ``metrics.jsonl`` for the epochs before ``before_epoch`` (none if the file is missing)."""
     if not path.is_file():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -144,3 +145,13 @@ def test_a_second_writer_is_refused_in_one_and_in_two_processes(tmp_path):
     assert not (out / "checkpoint.pt").exists()
     train(make_config("quick", **{**RECIPE, "epochs": 1}), out, progress=False)  # free again once released
     assert (out / "metrics.json").exists()
+
+
+def test_current_writer_names_the_lock_holder_until_it_lets_go(tmp_path):
+    from training.rundir import current_writer
+
+    assert current_writer(tmp_path) is None
+    with RunLock(tmp_path):
+        assert current_writer(tmp_path) == f"pid {os.getpid()} on {socket.gethostname()}"
+    assert current_writer(tmp_path) is None  # the lock file stays, its lock is gone
+    assert (tmp_path / ".writer.lock").is_file()

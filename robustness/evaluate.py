@@ -17,9 +17,10 @@ from robustness.adversarial import evaluate_adversarial
 from robustness.config import BenchConfig, relative_path
 from robustness.ood import Features, OODSet, fit_detectors
 from robustness.paper import paper_deepfool
-from robustness.runs import ModelRun, ensure_artifact
+from robustness.runs import ModelRun
 from serving.artifact import Artifact, load_artifact
 from training.checkpoint import load_run
+from training.export import ensure_artifact
 from training.inference import forward_batches, to_tensor
 from training.reliability import VERTEX_SCORE, VertexGeometry
 from training.score import score_module

@@ -8,31 +8,16 @@ from pathlib import Path
 
 import numpy as np
 
+from training.jsonio import clean_json, write_json_atomic
+
 SCHEMA = {"name": "binenc.robustness.results", "version": 2}
 DPI = 72
 HEADLINE_METHOD = "reliability"
 
 
 # --------------------------------------------------------------------------- results.json
-def _clean(obj):
-    """JSON-safe: NaN/Inf -> None (and a marker for +inf min-norms), numpy -> python."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _clean(obj.tolist())
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return "inf" if obj > 0 else None
-    return obj
-
-
 def write_results(results: dict, out: Path) -> Path:
-    path = Path(out) / "results.json"
-    path.write_text(json.dumps(_clean(results), indent=1, sort_keys=False, allow_nan=False) + "\n")
-    return path
+    return write_json_atomic(Path(out) / "results.json", results, indent=1, sort_keys=False)
 
 
 def load_results(path: str | Path) -> dict:
@@ -545,7 +530,7 @@ def write_report(results: dict, arrays: dict, out: str | Path) -> dict[str, Path
         written.update({f"{lbl}:{k}": out / v for k, v in plots[lbl].items()})
     results_path = write_results(results, out)
     md = out / "report.md"
-    md.write_text(render_markdown(_clean(results), plots))
+    md.write_text(render_markdown(clean_json(results), plots))
     written["results"] = results_path
     written["report"] = md
     return written

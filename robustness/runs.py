@@ -16,7 +16,6 @@ from pathlib import Path
 
 from training.checkpoint import CHECKPOINT
 from training.config import TrainConfig, make_config
-from training.export import ARTIFACT_NAME, export_run
 from training.train import train
 
 log = logging.getLogger("robustness.runs")
@@ -112,16 +111,6 @@ def ensure_run(runs_dir: str | Path, cfg, train_missing: bool = True, progress: 
     log.info("training %s into %s", run_name(cfg), target)
     train(cfg, target, progress=progress)
     return target, "trained"
-
-
-def ensure_artifact(run_dir: Path, data=None) -> tuple[Path, bool]:
-    """``run_dir/model.onnx``, exported (again) when missing or older than the checkpoint."""
-    path = run_dir / ARTIFACT_NAME
-    ckpt = run_dir / CHECKPOINT
-    if path.is_file() and path.stat().st_mtime >= ckpt.stat().st_mtime:
-        return path, False
-    export_run(run_dir, data=data)
-    return path, True
 
 
 def given_runs(dirs: tuple[str, ...], data_dir: str | None) -> list[ModelRun]:

@@ -19,13 +19,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from training.checkpoint import (
-    CHECKPOINT,
-    atomic_torch_save,
-    atomic_write_bytes,
-    atomic_write_json,
-    load_checkpoint,
-)
+from serving.artifact import atomic_write_bytes
+from training.checkpoint import CHECKPOINT, atomic_torch_save, load_checkpoint
 from training.config import TrainConfig
 from training.data import DatasetSplits, load_dataset
 from training.distributed import (
@@ -38,6 +33,7 @@ from training.distributed import (
     shard_bounds,
 )
 from training.evaluation import evaluate, predict, run_metrics, to_tensor
+from training.jsonio import write_json_atomic
 from training.loss import GammaSchedule, shard_loss, total_loss
 from training.models import Classifier, ModelConfig, build_model
 from training.optim import gamma_schedule, lr_factor, make_optimizer, set_learning_rates
@@ -279,7 +275,7 @@ def train(
         if ckpt is not None:
             log.info("resuming %s at epoch %d", out, start_epoch)
         if ctx.is_main:
-            atomic_write_json(out / "config.json", {"train": run.cfg.to_dict(), "model": run.model_cfg.to_dict(),
+            write_json_atomic(out / "config.json", {"train": run.cfg.to_dict(), "model": run.model_cfg.to_dict(),
                                                     "code_version": code_version()})
             history = read_history(out / HISTORY, start_epoch)
             atomic_write_bytes(out / HISTORY, "".join(json.dumps(r) + "\n" for r in history).encode())
@@ -294,7 +290,7 @@ def train(
         if last_epoch == cfg.epochs - 1 and ctx.is_main:
             metrics = run_metrics(run.net, data, device=str(run.device))
             metrics["history_tail"] = read_history(out / HISTORY, cfg.epochs)[-1:]
-            atomic_write_json(out / "metrics.json", metrics)
+            write_json_atomic(out / "metrics.json", metrics)
         barrier(ctx)
     finally:
         if lock is not None:

@@ -37,6 +37,7 @@ from scipy.special import logsumexp
 from torch import nn
 
 from robustness import metrics as M
+from training.data import MNIST_TEST_DIR, find_idx, read_idx
 from training.inference import forward_batches
 from training.mahalanobis import DEFAULT_RIDGE, TiedGaussian
 from training.score import SoftmaxScore, VertexScore
@@ -80,8 +81,6 @@ def to_shape(gray28: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
 def mnist_images(n: int, data_dir: str | Path | None = None, seed: int = 0) -> tuple[np.ndarray, str]:
     """MNIST test images (uint8 N x 28 x 28) from an IDX directory, and the file read (relative to the repository
     when it is inside it)."""
-    from training.data import MNIST_TEST_DIR, find_idx, read_idx
-
     d = Path(data_dir) if data_dir is not None else MNIST_TEST_DIR
     path = find_idx(d, "t10k-images-idx3-ubyte")
     imgs = read_idx(path)

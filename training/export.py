@@ -39,12 +39,12 @@ from serving.artifact import (
 )
 from serving.signing import sign_model
 from training.checkpoint import CHECKPOINT, load_run
-from training.data import DatasetSplits, load_dataset
+from training.data import DatasetNotFoundError, DatasetSplits, load_dataset
 from training.inference import forward_batches, to_tensor
 from training.jsonio import clean_json
 from training.metrics import auroc, calibrate_threshold
 from training.models import Classifier
-from training.reliability import VertexGeometry
+from training.reliability import GeometryError, VertexGeometry
 from training.score import score_definition, score_module
 from training.version import code_version
 
@@ -321,8 +321,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from training.data import DatasetNotFoundError
-    from training.reliability import GeometryError
 
     try:
         path = export_run(args.run_dir, args.out, args.target_accept_rate, args.register, sign_key=args.sign)

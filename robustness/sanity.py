@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from training.jsonio import clean_json
+
 
 @dataclass(frozen=True)
 class SanityConfig:
@@ -43,19 +45,7 @@ class Flag:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "ok": self.ok, "status": self.status, "message": self.message,
-                "values": _plain(self.values)}
-
-
-def _plain(obj):
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _plain(obj.tolist())
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
+                "values": clean_json(self.values)}
 
 
 def _arr(x) -> np.ndarray:

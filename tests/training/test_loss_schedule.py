@@ -111,3 +111,15 @@ def test_shard_losses_averaged_over_ranks_give_the_global_batch_gradient(global_
         torch.testing.assert_close(sum(rank[i] for rank in per_rank) / world, g, rtol=1e-5, atol=1e-7)
     with torch.no_grad():
         assert ce_sum / global_size == pytest.approx(F.cross_entropy(model(x)[0], y).item(), rel=1e-6)
+
+
+def test_every_train_config_field_has_a_cli_flag():
+    from dataclasses import fields
+
+    from training.cli import build_parser
+    from training.config import TrainConfig
+
+    dests = {a.dest for a in build_parser()._actions}
+    assert [f.name for f in fields(TrainConfig) if f.name not in dests] == []
+    args = build_parser().parse_args(["--out", "x", "--lr-schedule", "step", "--lr-step-factor", "0.25"])
+    assert args.lr_schedule == "step" and args.lr_step_factor == 0.25

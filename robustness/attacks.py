@@ -445,17 +445,27 @@ def run_attack(
                          time.perf_counter() - t0, queries)
 
 
-def _run_fixed(attack, fmodel, x, y, eps):
+def _over_eps(x, eps, attack_at) -> tuple[np.ndarray, list[torch.Tensor]]:
+    """Success masks ``(len(eps), N)`` and adversarials per ε; ``attack_at(e) -> (success, adversarials)``
+    runs for every ε > 0 (ε <= 0 keeps the clean inputs, no success)."""
     success = np.zeros((len(eps), len(x)), dtype=bool)
     advs: list[torch.Tensor] = []
     for k, e in enumerate(eps):
         if e <= 0:
             advs.append(x.clone())
             continue
-        _, clipped, ok = attack(fmodel, x, y, epsilons=e)
+        ok, adv = attack_at(e)
         success[k] = ok.cpu().numpy()
-        advs.append(clipped.detach())
+        advs.append(adv)
     return success, advs
+
+
+def _run_fixed(attack, fmodel, x, y, eps):
+    def attack_at(e):
+        _, clipped, ok = attack(fmodel, x, y, epsilons=e)
+        return ok, clipped.detach()
+
+    return _over_eps(x, eps, attack_at)
 
 
 def _run_min_norm(attack, spec, fmodel, x, y, eps):
@@ -471,19 +481,15 @@ def _run_torchattacks(spec, fmodel: WhiteBox, x, y, eps, budget, seed):
     if spec.build is _square and spec.norm == "l2" and min(x.shape[-2:]) < 5:
         raise ValueError(f"{spec.name} needs images of at least 5x5 pixels, got {tuple(x.shape[-2:])}")
     n_classes = int(net(x[:1]).shape[1])
-    success = np.zeros((len(eps), len(x)), dtype=bool)
-    advs: list[torch.Tensor] = []
-    for k, e in enumerate(eps):
-        if e <= 0:
-            advs.append(x.clone())
-            continue
+
+    def attack_at(e):
         with torch.enable_grad():
             adv = spec.build(budget, net, spec.norm, e, n_classes, seed)(x, y).detach()
         size = lp_norms(adv - x, spec.norm)
         inside = (size <= e * (1 + 1e-5) + 1e-6) & (adv.flatten(1).amin(1) >= 0) & (adv.flatten(1).amax(1) <= 1)
-        success[k] = ((net(adv).argmax(1) != y) & inside).cpu().numpy()
-        advs.append(torch.where(inside.view(-1, *[1] * (x.dim() - 1)), adv, x))
-    return success, advs
+        return (net(adv).argmax(1) != y) & inside, torch.where(inside.view(-1, *[1] * (x.dim() - 1)), adv, x)
+
+    return _over_eps(x, eps, attack_at)
 
 
 def starting_points(fmodel: fb.Model, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:

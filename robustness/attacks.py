@@ -31,7 +31,7 @@ import torchattacks
 from foolbox.attacks.base import get_criterion, raise_if_kwargs, verify_input_bounds
 from torch import nn
 
-from robustness.losses import LOSSES, stable_ce
+from robustness.losses import LOSSES, log_ce
 
 Norm = Literal["linf", "l2"]
 Kind = Literal["fixed", "min_norm"]
@@ -70,7 +70,7 @@ class AttackBudget:
 class _EarlyStopPGD:
     """Foolbox PGD (same random start, normalisation, projection, step size) with a stable loss, stopping per point.
 
-    The loss is ``LOSSES[loss_name]`` (stable CE or logit margin, :mod:`robustness.losses`). Points whose current
+    The loss is ``LOSSES[loss_name]`` (log of the stable CE, or the logit margin, :mod:`robustness.losses`). Points whose current
     iterate is already misclassified are frozen there and dropped from the batch, so the cost follows the points
     that still resist (success can only be >= the final-iterate loop's).
     """
@@ -110,7 +110,7 @@ class _EarlyStopPGD:
 
 
 class LinfPGD(_EarlyStopPGD, fb.attacks.LinfPGD):
-    """L∞ PGD on the stable cross-entropy."""
+    """L∞ PGD on the log of the stable cross-entropy."""
 
 
 class MarginLinfPGD(_EarlyStopPGD, fb.attacks.LinfPGD):
@@ -120,7 +120,7 @@ class MarginLinfPGD(_EarlyStopPGD, fb.attacks.LinfPGD):
 
 
 class L2PGD(_EarlyStopPGD, fb.attacks.L2PGD):
-    """L2 PGD on the stable cross-entropy."""
+    """L2 PGD on the log of the stable cross-entropy."""
 
 
 class MarginL2PGD(_EarlyStopPGD, fb.attacks.L2PGD):
@@ -192,7 +192,7 @@ class LinfDeepFool(_ActiveDeepFool, fb.attacks.LinfDeepFoolAttack):
 
 # --------------------------------------------------------------------------- torchattacks (AutoAttack components)
 class StableAPGDCE(torchattacks.APGD):
-    """torchattacks' APGD with its cross-entropy replaced by :func:`robustness.losses.stable_ce`.
+    """torchattacks' APGD with its cross-entropy replaced by :func:`robustness.losses.log_ce` (log of the stable CE).
 
     torchattacks picks the per-row criterion by name; the "dlr" slot calls ``self.dlr_loss``, which is overridden
     here, so every other line of APGD (step-size halving, momentum, checkpoints, restarts) is the library's.
@@ -202,7 +202,7 @@ class StableAPGDCE(torchattacks.APGD):
         super().__init__(model, loss="dlr", **kwargs)
 
     def dlr_loss(self, x, y):
-        return stable_ce(x, y)
+        return log_ce(x, y)
 
 
 TA_NORM = {"linf": "Linf", "l2": "L2"}
@@ -307,12 +307,12 @@ def register(spec: AttackSpec) -> AttackSpec:
 
 
 for _spec in (
-    AttackSpec("fgsm", "linf", "fixed", "white", False, "cheap", _fgsm, "FGSM (single step, stable CE)"),
+    AttackSpec("fgsm", "linf", "fixed", "white", False, "cheap", _fgsm, "FGSM (single step, log of the stable CE)"),
     AttackSpec("pgd_linf", "linf", "fixed", "white", True, "cheap", _pgd(LinfPGD),
-               "L∞ PGD, stable CE, random start"),
+               "L∞ PGD, log CE, random start"),
     AttackSpec("pgd_linf_margin", "linf", "fixed", "white", True, "cheap", _pgd(MarginLinfPGD),
                "L∞ PGD, logit-margin (C&W) loss, random start"),
-    AttackSpec("pgd_l2", "l2", "fixed", "white", True, "cheap", _pgd(L2PGD), "L2 PGD, stable CE, random start"),
+    AttackSpec("pgd_l2", "l2", "fixed", "white", True, "cheap", _pgd(L2PGD), "L2 PGD, log CE, random start"),
     AttackSpec("pgd_l2_margin", "l2", "fixed", "white", True, "cheap", _pgd(MarginL2PGD),
                "L2 PGD, logit-margin loss, random start"),
     AttackSpec("deepfool_l2", "l2", "min_norm", "white", True, "expensive", _deepfool_l2, "L2 DeepFool (logits)"),
@@ -329,7 +329,7 @@ for _spec in (
 for _norm in ("linf", "l2"):
     _title = "L∞" if _norm == "linf" else "L2"
     for _name, _build, _desc in (
-        ("apgd_ce", _apgd_ce, "APGD-CE (stable CE)"),
+        ("apgd_ce", _apgd_ce, "APGD-CE (log CE)"),
         ("apgd_t", _apgd_t, "APGD-T (targeted DLR, all K−1 targets)"),
         ("fab_t", _fab_t, "FAB-T (all K−1 targets)"),
         ("square", _square, "Square (score-based, margin loss)"),
@@ -534,7 +534,7 @@ def logits_and_z(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.T
 
 
 def input_gradient_norms(net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> dict:
-    """Per point L2 norms of the input gradients of float32 CE (what a naive attack would use), the stable CE and
+    """Per point L2 norms of the input gradients of float32 CE (what a naive attack would use), the CE attacks' objective (log CE) and
     the logit margin at the clean points."""
     out: dict[str, list] = {"ce_float32": [], "ce": [], "margin": []}
     net.eval()

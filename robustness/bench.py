@@ -6,6 +6,12 @@ on the reject option and the sanity flags (:mod:`robustness.adversarial`), OOD a
 (:mod:`robustness.ood`); it aggregates over seeds with paired tests (:mod:`robustness.aggregate`), compares with the
 paper (:mod:`robustness.paper`) and writes ``results.json``, ``report.md`` and PNG plots into ``--out``
 (:mod:`robustness.report`), and a compact summary into each artifact's unsigned annex.
+
+Under ``torchrun --nproc_per_node N -m robustness.bench ...`` the models are dealt out to the ranks (model *i* to
+rank *i mod N*; rank 0 resolves, and if needed trains, the runs first), each rank measures its models exactly as one
+process would (every measurement is seeded per model, never by what ran before it) and rank 0 gathers the entries
+in the one-process order and writes the report: the same figures as one process. The test points of one model are
+not split, because the attacks' random starts are drawn per batch: a point's outcome would depend on its shard.
 """
 
 from __future__ import annotations
@@ -33,9 +39,19 @@ from robustness.report import SCHEMA, write_report
 from robustness.runs import RunInProgressError, requested_runs
 from serving.artifact import write_annex
 from training.data import load_dataset
+from training.distributed import (
+    SINGLE,
+    DistContext,
+    broadcast_object,
+    gather_objects,
+    init_distributed,
+    shutdown,
+)
 from training.inference import to_tensor
 
 log = logging.getLogger("robustness.bench")
+# Ranks wait for rank 0 while it trains missing runs (minutes to hours): a generous process-group timeout.
+BENCH_GROUP_TIMEOUT_S = 24 * 3600
 
 
 def subsample(n_total: int, n: int, seed: int) -> np.ndarray:
@@ -114,24 +130,38 @@ def write_annexes(results: dict) -> None:
         log.warning("could not write the artifact annex: %s", failures)
 
 
-def run_bench(cfg: BenchConfig) -> dict:
-    """Run the whole bench and write the report; returns the results dict."""
-    t_all = time.perf_counter()
+def _threads(cfg: BenchConfig, ctx: DistContext) -> None:
+    """``--threads``, else the node's cores shared by the processes on it."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    runs = requested_runs(cfg)
+    elif ctx.distributed and cfg.device == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // ctx.local_world_size))
+
+
+def run_bench(cfg: BenchConfig, ctx: DistContext = SINGLE) -> dict | None:
+    """Run the whole bench and write the report; returns the results dict (on rank 0; ``None`` on other ranks)."""
+    t_all = time.perf_counter()
+    _threads(cfg, ctx)
+    runs = broadcast_object(requested_runs(cfg) if ctx.is_main else None, ctx)
     results: dict = {"schema": SCHEMA, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": cfg.to_dict(),
-                     "environment": environment(), "models": {}, "ood_sets": {}, "skipped_ood_sets": {}}
-    arrays: dict = {}
-    cache: dict = {}
-    ood_sets = None
-    for run in (bar := tqdm(runs, desc="models", disable=not cfg.progress)):
+                     "environment": {**environment(), "world_size": ctx.world_size}, "models": {}, "ood_sets": {},
+                     "skipped_ood_sets": {}}
+    mine = [(i, run) for i, run in enumerate(runs) if i % ctx.world_size == ctx.rank]
+    done, cache, ood_sets = [], {}, None
+    for i, run in (bar := tqdm(mine, desc="models", disable=not (cfg.progress and ctx.is_main))):
         bar.set_postfix_str(run.label)
         inputs, info = bench_inputs(cfg, run.config, cache, ood_sets)
         ood_sets = inputs.ood_sets
+        entry, arr = evaluate_model(cfg, run, inputs)
+        done.append((i, run.label, entry, arr, info))
+        tqdm.write(one_line(run.label, entry))
+    gathered = gather_objects(done, ctx)
+    if not ctx.is_main:
+        return None
+    arrays: dict = {}
+    for _, label, entry, arr, info in sorted((d for part in gathered for d in part), key=lambda d: d[0]):
         results.update(info)
-        results["models"][run.label], arrays[run.label] = evaluate_model(cfg, run, inputs)
-        tqdm.write(one_line(run.label, results["models"][run.label]))
+        results["models"][label], arrays[label] = entry, arr
     results["aggregate"] = aggregate(results["models"])
     results["paired"] = paired_comparisons(results["models"])
     results["paper_comparison"] = paper_comparison(results["aggregate"], results["models"])
@@ -147,12 +177,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")  # Foolbox logs chatter on the root logger
     log.setLevel(logging.INFO)
+    ctx = SINGLE
     try:
         cfg = config_from_args(args, argv)
-        results = run_bench(cfg)
+        ctx = init_distributed(cfg.device, timeout_s=BENCH_GROUP_TIMEOUT_S)
+        results = run_bench(cfg, ctx)
     except (FileNotFoundError, RunInProgressError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    finally:
+        shutdown(ctx)
+    if results is None:  # a rank other than 0: rank 0 reports
+        return 0
     failed = [(lbl, f["name"]) for lbl, e in results["models"].items() for f in e["adversarial"]["flags"]
               if f["ok"] is False]
     print(f"wrote {Path(cfg.out) / 'report.md'} and results.json in {results['seconds_total']:.0f}s")

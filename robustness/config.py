@@ -116,8 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ood-sets", help=f"comma-separated subset of: {', '.join(ALL_SETS)}")
     p.add_argument("--out", default="bench_out", help="output directory (results.json, report.md, *.png)")
     p.add_argument("--runs-dir", default="runs", help="where cached training runs live (and new ones go)")
-    p.add_argument("--run", action="append", default=[], metavar="DIR",
-                   help="evaluate this finished run directory as it is (repeatable; replaces --variants/--seeds)")
+    p.add_argument("--run", "--evaluate", action="append", default=[], metavar="DIR", dest="run",
+                   help="evaluate this finished run directory as it is (repeatable; replaces --variants/--seeds). "
+                   "Under torchrun write --evaluate: torchrun reads --run as its own --run-path")
     p.add_argument("--data-dir", help="dataset directory (see `python -m training --help`)")
     p.add_argument("--ood-data-dir", help="directory with MNIST IDX files for the mnist OOD set "
                    "(default: the MNIST test set shipped in data/mnist)")

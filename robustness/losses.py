@@ -4,8 +4,12 @@ Float32 cross-entropy saturates: once ``p_y`` rounds to 1 its input gradient is 
 ~17), so CE-driven attacks stall on confident models. Every gradient attack of the bench uses one of these instead:
 
 * :func:`margin` — the C&W logit margin ``max_{j≠y} l_j − l_y`` (never saturates);
-* :func:`stable_ce` — cross-entropy written as ``softplus(logsumexp_{j≠y} l_j − l_y)`` and evaluated in float64,
-  so its gradient ``sigmoid(·)`` stays non-zero until the margin exceeds ~700 (in float32 ~87);
+* :func:`stable_ce` — cross-entropy written as ``softplus(logsumexp_{j≠y} l_j − l_y)`` and evaluated in float64
+  (its value never rounds to 0, but its gradient ``sigmoid(·)`` still underflows once it is cast back into a
+  float32 network: logit margins beyond ~100);
+* :func:`log_ce` — ``log`` of that cross-entropy, what the CE attacks ascend: a monotone transform, so the ascent
+  direction, the sign step and APGD's "did the loss increase" tests are CE's, but its gradient tends to the
+  logsumexp margin's as CE → 0 and never vanishes;
 * :func:`targeted_margin` — ``l_t − max_{j≠t} l_j`` (≥ 0 once the prediction is ``t``).
 """
 
@@ -36,9 +40,18 @@ def stable_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.softplus(torch.logsumexp(_others(lg, labels), dim=1) - own)
 
 
+def log_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``log CE`` per row, stable at any margin: ``m`` where ``m = logsumexp_{j≠y} l_j − l_y < −30`` (there
+    ``log softplus(m) = m + O(e^m)``), else ``log softplus(m)`` (float64)."""
+    lg = logits.double()
+    own = lg.gather(1, labels[:, None]).squeeze(1)
+    m = torch.logsumexp(_others(lg, labels), dim=1) - own
+    return torch.where(m < -30.0, m, torch.log(F.softplus(m.clamp(min=-30.0))))
+
+
 def targeted_margin(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """``l_t − max_{j≠t} l_j`` per row (> 0 once the prediction is ``t``)."""
     return -margin(logits, target)
 
 
-LOSSES = {"ce": stable_ce, "margin": margin}
+LOSSES = {"ce": log_ce, "margin": margin}

@@ -152,7 +152,8 @@ def converged(name: str, base: dict[str, float], strong: dict[str, float], tol: 
 def gradient_norms(norms: dict[str, np.ndarray], cfg: SanityConfig = SanityConfig()) -> Flag:
     """Input-gradient norms of the attack losses at the clean points must not vanish.
 
-    ``norms``: per point L2 norms of the stable CE (``ce``), the logit margin (``margin``) and, for information,
+    ``norms``: per point L2 norms of the CE attacks' objective (``ce``: log of the stable CE,
+    :func:`robustness.losses.log_ce`), the logit margin (``margin``) and, for information,
     float32 cross-entropy (``ce_float32``). A norm at or below ``cfg.min_grad_norm`` counts as vanished.
     """
     ce, mg = _arr(norms.get("ce", [])), _arr(norms.get("margin", []))
@@ -168,11 +169,11 @@ def gradient_norms(norms: dict[str, np.ndarray], cfg: SanityConfig = SanityConfi
                     "the clean points: the model is not differentiable where it matters (gradient masking); only "
                     "black-box numbers are trustworthy", vals)
     if small.get("ce", 0.0) > cfg.zero_grad_max_share:
-        return Flag("gradient_norms", False, f"even the stable cross-entropy gradient vanishes on {small['ce']:.1%} "
-                    "of the clean points (logit margins beyond float range): CE-based attacks stall there; the "
-                    "margin-based attacks carry the worst case", vals)
+        return Flag("gradient_norms", False, f"the gradient of the CE attacks' objective (log CE) vanishes on "
+                    f"{small['ce']:.1%} of the clean points: CE-based attacks stall there; the margin-based attacks "
+                    "carry the worst case", vals)
     return Flag("gradient_norms", True, f"attack-loss gradients non-vanishing on {ce.size} points (median norm: "
-                f"stable CE {vals['median']['ce']:.2g}, margin {vals['median'].get('margin', float('nan')):.2g}; "
+                f"log CE {vals['median']['ce']:.2g}, margin {vals['median'].get('margin', float('nan')):.2g}; "
                 f"float32 CE would be exactly 0 on {vals['float32_ce_zero_share'] or 0:.0%})", vals)
 
 

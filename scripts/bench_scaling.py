@@ -1,6 +1,11 @@
-"""Epoch time of data-parallel training at 1 and 2 processes, measured side by side in one run (ratio printed).
+"""Epoch time of data-parallel training, or wall time of the bench, at 1 and 2 processes, measured side by side in
+one run (ratio printed).
 
     python scripts/bench_scaling.py --dataset fashion-mnist --backbone cnn --steps 40 --epochs 3 --rounds 2
+    python scripts/bench_scaling.py --rounds 1 --bench "--variants bin_enc,no_pen --n-samples 60 --quiet"
+
+With ``--bench ARGS`` each configuration is a ``torchrun`` launch of ``python -m robustness.bench ARGS`` (models dealt
+out to the processes) and its time is the bench's ``seconds_total`` (start-up of the interpreters excluded).
 
 Each configuration (``--configs``, processes x threads per process: by default 1x2 and 2x1, the two ways to use 2
 cores; 1x1 for reference) is a real ``torchrun`` launch of the training loop (``training.train.train``) on the first ``--steps`` global batches of
@@ -64,6 +69,17 @@ def launch(name: str, args: argparse.Namespace, out: Path) -> list[float]:
     return json.loads(lines[0].split(" ", 1)[1])[1:]
 
 
+def launch_bench(name: str, args: argparse.Namespace, out: Path) -> list[float]:
+    procs, threads = CONFIGS[name]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs),
+           "-m", "robustness.bench", *args.bench.split(), "--threads", str(threads), "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(threads)}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
+    if done.returncode != 0:
+        raise RuntimeError(f"{name} failed ({done.returncode}): {done.stderr[-3000:]}")
+    return [json.loads((out / "results.json").read_text())["seconds_total"]]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="fashion-mnist")
@@ -74,6 +90,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=3, help="epochs per launch (the first is warm-up)")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--configs", nargs="+", default=["1x2", "2x1"], choices=sorted(CONFIGS))
+    p.add_argument("--bench", metavar="ARGS", help="time `python -m robustness.bench ARGS` instead of training")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
@@ -85,14 +102,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
             for name in (args.configs if r % 2 == 0 else list(reversed(args.configs))):
-                got = launch(name, args, Path(tmp) / f"{name}_{r}")
+                run = launch_bench if args.bench else launch
+                got = run(name, args, Path(tmp) / f"{name}_{r}")
                 times[name] += got
-                print(f"round {r + 1} {name}: " + ", ".join(f"{t:.2f}" for t in got) + " s/epoch", flush=True)
+                unit = "s" if args.bench else "s/epoch"
+                print(f"round {r + 1} {name}: " + ", ".join(f"{t:.2f}" for t in got) + f" {unit}", flush=True)
     med = {name: statistics.median(v) for name, v in times.items()}
-    print(f"{args.dataset} {args.backbone}, {args.steps} steps of global batch {args.batch_size} per epoch, "
-          f"{os.cpu_count()} CPU cores; median s/epoch (processes x threads):")
+    if args.bench:
+        print(f"python -m robustness.bench {args.bench}, {os.cpu_count()} CPU cores; median wall s "
+              "(processes x threads):")
+    else:
+        print(f"{args.dataset} {args.backbone}, {args.steps} steps of global batch {args.batch_size} per epoch, "
+              f"{os.cpu_count()} CPU cores; median s/epoch (processes x threads):")
     for name, value in med.items():
-        print(f"  {name}: {value:.2f}  ({args.steps * args.batch_size / value:.0f} images/s)")
+        print(f"  {name}: {value:.2f}" + ("" if args.bench else
+                                          f"  ({args.steps * args.batch_size / value:.0f} images/s)"))
     for name in med:
         if name != "2x1" and "2x1" in med:
             print(f"ratio {name} / 2x1 = {med[name] / med['2x1']:.3f} (> 1: two processes faster)")

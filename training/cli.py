@@ -45,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gamma-ramp", type=float, help="reach --gamma-cap at this fraction of training")
     p.add_argument("--val-fraction", type=float)
     p.add_argument("--augment-shift", type=int, help="random shifts of up to N pixels during training (default 0)")
+    p.add_argument("--adv-train", choices=["fgsm", "pgd"], help="adversarial training: FGSM with a random start "
+                   "(Wong et al. 2020, 'fast AT') or PGD (Madry et al. 2018), L∞ in pixel space (default off)")
+    p.add_argument("--adv-eps", type=float, help="L∞ radius of the training adversary (default 0.1)")
+    p.add_argument("--adv-steps", type=int, help="PGD steps of the training adversary (default 7)")
     p.add_argument("--device", default=None, help="cpu (default) or cuda")
     p.add_argument("--threads", type=int, dest="num_threads", help="torch CPU threads")
     p.add_argument("--export", action="store_true", help="export model.onnx into the run directory when done")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -21,6 +22,7 @@ class DistContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    local_world_size: int = 1  # processes on this node
 
     @property
     def is_main(self) -> bool:
@@ -43,25 +45,28 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
 
 
-def init_distributed(device: str) -> DistContext:
+def init_distributed(device: str, timeout_s: float | None = None) -> DistContext:
     """Join the process group described by torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
     ``MASTER_ADDR``/``MASTER_PORT``); single-process context (and no process group) when ``WORLD_SIZE`` is unset or 1.
 
     The backend is NCCL for a CUDA ``device`` (each process then uses ``cuda:LOCAL_RANK``), gloo otherwise.
-    Calling it again in a process that already joined returns the same context.
+    Calling it again in a process that already joined returns the same context. ``timeout_s``: how long a
+    collective waits for the other ranks (torch's default when ``None``).
     """
     world_size = _env_int("WORLD_SIZE", 1)
     if world_size <= 1:
         return SINGLE
-    ctx = DistContext(_env_int("RANK", 0), world_size, _env_int("LOCAL_RANK", 0))
+    ctx = DistContext(_env_int("RANK", 0), world_size, _env_int("LOCAL_RANK", 0),
+                      _env_int("LOCAL_WORLD_SIZE", world_size))
+    kw = {} if timeout_s is None else {"timeout": timedelta(seconds=timeout_s)}
     cuda = torch.device(device).type == "cuda"
     if cuda:
         torch.cuda.set_device(ctx.local_rank)
     if not dist.is_initialized():
         if cuda:
-            dist.init_process_group("nccl", device_id=torch.device("cuda", ctx.local_rank))
+            dist.init_process_group("nccl", device_id=torch.device("cuda", ctx.local_rank), **kw)
         else:
-            dist.init_process_group("gloo")
+            dist.init_process_group("gloo", **kw)
     if (dist.get_rank(), dist.get_world_size()) != (ctx.rank, ctx.world_size):
         raise RuntimeError(
             f"process group (rank {dist.get_rank()} of {dist.get_world_size()}) does not match the environment "

@@ -20,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from serving.artifact import atomic_write_bytes
+from training.adversary import adversarial_examples
 from training.checkpoint import CHECKPOINT, atomic_torch_save, load_checkpoint
 from training.config import TrainConfig
 from training.data import DatasetSplits, load_dataset
@@ -163,6 +164,9 @@ def _train_step(run: TrainingRun, idx: torch.Tensor, rng: torch.Generator, epoch
         xb = apply_shifts(xb, shift_offsets(n, cfg.augment_shift, rng)[lo:hi], cfg.augment_shift)
     xb = xb.to(run.device, non_blocking=True)
     yb = run.y_train[idx[lo:hi]].to(run.device, non_blocking=True)
+    if cfg.adv_train:  # the random start is drawn for the whole global batch too
+        start = (2 * torch.rand((n, *xb.shape[1:]), generator=rng) - 1)[lo:hi].to(run.device)
+        xb = adversarial_examples(run.net, xb, yb, cfg, start)
     gamma = run.schedule.value(epoch, epoch * run.steps_per_epoch + i)
     logits, z = run.model(xb)
     b = len(yb)

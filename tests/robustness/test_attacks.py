@@ -19,7 +19,7 @@ from robustness.attacks import (
     run_attack,
     white_box,
 )
-from robustness.losses import margin, stable_ce
+from robustness.losses import log_ce, margin, stable_ce
 
 TINY = AttackBudget(pgd_steps=5, deepfool_steps=10, cw_binary_steps=2, cw_steps=5, fmn_steps=5, hsj_steps=2,
                     hsj_initial_evals=10, hsj_max_evals=20, apgd_steps=5, fab_steps=5, square_queries=20)
@@ -150,3 +150,22 @@ def test_stable_ce_keeps_a_gradient_where_float32_ce_has_exact_zeros():
     torch.testing.assert_close(margin(logits, y).detach(), torch.tensor([-30.0]))
 
 
+def test_log_ce_keeps_the_ce_direction_where_even_stable_ce_underflows_in_a_float32_network():
+    # margin 200: sigmoid(-200) ~ 1e-87 is representable in float64 but 0 once cast back into a float32 network,
+    # so the stable CE gives an input gradient of exactly 0; log CE = m + O(e^m) has d/dl = (-1, 1) (known answer)
+    lin = nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.eye(2))
+    x = torch.tensor([[200.0, 0.0]], requires_grad=True)
+    y = torch.tensor([0])
+    (g_ce,) = torch.autograd.grad(stable_ce(lin(x), y).sum(), x)
+    assert torch.count_nonzero(g_ce) == 0
+    (g,) = torch.autograd.grad(log_ce(lin(x), y).sum(), x)
+    np.testing.assert_allclose(g.numpy(), [[-1.0, 1.0]], atol=1e-6)
+    # where CE is not saturated, log CE ascends in CE's direction: gradient = CE gradient / CE
+    x2 = torch.tensor([[1.0, 0.0]], requires_grad=True)
+    ce2 = stable_ce(lin(x2), y)
+    (g_ce2,) = torch.autograd.grad(ce2.sum(), x2)
+    (g2,) = torch.autograd.grad(log_ce(lin(x2), y).sum(), x2)
+    np.testing.assert_allclose(g2.numpy(), (g_ce2 / ce2.detach()).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(float(log_ce(lin(x2), y)), float(torch.log(ce2)), rtol=1e-6)

@@ -103,7 +103,10 @@ def test_tiny_end_to_end_bench_on_digits(tmp_path, monkeypatch, digits_data, dig
     be = res["models"]["bin_enc_s0"]
     adv = be["adversarial"]
     ran = {"fgsm", "pgd_linf", "pgd_linf_margin", "pgd_linf_strong", "pgd_linf_margin_strong", "apgd_t_linf",
-           "adaptive[vertex_distance]", "adaptive_strong[vertex_distance]"}
+           "adaptive[vertex_distance]"}
+    levels = adv["reject"]["vertex_distance"]["adaptive"]["linf"]["convergence"]["levels"]
+    assert levels and levels[0]["budget"]["steps"] == 2 * adv["reject"]["vertex_distance"]["adaptive"]["budget"]["steps"]
+    ran |= {f"adaptive_strong{i + 1}[vertex_distance]" for i, lv in enumerate(levels) if lv["points"] > 0}
     assert set(adv["worst_case"]["linf"]["attacks"]) == ran  # every L∞ attack that ran is in the worst case
     assert len(adv["worst_case"]["linf"]["robust_acc"]) == len(res["config"]["adversarial"]["eps_linf"])
     head = adv["headline"]["reject"]["vertex_distance"]["linf"]

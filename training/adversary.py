@@ -1,0 +1,35 @@
+"""The training adversary of ``--adv-train``: L∞ FGSM with a random start ("fast AT", Wong, Rice & Kolter 2020) or
+PGD (Madry et al. 2018), in [0, 1] pixel space (the normalisation is inside the model)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.config import TrainConfig
+
+
+def adversarial_examples(net: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
+                         start: torch.Tensor) -> torch.Tensor:
+    """Perturbations of ``x`` within ``cfg.adv_eps`` (L∞) that raise the cross-entropy of ``net``.
+
+    ``start``: uniform noise in [-1, 1] shaped like ``x`` (the random start, drawn by the caller so that it is
+    the same at every world size). FGSM takes one step of ``1.25·eps``, PGD ``cfg.adv_steps`` steps of
+    ``2.5·eps/steps``; both project onto the ε-ball and the image range after every step. The parameters get no
+    gradient from here.
+    """
+    eps = cfg.adv_eps
+    if cfg.adv_train == "fgsm":
+        steps, alpha = 1, 1.25 * eps
+    elif cfg.adv_train == "pgd":
+        steps, alpha = cfg.adv_steps, 2.5 * eps / cfg.adv_steps
+    else:
+        raise ValueError(f"unknown adversarial training {cfg.adv_train!r}; expected 'fgsm' or 'pgd'")
+    delta = ((x + eps * start).clamp(0.0, 1.0) - x).detach()
+    for _ in range(steps):
+        delta.requires_grad_(True)
+        logits, _ = net(x + delta)
+        (grad,) = torch.autograd.grad(F.cross_entropy(logits, y), delta)
+        delta = ((x + (delta.detach() + alpha * grad.sign()).clamp(-eps, eps)).clamp(0.0, 1.0) - x).detach()
+    return x + delta

@@ -103,12 +103,22 @@ def _loss(option: RejectOption, logits, z, t, budget: AdaptiveBudget) -> torch.T
 
 
 def targeted_run(net: nn.Module, option: RejectOption, x0: torch.Tensor, y: torch.Tensor, t: torch.Tensor,
-                 eps: float, norm: Norm, steps: int, random_start: bool, budget: AdaptiveBudget,
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One targeted run on a batch; returns (found mask, first successful point per row or x0)."""
-    x = _random_start(x0, eps, norm) if random_start else x0.clone()
+                 eps: float, norm: Norm, steps: int, random_start: bool | torch.Tensor, budget: AdaptiveBudget,
+                 group: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Targeted runs, one per row (target ``t``); returns (found mask, first successful point per row or x0).
+
+    ``random_start``: per row (or for all rows) whether to start uniformly inside the ball instead of at ``x0``.
+    ``group``: rows with the same group id are attempts on the same sample; once one of them succeeds the others
+    stop (they could only find a second adversarial for a sample that already has one).
+    """
+    x = x0.clone()
+    rs = torch.as_tensor(random_start, device=x0.device).expand(len(x0))
+    if rs.any():
+        x[rs] = _random_start(x0[rs], eps, norm)
     found = torch.zeros(len(x0), dtype=torch.bool, device=x0.device)
     best = x0.clone()
+    gid = torch.arange(len(x0), device=x0.device) if group is None else group
+    group_done = torch.zeros(int(gid.max()) + 1 if len(gid) else 0, dtype=torch.bool, device=x0.device)
     act = torch.arange(len(x0), device=x0.device)
     for k in range(steps + 1):
         xs = x[act].clone().requires_grad_(True)
@@ -117,12 +127,15 @@ def targeted_run(net: nn.Module, option: RejectOption, x0: torch.Tensor, y: torc
             ok = (logits.argmax(1) != y[act]) & option.score.accepted(logits, z, option.threshold)
             found[act[ok]] = True
             best[act[ok]] = xs.detach()[ok]
+            group_done[gid[act[ok]]] = True
         if k == steps or ok.all():
             break
         (grad,) = torch.autograd.grad(_loss(option, logits, z, t[act], budget), xs)
         with torch.no_grad():
-            keep = ~ok
+            keep = ~group_done[gid[act]]
             a = act[keep]
+            if len(a) == 0:
+                break
             g = grad[keep]
             alpha = eps * (1.0 + math.cos(math.pi * k / steps))  # cosine schedule from 2ε
             if norm == "linf":
@@ -158,8 +171,12 @@ def _verify(net, option: RejectOption, x0, y, adv, eps: float, norm: Norm) -> tu
 
 def adaptive_attack(net: nn.Module, option: RejectOption, x: torch.Tensor, y: torch.Tensor, epsilons: list[float],
                     norm: Norm, budget: AdaptiveBudget = AdaptiveBudget(), seed: int = 0,
-                    batch_size: int = 256) -> AdaptiveResult:
-    """Attack the defended decision at every ε (see the module docstring); ``x`` are correctly classified points."""
+                    batch_size: int = 512) -> AdaptiveResult:
+    """Attack the defended decision at every ε (see the module docstring); ``x`` are correctly classified points.
+
+    The targets and restarts of a sample run side by side as rows of one batch (up to ``batch_size`` rows), so a
+    few hard samples cost a few large batches rather than thousands of tiny ones.
+    """
     seed_everything(seed)
     net.eval()
     n = len(x)
@@ -168,6 +185,10 @@ def adaptive_attack(net: nn.Module, option: RejectOption, x: torch.Tensor, y: to
         return AdaptiveResult(list(epsilons), success, 0, budget)
     targets = _wrong_classes(net, x, y)
     n_t = targets.shape[1] if budget.n_targets is None else min(budget.n_targets, targets.shape[1])
+    per_point = n_t * budget.restarts
+    chunk = max(1, batch_size // per_point)
+    tgt = torch.arange(n_t, device=x.device).repeat_interleave(budget.restarts)  # row -> target rank
+    restart = torch.arange(budget.restarts, device=x.device).repeat(n_t)  # row -> restart index
     done = np.zeros(n, dtype=bool)
     unconfirmed = 0
     for k in np.argsort(epsilons, kind="stable"):
@@ -175,20 +196,23 @@ def adaptive_attack(net: nn.Module, option: RejectOption, x: torch.Tensor, y: to
         if eps > 0:
             adv = x.clone()
             broken = np.zeros(n, dtype=bool)
-            for r in range(n_t):
-                for restart in range(budget.restarts):
-                    todo = np.flatnonzero(~done & ~broken)
-                    for s in range(0, len(todo), batch_size):
-                        it = torch.as_tensor(todo[s : s + batch_size], device=x.device)
-                        found, best = targeted_run(net, option, x[it], y[it], targets[it, r], eps, norm,
-                                                   budget.steps, restart > 0, budget)
-                        adv[it[found]] = best[found]
-                        broken[it[found].cpu().numpy()] = True
-            rows = np.flatnonzero(broken)
-            if len(rows):
-                it = torch.as_tensor(rows, device=x.device)
+            todo = np.flatnonzero(~done)
+            for s in range(0, len(todo), chunk):
+                pts = torch.as_tensor(todo[s : s + chunk], device=x.device)
+                rows = pts.repeat_interleave(per_point)
+                local = torch.arange(len(pts), device=x.device).repeat_interleave(per_point)
+                found, best = targeted_run(net, option, x[rows], y[rows], targets[rows, tgt.repeat(len(pts))], eps,
+                                           norm, budget.steps, restart.repeat(len(pts)) > 0, budget, group=local)
+                for j in torch.nonzero(found).flatten().tolist():  # the first successful row of each sample
+                    p = int(rows[j])
+                    if not broken[p]:
+                        adv[p] = best[j]
+                        broken[p] = True
+            rows_b = np.flatnonzero(broken)
+            if len(rows_b):
+                it = torch.as_tensor(rows_b, device=x.device)
                 ok, bad = _verify(net, option, x[it], y[it], adv[it], eps, norm)
                 unconfirmed += bad
-                done[rows[ok]] = True
+                done[rows_b[ok]] = True
         success[k] = done
     return AdaptiveResult([float(e) for e in epsilons], success, unconfirmed, budget)

@@ -56,7 +56,7 @@ class AdversarialPlan:
     budget: AttackBudget = field(default_factory=AttackBudget)
     adaptive: AdaptiveBudget = field(default_factory=AdaptiveBudget)
     adaptive_eps_linf: tuple[float, ...] = (0.02, 0.05, 0.1)  # () = the whole grid
-    adaptive_eps_l2: tuple[float, ...] = (0.5, 1.0, 2.0)
+    adaptive_eps_l2: tuple[float, ...] = (1.0,)
     ensemble_eps_linf: tuple[float, ...] = (0.05, 0.1)  # where the AutoAttack components run; () = whole grid
     ensemble_eps_l2: tuple[float, ...] = (1.0,)
     large_eps_linf: float = 0.5

@@ -285,7 +285,8 @@ def _budgets(results: dict) -> list[str]:
             f"{'' if ad['n_targets'] is None else ' (limited to ' + str(ad['n_targets']) + ')'}, {ad['steps']} steps "
             f"× {ad['restarts']} restart(s), cosine step size from 2ε, λ = {ad['lam']}; at L∞ ε "
             f"{grid(a['adaptive_eps_linf'])} and L2 ε {grid(a['adaptive_eps_l2'])}; convergence check at the "
-            "headline ε with twice the steps and twice the restarts.",
+            "headline ε: twice the steps and twice the restarts on the points still unbroken, repeated (at most "
+            f"{a.get('adaptive_escalations', 1)} times) while a doubling still moves the figure.",
             f"- OOD: {cfg['n_id']} ID test points, {cfg['n_ood']} per OOD set; Mahalanobis / KNN (k={cfg['knn_k']}) "
             f"fitted on {cfg['n_fit']} training points.",
             f"- L∞ ε grid {a['eps_linf']}; L2 ε grid {a['eps_l2']}.", ""]

@@ -10,6 +10,7 @@ from torch import nn
 from robustness import sanity
 from robustness.adversarial import AdversarialPlan, evaluate_adversarial
 from robustness.attacks import AttackBudget
+from robustness.losses import LOSSES
 
 
 def test_unit_flags_fire_and_stay_quiet():
@@ -120,8 +121,16 @@ def test_flags_fire_on_a_gradient_masked_model(toy):
     assert res["checks"]["blackbox_hsj_l2"]["bb_only_points"][-1] > 0
 
 
-def test_ce_margin_gap_fires_on_a_saturated_model(toy):
+def test_ce_margin_gap_fires_when_the_ce_attack_saturates(toy, monkeypatch):
+    # logits x 1e4: float32 cross-entropy (what a naive evaluation ascends) has an exactly zero input gradient, so
+    # CE-PGD stalls while margin-PGD does not: both flags fire. With the bench's own CE objective (log of the stable
+    # CE) the same model is attacked properly and both flags stay quiet.
     net, x, y = toy
-    flags, _ = _flags(Saturated(net).eval(), x, y)
+    sat = Saturated(net).eval()
+    with monkeypatch.context() as m:
+        m.setitem(LOSSES, "ce", lambda logits, labels: nn.functional.cross_entropy(logits, labels, reduction="none"))
+        flags, _ = _flags(sat, x, y)
     assert flags["attack_gaps"]["ok"] is False
     assert flags["gradient_norms"]["ok"] is False
+    flags, _ = _flags(sat, x, y)
+    assert flags["attack_gaps"]["ok"] is True and flags["gradient_norms"]["ok"] is True

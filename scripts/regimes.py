@@ -1,0 +1,185 @@
+"""The regime sweep behind docs/findings.md: one small JSON per run, and the tables.
+
+    python scripts/regimes.py summarize runs/RUN [--bench BENCH_OUT] [--ood OOD_JSON] --out docs/regimes/NAME.json
+    python scripts/regimes.py table docs/regimes/*.json
+
+``summarize`` keeps, from a finished run and optionally from a bench over it (``python -m robustness.bench
+--evaluate RUN --out BENCH_OUT``) and from ``scripts/ood_eval.py RUN --json OOD_JSON``: the regime (profile, gamma
+cap, epochs, seed), training time, test accuracy, same-encoding (all / correctly classified / accepted inputs), NC1
+and the within-class spread, the bench's robust accuracy, adaptive reject-option figures at L∞ 0.02 / 0.05, the
+paper's DeepFool metric, OOD and misclassification AUROCs, and ood_eval's MNIST figures with their intervals.
+``table`` prints the per-run table and, for (variant, regime) groups with several seeds, mean ± std.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from training.jsonio import write_json_atomic  # noqa: E402
+
+
+def _bench_entry(bench: Path, run: Path) -> dict | None:
+    res = json.loads((bench / "results.json").read_text())
+    for entry in res["models"].values():
+        if Path(entry["run_dir"]).name == run.name:
+            return entry
+    return None
+
+
+def _curve_at(reject: dict, eps: float) -> dict | None:
+    if eps not in reject["eps"]:
+        return None
+    i = reject["eps"].index(eps)
+    return {"value": reject["robust_acc"][i], "ci95": reject["ci95"][i], "n": reject["n"]}
+
+
+def regime_name(train: dict) -> str:
+    per = "/step" if train["gamma_per"] == "step" else "/epoch"
+    pen = f"cap {train['gamma_cap']:g}{per}" if train["variant"] == "bin_enc" else "no penalty"
+    adv = f", {train['adv_train']} AT ε {train.get('adv_eps', 0.1):g}" if train.get("adv_train") else ""
+    shift = f", shift {train['augment_shift']}" if train.get("augment_shift") else ""
+    return f"{train['epochs']} ep, {pen}, d {train['latent_dim']}{adv}{shift}"
+
+
+def summarize(run: Path, bench: Path | None, ood: Path | None) -> dict:
+    train = json.loads((run / "config.json").read_text())["train"]
+    m = json.loads((run / "metrics.json").read_text())
+    hist = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    t = m.get("test", {})
+    out: dict = {
+        "run": run.name, "variant": train["variant"], "seed": train["seed"], "regime": regime_name(train),
+        "train": {k: train[k] for k in ("profile", "epochs", "gamma_cap", "gamma_per", "gamma_ramp", "latent_dim",
+                                        "augment_shift") if k in train} | {"adv_train": train.get("adv_train")},
+        "train_minutes": round(sum(r.get("epoch_time_s", 0.0) for r in hist) / 60, 1),
+        "final_train_ce": hist[-1].get("train_ce"),
+        "test_acc": m.get("test_acc"),
+        "same_encoding": t.get("same_encoding"), "same_encoding_correct": t.get("same_encoding_correct"),
+        "distinct_codes": t.get("distinct_class_codes"), "nc1": t.get("nc1"), "sigma_w_rel": t.get("sigma_w_rel"),
+        "bimodal_dims": m.get("bimodal_dims"),
+    }
+    if bench is not None:
+        e = _bench_entry(bench, run)
+        if e is None:
+            raise SystemExit(f"{bench}/results.json has no entry for {run.name}")
+        adv = e["adversarial"]
+        h = adv["headline"]
+        served = next(name for name, o in e["reject_options"].items() if o["served"])
+        rej = adv["reject"][served]["linf"]
+        out["bench"] = {
+            "robust_acc_linf_0.05": {k: h["robust_acc_linf"][k] for k in ("value", "ci95", "n")},
+            "reject_adaptive_linf_0.02": _curve_at(rej, 0.02), "reject_adaptive_linf_0.05": _curve_at(rej, 0.05),
+            "paper_deepfool": adv["paper_deepfool"]["mean_r_over_x"], "deepfool_box": h.get("deepfool_score"),
+            "median_min_l2": h.get("median_min_l2"),
+            "ood_auroc": {s: {d: v[d]["auroc"] for d in ("reliability", "mahalanobis", "max_softmax")}
+                          for s, v in e["ood"].items()},
+            "misclf_auroc": {d: e["misclassification"][d]["misclassification_auroc"]
+                             for d in ("reliability", "max_softmax", "mahalanobis")},
+            "sanity_failed": [f["name"] for f in adv["flags"] if f["ok"] is False],
+        }
+    if ood is not None:
+        o = json.loads(ood.read_text())
+        (label,) = [k for k, r in o["runs"].items() if Path(r["artifact"]).parent.name == run.name]
+        mn = o["ood"]["mnist"]
+        acc = o["acceptance"][label]
+        out["ood_eval"] = {
+            "mnist_served": {k: mn[f"reliability, {label}"][k] for k in ("auroc", "auroc_ci95", "fpr95")},
+            "misclf_served": o["misclassification"][f"reliability, {label}"],
+            "misclf_max_softmax": o["misclassification"].get(f"max_softmax, {label}"),
+            "id_test_accept": acc["id_test_accept"], "mnist_accept": acc["ood"]["mnist"]["accept"],
+        }
+        base = [k for k in mn if k.startswith("mahalanobis") and label not in k]
+        if base:
+            out["ood_eval"]["mnist_baseline_mahalanobis"] = {"detector": base[0], **{
+                k: mn[base[0]][k] for k in ("auroc", "auroc_ci95", "fpr95")}}
+    return out
+
+
+def _f(v, pct: bool = False, digits: int = 3) -> str:
+    if v is None:
+        return "–"
+    return f"{100 * v:.0f}" if pct else f"{v:.{digits}f}"
+
+
+def _ci(d: dict | None, pct: bool = True) -> str:
+    if not d or d.get("value") is None:
+        return "–"
+    lo, hi = d["ci95"]
+    return f"{_f(d['value'], pct)} [{_f(lo, pct)}, {_f(hi, pct)}]"
+
+
+def table(rows: list[dict]) -> str:
+    head = ["run", "regime", "min", "test acc", "same-enc all / correct", "NC1", "σ_W rel", "robust L∞.05 %",
+            "reject adaptive L∞.02 %", "reject adaptive L∞.05 %", "DeepFool (paper)", "MNIST AUROC served [95%]",
+            "FPR@95", "misclf AUROC served / max-softmax", "ID accept"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        b, o = r.get("bench", {}), r.get("ood_eval", {})
+        mn = o.get("mnist_served", {})
+        mc = (f"{_f(o['misclf_served']['auroc'])} / {_f((o.get('misclf_max_softmax') or {}).get('auroc'))}"
+              if o else "–")
+        lines.append("| " + " | ".join([
+            r["run"], r["regime"], f"{r['train_minutes']:.0f}", _f(r["test_acc"], digits=4),
+            f"{_f(r['same_encoding'])} / {_f(r['same_encoding_correct'])}" if r["same_encoding"] else "–",
+            _f(r["nc1"]), _f(r["sigma_w_rel"]), _ci(b.get("robust_acc_linf_0.05")),
+            _ci(b.get("reject_adaptive_linf_0.02")), _ci(b.get("reject_adaptive_linf_0.05")),
+            _f(b.get("paper_deepfool"), digits=4),
+            f"{_f(mn['auroc'], digits=4)} [{_f(mn['auroc_ci95'][0], digits=4)}, {_f(mn['auroc_ci95'][1], digits=4)}]"
+            if mn else "–", _f(mn.get("fpr95")), mc, _f(o.get("id_test_accept"))]) + " |")
+    return "\n".join(lines)
+
+
+def seed_table(rows: list[dict]) -> str:
+    """mean ± std over seeds of ood_eval's figures, per (variant, regime) with ≥ 2 seeds."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if "ood_eval" in r:
+            groups.setdefault((r["variant"], r["regime"]), []).append(r)
+    metrics = {"MNIST AUROC, served": lambda o: o["mnist_served"]["auroc"],
+               "MNIST AUROC, baseline Mahalanobis": lambda o: (o.get("mnist_baseline_mahalanobis") or {}).get("auroc"),
+               "misclf AUROC, served": lambda o: o["misclf_served"]["auroc"],
+               "misclf AUROC, max-softmax": lambda o: (o.get("misclf_max_softmax") or {}).get("auroc"),
+               "ID acceptance": lambda o: o["id_test_accept"]}
+    lines = ["| variant | regime | seeds | " + " | ".join(metrics) + " |", "|" + "---|" * (3 + len(metrics))]
+    for (variant, regime), rs in groups.items():
+        if len(rs) < 2:
+            continue
+        cells = []
+        for fn in metrics.values():
+            vals = [v for v in (fn(r["ood_eval"]) for r in rs) if v is not None]
+            cells.append(f"{statistics.mean(vals):.4f} ± {statistics.stdev(vals):.4f}" if len(vals) > 1 else "–")
+        lines.append(f"| {variant} | {regime} | {', '.join(str(r['seed']) for r in rs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("summarize")
+    s.add_argument("run", type=Path)
+    s.add_argument("--bench", type=Path)
+    s.add_argument("--ood", type=Path)
+    s.add_argument("--out", type=Path, required=True)
+    t = sub.add_parser("table")
+    t.add_argument("summaries", type=Path, nargs="+")
+    args = p.parse_args(argv)
+    if args.cmd == "summarize":
+        write_json_atomic(args.out, summarize(args.run, args.bench, args.ood))
+        print(f"wrote {args.out}")
+    else:
+        rows = sorted((json.loads(f.read_text()) for f in args.summaries),
+                      key=lambda r: (r["variant"] != "bin_enc", r["regime"], r["seed"]))
+        print(table(rows))
+        print()
+        print(seed_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

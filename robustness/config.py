@@ -9,7 +9,7 @@ from pathlib import Path
 
 from robustness.adaptive import AdaptiveBudget
 from robustness.adversarial import AdversarialPlan
-from robustness.attacks import REGISTRY, AttackBudget
+from robustness.attacks import ALL_ATTACKS, REGISTRY, AttackBudget
 from robustness.ood import ALL_SETS
 
 
@@ -48,12 +48,15 @@ class BenchConfig:
         return d
 
 
-# Default: 2 CPU cores, cached models, the whole bench (4 models + the ablation row) within 10 minutes. Square has
-# 1000 queries here (5000 in thorough mode) and the AutoAttack components / adaptive attack run at the headline ε.
+# Default: 2 CPU cores, cached models, the whole bench (4 models + the ablation row) within 10 minutes: 100 points
+# for every white-box attack, Square with 1000 queries (5000 in thorough mode), no FAB-T (thorough mode runs it),
+# the AutoAttack components at the headline ε, the adaptive attack from 30 steps x 1 restart (its convergence check
+# doubles steps and restarts on the unbroken points until the figure stops moving).
 QUICK_BUDGET = AttackBudget(square_queries=1000)
 BENCH_PROFILES = {
     "quick": dict(n_id=2000, n_ood=1000, n_fit=5000,
-                  adversarial=dict(n_cheap=200, n_expensive=100, n_blackbox=20, budget=QUICK_BUDGET)),
+                  adversarial=dict(n_cheap=100, n_expensive=100, n_blackbox=20, budget=QUICK_BUDGET,
+                                   adaptive=AdaptiveBudget(steps=30, restarts=1))),
     # GPU: more points and bigger budgets.
     "paper": dict(n_id=10000, n_ood=5000, n_fit=20000,
                   adversarial=dict(n_cheap=2000, n_expensive=500, n_blackbox=50,
@@ -65,7 +68,8 @@ BENCH_PROFILES = {
 # --thorough on top of a profile: >= 1000 points everywhere, every seed, full ε grids for the AutoAttack components
 # and the adaptive attack, Square with 5000 queries, adaptive 50 steps x 2 restarts (its check 100 x 4).
 THOROUGH = dict(n_cheap=1000, n_expensive=1000, n_blackbox=100, adaptive_eps_linf=(), adaptive_eps_l2=(),
-                ensemble_eps_linf=(), ensemble_eps_l2=(), adaptive=AdaptiveBudget(steps=50, restarts=2))
+                ensemble_eps_linf=(), ensemble_eps_l2=(), adaptive=AdaptiveBudget(steps=50, restarts=2),
+                attacks=ALL_ATTACKS)
 
 
 def relative_path(arg: str) -> str:

@@ -91,6 +91,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--configs", nargs="+", default=["1x2", "2x1"], choices=sorted(CONFIGS))
     p.add_argument("--bench", metavar="ARGS", help="time `python -m robustness.bench ARGS` instead of training")
+    p.add_argument("--keep", metavar="DIR", help="with --bench: keep each launch's report in DIR/CONFIG_ROUND")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
@@ -100,10 +101,11 @@ def main() -> None:
         return
     times: dict[str, list[float]] = {name: [] for name in args.configs}
     with tempfile.TemporaryDirectory() as tmp:
+        base = Path(args.keep) if args.keep else Path(tmp)
         for r in range(args.rounds):
             for name in (args.configs if r % 2 == 0 else list(reversed(args.configs))):
                 run = launch_bench if args.bench else launch
-                got = run(name, args, Path(tmp) / f"{name}_{r}")
+                got = run(name, args, base / f"{name}_{r}")
                 times[name] += got
                 unit = "s" if args.bench else "s/epoch"
                 print(f"round {r + 1} {name}: " + ", ".join(f"{t:.2f}" for t in got) + f" {unit}", flush=True)

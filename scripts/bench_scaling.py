@@ -2,7 +2,7 @@
 one run (ratio printed).
 
     python scripts/bench_scaling.py --dataset fashion-mnist --backbone cnn --steps 40 --epochs 3 --rounds 2
-    python scripts/bench_scaling.py --rounds 1 --bench "--variants bin_enc,no_pen --n-samples 60 --quiet"
+    python scripts/bench_scaling.py --rounds 1 --bench="--variants bin_enc,no_pen --n-samples 60 --quiet"
 
 With ``--bench ARGS`` each configuration is a ``torchrun`` launch of ``python -m robustness.bench ARGS`` (models dealt
 out to the processes) and its time is the bench's ``seconds_total`` (start-up of the interpreters excluded).

@@ -45,7 +45,8 @@ def regime_name(train: dict) -> str:
     pen = f"cap {train['gamma_cap']:g}{per}" if train["variant"] == "bin_enc" else "no penalty"
     adv = f", {train['adv_train']} AT ε {train.get('adv_eps', 0.1):g}" if train.get("adv_train") else ""
     shift = f", shift {train['augment_shift']}" if train.get("augment_shift") else ""
-    return f"{train['epochs']} ep, {pen}, d {train['latent_dim']}{adv}{shift}"
+    width = "" if train["variant"] == "no_pen" else f", d {train['latent_dim']}"
+    return f"{train['epochs']} ep, {pen}{width}{adv}{shift}"
 
 
 def summarize(run: Path, bench: Path | None, ood: Path | None) -> dict:
@@ -115,7 +116,7 @@ def _ci(d: dict | None, pct: bool = True) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    head = ["run", "regime", "min", "test acc", "same-enc all / correct", "NC1", "σ_W rel", "robust L∞.05 %",
+    head = ["run", "regime", "train min (as run)", "test acc", "same-enc all / correct", "NC1", "σ_W rel", "robust L∞.05 %",
             "reject adaptive L∞.02 %", "reject adaptive L∞.05 %", "DeepFool (paper)", "MNIST AUROC served [95%]",
             "FPR@95", "misclf AUROC served / max-softmax", "ID accept"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

@@ -38,6 +38,13 @@ def bentoml_home() -> Path:
 
 
 @pytest.fixture(scope="session")
+def digits_recipe() -> dict:
+    """The training recipe of the digits fixtures (tests import it through this fixture: importing conftest as a
+    module would run its set-up, a second BENTOML_HOME included, again)."""
+    return dict(DIGITS_RECIPE)
+
+
+@pytest.fixture(scope="session")
 def digits_data():
     from training.data import load_dataset
 

@@ -8,7 +8,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.conftest import DIGITS_RECIPE
 from training.adversary import adversarial_examples
 from training.checkpoint import load_run
 from training.config import make_config
@@ -43,9 +42,9 @@ def test_adversary_stays_in_the_ball_and_raises_the_loss(digits_run, digits_data
 
 
 @pytest.mark.slow
-def test_fast_adversarial_training_raises_robust_accuracy(tmp_path, digits_data):
+def test_fast_adversarial_training_raises_robust_accuracy(tmp_path, digits_data, digits_recipe):
     torch.set_num_threads(1)
-    recipe = {**DIGITS_RECIPE, "variant": "no_pen"}
+    recipe = {**digits_recipe, "variant": "no_pen"}
     train(make_config("quick", **recipe), tmp_path / "clean", data=digits_data, progress=False)
     train(make_config("quick", **recipe, adv_train="fgsm", adv_eps=0.1), tmp_path / "fat", data=digits_data,
           progress=False)

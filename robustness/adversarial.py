@@ -363,31 +363,10 @@ def run_adaptive(ctx: Context, option: RejectOption) -> dict:
         res = adaptive_attack(ctx.net, option, x, y, which, norm, ctx.plan.adaptive,
                               seed=_seed_for(ctx.seed, f"adaptive/{option.name}/{norm}"))
         _adaptive_record(ctx, f"adaptive[{option.name}]", norm, option.name, grid, n, idx, res.epsilons, res.success)
-        unconfirmed = res.unconfirmed
         head = ctx.plan.headline(norm)
-        conv: dict = {"eps": head, "levels": []}
-        if head in which:
-            broken = res.success[which.index(head)].copy()
-            budget, base_ra = ctx.plan.adaptive, None
-            for level in range(1, ctx.plan.adaptive_escalations + 1):
-                budget = budget.stronger()
-                base_ra = float((rows.sum() - broken.sum()) / n)
-                surv = np.flatnonzero(~broken)
-                if len(surv) == 0:
-                    conv["levels"].append({"budget": budget.to_dict(), "points": 0, "robust_acc": base_ra})
-                    break
-                r = adaptive_attack(ctx.net, option, x[surv], y[surv], [head], norm, budget,
-                                    seed=_seed_for(ctx.seed, f"adaptive-strong{level}/{option.name}/{norm}"))
-                unconfirmed += r.unconfirmed
-                hit = np.zeros((1, len(idx)), dtype=bool)
-                hit[0, surv] = r.success[0]
-                _adaptive_record(ctx, f"adaptive_strong{level}[{option.name}]", norm, option.name, grid, n, idx, [head], hit)
-                broken |= hit[0]
-                strong_ra = float((rows.sum() - broken.sum()) / n)
-                conv["levels"].append({"budget": budget.to_dict(), "points": int(len(surv)), "robust_acc": strong_ra})
-                conv.update(base=base_ra, strong=strong_ra, strong_budget=budget.to_dict())
-                if base_ra - strong_ra <= ctx.plan.sanity.adaptive_convergence_tol + 1e-9:
-                    break
+        conv, extra = (_escalate(ctx, option, norm, idx, res.success[which.index(head)]) if head in which
+                       else ({"eps": head, "levels": []}, 0))
+        unconfirmed = res.unconfirmed + extra
         out[norm] = {"eps": which, "seconds": round(time.perf_counter() - t0, 3), "unconfirmed": unconfirmed,
                      "convergence": conv}
         levels = len(conv["levels"])
@@ -401,8 +380,41 @@ def run_adaptive(ctx: Context, option: RejectOption) -> dict:
     return out
 
 
+def _escalate(ctx: Context, option: RejectOption, norm: Norm, idx: np.ndarray, broken: np.ndarray
+              ) -> tuple[dict, int]:
+    """The convergence check at the headline ε: doublings of the adaptive budget on the points still unbroken
+    (``broken``: per row of ``idx`` after the base run) until one moves the figure by at most the tolerance.
+    Returns the ``convergence`` entry (``base``/``strong``: robust accuracy before and after the last doubling) and
+    the number of successes the served graph did not confirm."""
+    head, n, n_rows = ctx.plan.headline(norm), ctx.sample.sizes["expensive"], len(idx)
+    grid = ctx.plan.eps(norm)
+    x, y = ctx.sample.take(idx)
+    conv: dict = {"eps": head, "levels": []}
+    budget, unconfirmed = ctx.plan.adaptive, 0
+    for level in range(1, ctx.plan.adaptive_escalations + 1):
+        budget = budget.stronger()
+        base_ra = float((n_rows - broken.sum()) / n)
+        surv = np.flatnonzero(~broken)
+        if len(surv) == 0:
+            conv["levels"].append({"budget": budget.to_dict(), "points": 0, "robust_acc": base_ra})
+            break
+        r = adaptive_attack(ctx.net, option, x[surv], y[surv], [head], norm, budget,
+                            seed=_seed_for(ctx.seed, f"adaptive-strong{level}/{option.name}/{norm}"))
+        unconfirmed += r.unconfirmed
+        hit = np.zeros((1, n_rows), dtype=bool)
+        hit[0, surv] = r.success[0]
+        _adaptive_record(ctx, f"adaptive_strong{level}[{option.name}]", norm, option.name, grid, n, idx, [head], hit)
+        broken = broken | hit[0]
+        strong_ra = float((n_rows - broken.sum()) / n)
+        conv["levels"].append({"budget": budget.to_dict(), "points": int(len(surv)), "robust_acc": strong_ra})
+        conv.update(base=base_ra, strong=strong_ra, strong_budget=budget.to_dict())
+        if base_ra - strong_ra <= ctx.plan.sanity.adaptive_convergence_tol + 1e-9:
+            break
+    return conv, unconfirmed
+
+
 def _adaptive_record(ctx: Context, name: str, norm: Norm, option: str, grid: list[float], n: int, idx: np.ndarray,
-            epsilons: list[float], success: np.ndarray) -> None:
+                     epsilons: list[float], success: np.ndarray) -> None:
     """Fold one adaptive run (successes on the sample rows ``idx`` at ``epsilons``) into the worst case."""
     mask = np.zeros((len(grid), n), dtype=bool)
     mask[np.ix_([grid.index(e) for e in epsilons], idx)] = success

@@ -138,11 +138,28 @@ def _threads(cfg: BenchConfig, ctx: DistContext) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // ctx.local_world_size))
 
 
+RUN_ERRORS = (FileNotFoundError, RunInProgressError, ValueError)  # a user's mistake: "error: ...", exit status 2
+
+
+def _resolve_runs(cfg: BenchConfig, ctx: DistContext) -> list:
+    """Rank 0 resolves (and trains) the runs; every rank gets the list, or rank 0's error raised on every rank."""
+    try:
+        found = requested_runs(cfg) if ctx.is_main else None
+    except RUN_ERRORS as err:
+        if not ctx.distributed:
+            raise
+        found = err
+    found = broadcast_object(found, ctx)
+    if isinstance(found, BaseException):
+        raise found
+    return found
+
+
 def run_bench(cfg: BenchConfig, ctx: DistContext = SINGLE) -> dict | None:
     """Run the whole bench and write the report; returns the results dict (on rank 0; ``None`` on other ranks)."""
     t_all = time.perf_counter()
     _threads(cfg, ctx)
-    runs = broadcast_object(requested_runs(cfg) if ctx.is_main else None, ctx)
+    runs = _resolve_runs(cfg, ctx)
     results: dict = {"schema": SCHEMA, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": cfg.to_dict(),
                      "environment": {**environment(), "world_size": ctx.world_size}, "models": {}, "ood_sets": {},
                      "skipped_ood_sets": {}}
@@ -182,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = config_from_args(args, argv)
         ctx = init_distributed(cfg.device, timeout_s=BENCH_GROUP_TIMEOUT_S)
         results = run_bench(cfg, ctx)
-    except (FileNotFoundError, RunInProgressError, ValueError) as err:
+    except RUN_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     finally:

@@ -4,12 +4,17 @@
 split); :func:`candidate_scores` computes the served score and its alternatives (higher = more reliable) from a
 model's logits and latents; :func:`selection_table` gives, per candidate, the validation misclassification AUROC
 and the AUROC of validation images vs each shift. ``scripts/ood_eval.py`` prints it as section [1].
+
+:func:`two_threshold_scores` turns a pair of candidates into the score of the rule "accept only if both pass their
+thresholds" (the vertex reliability and the softmax margin by default), so that the rule is compared, and chosen,
+like any single score.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy.special import softmax
 
 from robustness.metrics import auroc, misclassification_auroc
 from robustness.ood import Features, MaxSoftmaxDetector
@@ -17,6 +22,8 @@ from training.mahalanobis import TiedGaussian
 from training.score import VertexScore
 
 SERVED = "dist_class_centre (served)"
+MARGIN = "softmax margin (top-1 - top-2)"
+TWO_THRESHOLDS = "two thresholds: served and softmax margin"
 
 
 def validation_shifts(images: np.ndarray, n: int = 2000, seed: int = 0) -> dict[str, np.ndarray]:
@@ -42,6 +49,8 @@ def candidate_scores(f: Features, score: VertexScore | None,
                      ideal_vertex: TiedGaussian | None = None) -> dict[str, np.ndarray]:
     """Candidate reliability scores (higher = more reliable, float64) of features ``f``."""
     c = {"max_softmax": MaxSoftmaxDetector().score(f)}
+    top2 = np.sort(softmax(f.logits.astype(np.float64), axis=1), axis=1)[:, -2:]
+    c[MARGIN] = top2[:, 1] - top2[:, 0]
     if score is None:
         return c
     logits, z = torch.from_numpy(f.logits), torch.from_numpy(f.z)
@@ -68,11 +77,35 @@ def candidate_scores(f: Features, score: VertexScore | None,
     return c
 
 
+def ecdf(reference: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Share of ``reference`` at or below each ``x`` (the empirical CDF of the reference, e.g. validation scores)."""
+    return np.searchsorted(np.sort(np.asarray(reference, dtype=np.float64)), x, side="right") / len(reference)
+
+
+def two_threshold_scores(cands: dict[str, np.ndarray], reference: dict[str, np.ndarray], a: str = SERVED,
+                         b: str = MARGIN) -> np.ndarray:
+    """Score of the rule "accept iff ``a >= t_a`` and ``b >= t_b``", with both thresholds at the same quantile of
+    ``reference`` (in-distribution validation scores): ``min(F_a(a), F_b(b))``, ``F`` the reference ECDFs.
+
+    Thresholding it at ``q`` accepts exactly the rows whose ``a`` and ``b`` are both above their reference
+    ``q``-quantiles, so its AUROC ranks the whole family of such two-threshold rules.
+    """
+    return np.minimum(ecdf(reference[a], cands[a]), ecdf(reference[b], cands[b]))
+
+
+def with_two_thresholds(cands: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``cands`` plus :data:`TWO_THRESHOLDS` when the served vertex score is among them."""
+    if SERVED not in cands:
+        return cands
+    return {**cands, TWO_THRESHOLDS: two_threshold_scores(cands, reference)}
+
+
 def selection_table(val: Features, val_labels: np.ndarray, shifts: dict[str, Features], score: VertexScore | None,
                     ideal_vertex: TiedGaussian | None = None) -> dict[str, dict[str, float]]:
     """Per candidate: ``val_misclf`` (correct vs wrong) and ``val_vs_<shift>`` AUROCs, validation data only."""
-    val_c = candidate_scores(val, score, ideal_vertex)
-    shift_c = {k: candidate_scores(f, score, ideal_vertex) for k, f in shifts.items()}
+    ref = candidate_scores(val, score, ideal_vertex)
+    val_c = with_two_thresholds(ref, ref)
+    shift_c = {k: with_two_thresholds(candidate_scores(f, score, ideal_vertex), ref) for k, f in shifts.items()}
     correct = val.logits.argmax(1) == val_labels
     return {name: {"val_misclf": misclassification_auroc(s, correct),
                    **{f"val_vs_{k}": auroc(s, shift_c[k][name]) for k in shifts}}

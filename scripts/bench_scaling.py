@@ -53,30 +53,34 @@ def worker(args: argparse.Namespace) -> None:
     shutdown(ctx)
 
 
-def launch(name: str, args: argparse.Namespace, out: Path) -> list[float]:
+def torchrun(name: str, *cmd: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``torchrun --standalone`` with configuration ``name``'s processes and threads; fails loudly."""
     procs, threads = CONFIGS[name]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs),
-           __file__, "--worker", "--threads", str(threads), "--out", str(out), "--dataset", args.dataset,
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(threads)}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                           str(procs), *cmd], env=env, capture_output=True, text=True, cwd=cwd)
+    if done.returncode != 0:
+        raise RuntimeError(f"{name} failed ({done.returncode}): {done.stderr[-3000:]}")
+    return done
+
+
+def launch(name: str, args: argparse.Namespace, out: Path) -> list[float]:
+    threads = CONFIGS[name][1]
+    cmd = [__file__, "--worker", "--threads", str(threads), "--out", str(out), "--dataset", args.dataset,
            "--backbone", args.backbone, "--steps", str(args.steps), "--batch-size", str(args.batch_size),
            "--epochs", str(args.epochs)]
     if args.data_dir:
         cmd += ["--data-dir", args.data_dir]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(threads)}
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    done = torchrun(name, *cmd)
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("EPOCH_TIMES ")]
-    if done.returncode != 0 or not lines:
-        raise RuntimeError(f"{name} failed ({done.returncode}): {done.stderr[-3000:]}")
+    if not lines:
+        raise RuntimeError(f"{name} printed no epoch times: {done.stdout[-3000:]}")
     return json.loads(lines[0].split(" ", 1)[1])[1:]
 
 
 def launch_bench(name: str, args: argparse.Namespace, out: Path) -> list[float]:
-    procs, threads = CONFIGS[name]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs),
-           "-m", "robustness.bench", *args.bench.split(), "--threads", str(threads), "--out", str(out)]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(threads)}
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
-    if done.returncode != 0:
-        raise RuntimeError(f"{name} failed ({done.returncode}): {done.stderr[-3000:]}")
+    torchrun(name, "-m", "robustness.bench", *args.bench.split(), "--threads", str(CONFIGS[name][1]), "--out",
+             str(out), cwd=REPO)
     return [json.loads((out / "results.json").read_text())["seconds_total"]]
 
 

@@ -50,3 +50,19 @@ def test_two_process_bench_equals_one_process(tmp_path, monkeypatch, digits_run,
         del res["config"]["out"], res["config"]["command"]
     assert figures(two) == figures(one)
     assert (tmp_path / "two" / "report.md").is_file()
+
+
+@pytest.mark.slow
+def test_every_rank_reports_rank_zeros_error_and_exits_2(tmp_path):
+    """A missing run: rank 0's error reaches the other ranks, which say it too instead of being stopped blind."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "--tee", "3", "-m", "robustness.bench", "--evaluate", "runs/missing", "--out", "out",
+                           "--quiet"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    out = done.stdout + done.stderr
+    assert done.returncode != 0
+    for rank in (0, 1):
+        assert any(line.startswith(f"[default{rank}]:error:") and "runs/missing" in line
+                   for line in out.splitlines()), out[-3000:]
+    assert "exitcode  : 2" in out
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,72 @@
+"""Score selection on validation data: validation shifts, the softmax margin and the two-threshold rule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from robustness.metrics import auroc
+from robustness.ood import Features
+from robustness.selection import (
+    MARGIN,
+    SERVED,
+    TWO_THRESHOLDS,
+    candidate_scores,
+    ecdf,
+    two_threshold_scores,
+    validation_shifts,
+    with_two_thresholds,
+)
+
+
+def test_validation_shifts_are_uint8_images_of_the_same_shape_and_differ_from_the_originals():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(30, 1, 8, 8), dtype=np.uint8)
+    shifts = validation_shifts(images, n=20, seed=1)
+    assert set(shifts) == {"noise", "invert", "rot90", "shuffle"}
+    for name, x in shifts.items():
+        assert x.dtype == np.uint8 and x.shape == (20, 1, 8, 8), name
+        assert not np.array_equal(x, images[:20]), name
+    # The shuffle permutes each image's pixels: same multiset of values per image.
+    np.testing.assert_array_equal(np.sort(shifts["shuffle"].reshape(20, -1), 1), np.sort(images[:20].reshape(20, -1), 1))
+    assert "rot90" not in validation_shifts(rng.integers(0, 256, size=(5, 1, 8, 6), dtype=np.uint8))
+
+
+def test_softmax_margin_is_top1_minus_top2_of_the_softmax():
+    logits = np.array([[2.0, 0.0, 0.0], [1.0, 1.0, -3.0], [0.0, 50.0, 0.0]], dtype=np.float32)
+    c = candidate_scores(Features(logits, np.zeros((3, 2), np.float32)), None)
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    top = np.sort(p, 1)
+    np.testing.assert_allclose(c[MARGIN], top[:, -1] - top[:, -2], rtol=1e-6)
+    assert c[MARGIN][1] == pytest.approx(0.0, abs=1e-12) and c[MARGIN][2] == pytest.approx(1.0)
+    assert set(c) == {"max_softmax", MARGIN}  # no vertex score without a VertexScore
+    assert with_two_thresholds(c, c) is c
+
+
+@pytest.mark.parametrize("q", [0.05, 0.1, 0.5, 0.93])
+def test_two_threshold_score_thresholded_at_q_is_the_rule_with_both_thresholds_at_the_reference_q_quantile(q):
+    rng = np.random.default_rng(3)
+    ref = {SERVED: rng.normal(size=200), MARGIN: rng.uniform(size=200)}
+    x = {SERVED: rng.normal(size=500), MARGIN: rng.uniform(size=500)}
+    s = two_threshold_scores(x, ref)
+    k = int(np.ceil(q * 200))  # ECDF >= q  <=>  value >= the k-th smallest reference value
+    t_a, t_b = np.sort(ref[SERVED])[k - 1], np.sort(ref[MARGIN])[k - 1]
+    np.testing.assert_array_equal(s >= q, (x[SERVED] >= t_a) & (x[MARGIN] >= t_b))
+    np.testing.assert_array_equal(ecdf(ref[SERVED], np.sort(ref[SERVED])), np.arange(1, 201) / 200)
+
+
+def test_two_thresholds_catch_what_either_score_alone_misses():
+    """Half the outliers look normal to one score, half to the other: each alone is near chance on its blind half,
+    the two-threshold rule rejects both halves."""
+    rng = np.random.default_rng(0)
+    n = 2000
+    inl = {SERVED: rng.normal(size=n), MARGIN: rng.normal(size=n)}
+    ref = {k: rng.normal(size=n) for k in inl}
+    half = n // 2
+    out = {SERVED: np.r_[rng.normal(-3, 1, half), rng.normal(size=half)],
+           MARGIN: np.r_[rng.normal(size=half), rng.normal(-3, 1, half)]}
+    both = auroc(two_threshold_scores(inl, ref), two_threshold_scores(out, ref))
+    singles = [auroc(inl[k], out[k]) for k in inl]
+    assert max(singles) < 0.78 and both > max(singles) + 0.1
+    assert TWO_THRESHOLDS not in with_two_thresholds({MARGIN: inl[MARGIN]}, ref)

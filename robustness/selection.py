@@ -24,6 +24,8 @@ from training.score import VertexScore
 SERVED = "dist_class_centre (served)"
 MARGIN = "softmax margin (top-1 - top-2)"
 TWO_THRESHOLDS = "two thresholds: served and softmax margin"
+MARGIN_SHARES = (1.0, 0.5, 0.25)  # the margin's threshold quantile, relative to the served score's
+SHIFT_TOLERANCE = 0.0  # a pick may lose at most this much AUROC on any validation shift against the served score
 
 
 def validation_shifts(images: np.ndarray, n: int = 2000, seed: int = 0) -> dict[str, np.ndarray]:
@@ -83,21 +85,42 @@ def ecdf(reference: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 def two_threshold_scores(cands: dict[str, np.ndarray], reference: dict[str, np.ndarray], a: str = SERVED,
-                         b: str = MARGIN) -> np.ndarray:
-    """Score of the rule "accept iff ``a >= t_a`` and ``b >= t_b``", with both thresholds at the same quantile of
-    ``reference`` (in-distribution validation scores): ``min(F_a(a), F_b(b))``, ``F`` the reference ECDFs.
+                         b: str = MARGIN, share: float = 1.0) -> np.ndarray:
+    """Score of the rule "accept iff ``a >= t_a`` and ``b >= t_b``", ``t_a`` at the ``q``-quantile of ``reference``
+    (in-distribution validation scores) and ``t_b`` at its ``share·q``-quantile: ``min(F_a(a), F_b(b) / share)``,
+    ``F`` the reference ECDFs.
 
-    Thresholding it at ``q`` accepts exactly the rows whose ``a`` and ``b`` are both above their reference
-    ``q``-quantiles, so its AUROC ranks the whole family of such two-threshold rules.
+    Thresholding it at ``q`` accepts exactly the rows that pass both thresholds, so its AUROC ranks the whole family
+    of such rules; ``share < 1`` makes ``b`` the lighter filter.
     """
-    return np.minimum(ecdf(reference[a], cands[a]), ecdf(reference[b], cands[b]))
+    return np.minimum(ecdf(reference[a], cands[a]), ecdf(reference[b], cands[b]) / share)
+
+
+def two_threshold_name(share: float) -> str:
+    return TWO_THRESHOLDS if share == 1.0 else f"{TWO_THRESHOLDS}, margin quantile x{share:g}"
 
 
 def with_two_thresholds(cands: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """``cands`` plus :data:`TWO_THRESHOLDS` when the served vertex score is among them."""
+    """``cands`` plus the two-threshold rules of :data:`MARGIN_SHARES` when the served vertex score is among them."""
     if SERVED not in cands:
         return cands
-    return {**cands, TWO_THRESHOLDS: two_threshold_scores(cands, reference)}
+    return {**cands, **{two_threshold_name(s): two_threshold_scores(cands, reference, share=s) for s in MARGIN_SHARES}}
+
+
+def pick(table: dict[str, dict[str, float]], tolerance: float = SHIFT_TOLERANCE) -> str:
+    """The validation choice: the highest ``val_misclf`` among the candidates that detect errors better than the
+    served score and lose at most ``tolerance`` of its AUROC on *every* validation shift (the served score itself
+    when none does).
+
+    The served score's first job is to reject what the model does not know (where it is weakest against the
+    issue's baseline); a rule may add misclassification detection but trade none of that job away.
+    """
+    served = table[SERVED]
+    shifts = [k for k in served if k.startswith("val_vs_")]
+    ok = [name for name, row in table.items()
+          if name == SERVED or (row["val_misclf"] > served["val_misclf"]
+                                and all(row[k] >= served[k] - tolerance for k in shifts))]
+    return max(ok, key=lambda name: table[name]["val_misclf"])
 
 
 def selection_table(val: Features, val_labels: np.ndarray, shifts: dict[str, Features], score: VertexScore | None,

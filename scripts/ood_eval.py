@@ -34,8 +34,10 @@ import torch
 from robustness import metrics as M
 from robustness import ood
 from robustness.selection import (
+    SHIFT_TOLERANCE,
     candidate_scores,
     ideal_vertex_whitening,
+    pick,
     selection_table,
     validation_shifts,
     with_two_thresholds,
@@ -97,10 +99,15 @@ def section_selection(run: Evaluated, data: DatasetSplits, val: ood.Features, ar
     cols = list(next(iter(table.values())))
     print(f"\n[1] score selection on VALIDATION data only (AUROC; {len(data.val)} val images, shifts of the first "
           f"{min(args.shift_n, len(data.val))})")
-    print(f"{'candidate':46s}" + "".join(f"{c:>16s}" for c in cols))
+    print(f"{'candidate':60s}" + "".join(f"{c:>16s}" for c in cols))
     for name, row in table.items():
-        print(f"{name:46s}" + "".join(f"{row[c]:16.4f}" for c in cols))
-    return table
+        print(f"{name:60s}" + "".join(f"{row[c]:16.4f}" for c in cols))
+    if vertex is None:
+        return {"candidates": table}
+    chosen = pick(table)
+    print(f"validation picks: {chosen} (highest val_misclf among the served score and the candidates that beat it "
+          f"there and lose at most {SHIFT_TOLERANCE:g} AUROC on every shift)")
+    return {"candidates": table, "pick": chosen, "shift_tolerance": SHIFT_TOLERANCE}
 
 
 def section_ood(runs: list[Evaluated], args: argparse.Namespace) -> dict:
@@ -175,7 +182,7 @@ def section_post_hoc(run: Evaluated, labels: np.ndarray, val: ood.Features) -> d
         row = {"ood_auroc": M.auroc(tc[name], oc[name]), "fpr95": M.fpr_at_tpr(tc[name], oc[name]),
                "test_misclf_auroc": M.misclassification_auroc(tc[name], correct)}
         out[name] = row
-        print(f"  {name:46s} OOD AUROC {row['ood_auroc']:.4f}  FPR@95 {row['fpr95']:.4f}  "
+        print(f"  {name:60s} OOD AUROC {row['ood_auroc']:.4f}  FPR@95 {row['fpr95']:.4f}  "
               f"test misclf AUROC {row['test_misclf_auroc']:.4f}")
     return {"ood_set": set_name, "candidates": out}
 

@@ -95,6 +95,11 @@ def summarize(run: Path, bench: Path | None, ood: Path | None) -> dict:
             "misclf_max_softmax": o["misclassification"].get(f"max_softmax, {label}"),
             "id_test_accept": acc["id_test_accept"], "mnist_accept": acc["ood"]["mnist"]["accept"],
         }
+        sel = o.get("selection_val", {})
+        if "pick" in sel:  # the validation-chosen rule and its test figures (ood_eval's post-hoc section)
+            test = o["post_hoc"]["candidates"][sel["pick"]]
+            out["ood_eval"]["val_pick"] = {"rule": sel["pick"], "mnist_auroc": test["ood_auroc"],
+                                           "fpr95": test["fpr95"], "misclf_auroc": test["test_misclf_auroc"]}
         base = [k for k in mn if k.startswith("mahalanobis") and label not in k]
         if base:
             out["ood_eval"]["mnist_baseline_mahalanobis"] = {"detector": base[0], **{
@@ -146,7 +151,9 @@ def seed_table(rows: list[dict]) -> str:
                "MNIST AUROC, baseline Mahalanobis": lambda o: (o.get("mnist_baseline_mahalanobis") or {}).get("auroc"),
                "misclf AUROC, served": lambda o: o["misclf_served"]["auroc"],
                "misclf AUROC, max-softmax": lambda o: (o.get("misclf_max_softmax") or {}).get("auroc"),
-               "ID acceptance": lambda o: o["id_test_accept"]}
+               "ID acceptance": lambda o: o["id_test_accept"],
+               "validation-picked rule: MNIST AUROC": lambda o: (o.get("val_pick") or {}).get("mnist_auroc"),
+               "validation-picked rule: misclf AUROC": lambda o: (o.get("val_pick") or {}).get("misclf_auroc")}
     lines = ["| variant | regime | seeds | " + " | ".join(metrics) + " |", "|" + "---|" * (3 + len(metrics))]
     for (variant, regime), rs in groups.items():
         if len(rs) < 2:

@@ -9,10 +9,13 @@ from robustness.metrics import auroc
 from robustness.ood import Features
 from robustness.selection import (
     MARGIN,
+    MARGIN_SHARES,
     SERVED,
     TWO_THRESHOLDS,
     candidate_scores,
     ecdf,
+    pick,
+    two_threshold_name,
     two_threshold_scores,
     validation_shifts,
     with_two_thresholds,
@@ -70,3 +73,28 @@ def test_two_thresholds_catch_what_either_score_alone_misses():
     singles = [auroc(inl[k], out[k]) for k in inl]
     assert max(singles) < 0.78 and both > max(singles) + 0.1
     assert TWO_THRESHOLDS not in with_two_thresholds({MARGIN: inl[MARGIN]}, ref)
+
+
+def test_pick_takes_the_best_misclassification_detector_that_loses_no_shift():
+    served = {"val_misclf": 0.90, "val_vs_noise": 0.98, "val_vs_rot90": 0.80}
+    table = {
+        SERVED: served,
+        "better misclf, loses one shift": {"val_misclf": 0.95, "val_vs_noise": 0.99, "val_vs_rot90": 0.79},
+        "better misclf, keeps every shift": {"val_misclf": 0.92, "val_vs_noise": 0.98, "val_vs_rot90": 0.81},
+        "worse misclf, better shifts": {"val_misclf": 0.85, "val_vs_noise": 1.0, "val_vs_rot90": 0.9},
+    }
+    assert pick(table) == "better misclf, keeps every shift"
+    assert pick(table, tolerance=0.01) == "better misclf, loses one shift"
+    del table["better misclf, keeps every shift"]
+    assert pick(table) == SERVED  # nothing else both detects errors better and keeps every shift
+
+
+def test_a_lighter_margin_share_rejects_fewer_on_the_margin():
+    rng = np.random.default_rng(1)
+    ref = {SERVED: rng.normal(size=500), MARGIN: rng.normal(size=500)}
+    x = {SERVED: rng.normal(size=2000), MARGIN: rng.normal(size=2000)}
+    q = 0.2
+    rejected = {s: (two_threshold_scores(x, ref, share=s) < q).mean() for s in MARGIN_SHARES}
+    assert rejected[1.0] > rejected[0.5] > rejected[0.25] > (x[SERVED] < np.quantile(ref[SERVED], q)).mean() - 0.03
+    names = set(with_two_thresholds(x, ref)) - set(x)
+    assert names == {two_threshold_name(s) for s in MARGIN_SHARES} and len(names) == len(MARGIN_SHARES)

@@ -46,6 +46,7 @@ from serving.artifact import Artifact, load_artifact
 from training.checkpoint import load_run
 from training.data import DatasetNotFoundError, DatasetSplits, load_dataset
 from training.export import ensure_artifact
+from training.geometry import agrees_with_class_code, sign_codes
 from training.jsonio import write_json_atomic
 from training.mahalanobis import TiedGaussian
 from training.score import SoftmaxScore, VertexScore, score_from_metadata
@@ -159,6 +160,13 @@ def section_acceptance(runs: list[Evaluated], labels: np.ndarray) -> dict:
         for k, f in run.ood.items():
             acc, why = art.decide(ood.score_outputs(run.score, f.logits, f.z))
             row["ood"][k] = {"accept": float(acc.mean()), "reasons": dict(Counter(r for r in why if r))}
+        if isinstance(run.score, VertexScore):  # the binary encoding where the service answers
+            pred = run.test.logits.argmax(1)
+            codes = sign_codes(run.test.z, run.score.midpoint.numpy())
+            agree = agrees_with_class_code(codes, pred, run.test.logits.shape[1])
+            row["same_encoding_all"], row["same_encoding_accepted"] = float(agree.mean()), float(agree[acc_id].mean())
+            print(f"  {run.label}: same-encoding {row['same_encoding_all']:.4f} of all ID test inputs, "
+                  f"{row['same_encoding_accepted']:.4f} of the accepted ones")
         out[run.label] = row
         print(f"  {run.label}: threshold {art.threshold:.6g}; ID test accepted {row['id_test_accept']:.4f} "
               f"(val {row['val_accept']:.4f}); accuracy accepted {row['acc_accepted']:.4f} vs all {row['acc_all']:.4f}; "

@@ -94,6 +94,7 @@ def summarize(run: Path, bench: Path | None, ood: Path | None) -> dict:
             "misclf_served": o["misclassification"][f"reliability, {label}"],
             "misclf_max_softmax": o["misclassification"].get(f"max_softmax, {label}"),
             "id_test_accept": acc["id_test_accept"], "mnist_accept": acc["ood"]["mnist"]["accept"],
+            "same_encoding_accepted": acc.get("same_encoding_accepted"),
         }
         sel = o.get("selection_val", {})
         if "pick" in sel:  # the validation-chosen rule and its test figures (ood_eval's post-hoc section)
@@ -121,7 +122,7 @@ def _ci(d: dict | None, pct: bool = True) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    head = ["run", "regime", "train min (as run)", "test acc", "same-enc all / correct", "NC1", "σ_W rel", "robust L∞.05 %",
+    head = ["run", "regime", "train min (as run)", "test acc", "same-enc all / correct / accepted", "NC1", "σ_W rel", "robust L∞.05 %",
             "reject adaptive L∞.02 %", "reject adaptive L∞.05 %", "DeepFool (paper)", "MNIST AUROC served [95%]",
             "FPR@95", "misclf AUROC served / max-softmax", "ID accept"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -132,7 +133,8 @@ def table(rows: list[dict]) -> str:
               if o else "–")
         lines.append("| " + " | ".join([
             r["run"], r["regime"], f"{r['train_minutes']:.0f}", _f(r["test_acc"], digits=4),
-            f"{_f(r['same_encoding'])} / {_f(r['same_encoding_correct'])}" if r["same_encoding"] else "–",
+            f"{_f(r['same_encoding'])} / {_f(r['same_encoding_correct'])} / {_f(o.get('same_encoding_accepted'))}"
+            if r["same_encoding"] else "–",
             _f(r["nc1"]), _f(r["sigma_w_rel"]), _ci(b.get("robust_acc_linf_0.05")),
             _ci(b.get("reject_adaptive_linf_0.02")), _ci(b.get("reject_adaptive_linf_0.05")),
             _f(b.get("paper_deepfool"), digits=4),

@@ -82,6 +82,15 @@ def same_encoding_fraction(codes: np.ndarray, pred: np.ndarray, num_classes: int
     return hits / len(pred)
 
 
+def agrees_with_class_code(codes: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """Per sample: does its code equal the most frequent code of its predicted class (the rows behind
+    :func:`same_encoding_fraction`, for averaging over any subset, e.g. accepted inputs)."""
+    agree = np.zeros(len(codes), dtype=bool)
+    for k, c in class_codes(codes, pred, num_classes).items():
+        agree[pred == k] = (codes[pred == k] == np.array(c)).all(axis=1)
+    return agree
+
+
 def collapse_stats(z: np.ndarray, labels: np.ndarray, num_classes: int) -> dict[str, float]:
     """NC1 = Tr(Σ_W Σ_B⁺)/K, Tr(Σ_W)/Tr(Σ_B) and equinorm (coefficient of variation of centred class-mean norms).
 
@@ -118,9 +127,7 @@ def latent_geometry(
     raw = sign_codes(z)
     modal = class_codes(codes, pred, num_classes)
     correct = pred == labels
-    agree = np.zeros(len(z), dtype=bool)
-    for k, c in modal.items():
-        agree[pred == k] = (codes[pred == k] == np.array(c)).all(axis=1)
+    agree = agrees_with_class_code(codes, pred, num_classes)
     return {
         "n": int(len(z)),
         "same_encoding": same_encoding_fraction(codes, pred, num_classes),

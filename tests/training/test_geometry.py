@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from training.geometry import (
+    agrees_with_class_code,
     class_codes,
     collapse_stats,
     fit_peaks,
@@ -55,6 +56,7 @@ def test_same_encoding_counts_mismatches():
     pred = np.array([0, 0, 0, 1])
     assert same_encoding_fraction(codes, pred, 2) == pytest.approx(3 / 4)
     assert class_codes(codes, pred, 2) == {0: (0, 1), 1: (1, 0)}
+    np.testing.assert_array_equal(agrees_with_class_code(codes, pred, 2), [True, True, False, True])
 
 
 def test_edge_cases_do_not_crash():

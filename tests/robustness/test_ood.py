@@ -173,6 +173,10 @@ def test_ood_eval_command_is_the_pipeline_and_refuses_a_missing_named_set(digits
     report = json.loads(out.read_text())
     assert report["points"]["id_test"] == 150 and report["points"]["fit_train"] == 400
     assert set(report["ood"]) == {"gaussian", "flipped"} and report["selection_val"] and report["acceptance"]
+    sel = report["selection_val"]
+    assert sel["pick"] in sel["candidates"] and "two thresholds: served and softmax margin" in sel["candidates"]
+    acc = report["acceptance"]["bin_enc (vertex_distance)"]
+    assert 0.0 <= acc["same_encoding_accepted"] <= 1.0 and 0.0 <= acc["same_encoding_all"] <= 1.0
     # The same numbers straight from robustness.ood (what the bench calls) for the same points.
     art = load_artifact(digits_run / "model.onnx")
     model, score = load_run(digits_run)[0], score_from_metadata(art.metadata)

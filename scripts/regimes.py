@@ -97,14 +97,15 @@ def summarize(run: Path, bench: Path | None, ood: Path | None) -> dict:
             "same_encoding_accepted": acc.get("same_encoding_accepted"),
         }
         sel = o.get("selection_val", {})
-        if "pick" in sel:  # the validation-chosen rule and its test figures (ood_eval's post-hoc section)
+        if "pick" in sel and o["runs"][label]["score"] == "vertex_distance":  # the rule validation chose, on test
             test = o["post_hoc"]["candidates"][sel["pick"]]
             out["ood_eval"]["val_pick"] = {"rule": sel["pick"], "mnist_auroc": test["ood_auroc"],
                                            "fpr95": test["fpr95"], "misclf_auroc": test["test_misclf_auroc"]}
-        base = [k for k in mn if k.startswith("mahalanobis") and label not in k]
-        if base:
-            out["ood_eval"]["mnist_baseline_mahalanobis"] = {"detector": base[0], **{
-                k: mn[base[0]][k] for k in ("auroc", "auroc_ci95", "fpr95")}}
+        for key, mine in (("mnist_mahalanobis", True), ("mnist_baseline_mahalanobis", False)):
+            found = [k for k in mn if k.startswith("mahalanobis") and (f", {label}, " in k) == mine]
+            if found:
+                out["ood_eval"][key] = {"detector": found[0], **{k: mn[found[0]][k] for k in ("auroc", "auroc_ci95",
+                                                                                                "fpr95")}}
     return out
 
 
@@ -149,11 +150,20 @@ def seed_table(rows: list[dict]) -> str:
     for r in rows:
         if "ood_eval" in r:
             groups.setdefault((r["variant"], r["regime"]), []).append(r)
+    def diff(a, b):
+        return None if a is None or b is None else a - b
+
     metrics = {"MNIST AUROC, served": lambda o: o["mnist_served"]["auroc"],
-               "MNIST AUROC, baseline Mahalanobis": lambda o: (o.get("mnist_baseline_mahalanobis") or {}).get("auroc"),
+               "MNIST AUROC, Mahalanobis on the run's own features":
+                   lambda o: (o.get("mnist_mahalanobis") or {}).get("auroc"),
+               "served − the paired baseline's Mahalanobis (same seed)":
+                   lambda o: diff(o["mnist_served"]["auroc"], (o.get("mnist_baseline_mahalanobis") or {}).get("auroc")),
                "misclf AUROC, served": lambda o: o["misclf_served"]["auroc"],
-               "misclf AUROC, max-softmax": lambda o: (o.get("misclf_max_softmax") or {}).get("auroc"),
+               "misclf AUROC, max-softmax (same model)": lambda o: (o.get("misclf_max_softmax") or {}).get("auroc"),
+               "served − max-softmax, misclf": lambda o: diff(o["misclf_served"]["auroc"],
+                                                             (o.get("misclf_max_softmax") or {}).get("auroc")),
                "ID acceptance": lambda o: o["id_test_accept"],
+               "same-enc of accepted": lambda o: o.get("same_encoding_accepted"),
                "validation-picked rule: MNIST AUROC": lambda o: (o.get("val_pick") or {}).get("mnist_auroc"),
                "validation-picked rule: misclf AUROC": lambda o: (o.get("val_pick") or {}).get("misclf_auroc")}
     lines = ["| variant | regime | seeds | " + " | ".join(metrics) + " |", "|" + "---|" * (3 + len(metrics))]
@@ -161,9 +171,10 @@ def seed_table(rows: list[dict]) -> str:
         if len(rs) < 2:
             continue
         cells = []
-        for fn in metrics.values():
+        for name, fn in metrics.items():
             vals = [v for v in (fn(r["ood_eval"]) for r in rs) if v is not None]
-            cells.append(f"{statistics.mean(vals):.4f} ± {statistics.stdev(vals):.4f}" if len(vals) > 1 else "–")
+            cells.append(f"{statistics.mean(vals):+.4f} ± {statistics.stdev(vals):.4f}" if "−" in name and len(vals) > 1
+                         else f"{statistics.mean(vals):.4f} ± {statistics.stdev(vals):.4f}" if len(vals) > 1 else "–")
         lines.append(f"| {variant} | {regime} | {', '.join(str(r['seed']) for r in rs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -76,6 +76,8 @@ def summarize(run: Path, bench: Path | None, ood: Path | None) -> dict:
         out["bench"] = {
             "robust_acc_linf_0.05": {k: h["robust_acc_linf"][k] for k in ("value", "ci95", "n")},
             "reject_adaptive_linf_0.02": _curve_at(rej, 0.02), "reject_adaptive_linf_0.05": _curve_at(rej, 0.05),
+            "robust_acc_linf_0.1": _curve_at(adv["worst_case"]["linf"], 0.1),
+            "reject_adaptive_linf_0.1": _curve_at(rej, 0.1), "clean_acc": adv["clean_acc"],
             "paper_deepfool": adv["paper_deepfool"]["mean_r_over_x"], "deepfool_box": h.get("deepfool_score"),
             "median_min_l2": h.get("median_min_l2"),
             "ood_auroc": {s: {d: v[d]["auroc"] for d in ("reliability", "mahalanobis", "max_softmax")}
@@ -123,7 +125,7 @@ def _ci(d: dict | None, pct: bool = True) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    head = ["run", "regime", "train min (as run)", "test acc", "same-enc all / correct / accepted", "NC1", "σ_W rel", "robust L∞.05 %",
+    head = ["run", "regime", "train min (as run)", "test acc", "same-enc all / correct / accepted", "NC1", "σ_W rel", "robust L∞.05 %", "robust L∞.1 %",
             "reject adaptive L∞.02 %", "reject adaptive L∞.05 %", "DeepFool (paper)", "MNIST AUROC served [95%]",
             "FPR@95", "misclf AUROC served / max-softmax", "ID accept"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -136,7 +138,7 @@ def table(rows: list[dict]) -> str:
             r["run"], r["regime"], f"{r['train_minutes']:.0f}", _f(r["test_acc"], digits=4),
             f"{_f(r['same_encoding'])} / {_f(r['same_encoding_correct'])} / {_f(o.get('same_encoding_accepted'))}"
             if r["same_encoding"] else "–",
-            _f(r["nc1"]), _f(r["sigma_w_rel"]), _ci(b.get("robust_acc_linf_0.05")),
+            _f(r["nc1"]), _f(r["sigma_w_rel"]), _ci(b.get("robust_acc_linf_0.05")), _ci(b.get("robust_acc_linf_0.1")),
             _ci(b.get("reject_adaptive_linf_0.02")), _ci(b.get("reject_adaptive_linf_0.05")),
             _f(b.get("paper_deepfool"), digits=4),
             f"{_f(mn['auroc'], digits=4)} [{_f(mn['auroc_ci95'][0], digits=4)}, {_f(mn['auroc_ci95'][1], digits=4)}]"

@@ -175,8 +175,8 @@ def seed_table(rows: list[dict]) -> str:
         cells = []
         for name, fn in metrics.items():
             vals = [v for v in (fn(r["ood_eval"]) for r in rs) if v is not None]
-            cells.append(f"{statistics.mean(vals):+.4f} ± {statistics.stdev(vals):.4f}" if "−" in name and len(vals) > 1
-                         else f"{statistics.mean(vals):.4f} ± {statistics.stdev(vals):.4f}" if len(vals) > 1 else "–")
+            sign = "+" if "−" in name else ""  # differences carry their sign
+            cells.append(f"{statistics.mean(vals):{sign}.4f} ± {statistics.stdev(vals):.4f}" if len(vals) > 1 else "–")
         lines.append(f"| {variant} | {regime} | {', '.join(str(r['seed']) for r in rs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

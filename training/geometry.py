@@ -73,22 +73,20 @@ def class_codes(codes: np.ndarray, pred: np.ndarray, num_classes: int) -> dict[i
     return out
 
 
-def same_encoding_fraction(codes: np.ndarray, pred: np.ndarray, num_classes: int) -> float:
-    """Share of samples whose code equals the most frequent code of their predicted class."""
-    if len(pred) == 0:
-        return float("nan")
-    modal = class_codes(codes, pred, num_classes)
-    hits = sum(int((codes[pred == k] == np.array(c)).all(axis=1).sum()) for k, c in modal.items())
-    return hits / len(pred)
-
-
 def agrees_with_class_code(codes: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
-    """Per sample: does its code equal the most frequent code of its predicted class (the rows behind
-    :func:`same_encoding_fraction`, for averaging over any subset, e.g. accepted inputs)."""
+    """Per sample: does its code equal the most frequent code of its predicted class (averaged over any subset, e.g.
+    accepted inputs, it is that subset's same-encoding)."""
     agree = np.zeros(len(codes), dtype=bool)
     for k, c in class_codes(codes, pred, num_classes).items():
         agree[pred == k] = (codes[pred == k] == np.array(c)).all(axis=1)
     return agree
+
+
+def same_encoding_fraction(codes: np.ndarray, pred: np.ndarray, num_classes: int) -> float:
+    """Share of samples whose code equals the most frequent code of their predicted class."""
+    if len(pred) == 0:
+        return float("nan")
+    return float(agrees_with_class_code(codes, pred, num_classes).mean())
 
 
 def collapse_stats(z: np.ndarray, labels: np.ndarray, num_classes: int) -> dict[str, float]:
@@ -130,7 +128,7 @@ def latent_geometry(
     agree = agrees_with_class_code(codes, pred, num_classes)
     return {
         "n": int(len(z)),
-        "same_encoding": same_encoding_fraction(codes, pred, num_classes),
+        "same_encoding": float(agree.mean()) if len(z) else float("nan"),
         "same_encoding_correct": float(agree[correct].mean()) if correct.any() else float("nan"),
         "same_encoding_errors": float(agree[~correct].mean()) if (~correct).any() else float("nan"),
         "same_encoding_raw_sign": same_encoding_fraction(raw, pred, num_classes),

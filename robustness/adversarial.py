@@ -364,7 +364,7 @@ def run_adaptive(ctx: Context, option: RejectOption) -> dict:
                               seed=_seed_for(ctx.seed, f"adaptive/{option.name}/{norm}"))
         _adaptive_record(ctx, f"adaptive[{option.name}]", norm, option.name, grid, n, idx, res.epsilons, res.success)
         head = ctx.plan.headline(norm)
-        conv, extra = (_escalate(ctx, option, norm, idx, res.success[which.index(head)]) if head in which
+        conv, extra = (_escalate(ctx, option, norm, idx, x, y, res.success[which.index(head)]) if head in which
                        else ({"eps": head, "levels": []}, 0))
         unconfirmed = res.unconfirmed + extra
         out[norm] = {"eps": which, "seconds": round(time.perf_counter() - t0, 3), "unconfirmed": unconfirmed,
@@ -380,15 +380,15 @@ def run_adaptive(ctx: Context, option: RejectOption) -> dict:
     return out
 
 
-def _escalate(ctx: Context, option: RejectOption, norm: Norm, idx: np.ndarray, broken: np.ndarray
-              ) -> tuple[dict, int]:
+def _escalate(ctx: Context, option: RejectOption, norm: Norm, idx: np.ndarray, x: torch.Tensor, y: torch.Tensor,
+              broken: np.ndarray) -> tuple[dict, int]:
     """The convergence check at the headline ε: doublings of the adaptive budget on the points still unbroken
-    (``broken``: per row of ``idx`` after the base run) until one moves the figure by at most the tolerance.
+    (``x``, ``y``: the sample rows ``idx``; ``broken``: per row after the base run) until one moves the figure by
+    at most the tolerance.
     Returns the ``convergence`` entry (``base``/``strong``: robust accuracy before and after the last doubling) and
     the number of successes the served graph did not confirm."""
     head, n, n_rows = ctx.plan.headline(norm), ctx.sample.sizes["expensive"], len(idx)
     grid = ctx.plan.eps(norm)
-    x, y = ctx.sample.take(idx)
     conv: dict = {"eps": head, "levels": []}
     budget, unconfirmed = ctx.plan.adaptive, 0
     for level in range(1, ctx.plan.adaptive_escalations + 1):

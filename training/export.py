@@ -54,6 +54,11 @@ ARTIFACT_NAME = "model.onnx"
 BENTO_MODEL_NAME = "binenc"
 MIN_PARITY_SAMPLES = 256
 PARITY_ATOL = 1e-5
+# The reliability's float32 rounding grows with the compression: at gamma 1e4 the latent is ~1e-2 and the whitening
+# ~30, so PyTorch and ONNX Runtime differ by up to 4e-5 of the reliability (3.7e-5 relative). Export bugs (a wrong
+# normalisation or geometry) move it by 1e-2 or more. So reliability is compared as numpy.isclose does, with a
+# relative tolerance 25 times the largest measured difference and 10 times below a 1% error.
+PARITY_RTOL = 1e-3
 OPSET = 18
 
 
@@ -130,22 +135,26 @@ def ort_outputs(model_bytes: bytes, images: np.ndarray, batch_size: int = 512) -
     return {n: np.concatenate(v) for n, v in parts.items()}
 
 
-def check_parity(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], atol: float = PARITY_ATOL) -> dict:
-    """Same argmax on every sample; probs and reliability within ``atol``. Raises :class:`ParityError`."""
+def check_parity(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], atol: float = PARITY_ATOL,
+                 rtol: float = PARITY_RTOL) -> dict:
+    """Same argmax on every sample; probs within ``atol``; reliability within ``atol + rtol * |reliability|``.
+    Raises :class:`ParityError`."""
     n = len(ref["logits"])
     if n < MIN_PARITY_SAMPLES:
         raise ParityError(f"parity needs >= {MIN_PARITY_SAMPLES} samples, got {n}")
     argmax_diff = int((ref["logits"].argmax(1) != got["logits"].argmax(1)).sum())
     probs_diff = float(np.abs(ref["probs"] - got["probs"]).max())
     rel_diff = float(np.abs(ref["reliability"] - got["reliability"]).max())
+    rel_ok = bool(np.isclose(got["reliability"], ref["reliability"], rtol=rtol, atol=atol).all())
     nearest_agree = float((ref["nearest_vertex_class"] == got["nearest_vertex_class"]).mean())
     stats = {"samples": n, "argmax_mismatches": argmax_diff, "max_abs_diff_probs": probs_diff,
-             "max_abs_diff_reliability": rel_diff, "nearest_class_agreement": nearest_agree, "atol": atol}
-    if argmax_diff or probs_diff > atol or rel_diff > atol:
+             "max_abs_diff_reliability": rel_diff, "nearest_class_agreement": nearest_agree, "atol": atol,
+             "rtol_reliability": rtol}
+    if argmax_diff or probs_diff > atol or not rel_ok:
         raise ParityError(
             f"ONNX Runtime and PyTorch disagree on {n} validation samples: {argmax_diff} argmax mismatches "
             f"(expected 0), max |probs diff| {probs_diff:.3g} and max |reliability diff| {rel_diff:.3g} "
-            f"(expected <= {atol}); nothing was written"
+            f"(expected <= {atol}, reliability <= {atol} + {rtol} x reliability); nothing was written"
         )
     return stats
 

@@ -8,7 +8,8 @@
 cap, epochs, seed), training time, test accuracy, same-encoding (all / correctly classified / accepted inputs), NC1
 and the within-class spread, the bench's robust accuracy, adaptive reject-option figures at L∞ 0.02 / 0.05, the
 paper's DeepFool metric, OOD and misclassification AUROCs, and ood_eval's MNIST figures with their intervals.
-``table`` prints the per-run table and, for (variant, regime) groups with several seeds, mean ± std.
+``table`` prints the per-run table, for (variant, regime) groups with several seeds the mean ± std, and the served
+score's validation figures per regime (the only ones a choice of regime or rule may use).
 """
 
 from __future__ import annotations
@@ -99,6 +100,9 @@ def summarize(run: Path, bench: Path | None, ood: Path | None) -> dict:
             "same_encoding_accepted": acc.get("same_encoding_accepted"),
         }
         sel = o.get("selection_val", {})
+        served_val = [row for name, row in sel.get("candidates", {}).items() if name.endswith("(served)")]
+        if served_val and o["runs"][label]["score"] == "vertex_distance":  # validation only: what a choice may use
+            out["ood_eval"]["val_served"] = served_val[0]
         if "pick" in sel and o["runs"][label]["score"] == "vertex_distance":  # the rule validation chose, on test
             test = o["post_hoc"]["candidates"][sel["pick"]]
             out["ood_eval"]["val_pick"] = {"rule": sel["pick"], "mnist_auroc": test["ood_auroc"],
@@ -181,6 +185,24 @@ def seed_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def validation_table(rows: list[dict]) -> str:
+    """The served score on validation data (mean over seeds per regime): the figures a choice of regime may use."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if "val_served" in r.get("ood_eval", {}):
+            groups.setdefault((r["variant"], r["regime"]), []).append(r["ood_eval"]["val_served"])
+    if not groups:
+        return ""
+    cols = sorted({c for vs in groups.values() for v in vs for c in v})
+    lines = ["| variant | regime | seeds | " + " | ".join(cols) + " | mean over shifts |", "|" + "---|" * (len(cols) + 4)]
+    for (variant, regime), vs in groups.items():
+        means = {c: statistics.mean(v[c] for v in vs) for c in cols}
+        shift = statistics.mean(means[c] for c in cols if c.startswith("val_vs_"))
+        lines.append(f"| {variant} | {regime} | {len(vs)} | " + " | ".join(f"{means[c]:.4f}" for c in cols)
+                     + f" | {shift:.4f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -201,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         print(table(rows))
         print()
         print(seed_table(rows))
+        print()
+        print(validation_table(rows))
     return 0
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from robustness.selection import SERVED  # noqa: E402
 from training.jsonio import write_json_atomic  # noqa: E402
 
 
@@ -100,13 +101,13 @@ def summarize(run: Path, bench: Path | None, ood: Path | None) -> dict:
             "same_encoding_accepted": acc.get("same_encoding_accepted"),
         }
         sel = o.get("selection_val", {})
-        served_val = [row for name, row in sel.get("candidates", {}).items() if name.endswith("(served)")]
-        if served_val and o["runs"][label]["score"] == "vertex_distance":  # validation only: what a choice may use
-            out["ood_eval"]["val_served"] = served_val[0]
-        if "pick" in sel and o["runs"][label]["score"] == "vertex_distance":  # the rule validation chose, on test
-            test = o["post_hoc"]["candidates"][sel["pick"]]
-            out["ood_eval"]["val_pick"] = {"rule": sel["pick"], "mnist_auroc": test["ood_auroc"],
-                                           "fpr95": test["fpr95"], "misclf_auroc": test["test_misclf_auroc"]}
+        if o["runs"][label]["score"] == "vertex_distance":
+            if SERVED in sel.get("candidates", {}):  # validation only: what a choice may use
+                out["ood_eval"]["val_served"] = sel["candidates"][SERVED]
+            if "pick" in sel:  # the rule validation chose, on test
+                test = o["post_hoc"]["candidates"][sel["pick"]]
+                out["ood_eval"]["val_pick"] = {"rule": sel["pick"], "mnist_auroc": test["ood_auroc"],
+                                               "fpr95": test["fpr95"], "misclf_auroc": test["test_misclf_auroc"]}
         for key, mine in (("mnist_mahalanobis", True), ("mnist_baseline_mahalanobis", False)):
             found = [k for k in mn if k.startswith("mahalanobis") and (f", {label}, " in k) == mine]
             if found:
@@ -150,12 +151,18 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def seed_table(rows: list[dict]) -> str:
-    """mean ± std over seeds of ood_eval's figures, per (variant, regime) with ≥ 2 seeds."""
+def _by_regime(rows: list[dict]) -> dict[tuple, list[dict]]:
+    """The runs evaluated by ood_eval, grouped by (variant, regime)."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         if "ood_eval" in r:
             groups.setdefault((r["variant"], r["regime"]), []).append(r)
+    return groups
+
+
+def seed_table(rows: list[dict]) -> str:
+    """mean ± std over seeds of ood_eval's figures, per (variant, regime) with ≥ 2 seeds."""
+    groups = _by_regime(rows)
     def diff(a, b):
         return None if a is None or b is None else a - b
 
@@ -187,10 +194,8 @@ def seed_table(rows: list[dict]) -> str:
 
 def validation_table(rows: list[dict]) -> str:
     """The served score on validation data (mean over seeds per regime): the figures a choice of regime may use."""
-    groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        if "val_served" in r.get("ood_eval", {}):
-            groups.setdefault((r["variant"], r["regime"]), []).append(r["ood_eval"]["val_served"])
+    groups = {g: vs for g, rs in _by_regime(rows).items()
+              if (vs := [r["ood_eval"]["val_served"] for r in rs if "val_served" in r["ood_eval"]])}
     if not groups:
         return ""
     cols = sorted({c for vs in groups.values() for v in vs for c in v})

@@ -76,22 +76,24 @@ def aggregate(models: dict) -> dict:
     return {variant: _variant_stats(entries) for variant, entries in by_variant.items()}
 
 
-def paired_comparisons(models: dict, reference: str = REFERENCE) -> list[dict]:
-    """McNemar of the reference variant against every other model of the same seed, per headline figure.
+def compare_entries(a: dict, b: dict) -> list[dict]:
+    """McNemar of two models' entries on every pair of headline figures of the same kind (same points).
 
-    The reject-option figures are compared across options too (bin_enc's vertex score against lin_pen's
-    Mahalanobis ablation), since both are "robust and accepted" outcomes on the same points.
+    The reject-option figures are compared across options too (bin_enc's vertex score against no_pen's max-softmax
+    or lin_pen's Mahalanobis ablation), since both are "robust and accepted" outcomes on the same points.
     """
     rows = []
-    for ref in (e for e in models.values() if e["variant"] == reference):
-        a_points = headline_points(ref)
-        for other in (e for e in models.values() if e["variant"] != reference and e["seed"] == ref["seed"]):
-            b_points = headline_points(other)
-            for ka, a in a_points.items():
-                kind = ka.split("[")[0]
-                for kb, b in b_points.items():
-                    if kb.split("[")[0] != kind or len(a) != len(b):
-                        continue
-                    rows.append({"a": ref["label"], "b": other["label"], "figure_a": ka, "figure_b": kb,
-                                 **mcnemar(a, b)})
+    b_points = headline_points(b)
+    for ka, pa in headline_points(a).items():
+        kind = ka.split("[")[0]
+        for kb, pb in b_points.items():
+            if kb.split("[")[0] == kind and len(pa) == len(pb):
+                rows.append({"a": a["label"], "b": b["label"], "figure_a": ka, "figure_b": kb, **mcnemar(pa, pb)})
     return rows
+
+
+def paired_comparisons(models: dict, reference: str = REFERENCE) -> list[dict]:
+    """:func:`compare_entries` of the reference variant against every other model of the same seed."""
+    return [row for ref in models.values() if ref["variant"] == reference
+            for other in models.values() if other["variant"] != reference and other["seed"] == ref["seed"]
+            for row in compare_entries(ref, other)]

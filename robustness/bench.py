@@ -84,7 +84,7 @@ def bench_inputs(cfg: BenchConfig, tcfg, cache: dict, ood_sets: list | None) -> 
     np.random.default_rng(cfg.seed + 1).shuffle(adv_idx)
     inputs = Inputs(data, to_tensor(data.test.images[adv_idx]), torch.from_numpy(data.test.labels[adv_idx]),
                     ood_sets, subsample(len(data.test), cfg.n_id, cfg.seed + 2),
-                    subsample(len(data.train), cfg.n_fit, cfg.seed + 3))
+                    subsample(len(data.train), cfg.n_fit, cfg.seed + 3), adv_idx)
     return inputs, info
 
 

@@ -36,6 +36,7 @@ class Inputs:
     ood_sets: list[OODSet]
     id_idx: np.ndarray
     fit_idx: np.ndarray
+    adv_idx: np.ndarray | None = None  # test indices of x_adv, stored with the results for cross-bench pairing
 
 
 def served_option(art: Artifact, device: str) -> RejectOption:
@@ -128,6 +129,8 @@ def evaluate_model(cfg: BenchConfig, run: ModelRun, inp: Inputs) -> tuple[dict, 
     adv = evaluate_adversarial(net, x, y, cfg.adversarial, options, blackbox=lambda a: art.run(a)["logits"],
                                seed=cfg.seed, progress=cfg.progress, label=run.label)
     adv["paper_deepfool"] = paper_deepfool(net, x[: cfg.adversarial.n_expensive])
+    if inp.adv_idx is not None:
+        adv["points"] = [int(i) for i in inp.adv_idx]
     t1 = time.perf_counter()
     ood_entry, arrays = ood_and_selective(cfg, net, inp, option)
     geometry = geometry_summary(run.run_dir)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from robustness import bench, runs
+from robustness import bench, compare, runs
 from robustness.config import build_parser, config_from_args
 from training.config import make_config
 
@@ -119,6 +119,12 @@ def test_tiny_end_to_end_bench_on_digits(tmp_path, monkeypatch, digits_data, dig
     assert res["models"]["no_pen_s0"]["artifact"]["score"] == "max_softmax"
     assert adv["paper_deepfool"]["n"] == 20 and adv["paper_deepfool"]["mean_r_over_x"] > 0
     assert any(r["figure_a"].startswith("reject_linf") and r["b"] == "lin_pen_s0" for r in res["paired"])
+    assert len(adv["points"]) == adv["n"]["cheap"] and adv["points"] == res["models"]["no_pen_s0"]["adversarial"]["points"]
+    # robustness.compare on the bench's own file gives the bench's own pairing
+    assert compare.main(["out/results.json:bin_enc_s0", "out/results.json:no_pen_s0", "--json", "cmp.json"]) == 0
+    fields = ("figure_a", "figure_b", "n", "a_only", "b_only", "p_value")
+    assert [[r[f] for f in fields] for r in json.loads(Path("cmp.json").read_text())["rows"]] == [
+        [r[f] for f in fields] for r in res["paired"] if r["b"] == "no_pen_s0"]
     md = (out / "report.md").read_text()
     assert "## Sanity flags" in md and "## OOD detection" in md and "robust_acc_bin_enc_s0.png" in md
     assert "(ablation)" in md and str(tmp_path) not in md  # no machine paths in the report

@@ -15,7 +15,7 @@ from robustness.ablation import mahalanobis_option
 from robustness.adaptive import RejectOption
 from robustness.adversarial import evaluate_adversarial
 from robustness.config import BenchConfig, relative_path
-from robustness.ood import Features, OODSet, fit_detectors
+from robustness.ood import Features, OODSet, fit_detectors, log_max_softmax
 from robustness.paper import paper_deepfool
 from robustness.runs import ModelRun
 from serving.artifact import Artifact, load_artifact
@@ -100,7 +100,7 @@ def ood_and_selective(cfg: BenchConfig, net, inp: Inputs, option: RejectOption) 
                               "roc": metrics.roc_points(s_id[name], s_ood[s.name][name], 60)} for name in dets}
         ood[s.name]["accept_rate_at_threshold"] = float(np.mean(f.reliability >= option.threshold))
     calib = {"n": int(len(y_id)), "acc": float(correct.mean()),
-             "ece_max_softmax": metrics.ece(s_id["max_softmax"], correct),
+             "ece_max_softmax": metrics.ece(np.exp(log_max_softmax(f_id.logits)[0]), correct),
              "ece_reliability": metrics.ece(f_id.reliability, correct), "threshold": option.threshold,
              "accept_rate": float(accepted.mean()),
              "acc_accepted": float(correct[accepted].mean()) if accepted.any() else None,

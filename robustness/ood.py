@@ -233,12 +233,29 @@ class ReliabilityDetector(Detector):
         return np.asarray(f.reliability, dtype=np.float64)
 
 
+def log_max_softmax(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``log p`` and ``log(1 - p)`` of the max-softmax probability ``p``, float64, exact at any logit margin.
+
+    ``p`` itself rounds to exactly 1 once the margin passes ~17 (float32) or ~37 (float64): most test points of a
+    plain classifier trained to a small CE (69% of no_pen's at 20 epochs, in float32), which then tie.
+    """
+    lo = np.asarray(logits, dtype=np.float64)
+    rows, top = np.arange(len(lo)), lo.argmax(axis=1)
+    rest = lo.copy()
+    rest[rows, top] = -np.inf
+    lse = logsumexp(lo, axis=1)
+    return lo[rows, top] - lse, logsumexp(rest, axis=1) - lse
+
+
 class MaxSoftmaxDetector(Detector):
+    """Max-softmax, ranked by ``log p - log(1 - p)`` (monotone in ``p``, so the same AUROC where ``p`` does not
+    round to 1, and no ties where it would)."""
+
     name = "max_softmax"
 
     def score(self, f):
-        lo = np.asarray(f.logits, dtype=np.float64)
-        return np.exp(lo.max(axis=1) - logsumexp(lo, axis=1))
+        log_p, log_rest = log_max_softmax(f.logits)
+        return log_p - log_rest
 
 
 class EnergyDetector(Detector):

@@ -17,7 +17,7 @@ import torch
 from scipy.special import softmax
 
 from robustness.metrics import auroc, misclassification_auroc
-from robustness.ood import Features, MaxSoftmaxDetector
+from robustness.ood import Features, MaxSoftmaxDetector, log_max_softmax
 from training.mahalanobis import TiedGaussian
 from training.score import VertexScore
 
@@ -72,7 +72,7 @@ def candidate_scores(f: Features, score: VertexScore | None,
         "dist_nearest_vertex RMS": -out["dist_nearest_vertex"],
         "dist_nearest_vertex + 10 [nearest != argmax]": -(out["dist_nearest_vertex"]
                                                          + 10.0 * (out["nearest_vertex_class"] != pred)),
-        "dist_class_centre - log max_softmax": -out["dist_class_centre"] + np.log(np.maximum(c["max_softmax"], 1e-30)),
+        "dist_class_centre - log max_softmax": -out["dist_class_centre"] + log_max_softmax(f.logits)[0],
     })
     if ideal_vertex is not None:
         c["whitened distance to the ideal vertex"] = -np.sqrt(ideal_vertex.sq_dist(u)[np.arange(len(u)), pred] / d)

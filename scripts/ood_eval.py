@@ -81,12 +81,11 @@ def evaluate_run(run_dir: Path, data: DatasetSplits, sets: list[ood.OODSet], id_
     score = score_from_metadata(art.metadata)
     feats = partial(ood.model_features, model, score, device=args.device)
     fit, fit_labels = feats(data.train.images[fit_idx]), data.train.labels[fit_idx]
-    names = [d for d in args.detectors if not (d == "max_softmax" and art.score_name == "max_softmax")]
     label = f"{art.variant} ({art.score_name})"
     print(f"{label}: {path}{' (exported now)' if exported else ''}, threshold {art.threshold:.6g}", flush=True)
     return Evaluated(
         label, art, model, score, fit, fit_labels, feats(data.test.images[id_idx]),
-        {s.name: feats(s.images) for s in sets}, ood.fit_detectors(fit, fit_labels, tuple(names), args.knn_k),
+        {s.name: feats(s.images) for s in sets}, ood.fit_detectors(fit, fit_labels, tuple(args.detectors), args.knn_k),
         ideal_vertex_whitening(score, fit, fit_labels) if isinstance(score, VertexScore) else None,
     )
 

@@ -86,7 +86,7 @@ def test_distance_detectors_separate_far_ood():
 
 def test_logit_detectors_known_values():
     f = ood.Features(np.array([[0.0, 0.0], [10.0, 0.0]]), np.zeros((2, 1)), reliability=np.array([0.2, 0.9]))
-    assert ood.MaxSoftmaxDetector().score(f) == pytest.approx([0.5, 1 / (1 + np.exp(-10))])
+    assert ood.MaxSoftmaxDetector().score(f) == pytest.approx([0.0, 10.0])  # logit of p: log 0.5 - log 0.5; 10
     assert ood.MaxLogitDetector().score(f) == pytest.approx([0.0, 10.0])
     assert ood.EnergyDetector().score(f) == pytest.approx([np.log(2), 10 + np.log1p(np.exp(-10))])
     assert ood.ReliabilityDetector().score(f) == pytest.approx([0.2, 0.9])
@@ -192,3 +192,24 @@ def test_ood_eval_command_is_the_pipeline_and_refuses_a_missing_named_set(digits
         got = report["ood"][s.name]
         assert got["reliability, bin_enc (vertex_distance)"]["auroc"] == table["reliability"]["auroc"]
         assert got["mahalanobis, bin_enc (vertex_distance), z 8-d"]["fpr95"] == table["mahalanobis"]["fpr95"]
+
+
+def test_max_softmax_ranks_confident_points_without_ties():
+    from scipy.special import log_softmax
+
+    from robustness.ood import Features, MaxSoftmaxDetector, log_max_softmax
+
+    rng = np.random.default_rng(0)
+    small = rng.normal(size=(200, 10))
+    log_p, log_rest = log_max_softmax(small)
+    ref = log_softmax(small, axis=1).max(axis=1)
+    np.testing.assert_allclose(log_p, ref, rtol=1e-12)
+    np.testing.assert_allclose(np.exp(log_rest), 1 - np.exp(ref), rtol=1e-9)
+    det = MaxSoftmaxDetector()
+    assert (np.argsort(det.score(Features(small, small, None))) == np.argsort(ref)).all()
+    # margins of 20..60: p rounds to 1 in float32 and float64 alike, the detector still orders every point
+    big = np.zeros((5, 10), np.float32)
+    big[:, 3] = [20, 30, 40, 50, 60]
+    assert (np.exp(log_max_softmax(big)[0]) == 1.0).sum() >= 2
+    s = det.score(Features(big, big, None))
+    assert (np.diff(s) > 0).all()

@@ -27,15 +27,19 @@ from training.checkpoint import load_run  # noqa: E402
 from training.data import load_dataset  # noqa: E402
 from training.inference import forward_batches  # noqa: E402
 from training.jsonio import write_json_atomic  # noqa: E402
+from training.score import SoftmaxScore  # noqa: E402
 
-PROBABILITIES = ("float32 p (served)", "float64 p")  # the two versions that are probabilities (and can be 1)
+SERVED_P, FLOAT64_P, EXACT = "float32 p (served)", "float64 p", "exact (log p - log(1 - p))"
+PROBABILITIES = (SERVED_P, FLOAT64_P)  # the two versions that are probabilities (and can be 1)
 
 
 def versions(logits: np.ndarray) -> dict[str, np.ndarray]:
-    """The three max-softmax scores of float32 ``logits``."""
-    p32 = torch.softmax(torch.from_numpy(logits.astype(np.float32)), dim=1).max(dim=1).values.numpy()
-    return dict(zip(PROBABILITIES, (p32.astype(np.float64), np.exp(log_max_softmax(logits)[0])), strict=True)) | {
-        "exact (log p - log(1 - p))": MaxSoftmaxDetector().score(Features(logits, logits, None))}
+    """The three max-softmax scores of float32 ``logits``; the served one from the artifact's own score module."""
+    t = torch.from_numpy(logits)
+    with torch.no_grad():
+        served = SoftmaxScore()(t, t).reliability.numpy().astype(np.float64)
+    return {SERVED_P: served, FLOAT64_P: np.exp(log_max_softmax(logits)[0]),
+            EXACT: MaxSoftmaxDetector().score(Features(logits, logits, None))}
 
 
 def measure(run: Path, threads: int) -> dict:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.special import softmax
+from scipy.special import logsumexp
 
 from robustness.metrics import auroc, misclassification_auroc
 from robustness.ood import Features, MaxSoftmaxDetector, log_max_softmax
@@ -22,7 +22,7 @@ from training.mahalanobis import TiedGaussian
 from training.score import VertexScore
 
 SERVED = "dist_class_centre (served)"
-MARGIN = "softmax margin (top-1 - top-2)"
+MARGIN = "softmax margin (top-1 - top-2)"  # ranked by log_margin_score: same order, no ties at p1 = 1
 TWO_THRESHOLDS = "two thresholds: served and softmax margin"
 MARGIN_SHARES = (1.0, 0.5, 0.25)  # the margin's threshold quantile, relative to the served score's
 SHIFT_TOLERANCE = 0.0  # a pick may lose at most this much AUROC on any validation shift against the served score
@@ -47,12 +47,22 @@ def ideal_vertex_whitening(score: VertexScore, train: Features, labels: np.ndarr
     return TiedGaussian.fit(u, labels[ok], len(score.codes), centres=score.codes.numpy())
 
 
+def log_margin_score(logits: np.ndarray) -> np.ndarray:
+    """``-log(1 - (p1 - p2))`` of the top-two softmax probabilities: monotone in the margin ``p1 - p2``, so the same
+    AUROC and thresholds, but exact where ``p1`` rounds to 1 and the margin itself would tie at 1.
+
+    ``1 - (p1 - p2) = (1 - p1) + p2``, both terms taken in log space (:func:`robustness.ood.log_max_softmax`).
+    """
+    lo = np.asarray(logits, dtype=np.float64)
+    _, log_rest = log_max_softmax(lo)
+    log_p2 = np.sort(lo, axis=1)[:, -2] - logsumexp(lo, axis=1)
+    return -np.logaddexp(log_rest, log_p2)
+
+
 def candidate_scores(f: Features, score: VertexScore | None,
                      ideal_vertex: TiedGaussian | None = None) -> dict[str, np.ndarray]:
     """Candidate reliability scores (higher = more reliable, float64) of features ``f``."""
-    c = {"max_softmax": MaxSoftmaxDetector().score(f)}
-    top2 = np.sort(softmax(f.logits.astype(np.float64), axis=1), axis=1)[:, -2:]
-    c[MARGIN] = top2[:, 1] - top2[:, 0]
+    c = {"max_softmax": MaxSoftmaxDetector().score(f), MARGIN: log_margin_score(f.logits)}
     if score is None:
         return c
     logits, z = torch.from_numpy(f.logits), torch.from_numpy(f.z)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.special import softmax
 
 from robustness.metrics import auroc
 from robustness.ood import Features
@@ -35,16 +36,28 @@ def test_validation_shifts_are_uint8_images_of_the_same_shape_and_differ_from_th
     assert "rot90" not in validation_shifts(rng.integers(0, 256, size=(5, 1, 8, 6), dtype=np.uint8))
 
 
-def test_softmax_margin_is_top1_minus_top2_of_the_softmax():
-    logits = np.array([[2.0, 0.0, 0.0], [1.0, 1.0, -3.0], [0.0, 50.0, 0.0]], dtype=np.float32)
-    c = candidate_scores(Features(logits, np.zeros((3, 2), np.float32)), None)
-    p = np.exp(logits - logits.max(1, keepdims=True))
-    p /= p.sum(1, keepdims=True)
-    top = np.sort(p, 1)
-    np.testing.assert_allclose(c[MARGIN], top[:, -1] - top[:, -2], rtol=1e-6)
-    assert c[MARGIN][1] == pytest.approx(0.0, abs=1e-12) and c[MARGIN][2] == pytest.approx(1.0)
+def test_softmax_margin_ranks_like_top1_minus_top2_and_has_no_ties_where_p1_rounds_to_1():
+    logits = np.array([[2.0, 0.0, 0.0], [1.0, 1.0, -3.0], [0.0, 50.0, 0.0], [0.5, -1.0, 2.0]], dtype=np.float32)
+    c = candidate_scores(Features(logits, np.zeros((4, 2), np.float32)), None)
+    top = np.sort(softmax(logits.astype(np.float64), axis=1), 1)
+    margin = top[:, -1] - top[:, -2]
+    np.testing.assert_allclose(1 - np.exp(-c[MARGIN]), margin, rtol=1e-9, atol=1e-15)
+    assert c[MARGIN][1] == pytest.approx(0.0, abs=1e-12)
     assert set(c) == {"max_softmax", MARGIN}  # no vertex score without a VertexScore
     assert with_two_thresholds(c, c) is c
+    # top-1 leads by 40..80: the margin is exactly 1 in float64 on every row, the score still orders them,
+    # also when the runner-up moves while the lead over the rest stays
+    big = np.zeros((6, 10))
+    big[:5, 3] = [40, 50, 60, 70, 80]
+    big[5, 3], big[5, 4] = 80, 5
+    assert (np.diff(np.sort(softmax(big, axis=1), 1)[:, -2:], axis=1) == 1.0).sum() >= 5
+    s = candidate_scores(Features(big, np.zeros((6, 2))), None)[MARGIN]
+    assert (np.diff(s[:5]) > 0).all() and s[5] < s[4]
+    rng = np.random.default_rng(0)
+    small = rng.normal(scale=3, size=(300, 10))
+    p = np.sort(softmax(small, axis=1), 1)
+    s = candidate_scores(Features(small, np.zeros((300, 2))), None)[MARGIN]
+    assert (np.argsort(s, kind="stable") == np.argsort(p[:, -1] - p[:, -2], kind="stable")).all()
 
 
 @pytest.mark.parametrize("q", [0.05, 0.1, 0.5, 0.93])

@@ -46,6 +46,8 @@ def regime_name(train: dict) -> str:
     per = "/step" if train["gamma_per"] == "step" else "/epoch"
     pen = f"cap {train['gamma_cap']:g}{per}" if train["variant"] == "bin_enc" else "no penalty"
     adv = f", {train['adv_train']} AT ε {train.get('adv_eps', 0.1):g}" if train.get("adv_train") else ""
+    if train.get("adv_train") == "pgd":
+        adv += f" ({train.get('adv_steps', 7)} steps)"
     shift = f", shift {train['augment_shift']}" if train.get("augment_shift") else ""
     width = "" if train["variant"] == "no_pen" else f", d {train['latent_dim']}"
     return f"{train['epochs']} ep, {pen}{width}{adv}{shift}"
@@ -59,7 +61,8 @@ def summarize(run: Path, bench: Path | None, ood: Path | None) -> dict:
     out: dict = {
         "run": run.name, "variant": train["variant"], "seed": train["seed"], "regime": regime_name(train),
         "train": {k: train[k] for k in ("profile", "epochs", "gamma_cap", "gamma_per", "gamma_ramp", "latent_dim",
-                                        "augment_shift") if k in train} | {"adv_train": train.get("adv_train")},
+                                        "augment_shift", "adv_eps", "adv_steps") if k in train}
+                 | {"adv_train": train.get("adv_train")},
         "train_minutes": round(sum(r.get("epoch_time_s", 0.0) for r in hist) / 60, 1),
         "final_train_ce": hist[-1].get("train_ce"),
         "test_acc": m.get("test_acc"),

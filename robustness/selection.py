@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.special import logsumexp
 
 from robustness.metrics import auroc, misclassification_auroc
 from robustness.ood import Features, MaxSoftmaxDetector, log_max_softmax
@@ -51,12 +50,13 @@ def log_margin_score(logits: np.ndarray) -> np.ndarray:
     """``-log(1 - (p1 - p2))`` of the top-two softmax probabilities: monotone in the margin ``p1 - p2``, so the same
     AUROC and thresholds, but exact where ``p1`` rounds to 1 and the margin itself would tie at 1.
 
-    ``1 - (p1 - p2) = (1 - p1) + p2``, both terms taken in log space (:func:`robustness.ood.log_max_softmax`).
+    ``1 - (p1 - p2) = (1 - p1) + p2``, both terms in log space: :func:`robustness.ood.log_max_softmax` gives
+    ``log p1`` and ``log(1 - p1)``, and ``log p2 = log p1 - (l1 - l2)``.
     """
     lo = np.asarray(logits, dtype=np.float64)
-    _, log_rest = log_max_softmax(lo)
-    log_p2 = np.sort(lo, axis=1)[:, -2] - logsumexp(lo, axis=1)
-    return -np.logaddexp(log_rest, log_p2)
+    log_p1, log_rest = log_max_softmax(lo)
+    top2 = np.sort(lo, axis=1)[:, -2:]
+    return -np.logaddexp(log_rest, log_p1 - (top2[:, 1] - top2[:, 0]))
 
 
 def candidate_scores(f: Features, score: VertexScore | None,

@@ -61,8 +61,8 @@ def summarize(run: Path, bench: Path | None, ood: Path | None) -> dict:
     out: dict = {
         "run": run.name, "variant": train["variant"], "seed": train["seed"], "regime": regime_name(train),
         "train": {k: train[k] for k in ("profile", "epochs", "gamma_cap", "gamma_per", "gamma_ramp", "latent_dim",
-                                        "augment_shift", "adv_eps", "adv_steps") if k in train}
-                 | {"adv_train": train.get("adv_train")},
+                                        "augment_shift") if k in train} | {"adv_train": train.get("adv_train")}
+                 | ({k: train[k] for k in ("adv_eps", "adv_steps") if k in train} if train.get("adv_train") else {}),
         "train_minutes": round(sum(r.get("epoch_time_s", 0.0) for r in hist) / 60, 1),
         "final_train_ce": hist[-1].get("train_ce"),
         "test_acc": m.get("test_acc"),

@@ -254,7 +254,11 @@ class MaxSoftmaxDetector(Detector):
     name = "max_softmax"
 
     def score(self, f):
-        log_p, log_rest = log_max_softmax(f.logits)
+        return self.from_log(*log_max_softmax(f.logits))
+
+    @staticmethod
+    def from_log(log_p: np.ndarray, log_rest: np.ndarray) -> np.ndarray:
+        """The score from :func:`log_max_softmax`'s ``log p`` and ``log(1 - p)``."""
         return log_p - log_rest
 
 

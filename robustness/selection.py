@@ -46,15 +46,17 @@ def ideal_vertex_whitening(score: VertexScore, train: Features, labels: np.ndarr
     return TiedGaussian.fit(u, labels[ok], len(score.codes), centres=score.codes.numpy())
 
 
-def log_margin_score(logits: np.ndarray) -> np.ndarray:
+def log_margin_score(logits: np.ndarray,
+                     log_max: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """``-log(1 - (p1 - p2))`` of the top-two softmax probabilities: monotone in the margin ``p1 - p2``, so the same
     AUROC and thresholds, but exact where ``p1`` rounds to 1 and the margin itself would tie at 1.
 
     ``1 - (p1 - p2) = (1 - p1) + p2``, both terms in log space: :func:`robustness.ood.log_max_softmax` gives
-    ``log p1`` and ``log(1 - p1)``, and ``log p2 = log p1 - (l1 - l2)``.
+    ``log p1`` and ``log(1 - p1)`` (pass them as ``log_max`` where already computed), and
+    ``log p2 = log p1 - (l1 - l2)``.
     """
     lo = np.asarray(logits, dtype=np.float64)
-    log_p1, log_rest = log_max_softmax(lo)
+    log_p1, log_rest = log_max_softmax(lo) if log_max is None else log_max
     top2 = np.sort(lo, axis=1)[:, -2:]
     return -np.logaddexp(log_rest, log_p1 - (top2[:, 1] - top2[:, 0]))
 
@@ -62,7 +64,8 @@ def log_margin_score(logits: np.ndarray) -> np.ndarray:
 def candidate_scores(f: Features, score: VertexScore | None,
                      ideal_vertex: TiedGaussian | None = None) -> dict[str, np.ndarray]:
     """Candidate reliability scores (higher = more reliable, float64) of features ``f``."""
-    c = {"max_softmax": MaxSoftmaxDetector().score(f), MARGIN: log_margin_score(f.logits)}
+    log_max = log_max_softmax(f.logits)
+    c = {"max_softmax": MaxSoftmaxDetector.from_log(*log_max), MARGIN: log_margin_score(f.logits, log_max)}
     if score is None:
         return c
     logits, z = torch.from_numpy(f.logits), torch.from_numpy(f.z)
@@ -82,7 +85,7 @@ def candidate_scores(f: Features, score: VertexScore | None,
         "dist_nearest_vertex RMS": -out["dist_nearest_vertex"],
         "dist_nearest_vertex + 10 [nearest != argmax]": -(out["dist_nearest_vertex"]
                                                          + 10.0 * (out["nearest_vertex_class"] != pred)),
-        "dist_class_centre - log max_softmax": -out["dist_class_centre"] + log_max_softmax(f.logits)[0],
+        "dist_class_centre - log max_softmax": -out["dist_class_centre"] + log_max[0],
     })
     if ideal_vertex is not None:
         c["whitened distance to the ideal vertex"] = -np.sqrt(ideal_vertex.sq_dist(u)[np.arange(len(u)), pred] / d)

@@ -45,9 +45,9 @@ def _curve_at(reject: dict, eps: float) -> dict | None:
 def regime_name(train: dict) -> str:
     per = "/step" if train["gamma_per"] == "step" else "/epoch"
     pen = f"cap {train['gamma_cap']:g}{per}" if train["variant"] == "bin_enc" else "no penalty"
-    adv = f", {train['adv_train']} AT ε {train.get('adv_eps', 0.1):g}" if train.get("adv_train") else ""
+    adv = f", {train['adv_train']} AT ε {train['adv_eps']:g}" if train.get("adv_train") else ""
     if train.get("adv_train") == "pgd":
-        adv += f" ({train.get('adv_steps', 7)} steps)"
+        adv += f" ({train['adv_steps']} steps)"
     shift = f", shift {train['augment_shift']}" if train.get("augment_shift") else ""
     width = "" if train["variant"] == "no_pen" else f", d {train['latent_dim']}"
     return f"{train['epochs']} ep, {pen}{width}{adv}{shift}"

@@ -82,13 +82,18 @@ def compare_entries(a: dict, b: dict) -> list[dict]:
     The reject-option figures are compared across options too (bin_enc's vertex score against no_pen's max-softmax
     or lin_pen's Mahalanobis ablation), since both are "robust and accepted" outcomes on the same points.
     """
+    return compare_points(a["label"], headline_points(a), b["label"], headline_points(b))
+
+
+def compare_points(label_a: str, points_a: dict[str, np.ndarray], label_b: str,
+                   points_b: dict[str, np.ndarray]) -> list[dict]:
+    """:func:`compare_entries` on :func:`headline_points` already taken (one McNemar per pair of the same kind)."""
     rows = []
-    b_points = headline_points(b)
-    for ka, pa in headline_points(a).items():
+    for ka, pa in points_a.items():
         kind = ka.split("[")[0]
-        for kb, pb in b_points.items():
+        for kb, pb in points_b.items():
             if kb.split("[")[0] == kind and len(pa) == len(pb):
-                rows.append({"a": a["label"], "b": b["label"], "figure_a": ka, "figure_b": kb, **mcnemar(pa, pb)})
+                rows.append({"a": label_a, "b": label_b, "figure_a": ka, "figure_b": kb, **mcnemar(pa, pb)})
     return rows
 
 

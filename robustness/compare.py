@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from robustness.aggregate import compare_entries, headline_points
+from robustness.aggregate import compare_points, headline_points
 from robustness.stats import mcnemar
 from training.jsonio import write_json_atomic
 
@@ -91,7 +91,7 @@ def compare(pairs: Sequence[tuple[Model, Model]]) -> dict:
     for a, b in pairs:
         check_same_points(a, b)
         pa, pb = headline_points(a.entry), headline_points(b.entry)
-        for row in compare_entries(a.entry, b.entry):
+        for row in compare_points(a.entry["label"], pa, b.entry["label"], pb):
             rows.append({"a_ref": a.ref, "b_ref": b.ref, **row})
             xa, xb = pooled_points.setdefault((row["figure_a"], row["figure_b"]), ([], []))
             xa.append(pa[row["figure_a"]])

@@ -137,9 +137,13 @@ def pick(table: dict[str, dict[str, float]], tolerance: float = SHIFT_TOLERANCE)
 
 
 def selection_table(val: Features, val_labels: np.ndarray, shifts: dict[str, Features], score: VertexScore | None,
-                    ideal_vertex: TiedGaussian | None = None) -> dict[str, dict[str, float]]:
-    """Per candidate: ``val_misclf`` (correct vs wrong) and ``val_vs_<shift>`` AUROCs, validation data only."""
-    ref = candidate_scores(val, score, ideal_vertex)
+                    ideal_vertex: TiedGaussian | None = None,
+                    reference: dict[str, np.ndarray] | None = None) -> dict[str, dict[str, float]]:
+    """Per candidate: ``val_misclf`` (correct vs wrong) and ``val_vs_<shift>`` AUROCs, validation data only.
+
+    ``reference`` is ``candidate_scores(val, score, ideal_vertex)`` where the caller already has it.
+    """
+    ref = candidate_scores(val, score, ideal_vertex) if reference is None else reference
     val_c = with_two_thresholds(ref, ref)
     shift_c = {k: with_two_thresholds(candidate_scores(f, score, ideal_vertex), ref) for k, f in shifts.items()}
     correct = val.logits.argmax(1) == val_labels

@@ -90,12 +90,12 @@ def evaluate_run(run_dir: Path, data: DatasetSplits, sets: list[ood.OODSet], id_
     )
 
 
-def section_selection(run: Evaluated, data: DatasetSplits, val: ood.Features, args: argparse.Namespace) -> dict:
+def section_selection(run: Evaluated, data: DatasetSplits, val: ood.Features, val_cands: dict[str, np.ndarray],
+                      args: argparse.Namespace) -> dict:
     shifts = {k: run.features(v, args.device)
               for k, v in validation_shifts(data.val.images, args.shift_n, args.seed).items()}
     vertex = run.score if isinstance(run.score, VertexScore) else None
-    table = selection_table(val, data.val.labels, shifts, vertex,
-                            run.ideal_vertex)
+    table = selection_table(val, data.val.labels, shifts, vertex, run.ideal_vertex, reference=val_cands)
     cols = list(next(iter(table.values())))
     print(f"\n[1] score selection on VALIDATION data only (AUROC; {len(data.val)} val images, shifts of the first "
           f"{min(args.shift_n, len(data.val))})")
@@ -175,12 +175,12 @@ def section_acceptance(runs: list[Evaluated], labels: np.ndarray) -> dict:
     return out
 
 
-def section_post_hoc(run: Evaluated, labels: np.ndarray, val: ood.Features) -> dict:
+def section_post_hoc(run: Evaluated, labels: np.ndarray, ref: dict[str, np.ndarray]) -> dict:
+    """Every candidate on test; ``ref`` (the validation candidates) gives the two-threshold rule's quantiles."""
     if not isinstance(run.score, VertexScore) or not run.ood:
         return {}
     set_name, f_ood = next(iter(run.ood.items()))
     print(f"\n[5] post hoc (NOT used for the choice): every candidate on ID test vs {set_name}")
-    ref = candidate_scores(val, run.score, run.ideal_vertex)  # the two-threshold rule's quantiles: validation
     tc = with_two_thresholds(candidate_scores(run.test, run.score, run.ideal_vertex), ref)
     oc = with_two_thresholds(candidate_scores(f_ood, run.score, run.ideal_vertex), ref)
     correct = run.test.logits.argmax(1) == labels
@@ -244,17 +244,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     labels = data.test.labels[id_idx]
     val = runs[0].features(data.val.images, args.device)
+    vertex = runs[0].score if isinstance(runs[0].score, VertexScore) else None
+    val_cands = candidate_scores(val, vertex, runs[0].ideal_vertex)
     report = {
         "points": {"id_test": int(len(id_idx)), "fit_train": int(len(fit_idx)), "seed": args.seed,
                    "ood": {s.name: {"n": int(len(s.images)), "source": s.source} for s in sets},
                    "n_boot": args.n_boot, "shift_n": args.shift_n},
         "runs": {r.label: {"artifact": str(r.art.path), "variant": r.art.variant, "score": r.art.score_name}
                  for r in runs},
-        "selection_val": section_selection(runs[0], data, val, args),
+        "selection_val": section_selection(runs[0], data, val, val_cands, args),
         "ood": section_ood(runs, args),
         "misclassification": section_misclassification(runs, labels, args),
         "acceptance": section_acceptance(runs, labels),
-        "post_hoc": section_post_hoc(runs[0], labels, val),
+        "post_hoc": section_post_hoc(runs[0], labels, val_cands),
     }
     if args.json:
         write_json_atomic(args.json, report)

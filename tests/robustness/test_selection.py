@@ -16,6 +16,7 @@ from robustness.selection import (
     candidate_scores,
     ecdf,
     pick,
+    selection_table,
     two_threshold_name,
     two_threshold_scores,
     validation_shifts,
@@ -111,3 +112,18 @@ def test_a_lighter_margin_share_rejects_fewer_on_the_margin():
     assert rejected[1.0] > rejected[0.5] > rejected[0.25] > (x[SERVED] < np.quantile(ref[SERVED], q)).mean() - 0.03
     names = set(with_two_thresholds(x, ref)) - set(x)
     assert names == {two_threshold_name(s) for s in MARGIN_SHARES} and len(names) == len(MARGIN_SHARES)
+
+
+def test_selection_table_scores_each_candidate_on_validation_errors_and_shifts():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 5, size=400)
+    logits = rng.normal(size=(400, 5))
+    logits[np.arange(400), labels] += np.where(np.arange(400) < 300, 6.0, -1.0)  # the last 100 mostly wrong, flat
+    val = Features(logits, np.zeros((400, 2)))
+    flat = Features(rng.normal(scale=0.5, size=(200, 5)), np.zeros((200, 2)))  # a shift the model is unsure of
+    table = selection_table(val, labels, {"flat": flat}, None)
+    assert set(table) == {"max_softmax", MARGIN} and set(table["max_softmax"]) == {"val_misclf", "val_vs_flat"}
+    for row in table.values():
+        assert row["val_misclf"] > 0.9 and row["val_vs_flat"] > 0.8
+    # A caller that already holds the validation candidates gets the same table without recomputing them.
+    assert selection_table(val, labels, {"flat": flat}, None, reference=candidate_scores(val, None)) == table

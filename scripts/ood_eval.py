@@ -69,6 +69,11 @@ class Evaluated:
     detectors: dict[str, ood.Detector]
     ideal_vertex: TiedGaussian | None = None  # whitening around the ideal ±1 vertices (a selection candidate)
 
+    @property
+    def vertex_score(self) -> VertexScore | None:
+        """The score module when it is the vertex score (a binary-encoding artifact), else None."""
+        return self.score if isinstance(self.score, VertexScore) else None
+
     def features(self, images: np.ndarray, device: str) -> ood.Features:
         return ood.model_features(self.model, self.score, images, device=device)
 
@@ -94,7 +99,7 @@ def section_selection(run: Evaluated, data: DatasetSplits, val: ood.Features, va
                       args: argparse.Namespace) -> dict:
     shifts = {k: run.features(v, args.device)
               for k, v in validation_shifts(data.val.images, args.shift_n, args.seed).items()}
-    vertex = run.score if isinstance(run.score, VertexScore) else None
+    vertex = run.vertex_score
     table = selection_table(val, data.val.labels, shifts, vertex, run.ideal_vertex, reference=val_cands)
     cols = list(next(iter(table.values())))
     print(f"\n[1] score selection on VALIDATION data only (AUROC; {len(data.val)} val images, shifts of the first "
@@ -244,8 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     labels = data.test.labels[id_idx]
     val = runs[0].features(data.val.images, args.device)
-    vertex = runs[0].score if isinstance(runs[0].score, VertexScore) else None
-    val_cands = candidate_scores(val, vertex, runs[0].ideal_vertex)
+    val_cands = candidate_scores(val, runs[0].vertex_score, runs[0].ideal_vertex)
     report = {
         "points": {"id_test": int(len(id_idx)), "fit_train": int(len(fit_idx)), "seed": args.seed,
                    "ood": {s.name: {"n": int(len(s.images)), "source": s.source} for s in sets},

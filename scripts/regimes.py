@@ -48,6 +48,8 @@ def regime_name(train: dict) -> str:
     adv = f", {train['adv_train']} AT ε {train['adv_eps']:g}" if train.get("adv_train") else ""
     if train.get("adv_train") == "pgd":
         adv += f" ({train['adv_steps']} steps)"
+    if train.get("adv_train") and train.get("adv_select") == "robust":
+        adv += ", robust-val epoch"
     shift = f", shift {train['augment_shift']}" if train.get("augment_shift") else ""
     width = "" if train["variant"] == "no_pen" else f", d {train['latent_dim']}"
     return f"{train['epochs']} ep, {pen}{width}{adv}{shift}"
@@ -62,7 +64,8 @@ def summarize(run: Path, bench: Path | None, ood: Path | None) -> dict:
         "run": run.name, "variant": train["variant"], "seed": train["seed"], "regime": regime_name(train),
         "train": {k: train[k] for k in ("profile", "epochs", "gamma_cap", "gamma_per", "gamma_ramp", "latent_dim",
                                         "augment_shift") if k in train} | {"adv_train": train.get("adv_train")}
-                 | ({k: train[k] for k in ("adv_eps", "adv_steps") if k in train} if train.get("adv_train") else {}),
+                 | ({k: train[k] for k in ("adv_eps", "adv_steps", "adv_select") if k in train}
+                    if train.get("adv_train") else {}),
         "train_minutes": round(sum(r.get("epoch_time_s", 0.0) for r in hist) / 60, 1),
         "final_train_ce": hist[-1].get("train_ce"),
         "test_acc": m.get("test_acc"),
@@ -70,6 +73,10 @@ def summarize(run: Path, bench: Path | None, ood: Path | None) -> dict:
         "distinct_codes": t.get("distinct_class_codes"), "nc1": t.get("nc1"), "sigma_w_rel": t.get("sigma_w_rel"),
         "bimodal_dims": m.get("bimodal_dims"),
     }
+    if any("val_robust_acc" in r for r in hist):  # --adv-check: PGD-10 robust validation accuracy per epoch
+        out["val_robust_acc"] = [r.get("val_robust_acc") for r in hist]
+    if "adv_selection" in m:
+        out["adv_selection"] = m["adv_selection"]
     if bench is not None:
         e = _bench_entry(bench, run)
         if e is None:

@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "(Wong et al. 2020, 'fast AT') or PGD (Madry et al. 2018), L∞ in pixel space (default off)")
     p.add_argument("--adv-eps", type=float, help="L∞ radius of the training adversary (default 0.1)")
     p.add_argument("--adv-steps", type=int, help="PGD steps of the training adversary (default 7)")
+    p.add_argument("--adv-check", type=int, metavar="N", help="adversarial training: after every epoch, robust "
+                   "accuracy on N validation images under PGD-10 at --adv-eps (default 512; 0 = off)")
+    p.add_argument("--adv-select", choices=["last", "robust"], help="adversarial training: keep the last epoch "
+                   "(default) or the epoch with the best --adv-check accuracy among those with gamma at its cap "
+                   "(early stopping against robust overfitting, Rice, Wong & Kolter 2020)")
     p.add_argument("--device", default=None, help="cpu (default) or cuda")
     p.add_argument("--threads", type=int, dest="num_threads", help="torch CPU threads")
     p.add_argument("--export", action="store_true", help="export model.onnx into the run directory when done")

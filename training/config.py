@@ -36,6 +36,8 @@ class TrainConfig:
     adv_train: str | None = None  # None | "fgsm" (FGSM with random start, "fast AT") | "pgd" (L∞, pixel space)
     adv_eps: float = 0.1  # L∞ radius of the training adversary, in [0, 1] pixel units
     adv_steps: int = 7  # PGD steps (step size 2.5·eps/steps); FGSM: one step of 1.25·eps from a random start
+    adv_check: int = 512  # validation images attacked by PGD-10 at adv_eps after every epoch of adversarial training
+    adv_select: str = "last"  # "last" | "robust": keep the full-gamma epoch with the best robust validation accuracy
     device: str = "cpu"
     num_threads: int | None = None
     profile: str | None = None

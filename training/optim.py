@@ -7,6 +7,7 @@ every world size.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 
@@ -23,6 +24,17 @@ def gamma_schedule(cfg: TrainConfig, steps_per_epoch: int) -> GammaSchedule:
         units = cfg.epochs * (steps_per_epoch if cfg.gamma_per == "step" else 1)
         return GammaSchedule.reaching_cap(cfg.gamma0, cfg.gamma_cap, round(cfg.gamma_ramp * units), cfg.gamma_per)
     return GammaSchedule(cfg.gamma0, cfg.gamma_factor, cfg.gamma_cap, cfg.gamma_per)
+
+
+def full_gamma_epoch(cfg: TrainConfig, steps_per_epoch: int) -> int:
+    """The first 0-based epoch trained with gamma at its cap throughout, under ``cfg``'s schedule (the last epoch if
+    there is none). The same for every variant: a baseline gets the epoch of the penalised run with its config, so
+    that ``--adv-select robust`` chooses both from the same epochs."""
+    schedule = gamma_schedule(replace(cfg, variant="bin_enc"), steps_per_epoch)
+    for epoch in range(cfg.epochs):
+        if schedule.value(epoch, epoch * steps_per_epoch) >= schedule.cap * (1 - 1e-9):
+            return epoch
+    return cfg.epochs - 1
 
 
 def lr_factor(cfg: TrainConfig, epoch: int) -> float:

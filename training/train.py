@@ -20,7 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from serving.artifact import atomic_write_bytes
-from training.adversary import adversarial_examples
+from training.adversary import adversarial_examples, robust_accuracy
 from training.checkpoint import CHECKPOINT, atomic_torch_save, load_checkpoint
 from training.config import TrainConfig
 from training.data import DatasetSplits, load_dataset
@@ -37,13 +37,15 @@ from training.evaluation import evaluate, predict, run_metrics, to_tensor
 from training.jsonio import write_json_atomic
 from training.loss import GammaSchedule, shard_loss, total_loss
 from training.models import Classifier, ModelConfig, build_model
-from training.optim import gamma_schedule, lr_factor, make_optimizer, set_learning_rates
+from training.optim import full_gamma_epoch, gamma_schedule, lr_factor, make_optimizer, set_learning_rates
 from training.rundir import HISTORY, RunLock, RunLockedError, append_row, read_history
 from training.version import code_version
 
 __all__ = ["RunResult", "TrainingDiverged", "model_config_for", "predict", "random_shift", "to_tensor", "train"]
 
 log = logging.getLogger(__name__)
+
+ROBUST_BEST = "robust_best.pt"  # --adv-select robust: the weights of the best checked epoch so far
 
 
 class TrainingDiverged(RuntimeError):
@@ -102,6 +104,12 @@ class TrainingRun:
     x_train: torch.Tensor
     y_train: torch.Tensor
     steps_per_epoch: int
+
+    def check_points(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``adv_check`` validation images and labels (the same every epoch), on the run's device."""
+        n = self.cfg.adv_check
+        return (to_tensor(self.data.val.images[:n]).to(self.device),
+                torch.from_numpy(self.data.val.labels[:n]).to(self.device))
 
 
 def _open_run(cfg: TrainConfig, out: Path, resume: bool, ctx: DistContext) -> tuple[TrainConfig, dict | None, RunLock | None]:
@@ -223,10 +231,14 @@ def _save_epoch(run: TrainingRun, train_row: dict, progress: bool) -> None:
     """Rank 0: validate, append the epoch's row to metrics.jsonl and rewrite the checkpoint."""
     cfg, epoch = run.cfg, train_row["epoch"]
     val = evaluate(run.net, run.data.val.images, run.data.val.labels, device=str(run.device))
+    robust = {}
+    if cfg.adv_train and cfg.adv_check > 0:
+        robust["val_robust_acc"] = robust_accuracy(run.net, *run.check_points(), cfg, seed=cfg.seed)
     row = {
         **{k: v for k, v in train_row.items() if k != "epoch_time_s"},
         "val_acc": val["acc"],
         "val_ce": val["ce"],
+        **robust,
         "gamma": run.schedule.value(epoch, (epoch + 1) * run.steps_per_epoch - 1),
         "lr": cfg.lr * lr_factor(cfg, epoch),
         "head_lr": cfg.head_lr,
@@ -234,6 +246,11 @@ def _save_epoch(run: TrainingRun, train_row: dict, progress: bool) -> None:
         "world_size": run.ctx.world_size,
     }
     append_row(run.out / HISTORY, row)
+    if cfg.adv_select == "robust" and epoch >= full_gamma_epoch(cfg, run.steps_per_epoch):
+        best = run.out / ROBUST_BEST
+        if not best.exists() or row["val_robust_acc"] > torch.load(best, weights_only=False)["val_robust_acc"]:
+            atomic_torch_save(best, {"epoch": epoch, "val_robust_acc": row["val_robust_acc"],
+                                     "model": run.net.state_dict()})
     atomic_torch_save(
         run.out / CHECKPOINT,
         {
@@ -247,10 +264,31 @@ def _save_epoch(run: TrainingRun, train_row: dict, progress: bool) -> None:
         },
     )
     if progress:
+        rob = f" val_robust_acc {row['val_robust_acc']:.4f}" if "val_robust_acc" in row else ""
         tqdm.write(
-            f"epoch {epoch + 1}/{cfg.epochs}: ce {row['train_ce']:.4f} val_acc {row['val_acc']:.4f} "
+            f"epoch {epoch + 1}/{cfg.epochs}: ce {row['train_ce']:.4f} val_acc {row['val_acc']:.4f}{rob} "
             f"gamma {row['gamma']:.3g} ({row['epoch_time_s']:.1f}s)"
         )
+
+
+def _select_robust(run: TrainingRun) -> dict:
+    """Rank 0, after the last epoch of ``--adv-select robust``: load the best checked epoch's weights into the model
+    and into the checkpoint (the run's model from now on); returns what ``metrics.json`` records of the choice."""
+    best = torch.load(run.out / ROBUST_BEST, map_location=run.device, weights_only=False)
+    run.net.load_state_dict(best["model"])
+    ckpt = load_checkpoint(run.out)
+    if ckpt.get("selected_epoch") != best["epoch"]:
+        atomic_torch_save(run.out / CHECKPOINT, {**ckpt, "model": run.net.state_dict(), "selected_epoch": best["epoch"]})
+    return {"rule": "robust", "epoch": best["epoch"], "val_robust_acc": best["val_robust_acc"],
+            "from_epoch": full_gamma_epoch(run.cfg, run.steps_per_epoch), "check_points": run.cfg.adv_check}
+
+
+def _check_selection(cfg: TrainConfig) -> None:
+    if cfg.adv_select not in ("last", "robust"):
+        raise ValueError(f"unknown adv_select {cfg.adv_select!r}; expected 'last' or 'robust'")
+    if cfg.adv_select == "robust" and not (cfg.adv_train and cfg.adv_check > 0):
+        raise ValueError("--adv-select robust chooses by the robust validation check: it needs --adv-train and "
+                         "--adv-check > 0")
 
 
 def train(
@@ -271,6 +309,7 @@ def train(
     out = Path(out)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
+    _check_selection(cfg)
     cfg, ckpt, lock = _open_run(cfg, out, resume, ctx)
     try:
         data = data or load_dataset(cfg.dataset, cfg.data_dir, cfg.val_fraction, cfg.seed)
@@ -292,7 +331,10 @@ def train(
             barrier(ctx)
         metrics: dict = {}
         if last_epoch == cfg.epochs - 1 and ctx.is_main:
+            selection = _select_robust(run) if cfg.adv_select == "robust" else None
             metrics = run_metrics(run.net, data, device=str(run.device))
+            if selection is not None:
+                metrics["adv_selection"] = selection
             metrics["history_tail"] = read_history(out / HISTORY, cfg.epochs)[-1:]
             write_json_atomic(out / "metrics.json", metrics)
         barrier(ctx)

@@ -233,7 +233,9 @@ def _save_epoch(run: TrainingRun, train_row: dict, progress: bool) -> None:
     val = evaluate(run.net, run.data.val.images, run.data.val.labels, device=str(run.device))
     robust = {}
     if cfg.adv_train and cfg.adv_check > 0:
+        t0 = time.perf_counter()
         robust["val_robust_acc"] = robust_accuracy(run.net, *run.check_points(), cfg, seed=cfg.seed)
+        robust["check_time_s"] = time.perf_counter() - t0
     row = {
         **{k: v for k, v in train_row.items() if k != "epoch_time_s"},
         "val_acc": val["acc"],

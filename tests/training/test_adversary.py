@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from scripts import robust_check
 from training.adversary import adversarial_examples, robust_accuracy
 from training.checkpoint import load_run
 from training.config import make_config
@@ -99,12 +100,22 @@ def test_robust_selection_keeps_the_best_checked_epoch_and_resumes(tmp_path, dig
     assert ckpt["selected_epoch"] == best["epoch"] and saved_cfg.adv_select == "robust"
     x, y = to_tensor(digits_data.val.images[:200]), torch.from_numpy(digits_data.val.labels[:200])
     assert robust_accuracy(net, x, y, saved_cfg, seed=saved_cfg.seed) == best["val_robust_acc"]
+    # scripts/robust_check.py reads the same figures back (table and plot)
+    out = robust_check.table([robust_check.load(tmp_path / "full")])
+    assert f"kept epoch: {best['epoch']}" in out and f"{best['val_robust_acc']:.4f}" in out
+    robust_check.main([str(tmp_path / "full"), "--out", str(tmp_path / "check.png")])
+    assert (tmp_path / "check.png").read_bytes()[:4] == b"\x89PNG"
     # interrupted inside the window and resumed: the same choice and weights
     train(cfg, tmp_path / "split", data=digits_data, stop_after_epoch=first + 1, progress=False)
     resumed = train(cfg, tmp_path / "split", resume=True, data=digits_data, progress=False)
     assert resumed.metrics["adv_selection"] == sel
     for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_robust_check_script_refuses_runs_without_the_check(digits_run):
+    with pytest.raises(SystemExit, match="no val_robust_acc"):
+        robust_check.load(digits_run)
 
 
 def test_robust_selection_needs_the_check(tmp_path, digits_data, digits_recipe):

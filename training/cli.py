@@ -106,4 +106,7 @@ def summary(out: str, m: dict) -> str:
     if "test" in m and "same_encoding" in m["test"]:
         line += (f" same_encoding={m['test']['same_encoding']:.4f} distinct_codes={m['test']['distinct_class_codes']}"
                  f" bimodal_dims={m['bimodal_dims']}/{m['latent_width']}")
+    if "adv_selection" in m:
+        sel = m["adv_selection"]
+        line += f" kept_epoch={sel['epoch'] + 1} (val_robust_acc={sel['val_robust_acc']:.4f})"
     return line

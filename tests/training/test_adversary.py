@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from scripts import robust_check
 from training.adversary import adversarial_examples, robust_accuracy
 from training.checkpoint import load_run
+from training.cli import summary
 from training.config import make_config
 from training.evaluation import to_tensor
 from training.optim import full_gamma_epoch
@@ -100,6 +101,7 @@ def test_robust_selection_keeps_the_best_checked_epoch_and_resumes(tmp_path, dig
     assert ckpt["selected_epoch"] == best["epoch"] and saved_cfg.adv_select == "robust"
     x, y = to_tensor(digits_data.val.images[:200]), torch.from_numpy(digits_data.val.labels[:200])
     assert robust_accuracy(net, x, y, saved_cfg, seed=saved_cfg.seed) == best["val_robust_acc"]
+    assert f"kept_epoch={best['epoch'] + 1} " in summary(str(tmp_path / "full"), full.metrics)  # the CLI's last line
     # scripts/robust_check.py reads the same figures back (table and plot)
     out = robust_check.table([robust_check.load(tmp_path / "full")])
     assert f"kept epoch: {best['epoch']}" in out and f"{best['val_robust_acc']:.4f}" in out

@@ -38,9 +38,10 @@ def load(run: Path) -> dict:
 def table(runs: list[dict]) -> str:
     lines = []
     for r in runs:
-        lines += [f"{r['label']} ({r['regime']}); kept epoch: {r['kept'] if r['kept'] is not None else 'last'}",
-                  "| epoch | gamma | val acc | val robust acc (PGD-10) | check s |", "|---|---|---|---|---|"]
-        lines += [f"| {x['epoch']} | {x['gamma']:.3g} | {x['val_acc']:.4f} | {x['val_robust_acc']:.4f} | "
+        kept = r["kept"] + 1 if r["kept"] is not None else "last"
+        lines += [f"{r['label']} ({r['regime']}); kept epoch: {kept}",
+                  "| epoch (1-based) | gamma | val acc | val robust acc (PGD-10) | check s |", "|---|---|---|---|---|"]
+        lines += [f"| {x['epoch'] + 1} | {x['gamma']:.3g} | {x['val_acc']:.4f} | {x['val_robust_acc']:.4f} | "
                   f"{x.get('check_time_s', float('nan')):.1f} |" for x in r["rows"]]
         lines.append("")
     return "\n".join(lines)

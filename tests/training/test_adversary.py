@@ -104,7 +104,7 @@ def test_robust_selection_keeps_the_best_checked_epoch_and_resumes(tmp_path, dig
     assert f"kept_epoch={best['epoch'] + 1} " in summary(str(tmp_path / "full"), full.metrics)  # the CLI's last line
     # scripts/robust_check.py reads the same figures back (table and plot)
     out = robust_check.table([robust_check.load(tmp_path / "full")])
-    assert f"kept epoch: {best['epoch']}" in out and f"{best['val_robust_acc']:.4f}" in out
+    assert f"kept epoch: {best['epoch'] + 1}" in out and f"{best['val_robust_acc']:.4f}" in out
     robust_check.main([str(tmp_path / "full"), "--out", str(tmp_path / "check.png")])
     assert (tmp_path / "check.png").read_bytes()[:4] == b"\x89PNG"
     # interrupted inside the window and resumed: the same choice and weights

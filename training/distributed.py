@@ -6,6 +6,7 @@ code runs in one process unchanged. See ``docs/distributed.md``.
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -129,6 +130,11 @@ def barrier(ctx: DistContext) -> None:
 
 
 def shutdown(ctx: DistContext) -> None:
-    """Leave the process group (no-op for a single process or when it was never joined)."""
+    """Leave the process group (no-op for a single process or when it was never joined).
+
+    Collects garbage first: a DistributedDataParallel wrapper left in a reference cycle can keep the gloo group (and its
+    worker threads) alive past ``destroy_process_group`` until interpreter exit, where gloo aborts the process
+    ("terminate called without an active exception", seen as a rare SIGABRT of one rank under load)."""
     if ctx.distributed and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()

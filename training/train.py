@@ -248,11 +248,12 @@ def _save_epoch(run: TrainingRun, train_row: dict, progress: bool) -> None:
         "world_size": run.ctx.world_size,
     }
     append_row(run.out / HISTORY, row)
-    if cfg.adv_select == "robust" and epoch >= full_gamma_epoch(cfg, run.steps_per_epoch):
-        best = run.out / ROBUST_BEST
-        if not best.exists() or row["val_robust_acc"] > torch.load(best, weights_only=False)["val_robust_acc"]:
-            atomic_torch_save(best, {"epoch": epoch, "val_robust_acc": row["val_robust_acc"],
-                                     "model": run.net.state_dict()})
+    if cfg.adv_select == "robust" and epoch >= (first := full_gamma_epoch(cfg, run.steps_per_epoch)):
+        # the best check so far comes from the history, not from unpickling the saved weights every epoch
+        earlier = [r["val_robust_acc"] for r in read_history(run.out / HISTORY, epoch) if r["epoch"] >= first]
+        if not earlier or row["val_robust_acc"] > max(earlier):
+            atomic_torch_save(run.out / ROBUST_BEST, {"epoch": epoch, "val_robust_acc": row["val_robust_acc"],
+                                                     "model": run.net.state_dict()})
     atomic_torch_save(
         run.out / CHECKPOINT,
         {

@@ -54,7 +54,8 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 # --------------------------------------------------------------------------- plots
-def _plt():
+def pyplot():
+    """matplotlib's pyplot on the non-interactive Agg backend (the bench's and the scripts' plots)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -68,7 +69,7 @@ def _nan(values) -> list[float]:
 
 
 def plot_robust_accuracy(label: str, adv: dict, path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for ax, norm in zip(axes, ("linf", "l2"), strict=True):
         for name, a in adv["attacks"].items():
@@ -95,7 +96,7 @@ def plot_robust_accuracy(label: str, adv: dict, path: Path) -> None:
 
 
 def plot_worst_all(models: dict, path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for ax, norm in zip(axes, ("linf", "l2"), strict=True):
         for label, e in models.items():
@@ -114,7 +115,7 @@ def plot_worst_all(models: dict, path: Path) -> None:
 
 
 def plot_risk_coverage(models: dict, path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     labels = list(models)
     fig, flat = _panels(len(labels), 3, 2.6)
     for ax, lbl in zip(flat, labels, strict=False):
@@ -140,7 +141,7 @@ def _grid(n: int, max_cols: int = 4) -> tuple[int, int]:
 
 def _panels(n: int, width: float, height: float):
     """A grid of ``n`` subplots (at most 4 per row), unused cells hidden; returns ``(fig, axes.flat)``."""
-    plt = _plt()
+    plt = pyplot()
     r, c = _grid(n)
     fig, axes = plt.subplots(r, c, figsize=(width * c, height * r), squeeze=False)
     for ax in axes.flat[n:]:
@@ -149,7 +150,7 @@ def _panels(n: int, width: float, height: float):
 
 
 def plot_roc(label: str, ood: dict, path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     sets = list(ood)
     fig, flat = _panels(len(sets), 3, 2.8)
     for ax, s in zip(flat, sets, strict=False):
@@ -170,7 +171,7 @@ def plot_roc(label: str, ood: dict, path: Path) -> None:
 
 
 def plot_reliability_hist(label: str, rel_id: np.ndarray, rel_ood: dict, threshold: float, path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     sets = [s for s, v in rel_ood.items() if v is not None]
     fig, flat = _panels(len(sets), 3, 2.4)
     bins = np.linspace(0, 1, 41)
@@ -188,7 +189,7 @@ def plot_reliability_hist(label: str, rel_id: np.ndarray, rel_ood: dict, thresho
 
 
 def plot_latent_hist(label: str, z: np.ndarray, y: np.ndarray, geometry: dict, path: Path, max_dims: int = 8) -> None:
-    plt = _plt()
+    plt = pyplot()
     d = z.shape[1]
     dims = list(range(min(d, max_dims)))
     fig, flat = _panels(len(dims), 2.6, 2.2)

@@ -12,7 +12,6 @@ cancels that drift, and prints the median ratio and its bootstrap 95 % interval.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -22,6 +21,7 @@ import torch
 
 from training.config import make_config
 from training.data import load_dataset
+from training.rundir import HISTORY, read_history
 from training.train import train
 
 
@@ -45,7 +45,7 @@ def main() -> None:
                 out = Path(tmp) / variant
                 # one epoch per call; the final call also computes the geometry metrics, which are not timed
                 train(cfg, out, resume=epoch > 0, data=data, stop_after_epoch=epoch, progress=False)
-                row = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+                row = read_history(out / HISTORY)[-1]
                 times[variant].append(row["epoch_time_s"])
                 print(f"epoch {epoch + 1} {variant:8s} {row['epoch_time_s']:.2f} s")
     if args.epochs:

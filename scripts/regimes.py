@@ -25,6 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from robustness.selection import SERVED  # noqa: E402
 from training.jsonio import write_json_atomic  # noqa: E402
+from training.rundir import HISTORY, read_history  # noqa: E402
 
 
 def _bench_entry(bench: Path, run: Path) -> dict | None:
@@ -58,7 +59,7 @@ def regime_name(train: dict) -> str:
 def summarize(run: Path, bench: Path | None, ood: Path | None) -> dict:
     train = json.loads((run / "config.json").read_text())["train"]
     m = json.loads((run / "metrics.json").read_text())
-    hist = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    hist = read_history(run / HISTORY)
     t = m.get("test", {})
     out: dict = {
         "run": run.name, "variant": train["variant"], "seed": train["seed"], "regime": regime_name(train),

@@ -19,14 +19,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from robustness.report import _plt  # noqa: E402
+from robustness.report import pyplot  # noqa: E402
 from scripts.regimes import regime_name  # noqa: E402
+from training.rundir import HISTORY, read_history  # noqa: E402
 
 
 def load(run: Path) -> dict:
     """The run's label, regime, per-epoch rows and, when selected, the kept epoch and the window's start."""
     train = json.loads((run / "config.json").read_text())["train"]
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = read_history(run / HISTORY)
     if not rows or any("val_robust_acc" not in r for r in rows):
         raise SystemExit(f"{run}: no val_robust_acc in metrics.jsonl (train with --adv-train and --adv-check > 0)")
     metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
@@ -48,7 +49,7 @@ def table(runs: list[dict]) -> str:
 
 
 def plot(runs: list[dict], path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(7, 3.6))

@@ -72,12 +72,12 @@ def current_writer(run_dir: Path) -> str | None:
     return None
 
 
-def read_history(path: Path, before_epoch: int) -> list[dict]:
-    """Rows of ``metrics.jsonl`` for the epochs before ``before_epoch`` (none if the file is missing)."""
+def read_history(path: Path, before_epoch: int | None = None) -> list[dict]:
+    """Rows of ``metrics.jsonl``, all or those of the epochs before ``before_epoch`` (none if the file is missing)."""
     if not path.is_file():
         return []
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in rows if r["epoch"] < before_epoch]
+    return rows if before_epoch is None else [r for r in rows if r["epoch"] < before_epoch]
 
 
 def append_row(path: Path, row: dict) -> None:

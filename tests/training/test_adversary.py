@@ -21,14 +21,6 @@ from training.optim import full_gamma_epoch
 from training.train import train
 
 
-def _pgd_robust_acc(net, x, y, eps: float) -> float:
-    cfg = make_config("quick", adv_train="pgd", adv_eps=eps, adv_steps=20)
-    net.eval()
-    adv = adversarial_examples(net, x, y, cfg, torch.zeros_like(x))
-    with torch.no_grad():
-        return float((net(adv)[0].argmax(1) == y).float().mean())
-
-
 def test_adversary_stays_in_the_ball_and_raises_the_loss(digits_run, digits_data):
     net, _, _ = load_run(digits_run)
     net.eval()
@@ -57,7 +49,8 @@ def test_fast_adversarial_training_raises_robust_accuracy(tmp_path, digits_data,
     x, y = to_tensor(digits_data.test.images), torch.from_numpy(digits_data.test.labels)
     clean_net, fat_net = load_run(tmp_path / "clean")[0], load_run(tmp_path / "fat")[0]
     assert load_run(tmp_path / "fat")[1].adv_train == "fgsm"
-    ra_clean, ra_fat = _pgd_robust_acc(clean_net, x, y, 0.1), _pgd_robust_acc(fat_net, x, y, 0.1)
+    attack = make_config("quick", adv_train="fgsm", adv_eps=0.1)
+    ra_clean, ra_fat = robust_accuracy(clean_net, x, y, attack), robust_accuracy(fat_net, x, y, attack)
     assert ra_fat > ra_clean + 0.2, (ra_clean, ra_fat)
 
 

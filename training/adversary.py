@@ -1,5 +1,5 @@
-"""The training adversary of ``--adv-train``: L∞ FGSM with a random start ("fast AT", Wong, Rice & Kolter 2020) or
-PGD (Madry et al. 2018), in [0, 1] pixel space (the normalisation is inside the model), and the per-epoch robust
+"""The training adversary of ``--adv-train``: L∞ FGSM with a random start ("fast AT", Wong, Rice & Kolter 2020),
+N-FGSM (de Jorge et al. 2022) or PGD (Madry et al. 2018), in [0, 1] pixel space (the normalisation is inside the model), and the per-epoch robust
 validation check (``--adv-check``) that shows catastrophic and robust overfitting while training runs."""
 
 from __future__ import annotations
@@ -18,23 +18,27 @@ def adversarial_examples(net: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: 
     """Perturbations of ``x`` within ``cfg.adv_eps`` (L∞) that raise the cross-entropy of ``net``.
 
     ``start``: uniform noise in [-1, 1] shaped like ``x`` (the random start, drawn by the caller so that it is
-    the same at every world size). FGSM takes one step of ``1.25·eps``, PGD ``cfg.adv_steps`` steps of
-    ``2.5·eps/steps``; both project onto the ε-ball and the image range after every step. The parameters get no
-    gradient from here.
+    the same at every world size). FGSM starts within ``eps`` and takes one step of ``1.25·eps``; PGD takes
+    ``cfg.adv_steps`` steps of ``2.5·eps/steps``; both project onto the ε-ball after every step. N-FGSM starts
+    within ``2·eps`` and takes one step of ``eps`` without projecting back (the noise is what keeps single-step
+    training from overfitting catastrophically), so its inputs lie within ``3·eps``. All stay in the image range;
+    the parameters get no gradient from here.
     """
     eps = cfg.adv_eps
     if cfg.adv_train == "fgsm":
-        steps, alpha = 1, 1.25 * eps
+        steps, alpha, noise, radius = 1, 1.25 * eps, eps, eps
+    elif cfg.adv_train == "nfgsm":
+        steps, alpha, noise, radius = 1, eps, 2 * eps, 3 * eps
     elif cfg.adv_train == "pgd":
-        steps, alpha = cfg.adv_steps, 2.5 * eps / cfg.adv_steps
+        steps, alpha, noise, radius = cfg.adv_steps, 2.5 * eps / cfg.adv_steps, eps, eps
     else:
-        raise ValueError(f"unknown adversarial training {cfg.adv_train!r}; expected 'fgsm' or 'pgd'")
-    delta = ((x + eps * start).clamp(0.0, 1.0) - x).detach()
+        raise ValueError(f"unknown adversarial training {cfg.adv_train!r}; expected 'fgsm', 'nfgsm' or 'pgd'")
+    delta = ((x + noise * start).clamp(0.0, 1.0) - x).detach()
     for _ in range(steps):
         delta.requires_grad_(True)
         logits, _ = net(x + delta)
         (grad,) = torch.autograd.grad(F.cross_entropy(logits, y), delta)
-        delta = ((x + (delta.detach() + alpha * grad.sign()).clamp(-eps, eps)).clamp(0.0, 1.0) - x).detach()
+        delta = ((x + (delta.detach() + alpha * grad.sign()).clamp(-radius, radius)).clamp(0.0, 1.0) - x).detach()
     return x + delta
 
 

@@ -45,8 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gamma-ramp", type=float, help="reach --gamma-cap at this fraction of training")
     p.add_argument("--val-fraction", type=float)
     p.add_argument("--augment-shift", type=int, help="random shifts of up to N pixels during training (default 0)")
-    p.add_argument("--adv-train", choices=["fgsm", "pgd"], help="adversarial training: FGSM with a random start "
-                   "(Wong et al. 2020, 'fast AT') or PGD (Madry et al. 2018), L∞ in pixel space (default off)")
+    p.add_argument("--adv-train", choices=["fgsm", "nfgsm", "pgd"], help="adversarial training, L∞ in pixel space: "
+                   "FGSM with a random start (Wong et al. 2020, 'fast AT'), N-FGSM (de Jorge et al. 2022: noise "
+                   "2·eps, step eps, no projection) or PGD (Madry et al. 2018) (default off)")
     p.add_argument("--adv-eps", type=float, help="L∞ radius of the training adversary (default 0.1)")
     p.add_argument("--adv-steps", type=int, help="PGD steps of the training adversary (default 7)")
     p.add_argument("--adv-check", type=int, metavar="N", help="adversarial training: after every epoch, robust "

@@ -28,10 +28,12 @@ def test_adversary_stays_in_the_ball_and_raises_the_loss(digits_run, digits_data
     start = 2 * torch.rand(x.shape, generator=torch.Generator().manual_seed(0)) - 1
     with torch.no_grad():
         clean = F.cross_entropy(net(x)[0], y)
-    for kind in ("fgsm", "pgd"):
+    for kind, radius in (("fgsm", 0.1), ("pgd", 0.1), ("nfgsm", 0.3)):  # N-FGSM: noise 2·eps + step eps, unprojected
         cfg = make_config("quick", adv_train=kind, adv_eps=0.1, adv_steps=5)
         adv = adversarial_examples(net, x, y, cfg, start)
-        assert float((adv - x).abs().max()) <= 0.1 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+        reach = float((adv - x).abs().max())
+        assert reach <= radius + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+        assert reach > radius - 0.01  # the whole radius is used (N-FGSM is not projected back onto the eps-ball)
         with torch.no_grad():
             assert F.cross_entropy(net(adv)[0], y) > clean + 0.1
         assert all(p.grad is None for p in net.parameters())
@@ -40,15 +42,16 @@ def test_adversary_stays_in_the_ball_and_raises_the_loss(digits_run, digits_data
 
 
 @pytest.mark.slow
-def test_fast_adversarial_training_raises_robust_accuracy(tmp_path, digits_data, digits_recipe):
+@pytest.mark.parametrize("kind", ["fgsm", "nfgsm"])
+def test_single_step_adversarial_training_raises_robust_accuracy(tmp_path, digits_data, digits_recipe, kind):
     torch.set_num_threads(1)
     recipe = {**digits_recipe, "variant": "no_pen"}
     train(make_config("quick", **recipe), tmp_path / "clean", data=digits_data, progress=False)
-    train(make_config("quick", **recipe, adv_train="fgsm", adv_eps=0.1), tmp_path / "fat", data=digits_data,
+    train(make_config("quick", **recipe, adv_train=kind, adv_eps=0.1), tmp_path / "fat", data=digits_data,
           progress=False)
     x, y = to_tensor(digits_data.test.images), torch.from_numpy(digits_data.test.labels)
     clean_net, fat_net = load_run(tmp_path / "clean")[0], load_run(tmp_path / "fat")[0]
-    assert load_run(tmp_path / "fat")[1].adv_train == "fgsm"
+    assert load_run(tmp_path / "fat")[1].adv_train == kind
     attack = make_config("quick", adv_train="fgsm", adv_eps=0.1)
     ra_clean, ra_fat = robust_accuracy(clean_net, x, y, attack), robust_accuracy(fat_net, x, y, attack)
     assert ra_fat > ra_clean + 0.2, (ra_clean, ra_fat)

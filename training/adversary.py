@@ -1,6 +1,7 @@
 """The training adversary of ``--adv-train``: L∞ FGSM with a random start ("fast AT", Wong, Rice & Kolter 2020),
-N-FGSM (de Jorge et al. 2022) or PGD (Madry et al. 2018), in [0, 1] pixel space (the normalisation is inside the model), and the per-epoch robust
-validation check (``--adv-check``) that shows catastrophic and robust overfitting while training runs."""
+N-FGSM (de Jorge et al. 2022) or PGD (Madry et al. 2018), in [0, 1] pixel space (the normalisation is inside the
+model), and the per-epoch robust validation check (``--adv-check``) that shows catastrophic and robust overfitting
+while training runs."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from training.config import TrainConfig
 
 def adversarial_examples(net: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
                          start: torch.Tensor) -> torch.Tensor:
-    """Perturbations of ``x`` within ``cfg.adv_eps`` (L∞) that raise the cross-entropy of ``net``.
+    """Perturbations of ``x`` that raise the cross-entropy of ``net``, L∞ within ``cfg.adv_eps`` (N-FGSM: 3·eps).
 
     ``start``: uniform noise in [-1, 1] shaped like ``x`` (the random start, drawn by the caller so that it is
     the same at every world size). FGSM starts within ``eps`` and takes one step of ``1.25·eps``; PGD takes

@@ -34,7 +34,7 @@ class TrainConfig:
     gamma_ramp: float | None = None  # if set: factor chosen so gamma reaches the cap at this fraction of training
     augment_shift: int = 0  # random translation of up to this many pixels per training image (0 = off)
     adv_train: str | None = None  # None | "fgsm" (random start, "fast AT") | "nfgsm" (N-FGSM) | "pgd"; L∞, pixels
-    adv_eps: float = 0.1  # L∞ radius of the training adversary, in [0, 1] pixel units
+    adv_eps: float = 0.1  # L∞ radius of the training adversary, in [0, 1] pixel units (N-FGSM reaches 3·eps)
     adv_steps: int = 7  # PGD steps (step size 2.5·eps/steps); FGSM: one step of 1.25·eps from a random start
     adv_check: int = 512  # validation images attacked by PGD-10 at adv_eps after every epoch of adversarial training
     adv_select: str = "last"  # "last" | "robust": keep the full-gamma epoch with the best robust validation accuracy

@@ -12,6 +12,9 @@ rank *i mod N*; rank 0 resolves, and if needed trains, the runs first), each ran
 process would (every measurement is seeded per model, never by what ran before it) and rank 0 gathers the entries
 in the one-process order and writes the report: the same figures as one process. The test points of one model are
 not split, because the attacks' random starts are drawn per batch: a point's outcome would depend on its shard.
+
+A model that cannot be scored (a ``bin_enc`` latent without one vertex per class: :class:`GeometryError`) does not
+stop the bench: the others are measured, the report names it and why, and the exit status is 4.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import torchattacks
 from tqdm.auto import tqdm
 
 from robustness.aggregate import aggregate, paired_comparisons
-from robustness.config import BenchConfig, build_parser, config_from_args
+from robustness.config import BenchConfig, build_parser, config_from_args, relative_path
 from robustness.evaluate import Inputs, evaluate_model
 from robustness.ood import make_ood_sets
 from robustness.paper import paper_comparison
@@ -48,6 +51,7 @@ from training.distributed import (
     shutdown,
 )
 from training.inference import to_tensor
+from training.reliability import GeometryError
 
 log = logging.getLogger("robustness.bench")
 # Ranks wait for rank 0 while it trains missing runs (minutes to hours): a generous process-group timeout.
@@ -139,6 +143,13 @@ def _threads(cfg: BenchConfig, ctx: DistContext) -> None:
 
 
 RUN_ERRORS = (FileNotFoundError, RunInProgressError, ValueError)  # a user's mistake: "error: ...", exit status 2
+EXIT_SANITY, EXIT_UNMEASURED = 3, 4
+
+
+def unmeasured_entry(run, err: Exception) -> dict:
+    """What the report says of a model the bench could not measure (e.g. ``bin_enc`` without one vertex per class)."""
+    return {"label": run.label, "variant": run.config.variant, "seed": run.config.seed,
+            "run_dir": relative_path(str(run.run_dir)), "reason": str(err)}
 
 
 def _resolve_runs(cfg: BenchConfig, ctx: DistContext) -> list:
@@ -161,24 +172,35 @@ def run_bench(cfg: BenchConfig, ctx: DistContext = SINGLE) -> dict | None:
     _threads(cfg, ctx)
     runs = _resolve_runs(cfg, ctx)
     results: dict = {"schema": SCHEMA, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": cfg.to_dict(),
-                     "environment": {**environment(), "world_size": ctx.world_size}, "models": {}, "ood_sets": {},
-                     "skipped_ood_sets": {}}
+                     "environment": {**environment(), "world_size": ctx.world_size}, "models": {}, "unmeasured": {},
+                     "ood_sets": {}, "skipped_ood_sets": {}}
     mine = [(i, run) for i, run in enumerate(runs) if i % ctx.world_size == ctx.rank]
     done, cache, ood_sets = [], {}, None
     for i, run in (bar := tqdm(mine, desc="models", disable=not (cfg.progress and ctx.is_main))):
         bar.set_postfix_str(run.label)
         inputs, info = bench_inputs(cfg, run.config, cache, ood_sets)
         ood_sets = inputs.ood_sets
-        entry, arr = evaluate_model(cfg, run, inputs)
+        try:
+            entry, arr = evaluate_model(cfg, run, inputs)
+        except GeometryError as err:  # this model has no served score; the others are still measured
+            entry, arr = unmeasured_entry(run, err), None
+            tqdm.write(f"{run.label}: NOT MEASURED: {err}")
+        else:
+            tqdm.write(one_line(run.label, entry))
         done.append((i, run.label, entry, arr, info))
-        tqdm.write(one_line(run.label, entry))
     gathered = gather_objects(done, ctx)
     if not ctx.is_main:
         return None
     arrays: dict = {}
     for _, label, entry, arr, info in sorted((d for part in gathered for d in part), key=lambda d: d[0]):
         results.update(info)
-        results["models"][label], arrays[label] = entry, arr
+        if arr is None:
+            results["unmeasured"][label] = entry
+        else:
+            results["models"][label], arrays[label] = entry, arr
+    if not results["models"]:
+        raise GeometryError("no model could be measured: " + "; ".join(
+            f"{label}: {e['reason']}" for label, e in results["unmeasured"].items()))
     results["aggregate"] = aggregate(results["models"])
     results["paired"] = paired_comparisons(results["models"])
     results["paper_comparison"] = paper_comparison(results["aggregate"], results["models"])
@@ -211,9 +233,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"wrote {Path(cfg.out) / 'report.md'} and results.json in {results['seconds_total']:.0f}s")
     if failed:
         print("SANITY FLAGS FAILED: " + ", ".join(f"{lbl}:{n}" for lbl, n in failed), file=sys.stderr)
-        if args.strict:
-            return 3
-    return 0
+    if results["unmeasured"]:
+        print("NOT MEASURED: " + "; ".join(f"{lbl}: {e['reason']}" for lbl, e in results["unmeasured"].items()),
+              file=sys.stderr)
+        return EXIT_UNMEASURED
+    return EXIT_SANITY if failed and args.strict else 0
 
 
 if __name__ == "__main__":

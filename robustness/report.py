@@ -259,6 +259,15 @@ def _header(results: dict) -> list[str]:
             f"{env.get('torch')}, Foolbox {env.get('foolbox')}, torchattacks {env.get('torchattacks')}.", ""]
 
 
+def _unmeasured(results: dict) -> list[str]:
+    gone = results.get("unmeasured") or {}
+    if not gone:
+        return []
+    return ["## Models not measured", "", "These runs were requested but have no served score, so nothing below "
+            "includes them (the bench exits with status 4):", ""] + _table(
+        ["model", "run", "reason"], [[lbl, f"`{e['run_dir']}`", e["reason"]] for lbl, e in gone.items()]) + [""]
+
+
 def _budgets(results: dict) -> list[str]:
     cfg = results["config"]
     a, b = cfg["adversarial"], cfg["adversarial"]["budget"]
@@ -494,7 +503,7 @@ CONVENTIONS = [
 
 
 def render_markdown(results: dict, plots: dict[str, dict[str, str]]) -> str:
-    sections = [_header(results), _budgets(results) if results["models"] else [],
+    sections = [_header(results), _unmeasured(results), _budgets(results) if results["models"] else [],
                 _flags_section(results["models"]), _headline(results), _paired(results), _paper(results),
                 _curves(results), _autoattack_and_adaptive(results), _min_norms(results), _ood(results),
                 _selective_and_geometry(results), _plots(plots), CONVENTIONS]

@@ -135,3 +135,36 @@ def test_tiny_end_to_end_bench_on_digits(tmp_path, monkeypatch, digits_data, dig
     assert annex["robustness"]["eps"]["linf"] == 0.05
     _, fixture_annex = read_metadata(digits_artifact)
     assert fixture_annex == {}
+
+
+@pytest.mark.slow
+def test_a_model_without_a_vertex_score_is_reported_and_the_others_measured(tmp_path, monkeypatch, capsys, digits_run,
+                                                                             digits_baseline_run):
+    import torch
+
+    from robustness.report import load_results
+
+    broken, baseline = tmp_path / "runs" / "broken", tmp_path / "runs" / "no_pen"
+    shutil.copytree(digits_run, broken)
+    shutil.copytree(digits_baseline_run, baseline)
+    (broken / "model.onnx").unlink(missing_ok=True)
+    ckpt = torch.load(broken / "checkpoint.pt", weights_only=False)
+    ckpt["model"]["latent.weight"].zero_()  # every input on one latent point: one predicted class, no vertex per class
+    torch.save(ckpt, broken / "checkpoint.pt")
+    monkeypatch.chdir(tmp_path)
+    plan = ["--attacks", "fgsm", "--n-samples", "20", "--n-ood", "50", "--n-id", "100", "--attack-steps", "2",
+            "--ood-sets", "gaussian", "--threads", "1", "--quiet"]
+    rc = bench.main(["--run", "runs/broken", "--run", "runs/no_pen", "--out", "out", *plan])
+    assert rc == bench.EXIT_UNMEASURED
+    assert "NOT MEASURED: bin_enc_s0" in capsys.readouterr().err
+    res = load_results(tmp_path / "out" / "results.json")
+    assert set(res["models"]) == {"no_pen_s0"} and res["paired"] == []
+    gone = res["unmeasured"]["bin_enc_s0"]
+    assert gone["run_dir"] == "runs/broken" and "no correctly classified" in gone["reason"]
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "## Models not measured" in md and "| bin_enc_s0 | `runs/broken` |" in md
+    assert not (broken / "model.onnx").exists()  # no artifact without a score
+    # nothing left to measure: the usual "error: ..." and exit status 2, no report
+    assert bench.main(["--run", "runs/broken", "--out", "out2", *plan]) == 2
+    assert "no model could be measured: bin_enc_s0" in capsys.readouterr().err
+    assert not (tmp_path / "out2").exists()

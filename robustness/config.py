@@ -130,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
     p.add_argument("--seed", type=int, default=0, help="bench seed (sample choice, attack randomness, OOD sets)")
     p.add_argument("--no-train", action="store_true", help="fail instead of training a missing run")
-    p.add_argument("--strict", action="store_true", help="exit with status 3 if any sanity flag fails")
+    p.add_argument("--strict", action="store_true", help="exit with status 3 if any sanity flag fails (a model that "
+                   "could not be measured always gives status 4)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 

@@ -39,7 +39,7 @@ from robustness.evaluate import Inputs, evaluate_model
 from robustness.ood import make_ood_sets
 from robustness.paper import paper_comparison
 from robustness.report import SCHEMA, write_report
-from robustness.runs import RunInProgressError, requested_runs
+from robustness.runs import ModelRun, RunInProgressError, requested_runs
 from serving.artifact import write_annex
 from training.data import load_dataset
 from training.distributed import (
@@ -146,7 +146,7 @@ RUN_ERRORS = (FileNotFoundError, RunInProgressError, ValueError)  # a user's mis
 EXIT_SANITY, EXIT_UNMEASURED = 3, 4
 
 
-def unmeasured_entry(run, err: Exception) -> dict:
+def unmeasured_entry(run: ModelRun, err: Exception) -> dict:
     """What the report says of a model the bench could not measure (e.g. ``bin_enc`` without one vertex per class)."""
     return {"label": run.label, "variant": run.config.variant, "seed": run.config.seed,
             "run_dir": relative_path(str(run.run_dir)), "reason": str(err)}

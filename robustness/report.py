@@ -265,7 +265,7 @@ def _unmeasured(results: dict) -> list[str]:
         return []
     return ["## Models not measured", "", "These runs were requested but have no served score, so nothing below "
             "includes them (the bench exits with status 4):", ""] + _table(
-        ["model", "run", "reason"], [[lbl, f"`{e['run_dir']}`", e["reason"]] for lbl, e in gone.items()]) + [""]
+        ["model", "run", "reason"], [[lbl, f"`{e['run_dir']}`", e["reason"]] for lbl, e in gone.items()])
 
 
 def _budgets(results: dict) -> list[str]:

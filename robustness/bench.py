@@ -152,6 +152,10 @@ def unmeasured_entry(run: ModelRun, err: Exception) -> dict:
             "run_dir": relative_path(str(run.run_dir)), "reason": str(err)}
 
 
+def unmeasured_text(results: dict) -> str:
+    return "; ".join(f"{label}: {e['reason']}" for label, e in results["unmeasured"].items())
+
+
 def _resolve_runs(cfg: BenchConfig, ctx: DistContext) -> list:
     """Rank 0 resolves (and trains) the runs; every rank gets the list, or rank 0's error raised on every rank."""
     try:
@@ -199,8 +203,7 @@ def run_bench(cfg: BenchConfig, ctx: DistContext = SINGLE) -> dict | None:
         else:
             results["models"][label], arrays[label] = entry, arr
     if not results["models"]:
-        raise GeometryError("no model could be measured: " + "; ".join(
-            f"{label}: {e['reason']}" for label, e in results["unmeasured"].items()))
+        raise GeometryError("no model could be measured: " + unmeasured_text(results))
     results["aggregate"] = aggregate(results["models"])
     results["paired"] = paired_comparisons(results["models"])
     results["paper_comparison"] = paper_comparison(results["aggregate"], results["models"])
@@ -234,8 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if failed:
         print("SANITY FLAGS FAILED: " + ", ".join(f"{lbl}:{n}" for lbl, n in failed), file=sys.stderr)
     if results["unmeasured"]:
-        print("NOT MEASURED: " + "; ".join(f"{lbl}: {e['reason']}" for lbl, e in results["unmeasured"].items()),
-              file=sys.stderr)
+        print("NOT MEASURED: " + unmeasured_text(results), file=sys.stderr)
         return EXIT_UNMEASURED
     return EXIT_SANITY if failed and args.strict else 0
 

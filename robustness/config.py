@@ -117,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attack-steps", type=int, help="PGD / adaptive steps S (APGD and FAB use 5S, FMN 5S, C&W 2S "
                    "per binary-search step); default 20 PGD, 30 adaptive, 100 APGD / FAB")
     p.add_argument("--attacks", help=f"comma-separated subset of: {', '.join(REGISTRY)}")
+    p.add_argument("--adaptive-escalations", type=int, help="at most this many doublings of the adaptive attack's "
+                   "steps and restarts in its convergence check (default 3; each costs about 4x the one before)")
     p.add_argument("--ood-sets", help=f"comma-separated subset of: {', '.join(ALL_SETS)}")
     p.add_argument("--out", default="bench_out", help="output directory (results.json, report.md, *.png)")
     p.add_argument("--runs-dir", default="runs", help="where cached training runs live (and new ones go)")
@@ -153,6 +155,10 @@ def _plan(args: argparse.Namespace, prof: dict) -> AdversarialPlan:
         kw["n_expensive"] = args.n_expensive
     if args.n_blackbox:
         kw["n_blackbox"] = args.n_blackbox
+    if args.adaptive_escalations is not None:
+        if args.adaptive_escalations < 1:
+            raise ValueError(f"--adaptive-escalations must be >= 1, got {args.adaptive_escalations}")
+        kw["adaptive_escalations"] = args.adaptive_escalations
     plan = AdversarialPlan(**kw)
     plan.eps_linf = parse_floats(args.eps) or plan.eps_linf
     plan.eps_l2 = parse_floats(args.eps_l2) or plan.eps_l2

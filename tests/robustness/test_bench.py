@@ -52,19 +52,22 @@ def test_missing_or_busy_runs_fail_clearly(tmp_path):
 def test_cli_parsing_sets_the_plan():
     args = build_parser().parse_args(
         ["--variants", "bin_enc,no_pen", "--seeds", "0,1", "--n-samples", "60", "--eps", "0.3,0.1",
-         "--attack-steps", "7", "--attacks", "fgsm,pgd_linf", "--ood-sets", "gaussian"])
+         "--attack-steps", "7", "--attacks", "fgsm,pgd_linf", "--ood-sets", "gaussian", "--adaptive-escalations", "5"])
     cfg = config_from_args(args, ["--x"])
     assert cfg.variants == ("bin_enc", "no_pen") and cfg.seeds == (0, 1)
     plan = cfg.adversarial
     assert (plan.n_cheap, plan.n_expensive, plan.n_blackbox) == (60, 30, 6)
     assert plan.eps_linf == [0.0, 0.1, 0.3] and plan.attacks == ("fgsm", "pgd_linf")
     assert plan.budget.pgd_steps == 7 and plan.adaptive.steps == 7 and plan.budget.apgd_steps == 35
-    assert cfg.ood_sets == ("gaussian",)
+    assert cfg.ood_sets == ("gaussian",) and plan.adaptive_escalations == 5
+    assert config_from_args(build_parser().parse_args([])).adversarial.adaptive_escalations == 3
     thorough = config_from_args(build_parser().parse_args(["--thorough"]))
     assert thorough.all_seeds and thorough.adversarial.n_cheap >= 1000 and thorough.adversarial.n_expensive >= 1000
     assert thorough.adversarial.budget.square_queries >= 5000 and thorough.adversarial.adaptive_eps_linf == ()
     with pytest.raises(ValueError, match="unknown attacks"):
         config_from_args(build_parser().parse_args(["--attacks", "nope"]))
+    with pytest.raises(ValueError, match="--adaptive-escalations must be >= 1"):
+        config_from_args(build_parser().parse_args(["--adaptive-escalations", "0"]))
 
 
 def _as_lin_pen(digits_data, out: Path) -> Path:

@@ -7,6 +7,8 @@
 #   CIFAR10_DIR=/data/cifar10 NPROC=4 bash scripts/paper_cifar10.sh    # 4 GPUs, data-parallel (torchrun, NCCL)
 #   DRY_RUN=1 CIFAR10_DIR=x bash scripts/paper_cifar10.sh              # print the commands only
 #
+# DEVICE (default cuda), TRAIN_ARGS and BENCH_ARGS (appended to every training / bench command) shrink it to a
+# smoke run; tests/training/test_paper_script.py runs it that way on CPU with a tiny CIFAR-10 in the same format.
 # Re-running resumes an interrupted run (--resume) and skips finished ones. SEEDS="0 1 2" for three seeds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,18 +18,23 @@ NPROC=${NPROC:-1}
 SEEDS=${SEEDS:-0}
 RUNS=${RUNS:-runs}
 OUT=${OUT:-bench_cifar10_paper}
+DEVICE=${DEVICE:-cuda}
+read -r -a train_args <<< "${TRAIN_ARGS:-}"
+read -r -a bench_args <<< "${BENCH_ARGS:-}"
 run() { if [ -n "${DRY_RUN:-}" ]; then echo "$*"; else "$@"; fi; }
 launcher=("$PY" -m)
 [ "$NPROC" -gt 1 ] && launcher=(torchrun --standalone --nproc_per_node "$NPROC" -m)
+evaluate=()
 for seed in $SEEDS; do for variant in bin_enc no_pen; do
   out=$RUNS/cifar10_resnet18_paper_${variant}_s${seed}
+  evaluate+=(--evaluate "$out")
   [ -f "$out/metrics.json" ] && continue
   if [ -f "$out/checkpoint.pt" ]; then
-    run "${launcher[@]}" training --out "$out" --resume --device cuda --quiet
+    run "${launcher[@]}" training --out "$out" --resume --device "$DEVICE" --quiet
   else
     run "${launcher[@]}" training --dataset cifar10 --data-dir "$CIFAR10_DIR" --backbone resnet18 --profile paper \
-      --variant "$variant" --seed "$seed" --device cuda --out "$out" --quiet
+      --variant "$variant" --seed "$seed" --device "$DEVICE" --out "$out" --quiet "${train_args[@]}"
   fi
 done; done
-run "${launcher[@]}" robustness.bench --dataset cifar10 --data-dir "$CIFAR10_DIR" --backbone resnet18 --profile paper \
-  --variants bin_enc,no_pen --seeds "${SEEDS// /,}" --device cuda --runs-dir "$RUNS" --no-train --out "$OUT" --quiet
+run "${launcher[@]}" robustness.bench --dataset cifar10 --data-dir "$CIFAR10_DIR" --profile paper "${evaluate[@]}" \
+  --device "$DEVICE" --no-train --out "$OUT" --quiet "${bench_args[@]}"

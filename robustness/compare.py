@@ -2,7 +2,8 @@
 
 A bench pairs only the models it measured itself, by seed (:func:`robustness.aggregate.paired_comparisons`). This
 pairs any two models whose ``results.json`` were made on the same adversarial points by the same attacks (same
-dataset, bench seed, sample size and attack plan; the stored point indices where both files have them), e.g. two
+dataset, bench seed, sample size and attack plan, where a larger ``--adaptive-escalations`` cap on one side is the
+same plan if the other side converged within its own; the stored point indices where both files have them), e.g. two
 training regimes benched apart, with the exact McNemar test on every headline figure. Several pairs (one per seed) are also pooled into one test on all
 their points, the discordant counts summed::
 
@@ -72,24 +73,48 @@ def load_model(ref: str) -> Model:
     return Model(ref, config, entry)
 
 
-def check_same_points(a: Model, b: Model) -> None:
-    """Raise :class:`CompareError` unless both models were attacked on the same points by the same attack plan."""
+ESCALATIONS = "attack plan adaptive_escalations"
+
+
+def converged_adaptive(m: Model) -> bool:
+    """Whether every adaptive convergence check of the model stopped because a doubling moved nothing (so a bench
+    allowing more doublings would have run exactly the same attacks on it)."""
+    flags = [f for f in m.entry["adversarial"].get("flags", []) if f.get("name", "").startswith("adaptive_converged")]
+    return bool(flags) and all(f.get("ok") is True for f in flags)
+
+
+def check_same_points(a: Model, b: Model) -> str | None:
+    """Raise :class:`CompareError` unless both models were attacked on the same points by the same attack plan.
+
+    Plans that differ only in how many doublings the adaptive attack's convergence check may take
+    (``--adaptive-escalations``) count as the same when the model with the smaller cap converged within it: the larger
+    cap would have run the same attacks on it. Returns a note saying so, or ``None``."""
     pa, pb = a.points, b.points
     diff = {k: (pa.get(k), pb.get(k)) for k in pa.keys() | pb.keys() if pa.get(k) != pb.get(k)}
+    note = None
+    if ESCALATIONS in diff and all(isinstance(v, int) for v in diff[ESCALATIONS]):
+        (va, vb), lower = diff[ESCALATIONS], a if diff[ESCALATIONS][0] < diff[ESCALATIONS][1] else b
+        if converged_adaptive(lower):
+            del diff[ESCALATIONS]
+            note = (f"{a.ref} / {b.ref}: adaptive escalations {va} vs {vb}; {lower.ref} converged within "
+                    f"{min(va, vb)}, so it met the same attacks as under {max(va, vb)}")
     if diff:
         raise CompareError(f"{a.ref} and {b.ref} were not measured on the same points: "
                            + "; ".join(f"{k} {va} vs {vb}" for k, (va, vb) in sorted(diff.items())))
     ia, ib = a.entry["adversarial"].get("points"), b.entry["adversarial"].get("points")
     if ia is not None and ib is not None and list(ia) != list(ib):
         raise CompareError(f"{a.ref} and {b.ref}: the stored test indices of the adversarial points differ")
+    return note
 
 
 def compare(pairs: Sequence[tuple[Model, Model]]) -> dict:
     """Per pair, McNemar on every headline figure; pooled over the pairs, one McNemar per figure pair."""
     rows: list[dict] = []
     pooled_points: dict[tuple[str, str], tuple[list, list]] = {}
+    notes: list[str] = []
     for a, b in pairs:
-        check_same_points(a, b)
+        if note := check_same_points(a, b):
+            notes.append(note)
         pa, pb = headline_points(a.entry), headline_points(b.entry)
         for row in compare_points(a.entry["label"], pa, b.entry["label"], pb):
             rows.append({"a_ref": a.ref, "b_ref": b.ref, **row})
@@ -98,7 +123,7 @@ def compare(pairs: Sequence[tuple[Model, Model]]) -> dict:
             xb.append(pb[row["figure_b"]])
     pooled = [{"figure_a": fa, "figure_b": fb, "pairs": len(xa), **mcnemar(np.concatenate(xa), np.concatenate(xb))}
               for (fa, fb), (xa, xb) in pooled_points.items()]
-    return {"pairs": [[a.ref, b.ref] for a, b in pairs], "rows": rows, "pooled": pooled}
+    return {"pairs": [[a.ref, b.ref] for a, b in pairs], "rows": rows, "pooled": pooled, "notes": notes}
 
 
 def markdown(result: dict) -> str:
@@ -115,6 +140,8 @@ def markdown(result: dict) -> str:
         lines += ["", f"Pooled over the {len(result['pairs'])} pairs (all their points, discordant counts summed):",
                   "", "| pairs | " + " | ".join(tail) + " |", "|" + "---|" * (len(tail) + 1)]
         lines += [fmt(r, [str(r["pairs"])]) for r in result["pooled"]]
+    if result.get("notes"):
+        lines += ["", *(f"Note: {n}" for n in result["notes"])]
     return "\n".join(lines)
 
 

@@ -11,20 +11,26 @@ from robustness import compare
 from robustness.stats import mcnemar
 
 
-def _entry(label: str, robust: list[bool], reject: list[bool], points: list[int] | None = None) -> dict:
+def _entry(label: str, robust: list[bool], reject: list[bool], points: list[int] | None = None,
+           converged: bool | None = None) -> dict:
     head = {"robust_acc_linf": {"robust_points": robust},
             "reject": {"vertex_distance" if label.startswith("bin_enc") else "max_softmax":
                        {"linf": {"robust_points": reject}}}}
     adv = {"n": {"cheap": len(robust)}, "headline": head}
     if points is not None:
         adv["points"] = points
+    if converged is not None:
+        adv["flags"] = [{"name": f"adaptive_converged[{option},{norm}]", "ok": converged if norm == "l2" else True}
+                        for option in ("vertex_distance",) for norm in ("linf", "l2")]
     return {"label": label, "variant": label.rsplit("_s", 1)[0], "seed": 0, "adversarial": adv}
 
 
-def _results(tmp_path, name: str, *entries: dict, seed: int = 0, headline_linf: float = 0.05):
+def _results(tmp_path, name: str, *entries: dict, seed: int = 0, headline_linf: float = 0.05,
+             escalations: int = 3):
     path = tmp_path / f"{name}.json"
     config = {"dataset": "fashion-mnist", "seed": seed, "adversarial": {"headline_linf": headline_linf,
-                                                                         "headline_l2": 1.0}}
+                                                                         "headline_l2": 1.0,
+                                                                         "adaptive_escalations": escalations}}
     path.write_text(json.dumps({"config": config, "models": {e["label"]: e for e in entries}}))
     return str(path)
 
@@ -68,6 +74,21 @@ def test_models_on_other_points_are_refused(tmp_path, capsys, change, match):
     assert compare.main([a, b]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and match in err and "Traceback" not in err
+
+
+def test_a_larger_escalation_cap_pairs_only_with_a_model_that_converged_within_its_own(tmp_path, capsys):
+    more = _results(tmp_path, "more", _entry("bin_enc_s2", [True, False] * 3, [True] * 6, converged=False),
+                    escalations=4)
+    done = _results(tmp_path, "done", _entry("no_pen_s2", [True] * 6, [False] * 6, converged=True))
+    undone = _results(tmp_path, "undone", _entry("no_pen_s2", [True] * 6, [False] * 6, converged=False))
+    unknown = _results(tmp_path, "unknown", _entry("no_pen_s2", [True] * 6, [False] * 6))
+    assert compare.main([more, done]) == 0
+    out = capsys.readouterr().out
+    assert "Note:" in out and "converged within 3" in out
+    for other in (undone, unknown):  # its check ran out of doublings, or the file cannot say: more might have broken more
+        assert compare.main([more, other]) == 2
+        assert "adaptive_escalations 4 vs 3" in capsys.readouterr().err
+    assert compare.main([done, more]) == 0  # either order
 
 
 def test_stored_point_indices_must_agree(tmp_path, capsys):

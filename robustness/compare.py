@@ -93,7 +93,8 @@ def check_same_points(a: Model, b: Model) -> str | None:
     diff = {k: (pa.get(k), pb.get(k)) for k in pa.keys() | pb.keys() if pa.get(k) != pb.get(k)}
     note = None
     if ESCALATIONS in diff and all(isinstance(v, int) for v in diff[ESCALATIONS]):
-        (va, vb), lower = diff[ESCALATIONS], a if diff[ESCALATIONS][0] < diff[ESCALATIONS][1] else b
+        va, vb = diff[ESCALATIONS]
+        lower = a if va < vb else b
         if converged_adaptive(lower):
             del diff[ESCALATIONS]
             note = (f"{a.ref} / {b.ref}: adaptive escalations {va} vs {vb}; {lower.ref} converged within "

@@ -25,6 +25,7 @@ import platform
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import foolbox
@@ -170,11 +171,26 @@ def _resolve_runs(cfg: BenchConfig, ctx: DistContext) -> list:
     return found
 
 
+def described_by_runs(cfg: BenchConfig, runs: list[ModelRun]) -> BenchConfig:
+    """``cfg`` with the dataset and backbone(s) of the runs it was given (``--evaluate``), not the command line's
+    defaults, so that results.json records what was measured. A bench draws its points and OOD sets once, so the
+    runs must share one dataset (ValueError otherwise); differing backbones are listed, comma-separated."""
+    if not cfg.runs:
+        return cfg
+    datasets = sorted({r.config.dataset for r in runs})
+    if len(datasets) > 1:
+        raise ValueError("one bench measures one dataset; the runs given are of "
+                         + ", ".join(f"{d} ({', '.join(r.label for r in runs if r.config.dataset == d)})"
+                                     for d in datasets))
+    return replace(cfg, dataset=datasets[0], backbone=", ".join(sorted({r.config.backbone for r in runs})))
+
+
 def run_bench(cfg: BenchConfig, ctx: DistContext = SINGLE) -> dict | None:
     """Run the whole bench and write the report; returns the results dict (on rank 0; ``None`` on other ranks)."""
     t_all = time.perf_counter()
     _threads(cfg, ctx)
     runs = _resolve_runs(cfg, ctx)
+    cfg = described_by_runs(cfg, runs)
     results: dict = {"schema": SCHEMA, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": cfg.to_dict(),
                      "environment": {**environment(), "world_size": ctx.world_size}, "models": {}, "unmeasured": {},
                      "ood_sets": {}, "skipped_ood_sets": {}}

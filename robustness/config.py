@@ -98,9 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m robustness.bench", description="Adversarial robustness, reject "
                                 "option and OOD detection of the four heads.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--dataset", default="fashion-mnist", help="dataset of the runs (with --evaluate: the runs' own)")
     p.add_argument("--variants", default="bin_enc,no_pen,lin_pen,nonlin_pen", help="comma-separated heads")
-    p.add_argument("--backbone", default="cnn")
+    p.add_argument("--backbone", default="cnn", help="backbone of the runs (with --evaluate: the runs' own)")
     p.add_argument("--profile", default="quick", choices=sorted(BENCH_PROFILES),
                    help="training profile of the runs (and the bench's sample / iteration budgets)")
     p.add_argument("--seeds", default="0", help="comma-separated training seeds")

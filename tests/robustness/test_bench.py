@@ -49,6 +49,22 @@ def test_missing_or_busy_runs_fail_clearly(tmp_path):
         runs.ensure_run(tmp_path, cfg)
 
 
+def test_evaluated_runs_define_the_recorded_dataset_and_one_bench_takes_one_dataset(tmp_path):
+    digits = [runs.ModelRun(f"{v}_s0", make_config("quick", dataset="digits", backbone=b, variant=v), tmp_path, "given")
+              for v, b in (("bin_enc", "mlp"), ("no_pen", "cnn"))]
+    given = config_from_args(build_parser().parse_args(["--evaluate", "a", "--evaluate", "b"]))
+    assert (given.dataset, given.backbone) == ("fashion-mnist", "cnn")  # the command line's defaults
+    described = bench.described_by_runs(given, digits)
+    assert (described.dataset, described.backbone) == ("digits", "cnn, mlp")
+    assert described.profile == given.profile and described.adversarial == given.adversarial
+    fashion = runs.ModelRun("bin_enc_s1", make_config("quick", dataset="fashion-mnist", variant="bin_enc", seed=1),
+                            tmp_path, "given")
+    with pytest.raises(ValueError, match=r"digits \(bin_enc_s0, no_pen_s0\), fashion-mnist \(bin_enc_s1\)"):
+        bench.described_by_runs(given, [*digits, fashion])
+    searched = config_from_args(build_parser().parse_args(["--dataset", "digits"]))  # runs looked up by config
+    assert bench.described_by_runs(searched, [fashion]) is searched
+
+
 def test_cli_parsing_sets_the_plan():
     args = build_parser().parse_args(
         ["--variants", "bin_enc,no_pen", "--seeds", "0,1", "--n-samples", "60", "--eps", "0.3,0.1",
@@ -103,6 +119,7 @@ def test_tiny_end_to_end_bench_on_digits(tmp_path, monkeypatch, digits_data, dig
     assert rc == 0
     res = load_results(out / "results.json")
     assert set(res["models"]) == {"bin_enc_s0", "no_pen_s0", "lin_pen_s0"}
+    assert (res["config"]["dataset"], res["config"]["backbone"]) == ("digits", "mlp")  # the runs', not the CLI's
     be = res["models"]["bin_enc_s0"]
     adv = be["adversarial"]
     ran = {"fgsm", "pgd_linf", "pgd_linf_margin", "pgd_linf_strong", "pgd_linf_margin_strong", "apgd_t_linf",

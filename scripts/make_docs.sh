@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Regenerate every figure in docs/ that 2 CPU cores can reproduce, then list those that need a GPU.
+# Regenerate the default runs' figures in docs/ that 2 CPU cores can reproduce, then list those that need a GPU.
+# (docs/findings.md, the regime sweep and adversarial training, states each figure's own command; its runs train
+# again from docs/runs/NAME/config.json with `python -m training --config`.)
 #   make docs                 (or: bash scripts/make_docs.sh; PYTHON=... to pick the interpreter)
 # Trains the four default quick runs that are missing (~15-45 min each on 2 CPU cores), then rewrites:
 #   docs/runs/NAME/{config,metrics}.json(l)   the run metrics docs/results.md cites

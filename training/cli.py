@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
 
-from training.config import PROFILES, make_config
+from training.config import PROFILES, TrainConfig, make_config
 from training.data import DatasetNotFoundError, available_datasets
 from training.distributed import init_distributed, shutdown
 from training.models import VARIANTS, available_backbones
@@ -17,12 +20,14 @@ from training.train import TrainingDiverged, train
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training", description=__doc__)
-    p.add_argument("--dataset", default="fashion-mnist", choices=available_datasets())
+    p.add_argument("--config", type=Path, metavar="FILE", help="the settings of FILE, a run's config.json (e.g. "
+                   "docs/runs/NAME/config.json: that run trained again); flags given beside it override them")
+    p.add_argument("--dataset", choices=available_datasets(), help="(default: fashion-mnist)")
     p.add_argument("--data-dir", help="directory with the dataset files (default for fashion-mnist: "
                    "/usr/share/datasets/fashion-mnist from the Debian package dataset-fashion-mnist)")
-    p.add_argument("--variant", default="bin_enc", choices=VARIANTS)
+    p.add_argument("--variant", choices=VARIANTS, help="(default: bin_enc)")
     p.add_argument("--backbone", default=None, choices=available_backbones())
-    p.add_argument("--profile", default="quick", choices=sorted(PROFILES))
+    p.add_argument("--profile", choices=sorted(PROFILES), help="(default: quick)")
     p.add_argument("--out", required=True, help="run directory (checkpoint, metrics.jsonl, metrics.json)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--latent-dim", "-d", type=int, dest="latent_dim")
@@ -64,12 +69,36 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+NOT_SETTINGS = {"config", "profile", "out", "resume", "export", "quiet", "stop_after_epoch"}
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The run's settings: ``--profile`` (default ``quick``) or ``--config FILE``, then the flags given beside it."""
+    overrides = {k: v for k, v in vars(args).items() if k not in NOT_SETTINGS and v is not None}
+    if args.config is None:
+        return make_config(args.profile or "quick", **overrides)
+    if args.profile:
+        raise ValueError("give --config or --profile, not both (a run's config already holds its profile's settings)")
+    try:
+        saved = json.loads(args.config.read_text())
+    except OSError as err:
+        raise ValueError(f"cannot read --config {args.config}: {err.strerror or err}") from None
+    except ValueError as err:
+        raise ValueError(f"--config {args.config} is not JSON: {err}") from None
+    settings = saved.get("train", saved) if isinstance(saved, dict) else None
+    if not isinstance(settings, dict) or not {"variant", "dataset", "epochs"} <= set(settings):
+        raise ValueError(f"--config {args.config} is not a run's config.json (expected the settings under \"train\")")
+    return replace(TrainConfig.from_dict(settings), **overrides)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    overrides = {k: v for k, v in vars(args).items()
-                 if k not in {"profile", "out", "resume", "export", "quiet", "stop_after_epoch"}}
-    cfg = make_config(args.profile, **overrides)
+    try:
+        cfg = train_config(args)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     ctx = init_distributed(cfg.device)
     try:
         result = train(cfg, args.out, resume=args.resume, progress=not args.quiet,

@@ -16,7 +16,7 @@ import numpy as np
 from robustness.config import build_parser as bench_parser
 from robustness.config import config_from_args
 from training.cli import build_parser as train_parser
-from training.config import make_config
+from training.cli import train_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,7 +34,7 @@ def test_paper_cifar10_commands_parse(tmp_path):
     trains = [train_parser().parse_args(a[6:]) for a in lines[:4]]
     assert {(a.variant, a.seed) for a in trains} == {("bin_enc", 0), ("no_pen", 0), ("bin_enc", 1), ("no_pen", 1)}
     for a in trains:
-        cfg = make_config(a.profile, dataset=a.dataset, backbone=a.backbone, device=a.device)
+        cfg = train_config(a)
         assert (cfg.dataset, cfg.backbone, cfg.device, cfg.epochs, cfg.gamma_cap) == ("cifar10", "resnet18", "cuda",
                                                                                       800, 1e6)
     bench_argv = lines[4][6:]

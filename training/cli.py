@@ -85,7 +85,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         raise ValueError(f"cannot read --config {args.config}: {err.strerror or err}") from None
     except ValueError as err:
         raise ValueError(f"--config {args.config} is not JSON: {err}") from None
-    settings = saved.get("train", saved) if isinstance(saved, dict) else None
+    settings = saved.get("train") if isinstance(saved, dict) else None
     if not isinstance(settings, dict) or not {"variant", "dataset", "epochs"} <= set(settings):
         raise ValueError(f"--config {args.config} is not a run's config.json (expected the settings under \"train\")")
     return replace(TrainConfig.from_dict(settings), **overrides)

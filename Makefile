@@ -52,7 +52,7 @@ test: install
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check training serving robustness tests scripts
+	$(BIN)/ruff check training serving robustness tests scripts research
 
 bench: install data
 	$(BIN)/python -m robustness.bench

@@ -7,7 +7,7 @@ same plan if the other side converged within its own; the stored point indices w
 training regimes benched apart, with the exact McNemar test on every headline figure. Several pairs (one per seed) are also pooled into one test on all
 their points, the discordant counts summed::
 
-    python -m robustness.compare docs/bench-a/results.json:bin_enc_s0 docs/bench-b/results.json:bin_enc_s0 \\
+    python -m robustness.compare research/bench/a/results.json:bin_enc_s0 research/bench/b/results.json:bin_enc_s0 \\
         [A2 B2 ...] [--json OUT]
 
 A reference is ``RESULTS.json[:LABEL]``; the label may be left out when the file holds one model.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate the default runs' figures in docs/ that 2 CPU cores can reproduce, then list those that need a GPU.
-# (docs/findings.md, the regime sweep and adversarial training, states each figure's own command; its runs train
-# again from docs/runs/NAME/config.json with `python -m training --config`.)
+# (research/, the regime sweep and adversarial training, states each figure's own command beside it; its runs train
+# again from research/runs/NAME/config.json with `python -m training --config`.)
 #   make docs                 (or: bash scripts/make_docs.sh; PYTHON=... to pick the interpreter)
 # Trains the four default quick runs that are missing (~15-45 min each on 2 CPU cores), then rewrites:
 #   docs/runs/NAME/{config,metrics}.json(l)   the run metrics docs/results.md cites
@@ -55,7 +55,7 @@ step "epoch time at 1 and 2 processes (docs/distributed.md)"
 cat <<'TXT'
 
 == figures that need a GPU (not regenerated here)
-- docs/quick-profile.md: the schedule sweep (python scripts/quick_profile_sweep.py --round 1|2 --device cuda --jobs 16)
+- research/quick-profile.md: the schedule sweep (python -m research.scripts.quick_profile_sweep --round 1|2 --device cuda --jobs 16)
 - docs/results.md: the three-seed table (bash scripts/train_matrix.sh with DEVICE=cuda, then scripts/results_table.py --seeds 0 1 2)
 - docs/distributed.md: the GPU check (bash scripts/gpu_check.sh on a GPU machine)
 TXT

@@ -2,7 +2,7 @@
 
     python scripts/results_table.py --runs docs/runs --seeds 0
 
-Reads each run's ``metrics.json`` (``docs/runs/`` keeps a copy of every run the docs cite; ``runs/`` works too).
+Reads each run's ``metrics.json`` (``docs/runs/`` keeps a copy of every run docs/ cites, ``research/runs/`` of the studies' runs; ``runs/`` works too).
 """
 
 from __future__ import annotations

@@ -63,13 +63,13 @@ PROFILES: dict[str, dict] = {
         lr_step_factor=0.5, head_lr=1e-3, weight_decay=5e-4, head_weight_decay=5e-4,
         gamma0=0.01, gamma_factor=1.05, gamma_cap=1e6, gamma_per="epoch", gamma_ramp=None,
     ),
-    # Compressed schedule found empirically for Fashion-MNIST + cnn on 2 CPU cores (docs/quick-profile.md).
+    # Compressed schedule found empirically for Fashion-MNIST + cnn on 2 CPU cores (research/quick-profile.md).
     "quick": dict(
         epochs=20, batch_size=128, lr=1e-3, lr_min=1e-5, lr_schedule="cosine", head_lr=1e-3,
         weight_decay=5e-4, head_weight_decay=5e-4,
         gamma0=0.01, gamma_cap=1e2, gamma_per="step", gamma_ramp=0.5,
     ),
-    # The paper's schedule shape at CPU scale (docs/findings.md): gamma grown once per epoch up to the low end of the
+    # The paper's schedule shape at CPU scale (research/sweep.md): gamma grown once per epoch up to the low end of the
     # paper's range, 1e4 (reached half-way; 1e6 collapses to chance at this length), constant output-layer LR, three
     # times the quick length (~60 min on 2 CPU cores).
     "long": dict(

@@ -1,4 +1,5 @@
-"""Ed25519 signatures on artifacts: who exported a model, on top of the checksum that catches corruption.
+"""Ed25519 signatures on artifacts, the verifying side: who exported a model, on top of the checksum that catches
+corruption. Keys are made and models signed on the training side (:mod:`training.signing`); serving ships only this.
 
 The signature covers the artifact's ``checksum`` (sha256 over the serialised graph and every other signed
 metadata field, :func:`serving.artifact.compute_checksum`); the loader recomputes the checksum from the file
@@ -6,14 +7,11 @@ before the signature is verified, so editing the graph, the threshold or any sig
 other. It is stored in ``metadata_props["binenc.signature"]`` as JSON ``{"algorithm": "ed25519",
 "key_id": ..., "signature": base64}``; the unsigned annex can still be updated without re-signing.
 
-Commands::
+Command (keys and signatures: ``python -m training.signing keygen / sign``)::
 
-    python -m serving.signing keygen --out DIR          # DIR/binenc_ed25519.key (private, 0600) + .pub
-    python -m serving.signing sign MODEL --key DIR/binenc_ed25519.key
     python -m serving.signing verify MODEL --public-key DIR/binenc_ed25519.pub
 
-``python -m training.export RUN --sign KEY`` signs while exporting; a service with ``BINENC_PUBLIC_KEY`` set
-refuses any model this key did not sign.
+A service with ``BINENC_PUBLIC_KEY`` set refuses any model the matching private key did not sign.
 """
 
 from __future__ import annotations
@@ -22,7 +20,6 @@ import argparse
 import base64
 import hashlib
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,22 +27,12 @@ from pathlib import Path
 import onnx
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from .artifact import (
-    METADATA_KEY,
-    SIGNATURE_KEY,
-    Artifact,
-    ArtifactError,
-    atomic_write_bytes,
-    get_props,
-    read_metadata,
-    set_prop,
-)
+from .artifact import SIGNATURE_KEY, Artifact, ArtifactError, get_props, read_metadata
 
 ALGORITHM = "ed25519"
-CONTEXT = b"binenc-artifact-signature-v1\n"
-KEY_NAME = "binenc_ed25519"
+CONTEXT = b"binenc-artifact-signature-v1\n"  # signed message = CONTEXT + checksum (training.signing signs it)
 
 
 class SignatureError(ArtifactError):
@@ -62,76 +49,21 @@ def key_id(public_key: Ed25519PublicKey) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
-def _read_pem(path: str | Path, what: str) -> bytes:
+def read_pem(path: str | Path, what: str) -> bytes:
     try:
         return Path(path).read_bytes()
     except OSError as err:
         raise KeyFileError(f"cannot read the {what} key {path}: {err.strerror}") from None
 
 
-def load_private_key(path: str | Path) -> Ed25519PrivateKey:
-    try:
-        key = serialization.load_pem_private_key(_read_pem(path, "private"), password=None)
-    except (ValueError, TypeError) as err:
-        raise KeyFileError(f"{path} is not an unencrypted PEM private key: {err}") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise KeyFileError(f"{path} holds a {type(key).__name__}, expected an Ed25519 private key")
-    return key
-
-
 def load_public_key(path: str | Path) -> Ed25519PublicKey:
     try:
-        key = serialization.load_pem_public_key(_read_pem(path, "public"))
+        key = serialization.load_pem_public_key(read_pem(path, "public"))
     except (ValueError, TypeError) as err:
         raise KeyFileError(f"{path} is not a PEM public key: {err}") from None
     if not isinstance(key, Ed25519PublicKey):
         raise KeyFileError(f"{path} holds a {type(key).__name__}, expected an Ed25519 public key")
     return key
-
-
-def generate_keypair(out_dir: str | Path, name: str = KEY_NAME) -> tuple[Path, Path]:
-    """Write ``name.key`` (PKCS#8 PEM, mode 0600) and ``name.pub`` (SubjectPublicKeyInfo PEM) in ``out_dir``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    private, public = out_dir / f"{name}.key", out_dir / f"{name}.pub"
-    if private.exists():
-        raise FileExistsError(f"{private} exists; refusing to overwrite a private key")
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
-    fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
-    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
-    return private, public
-
-
-def _checksum_of(model: onnx.ModelProto) -> str:
-    props = get_props(model)
-    try:
-        return str(json.loads(props[METADATA_KEY])["checksum"])
-    except (KeyError, ValueError, TypeError):
-        raise ArtifactError("the model has no signed binenc metadata with a checksum; export it first") from None
-
-
-def sign_model(model: onnx.ModelProto, private_key: str | Path | Ed25519PrivateKey) -> str:
-    """Add the signature of ``model``'s checksum to its ``metadata_props``; returns the key id."""
-    key = private_key if isinstance(private_key, Ed25519PrivateKey) else load_private_key(private_key)
-    signature = key.sign(CONTEXT + _checksum_of(model).encode())
-    kid = key_id(key.public_key())
-    set_prop(model, SIGNATURE_KEY, json.dumps({"algorithm": ALGORITHM, "key_id": kid,
-                                               "signature": base64.b64encode(signature).decode()}))
-    return kid
-
-
-def sign_file(path: str | Path, private_key: str | Path) -> str:
-    """Verify ``path`` (schema, checksum), sign it and rewrite it atomically; returns the key id."""
-    read_metadata(path, verify=True)
-    model = onnx.load_model(str(path))
-    kid = sign_model(model, private_key)
-    atomic_write_bytes(path, model.SerializeToString())
-    return kid
 
 
 def verify_signature(checksum: str, signature_json: str | None, public_key: Ed25519PublicKey,
@@ -141,7 +73,7 @@ def verify_signature(checksum: str, signature_json: str | None, public_key: Ed25
     if not signature_json:
         raise SignatureError(f"{where} is unsigned; a public key is configured (key id {expected}), so only "
                              "models signed with its private key are served (`python -m training.export RUN "
-                             "--sign KEY` or `python -m serving.signing sign MODEL --key KEY`)")
+                             "--sign KEY` or `python -m training.signing sign MODEL --key KEY`)")
     try:
         record = json.loads(signature_json)
         signature = base64.b64decode(record["signature"], validate=True)
@@ -175,29 +107,19 @@ def verify_file(path: str | Path, public_key: str | Path | Ed25519PublicKey) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m serving.signing", description="Ed25519 keys and artifact signatures")
+    p = argparse.ArgumentParser(prog="python -m serving.signing",
+                                description="check an artifact's signature (keys and signing: python -m training.signing)")
     sub = p.add_subparsers(dest="command", required=True)
-    k = sub.add_parser("keygen", help="write a new key pair")
-    k.add_argument("--out", required=True, help="directory for binenc_ed25519.key / .pub")
-    s = sub.add_parser("sign", help="sign an exported model.onnx in place")
-    s.add_argument("model")
-    s.add_argument("--key", required=True, help="private key (PEM)")
     v = sub.add_parser("verify", help="check a model's checksum and signature")
     v.add_argument("model")
     v.add_argument("--public-key", required=True, help="public key (PEM)")
     args = p.parse_args(argv)
     try:
-        if args.command == "keygen":
-            private, public = generate_keypair(args.out)
-            print(f"private key {private} (keep it secret), public key {public}")
-        elif args.command == "sign":
-            print(f"signed {args.model} with key id {sign_file(args.model, args.key)}")
-        else:
-            verify_file(args.model, args.public_key)
-            print(f"{args.model}: signature valid")
-    except (ArtifactError, KeyFileError, FileExistsError) as err:
+        verify_file(args.model, args.public_key)
+    except (ArtifactError, KeyFileError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    print(f"{args.model}: signature valid")
     return 0
 
 

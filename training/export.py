@@ -37,7 +37,6 @@ from serving.artifact import (
     read_metadata,
     sign_metadata,
 )
-from serving.signing import sign_model
 from training.checkpoint import CHECKPOINT, load_run
 from training.data import DatasetNotFoundError, DatasetSplits, load_dataset
 from training.inference import forward_batches, to_tensor
@@ -46,6 +45,7 @@ from training.metrics import auroc, calibrate_threshold
 from training.models import Classifier
 from training.reliability import GeometryError, VertexGeometry
 from training.score import score_definition, score_module
+from training.signing import sign_model
 from training.version import code_version
 
 log = logging.getLogger(__name__)
@@ -225,7 +225,7 @@ def export_run(
     data: DatasetSplits | None = None, sign_key: str | Path | None = None,
 ) -> Path:
     """Export ``run_dir`` to ``out`` (default ``run_dir/model.onnx``); returns the path written.
-    ``sign_key``: an Ed25519 private key (PEM) that signs the artifact (:mod:`serving.signing`)."""
+    ``sign_key``: an Ed25519 private key (PEM) that signs the artifact (:mod:`training.signing`)."""
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else run_dir / ARTIFACT_NAME
     if not 0.0 < target_accept_rate < 1.0:
@@ -320,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--register", action="store_true", help="also store it in the BentoML model store (binenc:latest)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--sign", metavar="PRIVATE_KEY", help="sign the artifact with this Ed25519 key (PEM; create a "
-                   "pair with `python -m serving.signing keygen --out DIR`)")
+                   "pair with `python -m training.signing keygen --out DIR`)")
     return p
 
 

@@ -41,7 +41,7 @@ API_KEY = "test-key-0123456789"
 @pytest.fixture(scope="session")
 def signing_keys(tmp_path_factory):
     """An Ed25519 key pair (private, public) in a temporary directory."""
-    from serving.signing import generate_keypair
+    from training.signing import generate_keypair
 
     return generate_keypair(tmp_path_factory.mktemp("keys"))
 
@@ -51,7 +51,7 @@ def signed_artifact(tmp_path_factory, digits_artifact, signing_keys):
     """A copy of ``digits_artifact`` signed with ``signing_keys``."""
     import shutil
 
-    from serving.signing import sign_file
+    from training.signing import sign_file
 
     path = tmp_path_factory.mktemp("signed") / "model.onnx"
     shutil.copyfile(digits_artifact, path)

@@ -20,13 +20,8 @@ from serving.artifact import (
     sign_metadata,
     write_annex,
 )
-from serving.signing import (
-    SignatureError,
-    generate_keypair,
-    load_public_key,
-    verify_artifact,
-    verify_file,
-)
+from serving.signing import SignatureError, load_public_key, verify_artifact, verify_file
+from training.signing import generate_keypair
 
 
 def _tamper_threshold(path, value: float = 0.0) -> None:
@@ -83,7 +78,7 @@ def test_corruption_is_still_caught_by_the_checksum(signed_copy, signing_keys):
 
 
 def test_signing_commands(tmp_path, digits_artifact):
-    run = [sys.executable, "-m", "serving.signing"]
+    run, verify = [sys.executable, "-m", "training.signing"], [sys.executable, "-m", "serving.signing"]
     model = tmp_path / "model.onnx"
     shutil.copyfile(digits_artifact, model)
     assert subprocess.run([*run, "keygen", "--out", str(tmp_path / "k")], cwd=REPO_ROOT).returncode == 0
@@ -91,12 +86,12 @@ def test_signing_commands(tmp_path, digits_artifact):
     again = subprocess.run([*run, "keygen", "--out", str(tmp_path / "k")], cwd=REPO_ROOT, capture_output=True, text=True)
     assert again.returncode == 2 and "refusing to overwrite" in again.stderr
     pub = str(tmp_path / "k" / "binenc_ed25519.pub")
-    unsigned = subprocess.run([*run, "verify", str(model), "--public-key", pub], cwd=REPO_ROOT, capture_output=True,
+    unsigned = subprocess.run([*verify, "verify", str(model), "--public-key", pub], cwd=REPO_ROOT, capture_output=True,
                               text=True)
     assert unsigned.returncode == 2 and "unsigned" in unsigned.stderr
     key = str(tmp_path / "k" / "binenc_ed25519.key")
     assert subprocess.run([*run, "sign", str(model), "--key", key], cwd=REPO_ROOT).returncode == 0
-    assert subprocess.run([*run, "verify", str(model), "--public-key", pub], cwd=REPO_ROOT).returncode == 0
+    assert subprocess.run([*verify, "verify", str(model), "--public-key", pub], cwd=REPO_ROOT).returncode == 0
 
 
 @pytest.mark.slow

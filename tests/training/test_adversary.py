@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from scripts import robust_check
+from research.scripts import robust_check
 from training.adversary import adversarial_examples, robust_accuracy
 from training.checkpoint import load_run
 from training.cli import summary
@@ -98,7 +98,7 @@ def test_robust_selection_keeps_the_best_checked_epoch_and_resumes(tmp_path, dig
     x, y = to_tensor(digits_data.val.images[:200]), torch.from_numpy(digits_data.val.labels[:200])
     assert robust_accuracy(net, x, y, saved_cfg, seed=saved_cfg.seed) == best["val_robust_acc"]
     assert f"kept_epoch={best['epoch'] + 1} " in summary(str(tmp_path / "full"), full.metrics)  # the CLI's last line
-    # scripts/robust_check.py reads the same figures back (table and plot)
+    # research/scripts/robust_check.py reads the same figures back (table and plot)
     out = robust_check.table([robust_check.load(tmp_path / "full")])
     assert f"kept epoch: {best['epoch'] + 1}" in out and f"{best['val_robust_acc']:.4f}" in out
     robust_check.main([str(tmp_path / "full"), "--out", str(tmp_path / "check.png")])

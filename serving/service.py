@@ -37,6 +37,7 @@ from .openapi import build_openapi
 from .predictor import Predictor
 from .settings import Settings
 from .signing import KeyFileError, load_public_key, verify_artifact, verify_file
+from .ui import UiPage
 from .validation import ApiError, check_batch_body, to_array, validate_model_tensor
 
 log = logging.getLogger("binenc.serving")
@@ -162,3 +163,5 @@ BinencService.add_asgi_middleware(BodyReader, max_body=SETTINGS.max_body_bytes, 
 BinencService.add_asgi_middleware(WorkLimit, max_concurrency=SETTINGS.max_concurrency, timeout_s=SETTINGS.timeout_s,
                                   exempt=HEALTH_PATHS | {"/docs.json"})
 BinencService.add_asgi_middleware(DirectRoutes, routes=direct_routes(PredictRoutes(current_predictor, OFFLOAD)))
+if SETTINGS.ui:
+    BinencService.add_asgi_middleware(UiPage)

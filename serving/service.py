@@ -24,6 +24,7 @@ from .app import PredictRoutes, create_app, direct_routes
 from .artifact import ArtifactError
 from .handlers import Offload
 from .images import set_pillow_pixel_cap
+from .logjson import use_json_logs
 from .middleware import (
     HEALTH_PATHS,
     ApiDocs,
@@ -43,6 +44,8 @@ from .validation import ApiError, check_batch_body, to_array, validate_model_ten
 log = logging.getLogger("binenc.serving")
 
 SETTINGS = Settings.from_env()
+if SETTINGS.json_logs:
+    use_json_logs()
 SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "models" / "fashion-mnist_bin_enc" / "model.onnx"
 
 

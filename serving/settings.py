@@ -51,6 +51,7 @@ class Settings:
     auth_open_paths: tuple[str, ...] = DEFAULT_OPEN_PATHS
     public_key: str | None = None
     ui: bool = True
+    json_logs: bool = False
 
     @property
     def limits(self) -> Limits:

@@ -95,10 +95,12 @@ def shipped_with_annex(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def shipped(shipped_with_annex) -> Server:
-    """The shipped model (with its bench annex) behind an API key (``API_KEY``): the client and /ui tests' server."""
+    """The shipped model (with its bench annex) behind an API key (``API_KEY``), JSON logs on: the client, /ui and
+    deployment tests' server."""
     from serving.middleware import hash_key
 
     server = start_server({"BINENC_MODEL_PATH": str(shipped_with_annex), "BINENC_MODEL_TAG": None,
-                           "BINENC_API_KEY_HASHES": hash_key(API_KEY), "BINENC_API_KEY": None})
+                           "BINENC_API_KEY_HASHES": hash_key(API_KEY), "BINENC_API_KEY": None,
+                           "BINENC_JSON_LOGS": "1"})
     yield server
     server.stop()

@@ -165,6 +165,16 @@ class Client:
             raise _error(response)
         return response
 
+    def _json(self, method: str, path: str, parse: Any, **kwargs: Any) -> Any:
+        """The answer parsed by ``parse``; a body that is not what the route documents is a :class:`BinencError`."""
+        response = self._request(method, path, **kwargs)
+        try:
+            return parse(response.json())
+        except (ValueError, KeyError, TypeError) as err:
+            raise BinencError(response.status_code, "invalid_response",
+                              f"{method} {path}: the answer is not what the route documents ({type(err).__name__}: "
+                              f"{err})") from err
+
     def predict(self, instances: Any, *, pixel_range: str | None = None,
                 threshold: float | None = None) -> PredictResult:
         """``POST /predict``: a batch in the model's layout (N×H×W for grayscale, N×C×H×W otherwise).
@@ -178,7 +188,7 @@ class Client:
             body["pixel_range"] = pixel_range
         if threshold is not None:
             body["threshold"] = threshold
-        return PredictResult.from_json(self._request("POST", "/predict", json=body).json())
+        return self._json("POST", "/predict", PredictResult.from_json, json=body)
 
     def predict_image(self, *images: ImageInput, threshold: float | None = None) -> PredictResult:
         """``POST /predict_image``: one or more PNG/JPEG images (paths, bytes or PIL images)."""
@@ -186,16 +196,16 @@ class Client:
             raise TypeError("predict_image needs at least one image")
         files = [("image", _image_part(img, i)) for i, img in enumerate(images)]
         data = {"threshold": repr(float(threshold))} if threshold is not None else None
-        return PredictResult.from_json(self._request("POST", "/predict_image", files=files, data=data).json())
+        return self._json("POST", "/predict_image", PredictResult.from_json, files=files, data=data)
 
     def predict_batch(self, pixels: Any) -> list[Prediction]:
         """``POST /predict_batch`` (BentoML's adaptive batching): float N×C×H×W in [0, 1]."""
-        answer = self._request("POST", "/predict_batch", json={"pixels": _as_lists(pixels)}).json()
-        return [Prediction.from_json(p) for p in answer]
+        return self._json("POST", "/predict_batch", lambda answer: [Prediction.from_json(p) for p in answer],
+                          json={"pixels": _as_lists(pixels)})
 
     def model(self) -> ModelCard:
         """``GET /model``: the model card."""
-        return ModelCard.from_json(self._request("GET", "/model").json())
+        return self._json("GET", "/model", ModelCard.from_json)
 
     def live(self) -> bool:
         """``GET /livez`` answers 200 (the process is up)."""

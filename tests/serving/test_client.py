@@ -107,3 +107,10 @@ def test_unreachable_service_is_the_same_exception_type():
         with pytest.raises(BinencError) as err:
             c.model()
     assert err.value.status is None and err.value.code == "connection_error"
+
+
+def test_an_answer_that_is_not_the_documented_shape_is_a_binenc_error(shipped):
+    with Client(shipped.url, api_key=API_KEY) as c, pytest.raises(BinencError) as err:
+        c._json("GET", "/livez", ModelCard.from_json)  # a real route whose body is not a model card
+    assert err.value.code == "invalid_response" and err.value.status == 200
+

@@ -137,6 +137,48 @@ def test_json_logs_are_one_object_per_line(shipped):
     assert any("path=/model" in p["message"] and "status=401" in p["message"] for p in access)
 
 
+@pytest.mark.slow
+def test_readiness_is_never_200_before_the_model_answers(shipped_with_annex):
+    """From the start of ``bentoml serve``: /readyz answers nothing (refused, then unanswered) until the worker has
+    loaded the model, and once it says 200, /model and /livez answer too (what docs/deploy.md tells operators)."""
+    import signal
+    import tempfile
+    import time
+
+    from server_util import free_port
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "True", "BINENC_MODEL_PATH": str(shipped_with_annex)}
+    for var in ("BINENC_MODEL_TAG", "BINENC_API_KEY_HASHES", "BINENC_API_KEYS_FILE"):
+        env.pop(var, None)
+    env.setdefault("BENTOML_HOME", tempfile.mkdtemp(prefix="binenc-bentoml-"))
+    proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "--host", "127.0.0.1", "--port", str(port)],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + 180
+        with httpx.Client(timeout=0.5) as http:
+            while time.monotonic() < deadline and proc.poll() is None:
+                try:
+                    seen.append(str(http.get(url + "/readyz").status_code))
+                except httpx.ConnectError:
+                    seen.append("refused")
+                except httpx.TimeoutException:
+                    seen.append("unanswered")
+                if seen[-1] == "200":
+                    break
+                time.sleep(0.1)
+        assert seen and seen[-1] == "200", seen[-20:]
+        assert set(seen[:-1]) <= {"refused", "unanswered"} and seen[:-1], sorted(set(seen))
+        with httpx.Client(base_url=url, timeout=5) as http:
+            assert http.get("/model").status_code == 200 and http.get("/livez").status_code == 200
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+
+
 def _docker_engine() -> str | None:
     docker = shutil.which("docker")
     if docker is None:

@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 RUN ?= runs/fashion-mnist_cnn_quick_bin_enc_s0
 export BENTOML_DO_NOT_TRACK := True
 
-.PHONY: serve install-serve install data train model test lint bench docs
+.PHONY: serve install-serve install browser data train model test lint bench docs
 
 serve: install-serve
 	$(BIN)/bentoml serve
@@ -28,7 +28,15 @@ $(BIN)/.installed: pyproject.toml | $(BIN)/python
 	touch $@ $(BIN)/.installed-serve
 
 install-serve: $(BIN)/.installed-serve
-install: $(BIN)/.installed
+install: $(BIN)/.installed browser
+
+# Chromium and its driver from Debian for the /ui browser test (tests/serving/test_ui.py); a no-op once present.
+browser:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver; \
+	else echo "no apt-get: install Chromium and chromedriver, or tests/serving/test_ui.py skips its browser test"; fi
 
 # Fashion-MNIST from Debian; skipped where apt is missing (then pass --data-dir, see README).
 data:

@@ -1,4 +1,5 @@
-"""results.json (versioned schema), report.md and PNG plots (matplotlib, Agg backend) of a bench run."""
+"""results.json (versioned schema), report.md (summary on top, :mod:`robustness.summary`), report.html
+(self-contained, :mod:`robustness.report_html`) and PNG plots (matplotlib, Agg backend) of a bench run."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
+from robustness.report_html import write_html
+from robustness.summary import summary_section
 from training.jsonio import clean_json, write_json_atomic
 
 SCHEMA = {"name": "binenc.robustness.results", "version": 2}
-DPI = 72
+DPI = 100
+LEGEND = {"fontsize": 7, "framealpha": 0.9}
 HEADLINE_METHOD = "reliability"
 
 
@@ -88,7 +92,7 @@ def plot_robust_accuracy(label: str, adv: dict, path: Path) -> None:
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=6, loc="upper right")
+            ax.legend(loc="upper right", **LEGEND)
     fig.suptitle(f"{label}: robust accuracy vs ε", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
@@ -108,7 +112,7 @@ def plot_worst_all(models: dict, path: Path) -> None:
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
+            ax.legend(**LEGEND)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
@@ -127,7 +131,7 @@ def plot_risk_coverage(models: dict, path: Path) -> None:
         ax.set_xlabel("coverage", fontsize=7)
         ax.set_ylabel("selective risk", fontsize=7)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=5)
+        ax.legend(**LEGEND)
     fig.suptitle("risk-coverage on ID test (legend: AURC)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
@@ -163,7 +167,7 @@ def plot_roc(label: str, ood: dict, path: Path) -> None:
         ax.set_title(f"ID vs {s}", fontsize=9)
         ax.set_xlabel("FPR (OOD accepted)", fontsize=7)
         ax.set_ylabel("TPR (ID accepted)", fontsize=7)
-        ax.legend(fontsize=5, loc="lower right")
+        ax.legend(loc="lower right", **LEGEND)
     fig.suptitle(f"{label}: OOD ROC curves (legend: AUROC)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
@@ -171,21 +175,39 @@ def plot_roc(label: str, ood: dict, path: Path) -> None:
 
 
 def plot_reliability_hist(label: str, rel_id: np.ndarray, rel_ood: dict, threshold: float, path: Path) -> None:
-    plt = pyplot()
-    sets = [s for s, v in rel_ood.items() if v is not None]
-    fig, flat = _panels(len(sets), 3, 2.4)
-    bins = np.linspace(0, 1, 41)
-    for ax, s in zip(flat, sets, strict=False):
-        ax.hist(np.clip(rel_id, 0, 1), bins=bins, density=True, alpha=0.5, label="ID test")
-        ax.hist(np.clip(rel_ood[s], 0, 1), bins=bins, density=True, alpha=0.5, label=s)
-        ax.axvline(threshold, color="k", lw=1, ls="--")
-        ax.set_title(f"reliability: ID vs {s}", fontsize=9)
-        ax.set_yscale("log")
-        ax.legend(fontsize=6)
-    fig.suptitle(f"{label}: reliability histograms (dashed: threshold {threshold:.3g})", fontsize=10)
-    fig.tight_layout()
+    fig = reliability_hist_figure(label, rel_id, rel_ood, threshold)
     fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    pyplot().close(fig)
+
+
+def reliability_hist_figure(label: str, rel_id: np.ndarray, rel_ood: dict, threshold: float):
+    """ID vs each OOD set on a log reliability axis (a calibrated threshold such as 0.011 would sit inside the first
+    bin of a linear one), the threshold drawn and the rejected side shaded."""
+    sets = [s for s, v in rel_ood.items() if v is not None]
+    fig, flat = _panels(len(sets), 3.2, 2.6)
+    values = np.concatenate([np.asarray(rel_id, dtype=float).ravel(),
+                             *(np.asarray(rel_ood[s], dtype=float).ravel() for s in sets)])
+    positive = values[values > 0]
+    lo = max(min(float(np.percentile(positive, 1)) if positive.size else 1e-6, threshold / 10, 0.5), 1e-8)
+    bins = np.logspace(np.log10(lo), 0, 41)
+    for ax, s in zip(flat, sets, strict=False):
+        ax.axvspan(lo, threshold, color="0.88", zorder=0, label="rejected (below the threshold)")
+        ax.hist(np.clip(rel_id, lo, 1), bins=bins, density=True, alpha=0.55, color="tab:blue", label="ID test")
+        ax.hist(np.clip(rel_ood[s], lo, 1), bins=bins, density=True, alpha=0.55, color="tab:orange",
+                label="OOD set named above the panel")
+        ax.axvline(threshold, color="k", lw=1.2, ls="--", label=f"threshold {threshold:.3g}")
+        ax.set_xscale("log")
+        ax.set_xlim(lo, 1)
+        ax.set_title(f"ID test vs {s}", fontsize=9)
+        ax.set_xlabel("reliability (log scale)", fontsize=7)
+        ax.set_yscale("log")
+        ax.tick_params(labelsize=7)
+    if sets:
+        handles, labels = flat[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=len(labels), **LEGEND)
+    fig.suptitle(f"{label}: reliability histograms, ID test vs each OOD set", fontsize=10)
+    fig.tight_layout(rect=(0, 0.1 / max(1, len(flat) // 4), 1, 1))
+    return fig
 
 
 def plot_latent_hist(label: str, z: np.ndarray, y: np.ndarray, geometry: dict, path: Path, max_dims: int = 8) -> None:
@@ -503,10 +525,11 @@ CONVENTIONS = [
 
 
 def render_markdown(results: dict, plots: dict[str, dict[str, str]]) -> str:
-    sections = [_header(results), _unmeasured(results), _budgets(results) if results["models"] else [],
-                _flags_section(results["models"]), _headline(results), _paired(results), _paper(results),
-                _curves(results), _autoattack_and_adaptive(results), _min_norms(results), _ood(results),
-                _selective_and_geometry(results), _plots(plots), CONVENTIONS]
+    sections = [_header(results), summary_section(results), _unmeasured(results),
+                _budgets(results) if results["models"] else [], _headline(results), _paired(results),
+                _paper(results), _curves(results), _autoattack_and_adaptive(results), _min_norms(results),
+                _ood(results), _selective_and_geometry(results), _plots(plots), CONVENTIONS,
+                _flags_section(results["models"])]
     return "\n".join(line for section in sections for line in section)
 
 
@@ -549,4 +572,5 @@ def write_report(results: dict, arrays: dict, out: str | Path) -> dict[str, Path
     md.write_text(render_markdown(clean_json(results), plots))
     written["results"] = results_path
     written["report"] = md
+    written["html"] = write_html(md)
     return written

@@ -24,6 +24,7 @@ from .app import PredictRoutes, create_app, direct_routes
 from .artifact import ArtifactError
 from .handlers import Offload
 from .images import set_pillow_pixel_cap
+from .logjson import use_json_logs
 from .middleware import (
     HEALTH_PATHS,
     ApiDocs,
@@ -37,11 +38,14 @@ from .openapi import build_openapi
 from .predictor import Predictor
 from .settings import Settings
 from .signing import KeyFileError, load_public_key, verify_artifact, verify_file
+from .ui import UiPage
 from .validation import ApiError, check_batch_body, to_array, validate_model_tensor
 
 log = logging.getLogger("binenc.serving")
 
 SETTINGS = Settings.from_env()
+if SETTINGS.json_logs:
+    use_json_logs()
 SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "models" / "fashion-mnist_bin_enc" / "model.onnx"
 
 
@@ -162,3 +166,5 @@ BinencService.add_asgi_middleware(BodyReader, max_body=SETTINGS.max_body_bytes, 
 BinencService.add_asgi_middleware(WorkLimit, max_concurrency=SETTINGS.max_concurrency, timeout_s=SETTINGS.timeout_s,
                                   exempt=HEALTH_PATHS | {"/docs.json"})
 BinencService.add_asgi_middleware(DirectRoutes, routes=direct_routes(PredictRoutes(current_predictor, OFFLOAD)))
+if SETTINGS.ui:
+    BinencService.add_asgi_middleware(UiPage)

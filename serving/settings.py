@@ -16,7 +16,7 @@ from .images import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_IMAGE_SIDE
 from .validation import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_JSON_DEPTH, Limits
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-DEFAULT_OPEN_PATHS = ("/livez", "/readyz", "/healthz", "/metrics", "/v2/health/live", "/v2/health/ready")
+DEFAULT_OPEN_PATHS = ("/livez", "/readyz", "/healthz", "/metrics", "/v2/health/live", "/v2/health/ready", "/ui")
 
 
 class SettingsError(ValueError):
@@ -50,6 +50,8 @@ class Settings:
     api_keys_file: str | None = None
     auth_open_paths: tuple[str, ...] = DEFAULT_OPEN_PATHS
     public_key: str | None = None
+    ui: bool = True
+    json_logs: bool = False
 
     @property
     def limits(self) -> Limits:

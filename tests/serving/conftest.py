@@ -72,3 +72,35 @@ def hardened(signed_artifact, signing_keys, tmp_path_factory) -> Server:
                            "BINENC_BODY_TIMEOUT_S": "3", "BINENC_MAX_BATCH": "4"})
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def shipped_with_annex(tmp_path_factory):
+    """A copy of the shipped Fashion-MNIST model carrying the robustness annex the bench computes for the same run
+    (from docs/example-report/results.json, through the bench's own ``annex_summary``)."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from robustness.bench import annex_summary
+    from serving.artifact import write_annex
+
+    root = Path(__file__).resolve().parents[2]
+    results = json.loads((root / "docs" / "example-report" / "results.json").read_text())
+    path = tmp_path_factory.mktemp("shipped") / "model.onnx"
+    shutil.copyfile(root / "models" / "fashion-mnist_bin_enc" / "model.onnx", path)
+    write_annex(path, {"robustness": annex_summary(results["models"]["bin_enc_s0"], results)})
+    return path
+
+
+@pytest.fixture(scope="session")
+def shipped(shipped_with_annex) -> Server:
+    """The shipped model (with its bench annex) behind an API key (``API_KEY``), JSON logs on: the client, /ui and
+    deployment tests' server."""
+    from serving.middleware import hash_key
+
+    server = start_server({"BINENC_MODEL_PATH": str(shipped_with_annex), "BINENC_MODEL_TAG": None,
+                           "BINENC_API_KEY_HASHES": hash_key(API_KEY), "BINENC_API_KEY": None,
+                           "BINENC_JSON_LOGS": "1"})
+    yield server
+    server.stop()

@@ -89,13 +89,15 @@ def test_bento_holds_serving_code_and_shipped_model_and_serves_it(bentoml_home: 
     assert [m for svc in bento.info.services for m in svc.models] == []  # no model-store dependency
     src = Path(bento.path) / "src"
     files = {p.relative_to(src).as_posix() for p in src.rglob("*") if p.is_file()}
-    assert {"models/fashion-mnist_bin_enc/model.onnx", "serving/service.py", "serving/artifact.py"} <= files
+    assert {"models/fashion-mnist_bin_enc/model.onnx", "serving/service.py", "serving/artifact.py",
+            "serving/static/ui.html"} <= files
     assert {f.split("/")[0] for f in files} <= {"serving", "models", "bentofile.yaml", "README.md"}, sorted(files)
 
     server = start_server({"BINENC_MODEL_PATH": None, "BINENC_MODEL_TAG": None}, target=[str(bento.tag)],
                           cwd=tmp_path)
     try:
         with httpx.Client(base_url=server.url, timeout=30) as client:
+            assert client.get("/ui").text.startswith("<!doctype html>")
             card = client.get("/model").json()
             assert card["source"] == "shipped:fashion-mnist_bin_enc"
             with open(EXAMPLES / "fashion-mnist-ankle-boot.png", "rb") as f:

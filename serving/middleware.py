@@ -1,5 +1,7 @@
 """ASGI middleware around the whole BentoML app, one concern each (outermost first, as the service adds them):
 
+* :class:`RequestMetrics`: counts every request and its duration under a fixed set of route templates
+  (an unknown path is ``other``), so no client can grow ``/metrics``.
 * :class:`UniformErrors`: any error response not in the uniform shape (Starlette's 404/405, BentoML's
   pydantic 400s and 503s) is rewritten into it, keeping the status; an escaping exception becomes a uniform
   500 (never a traceback); every error is counted in ``binenc_request_errors_total``.
@@ -21,6 +23,7 @@ import hashlib
 import hmac
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -37,11 +40,57 @@ HEALTH_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics", "/v2/heal
 ROUTE_LABELS = frozenset({"predict", "predict_image", "predict_batch", "model"})
 
 
+EXACT_ROUTES = frozenset({"/", "/predict", "/predict_image", "/predict_batch", "/model", "/docs.json", "/v2",
+                          "/livez", "/readyz", "/healthz", "/metrics", "/v2/health/live", "/v2/health/ready"})
+
+
 def route_label(path: str) -> str:
     if is_oip(path):
         return "oip"
     head = path.strip("/").split("/", 1)[0]
     return head if head in ROUTE_LABELS else "other"
+
+
+def route_template(path: str) -> str:
+    """The route a path belongs to, from a fixed set (``/v2/models/{name}/infer``, ...); else ``other``."""
+    if path in EXACT_ROUTES:
+        return path
+    parts = path.split("/")
+    if len(parts) < 4 or parts[:3] != ["", "v2", "models"] or not parts[3]:
+        return "other"
+    template, rest = "/v2/models/{name}", parts[4:]
+    if rest[:1] == ["versions"] and len(rest) >= 2 and rest[1]:
+        template, rest = template + "/versions/{version}", rest[2:]
+    if rest == []:
+        return template
+    return f"{template}/{rest[0]}" if len(rest) == 1 and rest[0] in ("ready", "infer") else "other"
+
+
+class RequestMetrics:
+    """``binenc_http_requests_total{route, status}`` and ``binenc_http_request_seconds{route}`` with ``route``
+    from :func:`route_template` (BentoML's own HTTP metrics label by raw path, so the service turns them off)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        route = route_template(scope.get("path", ""))
+        t0 = time.perf_counter()
+        status = 500
+
+        async def observed_send(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed_send)
+        finally:
+            metrics.observe_request(route, status, time.perf_counter() - t0)
 
 
 async def refuse(scope: dict, send: Callable, err: ApiError, headers: Headers | None = None,
@@ -98,6 +147,8 @@ class UniformErrors:
             headers = [(k, v) for k, v in headers if k.lower() in (b"retry-after", b"allow", b"connection",
                                                                   b"www-authenticate", b"x-bentoml-request-id")]
             headers.append((b"content-type", b"application/json"))
+            if code == "overloaded":
+                headers.append((b"retry-after", b"1"))
         metrics.observe_error(route_label(path), code)
         headers = [(k, v) for k, v in headers if k.lower() != b"content-length"]
         headers.append((b"content-length", str(len(raw)).encode()))
@@ -106,7 +157,7 @@ class UniformErrors:
 
 
 class ApiDocs:
-    """Serves ``GET /docs.json`` (BentoML's Swagger page at ``/`` reads it) from ``document()`` (``None``
+    """Serves ``GET``/``HEAD /docs.json`` (BentoML's Swagger page at ``/`` reads it) from ``document()`` (``None``
     while the model is not loaded)."""
 
     PATH = "/docs.json"
@@ -117,7 +168,7 @@ class ApiDocs:
         self._cached: bytes | None = None
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http" or scope.get("path") != self.PATH or scope.get("method") != "GET":
+        if scope["type"] != "http" or scope.get("path") != self.PATH or scope.get("method") not in ("GET", "HEAD"):
             await self.app(scope, receive, send)
             return
         if self._cached is None:
@@ -129,7 +180,8 @@ class ApiDocs:
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(self._cached)).encode())]})
-        await send({"type": "http.response.body", "body": self._cached, "more_body": False})
+        body = self._cached if scope["method"] == "GET" else b""
+        await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def hash_key(key: str) -> str:
@@ -209,6 +261,10 @@ class BodyReader:
                 chunked = b"chunked" in value.lower()
             elif key == b"content-type":
                 media = value.split(b";", 1)[0].strip().lower().decode("latin-1")
+        if length is not None and chunked:
+            # Two framings for one body: a proxy in front may read the other one (request smuggling).
+            raise ApiError(400, "invalid_framing", "Content-Length and Transfer-Encoding: chunked together; send "
+                           "one of them")
         if length is not None and length > self.max_body:
             raise self._too_large(length)
         return chunked or bool(length), length, media
@@ -250,7 +306,7 @@ class BodyReader:
             if check is not None:
                 check(body)
         except ApiError as err:
-            await refuse(scope, send, err, close=err.status in (408, 413))
+            await refuse(scope, send, err, close=err.status in (408, 413) or err.code == "invalid_framing")
             return
         await self.app(scope, _replay(body, receive), send)
 

@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .handlers import Endpoint, Offload, handle_errors, media_type, require_media_type
-from .images import decode_images
+from .images import check_images, decode_images
 from .oip import OipRoutes
 from .validation import ApiError, parse_json, parse_predict, validate_threshold
 
@@ -93,6 +93,7 @@ class PredictRoutes:
         else:
             files = [await request.body()]
         t0 = time.perf_counter()
+        check_images(files, p.policy)  # headers and the pixel budget: refusals never queue for the decode pool
         arrays = await self.offload.cancellable(decode_images, files, p.policy)
         pixels = np.ascontiguousarray(np.stack(arrays), dtype=np.float32)
         preds = await self.offload.run(len(pixels), p.predict, pixels, threshold, "predict_image")

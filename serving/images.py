@@ -277,21 +277,19 @@ class DecodeCancelled(Exception):
     """The request that asked for the decode was given up (timeout or client gone)."""
 
 
-def decode_images(files: Sequence[bytes], policy: ImagePolicy,
-                  cancelled: threading.Event | None = None) -> list[np.ndarray]:
-    """Every upload of one request → float32 (C, H, W) arrays. All headers are checked first, and the pixels
-    they declare together may not exceed ``policy.max_request_pixels``; ``cancelled`` is checked between
-    images, so a given-up request stops after the image in progress."""
+def _named(files: Sequence[bytes], i: int, err: ApiError) -> ApiError:
+    return ApiError(err.status, err.code, f"image[{i}]: {err.message}", err.detail) if len(files) > 1 else err
 
-    def named(i: int, err: ApiError) -> ApiError:
-        return ApiError(err.status, err.code, f"image[{i}]: {err.message}", err.detail) if len(files) > 1 else err
 
+def check_images(files: Sequence[bytes], policy: ImagePolicy) -> None:
+    """Every upload's header against the policy, and the pixels they declare together against
+    ``policy.max_request_pixels``; cheap (no decoding), so a refusal never waits for the decode pool."""
     total = 0
     for i, data in enumerate(files):
         try:
             img = open_image(data, policy)
         except ApiError as err:
-            raise named(i, err) from None
+            raise _named(files, i, err) from None
         w, h = img.size
         img.close()
         total += w * h
@@ -299,6 +297,12 @@ def decode_images(files: Sequence[bytes], policy: ImagePolicy,
         raise bad_request("too_many_pixels", f"the {len(files)} images declare {total} pixels together, above the "
                           f"cap of {policy.max_request_pixels} per request (BINENC_MAX_REQUEST_PIXELS); send fewer "
                           "or smaller images per request")
+
+
+def decode_images(files: Sequence[bytes], policy: ImagePolicy,
+                  cancelled: threading.Event | None = None) -> list[np.ndarray]:
+    """Every upload of one request (already through :func:`check_images`) → float32 (C, H, W) arrays;
+    ``cancelled`` is checked between images, so a given-up request stops after the image in progress."""
     out = []
     for i, data in enumerate(files):
         if cancelled is not None and cancelled.is_set():
@@ -306,5 +310,5 @@ def decode_images(files: Sequence[bytes], policy: ImagePolicy,
         try:
             out.append(decode_image(data, policy))
         except ApiError as err:
-            raise named(i, err) from None
+            raise _named(files, i, err) from None
     return out

@@ -27,6 +27,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+import anyio
 from starlette.requests import Request
 
 from . import metrics
@@ -230,8 +231,11 @@ class BodyReader:
     """Reads each request body in full before the app sees it (then replays it), within three bounds:
     ``max_body`` bytes (413, before reading when ``Content-Length`` says so), ``deadline_s`` seconds for the
     whole body (408) and ``max_uploads`` bodies being received at once (503). ``checks`` maps a path to a
-    function run on the POSTed body (raising :class:`ApiError`); ``json_only`` paths need JSON (415).
+    function run on the POSTed body (raising :class:`ApiError`), in one worker thread for bodies above
+    ``THREAD_CHECK_BYTES``; ``json_only`` paths need JSON (415).
     """
+
+    THREAD_CHECK_BYTES = 256 * 1024
 
     def __init__(self, app: ASGIApp, max_body: int, deadline_s: float, max_uploads: int,
                  checks: dict[str, BodyCheck] | None = None, json_only: Iterable[str] = ()) -> None:
@@ -242,6 +246,15 @@ class BodyReader:
         self.checks = checks or {}
         self.json_only = frozenset(json_only)
         self.uploading = 0
+        self._limiter: anyio.CapacityLimiter | None = None
+
+    async def _check(self, check: BodyCheck, body: bytes) -> None:
+        if len(body) <= self.THREAD_CHECK_BYTES:
+            check(body)
+            return
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(1)
+        await anyio.to_thread.run_sync(check, body, limiter=self._limiter)
 
     def _too_large(self, size: int | None) -> ApiError:
         got = f"{size} bytes" if size is not None else "more than that"
@@ -304,7 +317,7 @@ class BodyReader:
                 return  # the client went away while sending
             check = self.checks.get(path) if scope.get("method") == "POST" else None
             if check is not None:
-                check(body)
+                await self._check(check, body)
         except ApiError as err:
             await refuse(scope, send, err, close=err.status in (408, 413) or err.code == "invalid_framing")
             return

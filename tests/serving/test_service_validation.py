@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serving.images import DecodeCancelled, ImagePolicy, _to_mode, decode_image, decode_images
+from serving.images import DecodeCancelled, ImagePolicy, _to_mode, check_images, decode_image, decode_images
 from serving.middleware import hash_key, route_template
 from serving.responses import QuietRefusals, rewrite
 from serving.settings import ENV, Settings, SettingsError
@@ -365,11 +365,14 @@ def test_big_jpeg_is_decoded_at_a_reduced_scale():
 def test_request_pixel_budget_and_cancel():
     policy = ImagePolicy.for_model(1, 28, 28, "fashion-mnist", max_request_pixels=3 * 64 * 64)
     img = encode(Image.new("L", (64, 64), 255))
+    check_images([img] * 3, policy)
     assert len(decode_images([img] * 3, policy)) == 3
     with refused("too_many_pixels", "declare 16384 pixels together"):
-        decode_images([img] * 4, policy)
+        check_images([img] * 4, policy)
     with refused("truncated_image", r"image\[1\]: "):
-        decode_images([img, jpeg_declaring(4096)], policy)
+        check_images([img, jpeg_declaring(4096)], policy)
+    with refused("invalid_image", r"image\[1\]: "):
+        decode_images([img, b"junk"], policy)
     cancelled = threading.Event()
     cancelled.set()
     with pytest.raises(DecodeCancelled):

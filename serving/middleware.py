@@ -5,10 +5,12 @@
 * :class:`UniformErrors`: any error response not in the uniform shape (Starlette's 404/405, BentoML's
   pydantic 400s and 503s) is rewritten into it, keeping the status; an escaping exception becomes a uniform
   500 (never a traceback); every error is counted in ``binenc_request_errors_total``.
-* :class:`ApiDocs`: ``GET /docs.json`` answers the service's complete OpenAPI document.
-* :class:`Authentication`: ``Authorization: Bearer KEY`` checked against sha256 hashes (401 otherwise).
+* :class:`Authentication`: ``Authorization: Bearer KEY`` checked against sha256 hashes (401 otherwise), before
+  anything that answers a route (so its open paths hold for ``/docs.json`` too).
+* :class:`ApiDocs`: ``GET``/``HEAD /docs.json`` answers the service's complete OpenAPI document.
 * :class:`BodyReader`: reads the whole body before the route runs, under a size cap (413), a deadline (408)
-  and a cap on uploads in progress (503), so a stalled upload never holds a slot of work in flight.
+  and a cap on uploads in progress (503), so a stalled upload never holds a slot of work in flight; refuses
+  ``Content-Length`` together with chunked framing (400).
 * :class:`WorkLimit`: at most ``max_concurrency`` requests past their body (429) and a deadline for the
   answer (504).
 * :class:`DirectRoutes`: the service's own exact-path routes (``/predict``, ...) are called straight from

@@ -392,18 +392,27 @@ class WorkLimit:
 
 
 class DirectRoutes:
-    """Calls ``routes[(method, path)]`` (a Starlette endpoint: Request → Response) without further routing;
+    """Calls ``routes[(method, path)]`` (a Starlette endpoint: Request → Response) without further routing
+    (``HEAD`` takes the ``GET`` endpoint); another method on one of these paths is a 405 naming the allowed ones;
     every other request goes on to the app."""
 
     def __init__(self, app: ASGIApp, routes: dict[tuple[str, str], Callable[[Request], Awaitable[Any]]]) -> None:
         self.app = app
         self.routes = routes
+        self.allowed: dict[str, list[str]] = {}
+        for method, path in routes:
+            self.allowed.setdefault(path, []).append(method)
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] == "http":
-            endpoint = self.routes.get((scope["method"], scope["path"]))
+        if scope["type"] == "http" and scope["path"] in self.allowed:
+            method, path = scope["method"], scope["path"]
+            endpoint = self.routes.get(("GET" if method == "HEAD" else method, path))
             if endpoint is not None:
                 response = await endpoint(Request(scope, receive))
                 await response(scope, receive, send)
                 return
+            allow = ", ".join(self.allowed[path])
+            await refuse(scope, send, ApiError(405, "method_not_allowed", f"{method} is not allowed on {path}; use "
+                                               f"{allow}"), [(b"allow", allow.encode())])
+            return
         await self.app(scope, receive, send)

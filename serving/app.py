@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .handlers import Endpoint, Offload, handle_errors, media_type, require_media_type
-from .images import decode_image
+from .images import check_images, decode_images
 from .oip import OipRoutes
 from .validation import ApiError, parse_json, parse_predict, validate_threshold
 
@@ -93,10 +93,8 @@ class PredictRoutes:
         else:
             files = [await request.body()]
         t0 = time.perf_counter()
-        if len(files) > 1 or sum(len(f) for f in files) > 64 * 1024:
-            arrays = await self.offload.thread(_decode_all, files, p.policy)
-        else:
-            arrays = _decode_all(files, p.policy)
+        check_images(files, p.policy)  # headers and the pixel budget: refusals never queue for the decode pool
+        arrays = await self.offload.cancellable(decode_images, files, p.policy)
         pixels = np.ascontiguousarray(np.stack(arrays), dtype=np.float32)
         preds = await self.offload.run(len(pixels), p.predict, pixels, threshold, "predict_image")
         out = envelope(p, preds, threshold)
@@ -143,18 +141,6 @@ def _parse_form_threshold(value: Any, calibrated: float) -> float | None:
 def _parse_predict(raw: bytes, p: Any):
     body = parse_json(raw, p.limits.max_json_depth)
     return parse_predict(body, p.spec, p.limits, p.threshold, raw=raw)
-
-
-def _decode_all(files: list[bytes], policy: Any) -> list[np.ndarray]:
-    out = []
-    for i, data in enumerate(files):
-        try:
-            out.append(decode_image(data, policy))
-        except ApiError as err:
-            if len(files) > 1:
-                err.message = f"image[{i}]: {err.message}"
-            raise
-    return out
 
 
 async def _read_multipart(request: Request, p: Any) -> tuple[list[bytes], float | None]:

@@ -133,6 +133,11 @@ def _read_model(path: Path) -> tuple[bytes, onnx.ModelProto]:
 
 
 def _parse_metadata(path: Path, model: onnx.ModelProto) -> tuple[dict, dict]:
+    keys = [p.key for p in model.metadata_props]
+    repeated = sorted({k for k in keys if k.startswith(METADATA_KEY) and keys.count(k) > 1})
+    if repeated:
+        raise ArtifactError(f"{path}: metadata_props holds {repeated} more than once; which entry is meant is "
+                            "ambiguous, so the file is refused: re-export the run")
     props = get_props(model)
     if METADATA_KEY not in props:
         raise ArtifactError(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import anyio
@@ -57,12 +60,15 @@ def require_media_type(request: Request, allowed: tuple[str, ...]) -> str:
 
 class Offload:
     """Runs model calls: batches of up to ``inline_max`` straight on the event loop (a thread hop costs more
-    than the call), larger ones and other heavy work in at most ``threads`` worker threads."""
+    than the call), larger ones and other heavy work in at most ``threads`` worker threads. Image decoding
+    runs in its own pool of exactly ``decode_threads`` threads (:meth:`cancellable`)."""
 
-    def __init__(self, inline_max: int, threads: int) -> None:
+    def __init__(self, inline_max: int, threads: int, decode_threads: int = 1) -> None:
         self.inline_max = inline_max
         self.threads = threads
+        self.decode_threads = decode_threads
         self._limiter: anyio.CapacityLimiter | None = None
+        self._pool: ThreadPoolExecutor | None = None
 
     async def thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self._limiter is None:
@@ -73,3 +79,18 @@ class Offload:
         if n <= self.inline_max:
             return fn(*args)
         return await self.thread(fn, *args)
+
+    async def cancellable(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args, cancelled)`` in the fixed pool. When the awaiting request is given up (timeout, client
+        gone) ``cancelled`` is set, so ``fn`` stops at its next check, and a job not started yet never runs:
+        abandoned work cannot pile up and the pool never grows past ``decode_threads``."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.decode_threads, thread_name_prefix="binenc-decode")
+        cancelled = threading.Event()
+        future = self._pool.submit(fn, *args, cancelled)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            cancelled.set()
+            future.cancel()
+            raise

@@ -7,7 +7,9 @@ is documented in docs/serving.md ("Image policy"); :class:`ImagePolicy` holds it
 from __future__ import annotations
 
 import io
+import threading
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +21,11 @@ DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
 DEFAULT_MAX_IMAGE_SIDE = 8192
 MAX_ASPECT = 64
 ALLOWED_FORMATS = ("PNG", "JPEG")
+# Pillow's names for JPEG files: MPO is what phone cameras write (a JPEG plus further JPEGs; the first is used).
+JPEG_FORMATS = ("JPEG", "MPO")
+# Before preprocessing, images are reduced to about this many times the model's side: JPEGs while decoding (DCT
+# scaling by 1/2, 1/4 or 1/8), others by box averaging; bounds the memory and time of what follows.
+WORK_SIDE_FACTOR = 8
 CONVERTIBLE_MODES = {"1", "L", "P", "RGB", "RGBA", "LA", "La", "RGBa", "PA", "CMYK", "YCbCr",
                      "I;16", "I;16L", "I;16B", "I;16N"}
 
@@ -43,14 +50,17 @@ class ImagePolicy:
     centre_of_mass: bool = False
     max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     max_side: int = DEFAULT_MAX_IMAGE_SIDE
+    max_request_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
 
     @classmethod
     def for_model(cls, channels: int, height: int, width: int, dataset: str | None,
-                  max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, max_side: int = DEFAULT_MAX_IMAGE_SIDE) -> ImagePolicy:
+                  max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, max_side: int = DEFAULT_MAX_IMAGE_SIDE,
+                  max_request_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> ImagePolicy:
         name = (dataset or "").lower()
+        caps = {"max_pixels": max_pixels, "max_side": max_side, "max_request_pixels": max_request_pixels}
         if name in MNIST_STYLE_FIT and channels == 1:
-            return cls(channels, height, width, True, MNIST_STYLE_FIT[name], name == "mnist", max_pixels, max_side)
-        return cls(channels, height, width, max_pixels=max_pixels, max_side=max_side)
+            return cls(channels, height, width, True, MNIST_STYLE_FIT[name], name == "mnist", **caps)
+        return cls(channels, height, width, **caps)
 
     def describe(self) -> dict:
         """Machine-readable summary for GET /model."""
@@ -60,6 +70,7 @@ class ImagePolicy:
             "alpha": "composited over white",
             "resize_to": [self.height, self.width],
             "max_pixels": self.max_pixels,
+            "max_request_pixels": self.max_request_pixels,
             "max_side": self.max_side,
             "mnist_style": self.mnist_style,
         }
@@ -94,7 +105,7 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
             ) from None
         except (OSError, ValueError, SyntaxError) as err:
             raise bad_request("invalid_image", f"could not read the image header: {err}") from None
-    if img.format not in ALLOWED_FORMATS:
+    if img.format not in ALLOWED_FORMATS + JPEG_FORMATS:
         fmt = img.format
         img.close()
         raise ApiError(415, "unsupported_image_format", f"image format {fmt} is not accepted; send PNG or JPEG")
@@ -118,6 +129,18 @@ def _check_dimensions(img: Image.Image, policy: ImagePolicy) -> None:
     if max(w, h) > MAX_ASPECT * min(w, h):
         raise bad_request(
             "invalid_image_dimensions", f"image is {w}×{h}; aspect ratios above {MAX_ASPECT}:1 are refused"
+        )
+
+
+def _check_jpeg_data(img: Image.Image, size: int) -> None:
+    """A complete JPEG scan codes every 8×8 luma block with at least one bit, so fewer bytes than blocks/8
+    mean the data ends early (libjpeg would fill the rest with grey and Pillow would not say so)."""
+    w, h = img.size
+    blocks = -(-w // 8) * -(-h // 8)
+    if size * 8 < blocks:
+        raise bad_request(
+            "truncated_image", f"the JPEG declares {w}×{h} pixels but its {size} bytes cannot hold them (at least "
+            f"{-(-blocks // 8)} bytes needed); the file ends early"
         )
 
 
@@ -212,15 +235,32 @@ def _shift(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
     return out
 
 
-def decode_image(data: bytes, policy: ImagePolicy) -> np.ndarray:
-    """Bytes of one PNG/JPEG upload → float32 (C, H, W) in [0, 1] following ``policy``."""
+def open_image(data: bytes, policy: ImagePolicy) -> Image.Image:
+    """Read the header only and refuse what the policy would not decode (size, format, too little data)."""
     img = _open(data, policy.max_pixels)
     try:
         _check_dimensions(img, policy)
+        if img.format in JPEG_FORMATS:
+            _check_jpeg_data(img, len(data))
+    except ApiError:
+        img.close()
+        raise
+    return img
+
+
+def decode_image(data: bytes, policy: ImagePolicy) -> np.ndarray:
+    """Bytes of one PNG/JPEG upload → float32 (C, H, W) in [0, 1] following ``policy``."""
+    img = open_image(data, policy)
+    try:
+        side = WORK_SIDE_FACTOR * max(policy.height, policy.width)
+        if img.format in JPEG_FORMATS:
+            img.draft(img.mode, (side, side))  # decode at a reduced DCT scale, never below `side`
         img = _load(img)
-        if img.format == "JPEG":
+        if img.format in JPEG_FORMATS:
             img = ImageOps.exif_transpose(img) or img
         img = _to_mode(img, policy.channels)
+        if min(img.size) >= 2 * side:
+            img = img.reduce(min(img.size) // side)
         if policy.mnist_style:
             arr = _mnist_style(np.asarray(img, dtype=np.uint8), policy)
             return arr[None, :, :].astype(np.float32, copy=False)
@@ -231,3 +271,44 @@ def decode_image(data: bytes, policy: ImagePolicy) -> np.ndarray:
         return np.ascontiguousarray(arr.transpose(2, 0, 1))
     finally:
         img.close()
+
+
+class DecodeCancelled(Exception):
+    """The request that asked for the decode was given up (timeout or client gone)."""
+
+
+def _named(files: Sequence[bytes], i: int, err: ApiError) -> ApiError:
+    return ApiError(err.status, err.code, f"image[{i}]: {err.message}", err.detail) if len(files) > 1 else err
+
+
+def check_images(files: Sequence[bytes], policy: ImagePolicy) -> None:
+    """Every upload's header against the policy, and the pixels they declare together against
+    ``policy.max_request_pixels``; cheap (no decoding), so a refusal never waits for the decode pool."""
+    total = 0
+    for i, data in enumerate(files):
+        try:
+            img = open_image(data, policy)
+        except ApiError as err:
+            raise _named(files, i, err) from None
+        w, h = img.size
+        img.close()
+        total += w * h
+    if total > policy.max_request_pixels:
+        raise bad_request("too_many_pixels", f"the {len(files)} images declare {total} pixels together, above the "
+                          f"cap of {policy.max_request_pixels} per request (BINENC_MAX_REQUEST_PIXELS); send fewer "
+                          "or smaller images per request")
+
+
+def decode_images(files: Sequence[bytes], policy: ImagePolicy,
+                  cancelled: threading.Event | None = None) -> list[np.ndarray]:
+    """Every upload of one request (already through :func:`check_images`) → float32 (C, H, W) arrays;
+    ``cancelled`` is checked between images, so a given-up request stops after the image in progress."""
+    out = []
+    for i, data in enumerate(files):
+        if cancelled is not None and cancelled.is_set():
+            raise DecodeCancelled
+        try:
+            out.append(decode_image(data, policy))
+        except ApiError as err:
+            raise _named(files, i, err) from None
+    return out

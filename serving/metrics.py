@@ -9,16 +9,23 @@ earlier would run in single-process mode and its metrics would never reach ``/me
 * ``binenc_reliability{route}``: histogram of the reliability score (0..1, buckets of 0.05)
 * ``binenc_inference_seconds{route}``: model call + formatting time per request
 * ``binenc_request_errors_total{route, code}``: refused requests by error code (uniform error body)
+* ``binenc_http_requests_total{route, status}`` and ``binenc_http_request_seconds{route}``: every request,
+  ``route`` a route template from a fixed set (:func:`serving.middleware.route_template`)
+
+Every label value comes from a fixed set, so the exposition cannot grow with what clients send. The service
+serves ``/metrics`` itself (:func:`exposition`); BentoML's HTTP metrics, labelled by raw path, are off.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
 _LOCK = threading.Lock()
 _METRICS: dict[str, Any] | None = None
 RELIABILITY_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
+HTTP_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
 
@@ -48,6 +55,13 @@ def _get() -> dict[str, Any]:
                     "errors": prom.Counter(
                         "binenc_request_errors", "Requests refused with the uniform error body",
                         ["route", "code"],
+                    ),
+                    "requests": prom.Counter(
+                        "binenc_http_requests", "HTTP requests by route template and status", ["route", "status"],
+                    ),
+                    "duration": prom.Histogram(
+                        "binenc_http_request_seconds", "HTTP request duration by route template", ["route"],
+                        buckets=HTTP_BUCKETS,
                     ),
                 }
     return _METRICS
@@ -102,3 +116,22 @@ def observe_raw(route: str, accepted: Any, reliability: Any, reasons: list[str |
 
 def observe_error(route: str, code: str) -> None:
     _child("errors", route, code).inc()
+
+
+def observe_request(route: str, status: int, seconds: float) -> None:
+    _child("requests", route, str(status)).inc()
+    _child("duration", route).observe(seconds)
+
+
+def exposition() -> tuple[bytes, str]:
+    """``/metrics``: the Prometheus text of every worker (multiprocess mode under ``bentoml serve``)."""
+    import prometheus_client as prom
+    from prometheus_client import multiprocess
+
+    _get()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = prom.CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = prom.REGISTRY
+    return prom.generate_latest(registry), prom.CONTENT_TYPE_LATEST

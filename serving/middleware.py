@@ -1,12 +1,16 @@
 """ASGI middleware around the whole BentoML app, one concern each (outermost first, as the service adds them):
 
+* :class:`RequestMetrics`: counts every request and its duration under a fixed set of route templates
+  (an unknown path is ``other``), so no client can grow ``/metrics``.
 * :class:`UniformErrors`: any error response not in the uniform shape (Starlette's 404/405, BentoML's
   pydantic 400s and 503s) is rewritten into it, keeping the status; an escaping exception becomes a uniform
   500 (never a traceback); every error is counted in ``binenc_request_errors_total``.
-* :class:`ApiDocs`: ``GET /docs.json`` answers the service's complete OpenAPI document.
-* :class:`Authentication`: ``Authorization: Bearer KEY`` checked against sha256 hashes (401 otherwise).
+* :class:`Authentication`: ``Authorization: Bearer KEY`` checked against sha256 hashes (401 otherwise), before
+  anything that answers a route (so its open paths hold for ``/docs.json`` too).
+* :class:`ApiDocs`: ``GET``/``HEAD /docs.json`` answers the service's complete OpenAPI document.
 * :class:`BodyReader`: reads the whole body before the route runs, under a size cap (413), a deadline (408)
-  and a cap on uploads in progress (503), so a stalled upload never holds a slot of work in flight.
+  and a cap on uploads in progress (503), so a stalled upload never holds a slot of work in flight; refuses
+  ``Content-Length`` together with chunked framing (400).
 * :class:`WorkLimit`: at most ``max_concurrency`` requests past their body (429) and a deadline for the
   answer (504).
 * :class:`DirectRoutes`: the service's own exact-path routes (``/predict``, ...) are called straight from
@@ -21,9 +25,11 @@ import hashlib
 import hmac
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+import anyio
 from starlette.requests import Request
 
 from . import metrics
@@ -37,11 +43,57 @@ HEALTH_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics", "/v2/heal
 ROUTE_LABELS = frozenset({"predict", "predict_image", "predict_batch", "model"})
 
 
+EXACT_ROUTES = frozenset({"/", "/predict", "/predict_image", "/predict_batch", "/model", "/docs.json", "/ui", "/v2",
+                          "/livez", "/readyz", "/healthz", "/metrics", "/v2/health/live", "/v2/health/ready"})
+
+
 def route_label(path: str) -> str:
     if is_oip(path):
         return "oip"
     head = path.strip("/").split("/", 1)[0]
     return head if head in ROUTE_LABELS else "other"
+
+
+def route_template(path: str) -> str:
+    """The route a path belongs to, from a fixed set (``/v2/models/{name}/infer``, ...); else ``other``."""
+    if path in EXACT_ROUTES:
+        return path
+    parts = path.split("/")
+    if len(parts) < 4 or parts[:3] != ["", "v2", "models"] or not parts[3]:
+        return "other"
+    template, rest = "/v2/models/{name}", parts[4:]
+    if rest[:1] == ["versions"] and len(rest) >= 2 and rest[1]:
+        template, rest = template + "/versions/{version}", rest[2:]
+    if rest == []:
+        return template
+    return f"{template}/{rest[0]}" if len(rest) == 1 and rest[0] in ("ready", "infer") else "other"
+
+
+class RequestMetrics:
+    """``binenc_http_requests_total{route, status}`` and ``binenc_http_request_seconds{route}`` with ``route``
+    from :func:`route_template` (BentoML's own HTTP metrics label by raw path, so the service turns them off)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        route = route_template(scope.get("path", ""))
+        t0 = time.perf_counter()
+        status = 500
+
+        async def observed_send(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed_send)
+        finally:
+            metrics.observe_request(route, status, time.perf_counter() - t0)
 
 
 async def refuse(scope: dict, send: Callable, err: ApiError, headers: Headers | None = None,
@@ -98,6 +150,8 @@ class UniformErrors:
             headers = [(k, v) for k, v in headers if k.lower() in (b"retry-after", b"allow", b"connection",
                                                                   b"www-authenticate", b"x-bentoml-request-id")]
             headers.append((b"content-type", b"application/json"))
+            if code == "overloaded":
+                headers.append((b"retry-after", b"1"))
         metrics.observe_error(route_label(path), code)
         headers = [(k, v) for k, v in headers if k.lower() != b"content-length"]
         headers.append((b"content-length", str(len(raw)).encode()))
@@ -106,7 +160,7 @@ class UniformErrors:
 
 
 class ApiDocs:
-    """Serves ``GET /docs.json`` (BentoML's Swagger page at ``/`` reads it) from ``document()`` (``None``
+    """Serves ``GET``/``HEAD /docs.json`` (BentoML's Swagger page at ``/`` reads it) from ``document()`` (``None``
     while the model is not loaded)."""
 
     PATH = "/docs.json"
@@ -117,7 +171,7 @@ class ApiDocs:
         self._cached: bytes | None = None
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http" or scope.get("path") != self.PATH or scope.get("method") != "GET":
+        if scope["type"] != "http" or scope.get("path") != self.PATH or scope.get("method") not in ("GET", "HEAD"):
             await self.app(scope, receive, send)
             return
         if self._cached is None:
@@ -129,7 +183,8 @@ class ApiDocs:
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(self._cached)).encode())]})
-        await send({"type": "http.response.body", "body": self._cached, "more_body": False})
+        body = self._cached if scope["method"] == "GET" else b""
+        await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def hash_key(key: str) -> str:
@@ -178,8 +233,11 @@ class BodyReader:
     """Reads each request body in full before the app sees it (then replays it), within three bounds:
     ``max_body`` bytes (413, before reading when ``Content-Length`` says so), ``deadline_s`` seconds for the
     whole body (408) and ``max_uploads`` bodies being received at once (503). ``checks`` maps a path to a
-    function run on the POSTed body (raising :class:`ApiError`); ``json_only`` paths need JSON (415).
+    function run on the POSTed body (raising :class:`ApiError`), in one worker thread for bodies above
+    ``THREAD_CHECK_BYTES``; ``json_only`` paths need JSON (415).
     """
+
+    THREAD_CHECK_BYTES = 256 * 1024
 
     def __init__(self, app: ASGIApp, max_body: int, deadline_s: float, max_uploads: int,
                  checks: dict[str, BodyCheck] | None = None, json_only: Iterable[str] = ()) -> None:
@@ -190,6 +248,15 @@ class BodyReader:
         self.checks = checks or {}
         self.json_only = frozenset(json_only)
         self.uploading = 0
+        self._limiter: anyio.CapacityLimiter | None = None
+
+    async def _check(self, check: BodyCheck, body: bytes) -> None:
+        if len(body) <= self.THREAD_CHECK_BYTES:
+            check(body)
+            return
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(1)
+        await anyio.to_thread.run_sync(check, body, limiter=self._limiter)
 
     def _too_large(self, size: int | None) -> ApiError:
         got = f"{size} bytes" if size is not None else "more than that"
@@ -209,6 +276,10 @@ class BodyReader:
                 chunked = b"chunked" in value.lower()
             elif key == b"content-type":
                 media = value.split(b";", 1)[0].strip().lower().decode("latin-1")
+        if length is not None and chunked:
+            # Two framings for one body: a proxy in front may read the other one (request smuggling).
+            raise ApiError(400, "invalid_framing", "Content-Length and Transfer-Encoding: chunked together; send "
+                           "one of them")
         if length is not None and length > self.max_body:
             raise self._too_large(length)
         return chunked or bool(length), length, media
@@ -248,9 +319,9 @@ class BodyReader:
                 return  # the client went away while sending
             check = self.checks.get(path) if scope.get("method") == "POST" else None
             if check is not None:
-                check(body)
+                await self._check(check, body)
         except ApiError as err:
-            await refuse(scope, send, err, close=err.status in (408, 413))
+            await refuse(scope, send, err, close=err.status in (408, 413) or err.code == "invalid_framing")
             return
         await self.app(scope, _replay(body, receive), send)
 
@@ -321,18 +392,27 @@ class WorkLimit:
 
 
 class DirectRoutes:
-    """Calls ``routes[(method, path)]`` (a Starlette endpoint: Request → Response) without further routing;
+    """Calls ``routes[(method, path)]`` (a Starlette endpoint: Request → Response) without further routing
+    (``HEAD`` takes the ``GET`` endpoint); another method on one of these paths is a 405 naming the allowed ones;
     every other request goes on to the app."""
 
     def __init__(self, app: ASGIApp, routes: dict[tuple[str, str], Callable[[Request], Awaitable[Any]]]) -> None:
         self.app = app
         self.routes = routes
+        self.allowed: dict[str, list[str]] = {}
+        for method, path in routes:
+            self.allowed.setdefault(path, []).append(method)
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] == "http":
-            endpoint = self.routes.get((scope["method"], scope["path"]))
+        if scope["type"] == "http" and scope["path"] in self.allowed:
+            method, path = scope["method"], scope["path"]
+            endpoint = self.routes.get(("GET" if method == "HEAD" else method, path))
             if endpoint is not None:
                 response = await endpoint(Request(scope, receive))
                 await response(scope, receive, send)
                 return
+            allow = ", ".join(self.allowed[path])
+            await refuse(scope, send, ApiError(405, "method_not_allowed", f"{method} is not allowed on {path}; use "
+                                               f"{allow}"), [(b"allow", allow.encode())])
+            return
         await self.app(scope, receive, send)

@@ -21,6 +21,7 @@ service's uniform body ``{"error": {"code", "message"}}`` (the OIP ``error`` mem
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
@@ -34,7 +35,15 @@ from starlette.routing import Route
 from . import metrics
 from .artifact import INPUT_NAME, OUTPUT_NAMES
 from .handlers import Offload, handle_errors, media_type
-from .validation import ApiError, bad_request, oip_error_body, parse_json, to_array, validate_model_tensor
+from .validation import (
+    ApiError,
+    bad_request,
+    check_batch_size,
+    oip_error_body,
+    parse_json,
+    to_array,
+    validate_model_tensor,
+)
 
 SERVER_NAME = "binenc"
 HEADER_LENGTH = "inference-header-content-length"
@@ -137,7 +146,13 @@ def _input_tensor(req: dict[str, Any], binary: bytes, p: Any) -> np.ndarray:
     if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
                                             for d in shape)):
         raise bad_request("invalid_shape", f"input {INPUT_NAME!r}: 'shape' must be a list of non-negative integers")
-    count = int(np.prod(shape)) if shape else 1
+    # The declared shape is checked against the model before anything is sized from it (a product of
+    # client-chosen dimensions overflows int64).
+    if len(shape) != 4 or tuple(shape[1:]) != p.spec.model_shape:
+        got = "×".join(map(str, shape)) if shape else "a scalar"
+        raise bad_request("invalid_shape", f"inputs[0] ({INPUT_NAME}): expected {p.spec.describe_model()}, got {got}")
+    check_batch_size(shape[0], p.limits, f"inputs[0] ({INPUT_NAME})")
+    count = math.prod(shape)
     params = _params(spec, f"input {INPUT_NAME!r}")
     size = params.get("binary_data_size")
     if size is not None:

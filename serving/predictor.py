@@ -18,6 +18,9 @@ from .images import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_IMAGE_SIDE, ImagePolic
 from .validation import InputSpec, Limits
 
 SERVICE_NAME = "binenc"
+# Metadata that places the classes' vertices and centres in the latent space: what a white-box attack on the
+# reject option needs. GET /model shows it only where Settings.card_geometry says so (docs/serving.md).
+GEOMETRY_FIELDS = ("geometry", "codebook")
 
 
 class Predictor:
@@ -25,8 +28,10 @@ class Predictor:
 
     def __init__(self, artifact: Artifact, limits: Limits | None = None, model_name: str = SERVICE_NAME,
                  source: str | None = None, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
-                 max_image_side: int = DEFAULT_MAX_IMAGE_SIDE) -> None:
+                 max_image_side: int = DEFAULT_MAX_IMAGE_SIDE, card_geometry: bool = True,
+                 max_request_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
         self.artifact = artifact
+        self.card_geometry = card_geometry
         self.limits = limits or Limits()
         self.model_name = model_name
         self.source = source or str(artifact.path)
@@ -34,7 +39,8 @@ class Predictor:
         self.spec = InputSpec(int(c), int(h), int(w))
         md = artifact.metadata
         self.dataset = md.get("dataset")
-        self.policy = ImagePolicy.for_model(int(c), int(h), int(w), self.dataset, max_image_pixels, max_image_side)
+        self.policy = ImagePolicy.for_model(int(c), int(h), int(w), self.dataset, max_image_pixels, max_image_side,
+                                            max_request_pixels)
         self.classes = list(artifact.classes)
         self.threshold = float(artifact.threshold)
         self.file_sha256 = artifact.file_sha256
@@ -97,7 +103,11 @@ class Predictor:
 
     # ------------------------------------------------------------------ model card
     def model_card(self) -> dict[str, Any]:
+        """The card: headline, contract, request formats and limits; the rejection geometry only when
+        ``card_geometry`` (else ``geometry_withheld`` names the fields left out)."""
         md = self.artifact.metadata
+        if not self.card_geometry:
+            md = {k: v for k, v in md.items() if k not in GEOMETRY_FIELDS}
         card: dict[str, Any] = {
             "name": md.get("name", self.model_name),
             "service_model_name": self.model_name,
@@ -133,4 +143,6 @@ class Predictor:
                 "max_batch": self.limits.max_batch,
             },
         }
+        if not self.card_geometry:
+            card["geometry_withheld"] = [k for k in GEOMETRY_FIELDS if k in self.artifact.metadata]
         return card

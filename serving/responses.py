@@ -7,6 +7,7 @@ flavour ``{"error": "<message>", "code": ...}`` (its ``error`` must be a string)
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,6 +24,22 @@ STATUS_CODES = {
 }
 ROUTES_HINT = "routes: POST /predict, /predict_image, /predict_batch, GET /model, /livez, /readyz, /metrics, /v2/..."
 INTERNAL_MESSAGE = "an unexpected error occurred; see the server log"
+OVERLOADED_MESSAGE = "the batching queue is full (the server is overloaded); retry after a short wait"
+BENTOML_GENERIC = "An unexpected error has occurred"
+
+
+class QuietRefusals(logging.Filter):
+    """Drops log records whose exception is one of ``kinds``: BentoML logs an ERROR with a full traceback for
+    every request it refuses on its input (pydantic validation) or for a full batching queue; each is answered
+    in the uniform shape and counted in ``binenc_request_errors_total``, and a traceback per request would let
+    any client flood the log."""
+
+    def __init__(self, *kinds: type[BaseException]) -> None:
+        super().__init__()
+        self.kinds = kinds
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], self.kinds))
 
 
 def is_oip(path: str) -> bool:
@@ -101,6 +118,8 @@ def rewrite(status: int, body: bytes, method: str = "", path: str = "", allow: s
         message = f"no route {method} {path}; {ROUTES_HINT}"
     elif status == 405 and message == "Method Not Allowed":
         message = f"{method} is not allowed on {path}" + (f"; use {allow}" if allow else "")
-    if status >= 500 and status not in (503, 504):
+    if status == 503 and message.startswith(BENTOML_GENERIC):  # BentoML's answer to a full batching queue
+        code, message = "overloaded", OVERLOADED_MESSAGE
+    elif status >= 500 and status not in (503, 504):
         message = INTERNAL_MESSAGE
     return code, message

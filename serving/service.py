@@ -4,8 +4,9 @@
 Settings come from the environment once (:class:`serving.settings.Settings`). The model is
 ``BINENC_MODEL_PATH`` if set, else the model-store tag ``BINENC_MODEL_TAG`` if set (declared at class level, so
 ``bentoml build`` packs it), else the shipped reference model :data:`SHIPPED_MODEL` (packed into a Bento through
-bentofile.yaml's ``include``). With ``BINENC_PUBLIC_KEY`` set, a model not signed by that key stops the server
-at start with one log line and exit status 2. Never imports torch (a test checks it).
+bentofile.yaml's ``include``). Before any worker starts, the settings and the model file (readable, checksum, and with
+``BINENC_PUBLIC_KEY`` set the signature) are checked once: any problem stops the server with one log line and exit
+status 2. Never imports torch (a test checks it).
 """
 
 from __future__ import annotations
@@ -13,15 +14,18 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import bentoml
 import numpy as np
-from pydantic import AfterValidator
+from pydantic import AfterValidator, ValidationError
 from pydantic_core import PydanticCustomError
+from starlette.requests import Request
+from starlette.responses import Response
 
+from . import metrics
 from .app import PredictRoutes, create_app, direct_routes
-from .artifact import ArtifactError
+from .artifact import ArtifactError, read_metadata
 from .handlers import Offload
 from .images import set_pillow_pixel_cap
 from .logjson import use_json_logs
@@ -31,22 +35,35 @@ from .middleware import (
     Authentication,
     BodyReader,
     DirectRoutes,
+    RequestMetrics,
     UniformErrors,
     WorkLimit,
 )
 from .openapi import build_openapi
 from .predictor import Predictor
-from .settings import Settings
+from .responses import QuietRefusals
+from .settings import Settings, SettingsError
 from .signing import KeyFileError, load_public_key, verify_artifact, verify_file
 from .ui import UiPage
 from .validation import ApiError, check_batch_body, to_array, validate_model_tensor
 
 log = logging.getLogger("binenc.serving")
 
-SETTINGS = Settings.from_env()
+SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "models" / "fashion-mnist_bin_enc" / "model.onnx"
+
+
+def refuse_to_serve(err: Exception) -> NoReturn:
+    """One log line and exit status 2 (before any worker starts, this ends ``bentoml serve``)."""
+    log.error("binenc: refusing to serve: %s", err)
+    raise SystemExit(2) from None
+
+
+try:
+    SETTINGS = Settings.from_env()
+except SettingsError as err:
+    refuse_to_serve(err)
 if SETTINGS.json_logs:
     use_json_logs()
-SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "models" / "fashion-mnist_bin_enc" / "model.onnx"
 
 
 def model_location(settings: Settings) -> tuple[Path, str]:
@@ -59,19 +76,20 @@ def model_location(settings: Settings) -> tuple[Path, str]:
     return SHIPPED_MODEL, f"shipped:{SHIPPED_MODEL.parent.name}"
 
 
-def refuse_unsigned(settings: Settings) -> None:
-    """With a public key configured, stop (exit status 2, one log line) unless the model verifies."""
-    if not settings.public_key:
-        return
+def check_model(settings: Settings) -> None:
+    """The model file opens, its checksum holds and (with a public key) its signature verifies; else stop.
+    Runs at import, so ``bentoml serve`` stops here before it starts a worker (no restart loop)."""
     try:
-        path, source = model_location(settings)
-        verify_file(path, settings.public_key)
+        path, _ = model_location(settings)
+        if settings.public_key:
+            verify_file(path, settings.public_key)
+        else:
+            read_metadata(path, verify=True)
     except (ArtifactError, KeyFileError, bentoml.exceptions.NotFound) as err:
-        log.error("binenc: refusing to serve: %s", err)
-        raise SystemExit(2) from None
+        refuse_to_serve(err)
 
 
-refuse_unsigned(SETTINGS)
+check_model(SETTINGS)
 
 
 def current_predictor() -> Predictor | None:
@@ -103,7 +121,9 @@ def service_config(settings: Settings) -> dict[str, Any]:
         "workers": settings.workers,
         # serving.middleware.WorkLimit answers a uniform 504 first; BentoML's own timeout is a backstop.
         "traffic": {"timeout": settings.timeout_s + settings.body_timeout_s + 10},
-        "metrics": {"enabled": True},
+        # BentoML's HTTP metrics label by raw path (any client could add series); serving.middleware.RequestMetrics
+        # counts requests by route template instead, and the service serves /metrics itself.
+        "metrics": {"enabled": False},
     }
     if not settings.access_log:
         config["logging"] = {"access": {"enabled": False}}
@@ -113,7 +133,7 @@ def service_config(settings: Settings) -> dict[str, Any]:
     return config
 
 
-OFFLOAD = Offload(SETTINGS.inline_max, SETTINGS.infer_threads)
+OFFLOAD = Offload(SETTINGS.inline_max, SETTINGS.infer_threads, SETTINGS.decode_threads)
 
 
 @bentoml.service(name="binenc", **service_config(SETTINGS))
@@ -129,8 +149,11 @@ class BinencService:
         else:
             path, source = model_location(s)
         set_pillow_pixel_cap(s.max_image_pixels)
+        logging.getLogger("bentoml._internal.server.http_app").addFilter(
+            QuietRefusals(ValidationError, bentoml.exceptions.ServiceUnavailable))
         self.predictor = Predictor.from_path(path, s.limits, source=source, threads=s.ort_threads,
-                                             max_image_pixels=s.max_image_pixels, max_image_side=s.max_image_side)
+                                             max_image_pixels=s.max_image_pixels, max_image_side=s.max_image_side,
+                                             max_request_pixels=s.max_request_pixels, card_geometry=s.card_geometry)
         if s.public_key:
             verify_artifact(self.predictor.artifact, load_public_key(s.public_key))
         # Warm the session (first ORT run allocates) so the first real request is not the slow one.
@@ -154,17 +177,24 @@ def _openapi_document() -> bytes | None:
     return None if p is None else json.dumps(build_openapi(p, SETTINGS)).encode()
 
 
+async def _metrics(request: Request) -> Response:
+    body, media = metrics.exposition()
+    return Response(body, media_type=media)
+
+
+BinencService.add_asgi_middleware(RequestMetrics)
 BinencService.add_asgi_middleware(UniformErrors)
-BinencService.add_asgi_middleware(ApiDocs, document=_openapi_document)
-if SETTINGS.auth_enabled:
+if SETTINGS.auth_enabled:  # outside ApiDocs, so BINENC_AUTH_OPEN_PATHS governs /docs.json like every path
     BinencService.add_asgi_middleware(Authentication, key_hashes=SETTINGS.api_key_hashes,
                                       open_paths=SETTINGS.auth_open_paths)
+BinencService.add_asgi_middleware(ApiDocs, document=_openapi_document)
 BinencService.add_asgi_middleware(BodyReader, max_body=SETTINGS.max_body_bytes, deadline_s=SETTINGS.body_timeout_s,
                                   max_uploads=SETTINGS.max_uploads,
                                   checks={"/predict_batch": lambda raw: check_batch_body(raw, SETTINGS.limits)},
                                   json_only=("/predict_batch",))
 BinencService.add_asgi_middleware(WorkLimit, max_concurrency=SETTINGS.max_concurrency, timeout_s=SETTINGS.timeout_s,
                                   exempt=HEALTH_PATHS | {"/docs.json"})
-BinencService.add_asgi_middleware(DirectRoutes, routes=direct_routes(PredictRoutes(current_predictor, OFFLOAD)))
+BinencService.add_asgi_middleware(DirectRoutes, routes={
+    **direct_routes(PredictRoutes(current_predictor, OFFLOAD)), ("GET", "/metrics"): _metrics})
 if SETTINGS.ui:
     BinencService.add_asgi_middleware(UiPage)

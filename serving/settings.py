@@ -6,6 +6,7 @@ This is the only module of :mod:`serving` that reads the environment; everything
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -16,7 +17,7 @@ from .images import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_IMAGE_SIDE
 from .validation import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_JSON_DEPTH, Limits
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-DEFAULT_OPEN_PATHS = ("/livez", "/readyz", "/healthz", "/metrics", "/v2/health/live", "/v2/health/ready", "/ui")
+DEFAULT_OPEN_PATHS = ("/livez", "/readyz", "/healthz", "/metrics", "/v2/health/live", "/v2/health/ready", "/docs.json", "/ui")
 
 
 class SettingsError(ValueError):
@@ -45,6 +46,9 @@ class Settings:
     access_log: bool = True
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     max_image_side: int = DEFAULT_MAX_IMAGE_SIDE
+    max_request_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    decode_threads: int = 1
+    model_card_geometry: bool = False
     oip_model_name: str = "binenc"
     api_key_hashes: frozenset[str] = field(default_factory=frozenset)
     api_keys_file: str | None = None
@@ -61,6 +65,11 @@ class Settings:
     def auth_enabled(self) -> bool:
         return bool(self.api_key_hashes)
 
+    @property
+    def card_geometry(self) -> bool:
+        """Whether ``GET /model`` shows the rejection geometry: when asked, or when only key holders reach it."""
+        return self.model_card_geometry or (self.auth_enabled and "/model" not in self.auth_open_paths)
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Build from ``environ`` (default ``os.environ``); unset or empty variables keep the default."""
@@ -74,6 +83,11 @@ class Settings:
         if keys_file:
             hashes = set(values.get("api_key_hashes", frozenset())) | read_key_hashes(Path(str(keys_file)))
             values["api_key_hashes"] = frozenset(hashes)
+        asked = [ENV[name] for name in ("api_key_hashes", "api_keys_file") if env.get(ENV[name], "") != ""]
+        if asked and not values.get("api_key_hashes"):
+            # Asking for keys and getting none must not start an open service.
+            raise SettingsError(f"{' and '.join(asked)} set but no API key hash found; authentication would be "
+                                "off: add sha256 hex digests, or unset the variable to serve without keys")
         return cls(**values)  # type: ignore[arg-type]
 
 
@@ -95,7 +109,7 @@ def _parse(name: str, var: str, raw: str, default: object) -> object:
             value = kind(raw)
         except ValueError:
             raise SettingsError(f"{var} must be a positive {kind.__name__}, got {raw!r}") from None
-        if value <= 0:
+        if not math.isfinite(value) or value <= 0:
             raise SettingsError(f"{var} must be a positive {kind.__name__}, got {raw!r}")
         return value
     return raw

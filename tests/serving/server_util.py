@@ -63,8 +63,10 @@ def start_server(
     target: list[str] | None = None,
     cwd: Path = REPO_ROOT,
     ready_timeout: float = 180.0,
+    ready_headers: dict[str, str] | None = None,
 ) -> Server:
-    """``python -m bentoml serve [target] --port P`` from ``cwd``; waits until ``/readyz`` answers 200.
+    """``python -m bentoml serve [target] --port P`` from ``cwd``; waits until ``/readyz`` answers 200 (asked with
+    ``ready_headers``, e.g. an API key when no route is open).
 
     ``extra_env`` values of ``None`` remove the variable. ``BENTOML_HOME`` must already be set (the test
     session's temporary home); tracking is always off.
@@ -85,7 +87,7 @@ def start_server(
     os.close(log_fd)
     server = Server(f"http://127.0.0.1:{port}", port, proc, Path(log_name), env)
     deadline = time.monotonic() + ready_timeout
-    with httpx.Client(timeout=2.0) as client:
+    with httpx.Client(timeout=2.0, headers=ready_headers) as client:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise RuntimeError(f"bentoml serve exited with {proc.returncode}:\n{server.log_tail()}")

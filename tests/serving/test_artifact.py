@@ -178,3 +178,14 @@ def test_serving_does_not_import_torch(digits_artifact):
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("ok")
+
+
+def test_repeated_metadata_entry_is_refused(digits_artifact, tmp_path):
+    """Two ``binenc`` entries: which one is meant is ambiguous (a reader taking the last one served it)."""
+    model = onnx.load(str(digits_artifact))
+    entry = model.metadata_props.add()
+    entry.key, entry.value = A.METADATA_KEY, A.get_props(model)[A.METADATA_KEY]
+    path = tmp_path / "model.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(ArtifactError, match=r"holds \['binenc'\] more than once"):
+        read_metadata(path)

@@ -289,7 +289,9 @@ def test_metrics_show_own_counters(http, digits_pixels):
     assert value(r'binenc_reliability_bucket\{le="1.0",route="predict"\}') >= 6
     assert value(r'binenc_request_errors_total\{code="empty_batch",route="predict"\}') >= 1
     assert "binenc_inference_seconds_bucket" in text
-    assert "bentoml_service_request_total" in text  # BentoML's defaults are still there
+    assert value(r'binenc_http_requests_total\{route="/predict",status="200"\}') >= 2
+    assert value(r'binenc_http_requests_total\{route="/predict",status="400"\}') >= 1
+    assert "bentoml_service_request_total" not in text  # BentoML's raw-path labels are off
 
 
 def test_server_still_healthy(http, served, digits_pixels):

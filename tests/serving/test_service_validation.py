@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import re
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from serving.images import ImagePolicy, _to_mode, decode_image
-from serving.middleware import hash_key
+from serving.images import DecodeCancelled, ImagePolicy, _to_mode, check_images, decode_image, decode_images
+from serving.middleware import hash_key, route_template
+from serving.responses import QuietRefusals, rewrite
 from serving.settings import ENV, Settings, SettingsError
 from serving.validation import (
     ApiError,
@@ -119,6 +123,32 @@ def test_bad_json(raw, match):
         parse_json(raw, LIMITS.max_json_depth)
 
 
+def test_nesting_scan_is_linear_on_escaped_quotes():
+    """More than max_depth brackets then an unterminated string of escaped quotes: once super-quadratic (a
+    regex), now one pass. 1 MB must be refused well within a second (it took minutes)."""
+    for n in (20_000, 500_000):
+        raw = b'{"pixels":' + b"[" * 17 + b'"' + b'\\"' * n
+        t0 = time.perf_counter()
+        with refused("invalid_json", "nesting deeper than 16"):
+            parse_json(raw, 16)
+        assert time.perf_counter() - t0 < 0.5, (n, time.perf_counter() - t0)
+
+
+@pytest.mark.parametrize(("raw", "ok"), [
+    (b'{"a": "[[[[[[[[[[", "b": [[1]]}', True),          # brackets inside strings do not count
+    (b'{"a": "\\"[[[[[[[[[", "b": 1}', True),          # an escaped quote does not end the string
+    (b'{"a": "\\\\", "b": [[[[[[[[[1]]]]]]]]]}', False),  # an escaped backslash does not escape the quote
+    (b"[" * 8 + b"]" * 8, True),
+    (b"[" * 9 + b"]" * 9, False),
+])
+def test_nesting_scan_reads_strings_like_json(raw, ok):
+    if ok:
+        parse_json(raw, 8)
+    else:
+        with refused("invalid_json", "nesting"):
+            parse_json(raw, 8)
+
+
 def test_threshold_bounds():
     assert validate_threshold(None, 0.5) is None
     assert validate_threshold(0.5, 0.5) == 0.5
@@ -157,6 +187,58 @@ def test_settings_from_env(tmp_path):
     assert s.api_key_hashes == {hash_key("a"), hash_key("b"), hash_key("c")} and s.auth_enabled
     with pytest.raises(SettingsError, match="sha256 hex"):  # a raw key instead of its hash is refused
         Settings.from_env({"BINENC_API_KEY_HASHES": "my-secret-key"})
+
+
+@pytest.mark.parametrize("env", [{"BINENC_API_KEY_HASHES": ","}, {"BINENC_API_KEY_HASHES": " , "},
+                                 {"BINENC_API_KEYS_FILE": "EMPTY"}, {"BINENC_API_KEYS_FILE": "COMMENTS"}])
+def test_asking_for_keys_and_getting_none_is_an_error(env, tmp_path):
+    files = {"EMPTY": "", "COMMENTS": "# keys go here\n\n   # none yet\n"}
+    for var, value in env.items():
+        if value in files:
+            (tmp_path / value).write_text(files[value])
+            env[var] = str(tmp_path / value)
+    with pytest.raises(SettingsError, match="no API key hash found; authentication would be off"):
+        Settings.from_env(env)
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf"])
+def test_non_finite_settings_are_refused(value):
+    with pytest.raises(SettingsError, match="BINENC_TIMEOUT_S must be a positive float"):
+        Settings.from_env({"BINENC_TIMEOUT_S": value})
+
+
+def test_model_card_geometry_setting():
+    assert not Settings.from_env({}).card_geometry
+    assert Settings.from_env({"BINENC_MODEL_CARD_GEOMETRY": "1"}).card_geometry
+    keyed = {"BINENC_API_KEY_HASHES": hash_key("a")}
+    assert Settings.from_env(keyed).card_geometry  # only key holders reach /model
+    assert not Settings.from_env({**keyed, "BINENC_AUTH_OPEN_PATHS": "/livez,/model"}).card_geometry
+
+
+@pytest.mark.parametrize(("path", "template"), [
+    ("/predict", "/predict"), ("/v2/models/binenc/infer", "/v2/models/{name}/infer"),
+    ("/v2/models/x/versions/abc/ready", "/v2/models/{name}/versions/{version}/ready"),
+    ("/v2/models/anything", "/v2/models/{name}"), ("/v2/models/a/b/c", "other"), ("/v2/models/", "other"),
+    ("/" + "x" * 1000, "other"), ("/predict/extra", "other"), ("/v2/models/a/versions/", "other"),
+])
+def test_route_templates_are_a_fixed_set(path, template):
+    assert route_template(path) == template
+
+
+def test_overloaded_batcher_is_named():
+    code, message = rewrite(503, b'{"error": "An unexpected error has occurred, please check the server log."}')
+    assert code == "overloaded" and "queue is full" in message and "unexpected" not in message
+
+
+def test_quiet_refusals_filter():
+    filt = QuietRefusals(ValueError)
+
+    def record(exc: BaseException | None) -> logging.LogRecord:
+        info = (type(exc), exc, None) if exc else None
+        return logging.LogRecord("x", logging.ERROR, __file__, 1, "Exception on /predict_batch", (), info)
+
+    assert not filt.filter(record(ValueError("client input")))
+    assert filt.filter(record(RuntimeError("a real fault"))) and filt.filter(record(None))
 
 
 def test_settings_table_in_docs_matches_dataclass():
@@ -243,6 +325,58 @@ def test_image_refusals():
     with pytest.raises(ApiError, match="mode 'F' is not supported") as info:
         _to_mode(Image.new("F", (8, 8)), 1)
     assert info.value.status == 415
+
+
+def jpeg_declaring(side: int) -> bytes:
+    """A 28×28 JPEG whose frame header (SOF0) is edited to declare side×side: the data ends early."""
+    data = bytearray(encode(Image.fromarray(np.random.default_rng(0).integers(0, 255, (28, 28), np.uint8)), "JPEG"))
+    sof = data.find(b"\xff\xc0")
+    data[sof + 5:sof + 9] = side.to_bytes(2, "big") * 2
+    return bytes(data)
+
+
+def test_jpeg_ending_early_is_refused_before_decoding():
+    with refused("truncated_image", "cannot hold them"):
+        decode_image(jpeg_declaring(4096), FMNIST)
+    with refused("truncated_image", "cannot hold them"):
+        decode_image(jpeg_declaring(2048), FMNIST)
+
+
+def test_mpo_is_read_as_its_first_jpeg():
+    first, second = Image.new("L", (28, 28), 0), Image.new("L", (28, 28), 255)
+    first.paste(255, (8, 8, 20, 20))
+    buf = io.BytesIO()
+    first.save(buf, "MPO", save_all=True, append_images=[second])
+    assert Image.open(io.BytesIO(buf.getvalue())).format == "MPO"
+    out = decode_image(buf.getvalue(), FMNIST)
+    ref = decode_image(encode(first, "JPEG"), FMNIST)
+    assert out.shape == (1, 28, 28) and np.abs(out - ref).max() < 0.05
+
+
+def test_big_jpeg_is_decoded_at_a_reduced_scale():
+    big = Image.new("L", (4096, 4096), 0)
+    big.paste(255, (1024, 1024, 3072, 3072))
+    data = encode(big, "JPEG")
+    t0 = time.perf_counter()
+    out = decode_image(data, FMNIST)
+    assert time.perf_counter() - t0 < 1.0 and out.shape == (1, 28, 28) and out.max() > 0.9
+
+
+def test_request_pixel_budget_and_cancel():
+    policy = ImagePolicy.for_model(1, 28, 28, "fashion-mnist", max_request_pixels=3 * 64 * 64)
+    img = encode(Image.new("L", (64, 64), 255))
+    check_images([img] * 3, policy)
+    assert len(decode_images([img] * 3, policy)) == 3
+    with refused("too_many_pixels", "declare 16384 pixels together"):
+        check_images([img] * 4, policy)
+    with refused("truncated_image", r"image\[1\]: "):
+        check_images([img, jpeg_declaring(4096)], policy)
+    with refused("invalid_image", r"image\[1\]: "):
+        decode_images([img, b"junk"], policy)
+    cancelled = threading.Event()
+    cancelled.set()
+    with pytest.raises(DecodeCancelled):
+        decode_images([img], policy, cancelled)
 
 
 @pytest.mark.parametrize("mode", ["1", "L", "LA", "P", "RGB", "RGBA", "I;16", "CMYK"])

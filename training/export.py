@@ -51,7 +51,14 @@ from training.metrics import auroc, calibrate_threshold
 from training.models import Classifier
 from training.reliability import GeometryError, VertexGeometry
 from training.score import score_definition, score_module
-from training.selective_risk import RiskNotCertifiable, certify, risk_summary, split_validation
+from training.selective_risk import (
+    RiskNotCertifiable,
+    certify,
+    choose_alpha,
+    risk_summary,
+    sequence_start,
+    split_validation,
+)
 from training.version import code_version
 
 log = logging.getLogger(__name__)
@@ -227,13 +234,20 @@ def register_artifact(path: Path, metadata: dict) -> str:
     return str(m.tag)
 
 
-def risk_controlled_threshold(val_out: dict[str, np.ndarray], labels: np.ndarray, alpha: float, delta: float,
-                              candidates: int) -> tuple[float, dict, dict]:
+def risk_controlled_threshold(val_out: dict[str, np.ndarray], labels: np.ndarray, alpha: float | Sequence[float],
+                              delta: float, candidates: int) -> tuple[float, dict, dict]:
     """``(threshold, acceptance, calibration summary)`` of the most permissive threshold certified at ``alpha``
-    (:func:`training.selective_risk.certify` at ``delta / candidates``); raises :class:`RiskNotCertifiable`."""
+    (:func:`training.selective_risk.certify` at ``delta / candidates``); raises :class:`RiskNotCertifiable`.
+    Several ``alpha``: the smallest at or above the selection part's smallest certifiable risk
+    (:func:`training.selective_risk.choose_alpha`; the calibration points play no part in the choice)."""
     sel, cal = split_validation(len(labels))
     rel = val_out["reliability"]
     wrong = val_out["logits"].argmax(1) != labels
+    alphas = sorted(alpha) if isinstance(alpha, Sequence) else [float(alpha)]
+    if len(alphas) > 1:
+        alpha = choose_alpha(alphas, sequence_start(rel[sel], wrong[sel], delta / candidates)[2])
+    else:
+        alpha = alphas[0]
     cert = certify(rel[sel], wrong[sel], rel[cal], wrong[cal], alpha, delta / candidates)
     if cert.index is None:
         smallest = math.ceil(cert.smallest_certifiable * 1e4) / 1e4
@@ -243,6 +257,10 @@ def risk_controlled_threshold(val_out: dict[str, np.ndarray], labels: np.ndarray
             f"{len(cal)} calibration points{by}; the smallest certifiable risk is {smallest:.4f} "
             f"(pass --target-risk {smallest:.4f} or more)")
     acceptance = risk_summary(cert, alpha, delta, candidates, len(sel))
+    if len(alphas) > 1:
+        acceptance["alpha_candidates"] = alphas
+        acceptance["alpha_rule"] = ("the smallest candidate at or above the selection part's smallest certifiable "
+                                    "risk (chosen without the calibration points)")
     calibration = calibration_summary({k: v[cal] for k, v in val_out.items()}, labels[cal], cert.threshold,
                                       split="val (calibration part)")
     return cert.threshold, acceptance, calibration
@@ -251,7 +269,8 @@ def risk_controlled_threshold(val_out: dict[str, np.ndarray], labels: np.ndarray
 # --------------------------------------------------------------------------- the export
 def export_run(
     run_dir: str | Path, out: str | Path | None = None, target_accept_rate: float = 0.95, register: bool = False,
-    data: DatasetSplits | None = None, sign_key: str | Path | None = None, target_risk: float | None = None,
+    data: DatasetSplits | None = None, sign_key: str | Path | None = None,
+    target_risk: float | Sequence[float] | None = None,
     delta: float = 0.05, candidates: int = 1,
 ) -> Path:
     """Export ``run_dir`` to ``out`` (default ``run_dir/model.onnx``); returns the path written.
@@ -262,7 +281,8 @@ def export_run(
     out = Path(out) if out is not None else run_dir / ARTIFACT_NAME
     if not 0.0 < target_accept_rate < 1.0:
         raise ValueError(f"target_accept_rate must be in (0, 1), got {target_accept_rate}")
-    if target_risk is not None and not (0.0 < target_risk < 1.0 and 0.0 < delta < 1.0):
+    risks = list(target_risk) if isinstance(target_risk, Sequence) else [target_risk]
+    if target_risk is not None and not (risks and all(0.0 < a < 1.0 for a in risks) and 0.0 < delta < 1.0):
         raise ValueError(f"expected --target-risk and --delta in (0, 1), got {target_risk} and {delta}")
     if not (isinstance(candidates, int) and candidates >= 1):
         raise ValueError(f"expected --candidates to be a whole number >= 1, got {candidates}")
@@ -352,6 +372,15 @@ def _verify_bytes(payload: bytes, out: Path) -> None:
         read_metadata(p, verify=True)
 
 
+def risk_list(text: str) -> float | list[float]:
+    """``ALPHA`` or ``ALPHA,ALPHA,...`` (argparse type)."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or comma-separated numbers in (0, 1), got {text!r}") from None
+    return values[0] if len(values) == 1 else values
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training.export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -360,10 +389,11 @@ def build_parser() -> argparse.ArgumentParser:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--target-accept-rate", type=float, default=0.95,
                       help="share of validation inputs the calibrated threshold accepts (default 0.95)")
-    mode.add_argument("--target-risk", type=float, metavar="ALPHA",
+    mode.add_argument("--target-risk", type=risk_list, metavar="ALPHA",
                       help="instead: the most permissive threshold whose selective error (errors among accepted "
                            "answers) is certified <= ALPHA with probability >= 1 - DELTA (Learn then Test, exact "
-                           "binomial bound; exits 2 with the smallest certifiable risk when none is)")
+                           "binomial bound; exits 2 with the smallest certifiable risk when none is). A list "
+                           "(0.01,0.02,0.03): the smallest the selection part of the validation split supports")
     p.add_argument("--delta", type=float, help="with --target-risk: the probability that the guarantee fails "
                    "(default 0.05)")
     p.add_argument("--candidates", type=int, help="with --target-risk: the number of models this one was chosen among "

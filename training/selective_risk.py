@@ -104,6 +104,7 @@ class Certificate:
     bounds: np.ndarray  # upper bound of the selective risk at each grid threshold (calibration part)
     index: int | None
     n_calibration: int
+    selection_bound: float  # the smallest Clopper-Pearson bound on the selection part (where the sequence starts)
 
     @property
     def threshold(self) -> float | None:
@@ -121,6 +122,23 @@ class Certificate:
         return min(stop + 1, len(self.grid)) - self.start
 
 
+def sequence_start(sel_scores: np.ndarray, sel_wrong: np.ndarray, delta: float) -> tuple[np.ndarray, int, float]:
+    """``(grid, start, bound)`` from the selection part alone: the threshold grid, the index where the sequence
+    starts (the smallest Clopper-Pearson bound on the selection points) and that bound."""
+    grid = threshold_grid(sel_scores)
+    n_sel, k_sel = accepted_counts(sel_scores, sel_wrong, grid)
+    bounds = clopper_pearson_upper(k_sel, n_sel, delta)
+    start = int(np.argmin(bounds))
+    return grid, start, float(bounds[start])
+
+
+def choose_alpha(alphas: list[float], selection_bound: float) -> float:
+    """The smallest of ``alphas`` at or above the selection part's smallest certifiable risk (the largest when none
+    is): a choice of ALPHA that never looks at the calibration points."""
+    ok = [a for a in sorted(alphas) if a >= selection_bound]
+    return ok[0] if ok else max(alphas)
+
+
 def certify(sel_scores: np.ndarray, sel_wrong: np.ndarray, cal_scores: np.ndarray, cal_wrong: np.ndarray,
             alpha: float, delta: float, upper_bound: UpperBound = clopper_pearson_upper) -> Certificate:
     """Fixed-sequence test of ``R(tau_j) <= alpha`` on the calibration part, grid and start from the selection part.
@@ -133,9 +151,7 @@ def certify(sel_scores: np.ndarray, sel_wrong: np.ndarray, cal_scores: np.ndarra
         raise ValueError(f"expected a target risk ALPHA in (0, 1), got {alpha}")
     if not 0.0 < delta < 1.0:
         raise ValueError(f"expected DELTA in (0, 1), got {delta}")
-    grid = threshold_grid(sel_scores)
-    n_sel, k_sel = accepted_counts(sel_scores, sel_wrong, grid)
-    start = int(np.argmin(clopper_pearson_upper(k_sel, n_sel, delta)))
+    grid, start, selection_bound = sequence_start(sel_scores, sel_wrong, delta)
     n_cal, k_cal = accepted_counts(cal_scores, cal_wrong, grid)
     bounds = np.asarray(upper_bound(k_cal, n_cal, delta), dtype=np.float64)
     index = None
@@ -143,7 +159,8 @@ def certify(sel_scores: np.ndarray, sel_wrong: np.ndarray, cal_scores: np.ndarra
         if not bounds[j] <= alpha:
             break
         index = j
-    return Certificate(alpha, delta, grid, start, n_cal, k_cal, bounds, index, int(np.size(cal_scores)))
+    return Certificate(alpha, delta, grid, start, n_cal, k_cal, bounds, index, int(np.size(cal_scores)),
+                       selection_bound)
 
 
 def risk_summary(cert: Certificate, alpha: float, delta: float, candidates: int, n_selection: int) -> dict:
@@ -171,6 +188,7 @@ def risk_summary(cert: Certificate, alpha: float, delta: float, candidates: int,
         "calibration_selective_risk": float(cert.n_wrong[j] / max(int(cert.n_accepted[j]), 1)),
         "upper_bound_at_threshold": float(cert.bounds[j]),
         "smallest_certifiable_risk": cert.smallest_certifiable,
+        "selection_smallest_certifiable_risk": cert.selection_bound,
         "selection_n": n_selection,
         "split": (f"validation split, seeded permutation (seed {SPLIT_SEED}): {n_selection} points choose the threshold "
                   "grid and the start of the sequence, the other points certify"),

@@ -278,3 +278,14 @@ def test_artifact_without_the_acceptance_fields_still_loads(digits_artifact, tmp
     art = load_artifact(old)
     assert "acceptance" not in art.metadata
     assert art.acceptance == {"mode": "accept_rate", "target_accept_rate": md["target_accept_rate"]}
+
+
+def test_cli_several_target_risks_choose_on_the_selection_part(digits_run, tmp_path, capsys):
+    from training.selective_risk import choose_alpha
+
+    out = tmp_path / "m.onnx"
+    assert export_mod.main([str(digits_run), "--out", str(out), "--target-risk", "0.05,0.1,0.2", "--delta", "0.1"]) == 0
+    a = read_metadata(out)[0]["acceptance"]
+    assert a["alpha_candidates"] == [0.05, 0.1, 0.2]
+    assert a["alpha"] == choose_alpha([0.05, 0.1, 0.2], a["selection_smallest_certifiable_risk"])
+    assert a["upper_bound_at_threshold"] <= a["alpha"]

@@ -107,3 +107,18 @@ def test_guarantee_holds_over_many_calibration_draws_and_a_broken_bound_fails_th
     assert coverage > 0.55  # not vacuous: the oracle threshold (R = ALPHA) accepts 71%
     broken, _ = violation_rate(empirical_risk)
     assert broken > DELTA + SLACK, f"the broken bound passed: violation rate {broken:.3f}"
+
+
+def test_alpha_is_chosen_from_the_selection_part_alone():
+    from training.selective_risk import choose_alpha, sequence_start
+
+    assert choose_alpha([0.03, 0.01, 0.02], 0.012) == 0.02
+    assert choose_alpha([0.01, 0.02], 0.005) == 0.01 and choose_alpha([0.01, 0.02], 0.5) == 0.02
+    rng = np.random.default_rng(4)
+    s, wrong = draw(rng, N_VAL)
+    sel, cal = split_validation(N_VAL)
+    grid, start, bound = sequence_start(s[sel], wrong[sel], DELTA)
+    cert = certify(s[sel], wrong[sel], s[cal], wrong[cal], ALPHA, DELTA)
+    assert cert.start == start and cert.selection_bound == bound and np.array_equal(cert.grid, grid)
+    shuffled = wrong[cal][rng.permutation(len(cal))]  # the calibration labels play no part in the start
+    assert certify(s[sel], wrong[sel], s[cal], shuffled, ALPHA, DELTA).start == start

@@ -191,7 +191,7 @@ def risk_summary(cert: Certificate, alpha: float, delta: float, candidates: int,
         "selection_smallest_certifiable_risk": cert.selection_bound,
         "selection_n": n_selection,
         "split": (f"validation split, seeded permutation (seed {SPLIT_SEED}): {n_selection} points choose the threshold "
-                  "grid and the start of the sequence, the other points certify"),
+                  "grid, the start of the sequence and ALPHA when several are given; the other points certify"),
         "hypotheses_tested": cert.tested,
         "covers": "exchangeable data like the calibration split; not distribution shift, not adversarial inputs",
     }

@@ -15,6 +15,7 @@ from robustness.ablation import mahalanobis_option
 from robustness.adaptive import RejectOption
 from robustness.adversarial import evaluate_adversarial
 from robustness.config import BenchConfig, relative_path
+from robustness.guarantee import realized as realized_guarantee
 from robustness.ood import Features, OODSet, fit_detectors, log_max_softmax
 from robustness.paper import paper_deepfool
 from robustness.runs import ModelRun
@@ -133,6 +134,9 @@ def evaluate_model(cfg: BenchConfig, run: ModelRun, inp: Inputs) -> tuple[dict, 
         adv["points"] = [int(i) for i in inp.adv_idx]
     t1 = time.perf_counter()
     ood_entry, arrays = ood_and_selective(cfg, net, inp, option)
+    realized = realized_guarantee(art.acceptance, arrays["reliability_id"] >= option.threshold, arrays["correct"])
+    if realized is not None:  # the artifact certifies a selective error: what it realizes on the ID test points
+        ood_entry["guarantee"] = realized
     geometry = geometry_summary(run.run_dir)
     entry = {
         "label": run.label, "variant": train_cfg.variant, "seed": train_cfg.seed, "run_dir": relative_path(str(run.run_dir)),

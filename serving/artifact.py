@@ -254,7 +254,10 @@ class Artifact:
         self.classes: list[str] = list(metadata["classes"])
         self.input_shape: tuple[int, int, int] = tuple(int(s) for s in metadata["input"]["shape"])  # type: ignore[assignment]
         self.threshold = float(metadata["threshold"])
-        self.target_accept_rate = float(metadata["target_accept_rate"])
+        rate = metadata["target_accept_rate"]  # null when the threshold certifies a risk instead (``acceptance``)
+        self.target_accept_rate = None if rate is None else float(rate)
+        # how the threshold was set: artifacts from before the risk mode all targeted an accept rate
+        self.acceptance: dict = metadata.get("acceptance") or {"mode": "accept_rate", "target_accept_rate": rate}
         self.score_name: str = metadata["score"]["name"]
         self.provider: str = session.get_providers()[0]
 

@@ -122,6 +122,7 @@ class Predictor:
             "score": md.get("score"),
             "threshold": self.threshold,
             "target_accept_rate": self.artifact.target_accept_rate,
+            "acceptance": self.artifact.acceptance,
             "metadata": md,
             "annex": self.artifact.annex,
             "request": {

@@ -1,13 +1,17 @@
 """Export a trained run to one self-contained ``model.onnx`` (the :mod:`serving.artifact` contract).
 
-``python -m training.export runs/NAME [--register] [--target-accept-rate 0.95] [--out PATH]``
+``python -m training.export runs/NAME [--register] [--target-accept-rate 0.95 | --target-risk ALPHA [--delta DELTA]
+[--candidates K]] [--out PATH]``
 
 Steps: rebuild the model; for ``bin_enc`` fit the :class:`~training.reliability.VertexGeometry` on the training
 latents of correctly classified samples (other variants use max-softmax); wrap the model and its score module
 (:mod:`training.score`, geometry as constant buffers) in one torch module; ``torch.onnx.export(dynamo=True)`` with a dynamic batch; embed every
 initializer (no external data); ``onnx.checker``; run ONNX Runtime and PyTorch on the validation split (>= 256
 samples) and require the same argmax everywhere and probs / reliability within 1e-5; calibrate the threshold on
-the validation reliabilities the ONNX graph produces; sign the metadata; write atomically (temp file +
+the validation reliabilities the ONNX graph produces (two modes: ``--target-accept-rate`` accepts that share of the
+validation split; ``--target-risk ALPHA`` takes the most permissive threshold whose selective error, errors among
+accepted answers, is certified ``<= ALPHA`` with probability ``>= 1 - DELTA`` on a calibration part of the validation
+split, :mod:`training.selective_risk`; nothing is written when none is); sign the metadata; write atomically (temp file +
 ``os.replace``: a failure or interruption leaves no file). ``--register`` also stores it in the BentoML model
 store as ``binenc:<version>`` (the service loads ``binenc:latest``).
 """
@@ -18,6 +22,7 @@ import argparse
 import datetime as dt
 import json
 import logging
+import math
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -45,6 +50,14 @@ from training.metrics import auroc, calibrate_threshold
 from training.models import Classifier
 from training.reliability import GeometryError, VertexGeometry
 from training.score import score_definition, score_module
+from training.selective_risk import (
+    RiskNotCertifiable,
+    certify,
+    choose_alpha,
+    risk_summary,
+    sequence_start,
+    split_validation,
+)
 from training.signing import sign_model
 from training.version import code_version
 
@@ -183,13 +196,14 @@ def training_summary(run_dir: Path) -> dict:
     return clean_json(out)
 
 
-def calibration_summary(outputs: dict[str, np.ndarray], labels: np.ndarray, threshold: float) -> dict:
+def calibration_summary(outputs: dict[str, np.ndarray], labels: np.ndarray, threshold: float,
+                        split: str = "val") -> dict:
     rel = outputs["reliability"]
     pred = outputs["logits"].argmax(1)
     correct = pred == labels
     accepted = rel >= threshold
     return clean_json({
-        "split": "val",
+        "split": split,
         "n": int(len(labels)),
         "accept_rate": float(accepted.mean()),
         "acc": float(correct.mean()),
@@ -211,6 +225,7 @@ def register_artifact(path: Path, metadata: dict) -> str:
     meta = {
         "schema_version": metadata["schema_version"], "name": metadata["name"], "checksum": metadata["checksum"],
         "threshold": metadata["threshold"], "target_accept_rate": metadata["target_accept_rate"],
+        "acceptance_mode": metadata["acceptance"]["mode"],
         "classes": metadata["classes"], "input_shape": metadata["input"]["shape"], "backbone": metadata["backbone"],
         "code_version": metadata["code_version"], "created_at": metadata["created_at"], "artifact": ARTIFACT_NAME,
     }
@@ -219,17 +234,58 @@ def register_artifact(path: Path, metadata: dict) -> str:
     return str(m.tag)
 
 
+def risk_controlled_threshold(val_out: dict[str, np.ndarray], labels: np.ndarray, alpha: float | Sequence[float],
+                              delta: float, candidates: int) -> tuple[float, dict, dict]:
+    """``(threshold, acceptance, calibration summary)`` of the most permissive threshold certified at ``alpha``
+    (:func:`training.selective_risk.certify` at ``delta / candidates``); raises :class:`RiskNotCertifiable`.
+    Several ``alpha``: the smallest at or above the selection part's smallest certifiable risk
+    (:func:`training.selective_risk.choose_alpha`; the calibration points play no part in the choice)."""
+    sel, cal = split_validation(len(labels))
+    rel = val_out["reliability"]
+    wrong = val_out["logits"].argmax(1) != labels
+    alphas = sorted(alpha) if isinstance(alpha, Sequence) else [float(alpha)]
+    if len(alphas) > 1:
+        alpha = choose_alpha(alphas, sequence_start(rel[sel], wrong[sel], delta / candidates)[2])
+    else:
+        alpha = alphas[0]
+    cert = certify(rel[sel], wrong[sel], rel[cal], wrong[cal], alpha, delta / candidates)
+    if cert.index is None:
+        smallest = math.ceil(cert.smallest_certifiable * 1e4) / 1e4
+        by = f", Bonferroni over {candidates} candidate models" if candidates > 1 else ""
+        raise RiskNotCertifiable(
+            f"no threshold certifies a selective error <= {alpha:g} with probability >= {1 - delta:g} on "
+            f"{len(cal)} calibration points{by}; the smallest certifiable risk is {smallest:.4f} "
+            f"(pass --target-risk {smallest:.4f} or more)")
+    acceptance = risk_summary(cert, alpha, delta, candidates, len(sel))
+    if len(alphas) > 1:
+        acceptance["alpha_candidates"] = alphas
+        acceptance["alpha_rule"] = ("the smallest candidate at or above the selection part's smallest certifiable "
+                                    "risk (chosen without the calibration points)")
+    calibration = calibration_summary({k: v[cal] for k, v in val_out.items()}, labels[cal], cert.threshold,
+                                      split="val (calibration part)")
+    return cert.threshold, acceptance, calibration
+
+
 # --------------------------------------------------------------------------- the export
 def export_run(
     run_dir: str | Path, out: str | Path | None = None, target_accept_rate: float = 0.95, register: bool = False,
     data: DatasetSplits | None = None, sign_key: str | Path | None = None,
+    target_risk: float | Sequence[float] | None = None,
+    delta: float = 0.05, candidates: int = 1,
 ) -> Path:
     """Export ``run_dir`` to ``out`` (default ``run_dir/model.onnx``); returns the path written.
-    ``sign_key``: an Ed25519 private key (PEM) that signs the artifact (:mod:`training.signing`)."""
+    ``sign_key``: an Ed25519 private key (PEM) that signs the artifact (:mod:`training.signing`).
+    ``target_risk``: certify the selective error instead of a target accept rate, at ``delta``, Bonferroni over
+    ``candidates`` models chosen among with the same validation data (:mod:`training.selective_risk`)."""
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else run_dir / ARTIFACT_NAME
     if not 0.0 < target_accept_rate < 1.0:
         raise ValueError(f"target_accept_rate must be in (0, 1), got {target_accept_rate}")
+    risks = list(target_risk) if isinstance(target_risk, Sequence) else [target_risk]
+    if target_risk is not None and not (risks and all(0.0 < a < 1.0 for a in risks) and 0.0 < delta < 1.0):
+        raise ValueError(f"expected --target-risk and --delta in (0, 1), got {target_risk} and {delta}")
+    if not (isinstance(candidates, int) and candidates >= 1):
+        raise ValueError(f"expected --candidates to be a whole number >= 1, got {candidates}")
     model, cfg, ckpt = load_run(run_dir)
     data = data or load_dataset(ckpt["dataset"], cfg.data_dir, cfg.val_fraction, cfg.seed)
     classes = list(ckpt.get("classes") or data.classes)
@@ -247,9 +303,14 @@ def export_run(
     parity["source"] = parity_source
 
     val_out = {k: v[: len(data.val)] for k, v in got.items()}
-    threshold = calibrate_threshold(val_out["reliability"], target_accept_rate)
-    calibration = calibration_summary(val_out, data.val.labels, threshold)
-    calibration["target_accept_rate"] = target_accept_rate
+    if target_risk is None:
+        threshold = calibrate_threshold(val_out["reliability"], target_accept_rate)
+        calibration = calibration_summary(val_out, data.val.labels, threshold)
+        calibration["target_accept_rate"] = target_accept_rate
+        acceptance = {"mode": "accept_rate", "target_accept_rate": target_accept_rate}
+    else:
+        threshold, acceptance, calibration = risk_controlled_threshold(val_out, data.val.labels, target_risk, delta,
+                                                                       candidates)
     calibration["parity"] = clean_json(parity)
 
     mc = model.cfg
@@ -269,7 +330,8 @@ def export_run(
         "latent_dim": int(model.latent_width),
         "score": score,
         "threshold": threshold,
-        "target_accept_rate": target_accept_rate,
+        "target_accept_rate": target_accept_rate if target_risk is None else None,
+        "acceptance": acceptance,
         "geometry": geo_md,
         "codebook": codebook,
         "training_metrics": training_summary(run_dir),
@@ -310,13 +372,32 @@ def _verify_bytes(payload: bytes, out: Path) -> None:
         read_metadata(p, verify=True)
 
 
+def risk_list(text: str) -> float | list[float]:
+    """``ALPHA`` or ``ALPHA,ALPHA,...`` (argparse type)."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or comma-separated numbers in (0, 1), got {text!r}") from None
+    return values[0] if len(values) == 1 else values
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training.export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", help="run directory with checkpoint.pt (and metrics.json)")
     p.add_argument("--out", help=f"output path (default RUN_DIR/{ARTIFACT_NAME})")
-    p.add_argument("--target-accept-rate", type=float, default=0.95,
-                   help="share of validation inputs the calibrated threshold accepts (default 0.95)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--target-accept-rate", type=float, default=0.95,
+                      help="share of validation inputs the calibrated threshold accepts (default 0.95)")
+    mode.add_argument("--target-risk", type=risk_list, metavar="ALPHA",
+                      help="instead: the most permissive threshold whose selective error (errors among accepted "
+                           "answers) is certified <= ALPHA with probability >= 1 - DELTA (Learn then Test, exact "
+                           "binomial bound; exits 2 with the smallest certifiable risk when none is). A list "
+                           "(0.01,0.02,0.03): the smallest the selection part of the validation split supports")
+    p.add_argument("--delta", type=float, help="with --target-risk: the probability that the guarantee fails "
+                   "(default 0.05)")
+    p.add_argument("--candidates", type=int, help="with --target-risk: the number of models this one was chosen among "
+                   "with the same validation data; DELTA is split over them (Bonferroni; default 1)")
     p.add_argument("--register", action="store_true", help="also store it in the BentoML model store (binenc:latest)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--sign", metavar="PRIVATE_KEY", help="sign the artifact with this Ed25519 key (PEM; create a "
@@ -332,15 +413,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    if args.target_risk is None and (args.delta is not None or args.candidates is not None):
+        print("error: --delta and --candidates only apply with --target-risk ALPHA", file=sys.stderr)
+        return 2
     try:
-        path = export_run(args.run_dir, args.out, args.target_accept_rate, args.register, sign_key=args.sign)
+        path = export_run(args.run_dir, args.out, args.target_accept_rate, args.register, sign_key=args.sign,
+                          target_risk=args.target_risk, delta=0.05 if args.delta is None else args.delta,
+                          candidates=1 if args.candidates is None else args.candidates)
     except (FileNotFoundError, DatasetNotFoundError, GeometryError, ParityError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {err}", file=sys.stderr)  # RiskNotCertifiable is a ValueError: one line, exit 2
         return 2
     md, _ = read_metadata(path)
     print(f"exported {path}: {md['variant']} score={md['score']['name']} threshold={md['threshold']:.6g} "
           f"val_accept={md['calibration']['accept_rate']:.4f} checksum={md['checksum']}")
-    print(canonical_json({"calibration": md["calibration"]}))
+    if md["acceptance"]["mode"] == "risk":
+        a = md["acceptance"]
+        print(f"certified: {a['statement']}; calibration coverage {a['calibration_coverage']:.4f} of "
+              f"{a['calibration_n']}, upper bound at the threshold {a['upper_bound_at_threshold']:.4f}")
+    print(canonical_json({"acceptance": md["acceptance"], "calibration": md["calibration"]}))
     return 0
 
 

@@ -18,19 +18,22 @@ def _as1d(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float64).reshape(-1)
 
 
-def calibrate_threshold(scores, target_accept_rate: float = 0.95) -> float:
+def calibrate_threshold(scores, target_accept_rate=0.95):
     """Largest threshold such that ``mean(scores >= threshold) >= target_accept_rate`` on these scores.
 
     That is the order statistic s_(k) with k = floor((1 - target) * n) (0-based, ascending), so the accepted share
-    is at least the target and exceeds it only by ties / rounding (at most 1/n without ties).
+    is at least the target and exceeds it only by ties / rounding (at most 1/n without ties). An array of targets
+    gives the array of thresholds (one sort).
     """
     s = np.sort(_as1d(scores))
-    if not 0.0 < target_accept_rate <= 1.0:
+    rate = np.asarray(target_accept_rate, dtype=np.float64)
+    if not np.all((rate > 0.0) & (rate <= 1.0)):
         raise ValueError(f"target_accept_rate must be in (0, 1], got {target_accept_rate}")
     if s.size == 0:
         raise ValueError("cannot calibrate a threshold on zero samples")
-    k = int(np.floor((1.0 - target_accept_rate) * s.size + 1e-9))
-    return float(s[min(k, s.size - 1)])
+    k = np.floor((1.0 - rate) * s.size + 1e-9).astype(np.int64)
+    out = s[np.minimum(k, s.size - 1)]
+    return float(out) if out.ndim == 0 else out
 
 
 def auroc(scores_pos, scores_neg) -> float:

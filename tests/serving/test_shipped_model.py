@@ -46,8 +46,25 @@ def test_schema_is_current_and_metadata_verifies(provenance):
 
 def test_provenance_names_the_commands(provenance):
     assert provenance["train_command"].startswith("python -m training --dataset fashion-mnist --variant bin_enc")
+    assert f"--seed {provenance['train_config']['seed']} " in provenance["train_command"]
     assert provenance["export_command"].startswith("python scripts/ship_model.py")
+    assert "--target-risk" in provenance["export_command"]
     assert provenance["export_code_version"].startswith("git:")
+
+
+def test_threshold_certifies_the_selective_error(provenance):
+    """docs/shipped-model.md: ALPHA among 0.01/0.02/0.03, DELTA 0.05 over six candidates, bound <= ALPHA."""
+    from scipy.stats import beta
+
+    md, _ = read_metadata(MODEL_DIR / "model.onnx", verify=True)
+    a = md["acceptance"]
+    assert a == provenance["acceptance"] and a["mode"] == "risk" and md["target_accept_rate"] is None
+    assert a["alpha"] in (0.01, 0.02, 0.03) and a["delta"] == 0.05 and a["candidates"] == 6
+    assert md["threshold"] == a["threshold"] and a["calibration_n"] + a["selection_n"] == 6000
+    n, k = a["calibration_accepted"], a["calibration_errors_accepted"]
+    bound = beta.ppf(1 - a["delta_per_candidate"], k + 1, n - k)  # exact one-sided Clopper-Pearson
+    assert a["upper_bound_at_threshold"] == pytest.approx(bound) and bound <= a["alpha"]
+    assert md["calibration"]["n"] == a["calibration_n"] and md["calibration"]["accept_rate"] == a["calibration_coverage"]
 
 
 def _pixels(path: Path) -> np.ndarray:
@@ -100,6 +117,7 @@ def test_bento_holds_serving_code_and_shipped_model_and_serves_it(bentoml_home: 
             assert client.get("/ui").text.startswith("<!doctype html>")
             card = client.get("/model").json()
             assert card["source"] == "shipped:fashion-mnist_bin_enc"
+            assert card["acceptance"]["mode"] == "risk" and card["acceptance"]["alpha"] <= 0.03
             with open(EXAMPLES / "fashion-mnist-ankle-boot.png", "rb") as f:
                 r = client.post("/predict_image", files={"image": ("boot.png", f, "image/png")})
             assert r.status_code == 200, r.text

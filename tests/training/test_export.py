@@ -212,3 +212,80 @@ def test_cli_export_and_register(digits_run, tmp_path, bentoml_home, capsys):
 def test_cli_reports_missing_run(tmp_path, capsys):
     assert export_mod.main([str(tmp_path / "nope")]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- risk-controlled threshold
+def test_risk_mode_certifies_the_selective_error_on_the_calibration_part(digits_run, digits_data, tmp_path):
+    from training.selective_risk import clopper_pearson_upper, split_validation
+
+    path = export_mod.export_run(digits_run, tmp_path / "risk.onnx", data=digits_data, target_risk=0.1, delta=0.1)
+    art = load_artifact(path)
+    a = art.metadata["acceptance"]
+    assert a["mode"] == "risk" and a["alpha"] == 0.1 and a["delta"] == 0.1 and art.acceptance == a
+    assert art.target_accept_rate is None and art.threshold == a["threshold"]
+    _, cal = split_validation(len(digits_data.val))
+    out = art.run(digits_data.val.images[cal].astype(np.float32) / 255)
+    accepted, _ = art.decide(out)
+    wrong = out["logits"].argmax(1) != digits_data.val.labels[cal]
+    n, k = int(accepted.sum()), int((accepted & wrong).sum())
+    assert (n, k, len(cal)) == (a["calibration_accepted"], a["calibration_errors_accepted"], a["calibration_n"])
+    assert a["calibration_coverage"] == pytest.approx(n / len(cal))
+    assert a["upper_bound_at_threshold"] == pytest.approx(float(clopper_pearson_upper(k, n, 0.1)))
+    assert a["upper_bound_at_threshold"] <= 0.1
+    assert art.metadata["calibration"]["n"] == len(cal) and art.metadata["calibration"]["accept_rate"] == n / len(cal)
+
+
+def test_risk_mode_bonferroni_over_candidates_tests_at_delta_over_k(digits_run, digits_data, tmp_path):
+    from training.selective_risk import clopper_pearson_upper
+
+    path = export_mod.export_run(digits_run, tmp_path / "b.onnx", data=digits_data, target_risk=0.1, delta=0.1,
+                                 candidates=6)
+    a = read_metadata(path)[0]["acceptance"]
+    assert a["candidates"] == 6 and a["delta_per_candidate"] == pytest.approx(0.1 / 6) and "Bonferroni" in a["statement"]
+    bound = float(clopper_pearson_upper(a["calibration_errors_accepted"], a["calibration_accepted"], 0.1 / 6))
+    assert a["upper_bound_at_threshold"] == pytest.approx(bound) and bound <= 0.1
+
+
+def test_cli_risk_not_certifiable_says_the_smallest_certifiable_risk_and_writes_nothing(digits_run, tmp_path, capsys):
+    import re
+
+    out = tmp_path / "m.onnx"
+    assert export_mod.main([str(digits_run), "--out", str(out), "--target-risk", "0.0001"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("error: no threshold certifies a selective error <= 0.0001"), err
+    assert not out.exists() and _no_leftovers(tmp_path) == []
+    smallest = re.search(r"smallest certifiable risk is ([0-9.]+)", err[0]).group(1)
+    assert export_mod.main([str(digits_run), "--out", str(out), "--target-risk", smallest]) == 0
+    assert "certified: P(selective error" in capsys.readouterr().out
+    assert read_metadata(out)[0]["acceptance"]["alpha"] == float(smallest)
+
+
+def test_cli_delta_without_target_risk_is_an_error(digits_run, capsys):
+    assert export_mod.main([str(digits_run), "--delta", "0.1"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --delta and --candidates only apply with --target-risk ALPHA"
+
+
+def test_artifact_without_the_acceptance_fields_still_loads(digits_artifact, tmp_path):
+    """Artifacts exported before the risk mode have no ``acceptance`` block: served as accept-rate artifacts."""
+    from serving.artifact import sign_metadata
+
+    md, _ = read_metadata(digits_artifact)
+    assert md["acceptance"] == {"mode": "accept_rate", "target_accept_rate": md["target_accept_rate"]}
+    model = onnx.load(str(digits_artifact))
+    sign_metadata(model, {k: v for k, v in md.items() if k not in ("acceptance", "checksum")})
+    old = tmp_path / "old.onnx"
+    old.write_bytes(model.SerializeToString())
+    art = load_artifact(old)
+    assert "acceptance" not in art.metadata
+    assert art.acceptance == {"mode": "accept_rate", "target_accept_rate": md["target_accept_rate"]}
+
+
+def test_cli_several_target_risks_choose_on_the_selection_part(digits_run, tmp_path, capsys):
+    from training.selective_risk import choose_alpha
+
+    out = tmp_path / "m.onnx"
+    assert export_mod.main([str(digits_run), "--out", str(out), "--target-risk", "0.05,0.1,0.2", "--delta", "0.1"]) == 0
+    a = read_metadata(out)[0]["acceptance"]
+    assert a["alpha_candidates"] == [0.05, 0.1, 0.2]
+    assert a["alpha"] == choose_alpha([0.05, 0.1, 0.2], a["selection_smallest_certifiable_risk"])
+    assert a["upper_bound_at_threshold"] <= a["alpha"]

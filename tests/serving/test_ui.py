@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -101,7 +102,9 @@ def test_browser_shows_accepted_and_rejected(browser, shipped, tmp_path):
     browser.execute_script("arguments[0].dispatchEvent(new Event('change'))", key)
     WebDriverWait(browser, 30).until(lambda d: "test accuracy" in d.find_element(By.ID, "card").text)
     card = browser.find_element(By.ID, "card").text
-    assert "92.9%" in card  # the shipped model's test accuracy (provenance.json: 0.9286)
+    test_acc = json.loads((ROOT / "models" / "fashion-mnist_bin_enc" / "provenance.json").read_text())[
+        "training_metrics"]["test_acc"]
+    assert f"{100 * test_acc:.1f}%" in card  # the shipped model's test accuracy
     assert "under attack" in card and ", mnist 0.9" in card and "attack + reject" in card
 
     _upload(browser, BOOT, "accepted")
@@ -112,7 +115,13 @@ def test_browser_shows_accepted_and_rejected(browser, shipped, tmp_path):
 
     _upload(browser, SEVEN, "rejected")
     why = browser.find_element(By.ID, "why").text
-    assert "below the threshold" in why and "below_threshold" in why
+    with httpx.Client(base_url=shipped.url, timeout=30) as http:  # the page must say what the API says
+        with open(SEVEN, "rb") as f:
+            answer = http.post("/predict_image", files={"image": ("7.png", f, "image/png")},
+                               headers={"Authorization": "Bearer " + API_KEY}).json()["predictions"][0]
+    assert answer["accepted"] is False and f"(reason: {answer['reason']})" in why
+    assert {"below_threshold": "below the threshold", "unoccupied_vertex": "no class occupies",
+            "disagrees_with_argmax": "disagrees with the predicted class"}[answer["reason"]] in why
     fill = browser.find_element(By.ID, "reliability-fill").rect
     mark = browser.find_element(By.ID, "threshold-marker").rect
     assert fill["width"] < mark["x"] - browser.find_element(By.ID, "reliability-bar").rect["x"]  # bar ends left of it

@@ -16,11 +16,15 @@ from pathlib import Path
 
 from training.checkpoint import CHECKPOINT
 from training.config import TrainConfig, make_config
+from training.data import num_classes_of
+from training.models import default_latent_dim
 from training.train import train
 
 log = logging.getLogger("robustness.runs")
 
-IGNORED_CONFIG_KEYS = ("device", "num_threads", "data_dir")
+# min_steps only lengthens a small dataset's run, whose resolved epochs and gamma cap config.json records; runs
+# recorded before it existed have none.
+IGNORED_CONFIG_KEYS = ("device", "num_threads", "data_dir", "min_steps")
 RUN_IN_PROGRESS_S = 900  # an unfinished run whose checkpoint changed this recently is being trained by someone
 
 
@@ -40,6 +44,9 @@ def _comparable(train_cfg: dict) -> dict:
     d = TrainConfig.from_dict(train_cfg).to_dict()
     for k in IGNORED_CONFIG_KEYS:
         d.pop(k, None)
+    if d["latent_dim"] is None:  # the width a run resolves to from its class count (config.json records it)
+        k = num_classes_of(d["dataset"])
+        d["latent_dim"] = default_latent_dim(k) if k is not None else None
     return d
 
 

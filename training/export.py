@@ -39,7 +39,8 @@ from serving.artifact import (
 )
 from serving.signing import sign_model
 from training.checkpoint import CHECKPOINT, load_run
-from training.data import DatasetNotFoundError, DatasetSplits, load_dataset
+from training.collapse import refuse_collapsed
+from training.data import DatasetNotFoundError, DatasetSplits, load_run_data
 from training.inference import forward_batches, to_tensor
 from training.jsonio import clean_json
 from training.metrics import auroc, calibrate_threshold
@@ -231,7 +232,9 @@ def export_run(
     if not 0.0 < target_accept_rate < 1.0:
         raise ValueError(f"target_accept_rate must be in (0, 1), got {target_accept_rate}")
     model, cfg, ckpt = load_run(run_dir)
-    data = data or load_dataset(ckpt["dataset"], cfg.data_dir, cfg.val_fraction, cfg.seed)
+    if (run_dir / "metrics.json").is_file():
+        refuse_collapsed(json.loads((run_dir / "metrics.json").read_text()))
+    data = data or load_run_data(cfg)
     classes = list(ckpt.get("classes") or data.classes)
 
     geometry = fit_score(model, data)
@@ -311,7 +314,7 @@ def _verify_bytes(payload: bytes, out: Path) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m training.export", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m training.export", description=__doc__, allow_abbrev=False,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", help="run directory with checkpoint.pt (and metrics.json)")
     p.add_argument("--out", help=f"output path (default RUN_DIR/{ARTIFACT_NAME})")

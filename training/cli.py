@@ -129,12 +129,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def export(out: str) -> int:
     """Export the finished run (``--export``); 0, or 2 with a message when the model cannot be exported."""
-    from training.export import export_run
+    from training.export import ParityError, export_run
     from training.reliability import GeometryError
 
     try:
         print(f"exported {export_run(out)}")
-    except (GeometryError, DatasetNotFoundError, ValueError) as err:
+    except (GeometryError, DatasetNotFoundError, ParityError, ValueError) as err:
         print(f"error: could not export {out}: {err}", file=sys.stderr)
         return 2
     return 0

@@ -166,8 +166,13 @@ def parity_images(data: DatasetSplits, minimum: int = MIN_PARITY_SAMPLES) -> tup
     if len(data.val) >= minimum:
         return data.val.images, f"val ({len(data.val)})"
     extra = minimum - len(data.val)
-    return (np.concatenate([data.val.images, data.train.images[:extra]]),
-            f"val ({len(data.val)}) + first {extra} train (val split smaller than {minimum})")
+    images = np.concatenate([data.val.images, data.train.images[:extra]])
+    if len(images) >= minimum:
+        return images, f"val ({len(data.val)}) + first {extra} train (val split smaller than {minimum})"
+    images = np.concatenate([images, data.test.images])  # a tiny dataset: all of it, repeated up to ``minimum``
+    return (np.resize(images, (minimum, *images.shape[1:])),
+            f"val ({len(data.val)}) + train ({len(data.train)}) + test ({len(data.test)}), repeated to {minimum} "
+            f"(dataset smaller than {minimum})")
 
 
 def training_summary(run_dir: Path) -> dict:

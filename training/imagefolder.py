@@ -89,19 +89,26 @@ def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
-def _open(path: Path) -> Image.Image:
-    """Open and decode one file fully (a truncated or corrupt file fails here, naming the file)."""
+def _open(path: Path, decode: bool = True) -> Image.Image:
+    """Open one file, and decode it fully with ``decode`` (a truncated or corrupt file fails, naming the file)."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             img = Image.open(path)
-            img.load()
+            if decode:
+                img.load()
         except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombWarning,
                 Image.DecompressionBombError) as err:
             raise FolderDataError(f"cannot read image {path}: {_one_line(err)}") from None
-    if img.format == "JPEG":
+    if decode and img.format == "JPEG":
         img = ImageOps.exif_transpose(img) or img
     return img
+
+
+def _upright_size(img: Image.Image) -> tuple[int, int]:
+    """(height, width) as decoded: a JPEG's EXIF orientation 5-8 turns it by 90 degrees."""
+    turned = img.format == "JPEG" and img.getexif().get(0x0112) in (5, 6, 7, 8)
+    return (img.width, img.height) if turned else (img.height, img.width)
 
 
 def _convert(path: Path, channels: int, size: tuple[int, int]) -> np.ndarray:
@@ -127,8 +134,8 @@ def _scan(groups: dict[str, list[list[Path]]], image_size: tuple[int, int] | Non
     for per_class in groups.values():
         for files in per_class:
             for path in files:
-                with _open(path) as img:
-                    hw = (img.height, img.width)
+                with _open(path, decode=False) as img:  # the header; _read decodes every file
+                    hw = _upright_size(img)
                     colour = colour or img.mode in COLOUR_MODES
                 sizes[hw] += 1
                 example.setdefault(hw, path)

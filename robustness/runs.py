@@ -61,6 +61,16 @@ def _saved_config(run_dir: Path) -> dict | None:
         return None
 
 
+def _as_requested(saved: dict, cfg) -> dict:
+    """``saved`` as the config that asked for it: a small dataset's run records the epochs and gamma cap that
+    :func:`training.optim.resolve_schedule` gave it, not those of the profile it was started with."""
+    s = TrainConfig.from_dict(saved)
+    lengthened = s.min_steps > 0 and s.epochs > cfg.epochs
+    if lengthened and s.gamma_cap == max(cfg.gamma0, cfg.gamma_cap * cfg.epochs / s.epochs):
+        s = replace(s, epochs=cfg.epochs, gamma_cap=cfg.gamma_cap)
+    return s.to_dict()
+
+
 def find_run(runs_dir: str | Path, cfg) -> Path | None:
     """The run directory whose saved training config equals ``cfg`` (the conventional name is tried first)."""
     runs_dir = Path(runs_dir)
@@ -70,7 +80,7 @@ def find_run(runs_dir: str | Path, cfg) -> Path | None:
         candidates += sorted(p for p in runs_dir.iterdir() if p.is_dir() and p != candidates[0])
     for d in candidates:
         saved = _saved_config(d) if (d / "config.json").is_file() else None
-        if saved is not None and _comparable(saved) == want:
+        if saved is not None and _comparable(_as_requested(saved, cfg)) == want:
             return d
     return None
 
@@ -86,7 +96,7 @@ def finished_seeds(runs_dir: str | Path, cfg) -> list[int]:
         saved = _saved_config(d) if (d / "metrics.json").is_file() and (d / "config.json").is_file() else None
         if saved is None:
             continue
-        c = _comparable(saved)
+        c = _comparable(_as_requested(saved, cfg))
         if {k: v for k, v in c.items() if k != "seed"} == want:
             seeds.add(int(c["seed"]))
     return sorted(seeds)

@@ -8,6 +8,7 @@ import json
 import math
 import re
 import shlex
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -164,3 +165,17 @@ def test_a_run_that_fails_before_its_first_epoch_leaves_no_directory(tmp_path, c
     (kept / "notes.txt").write_text("the user's")
     assert cli.main(["--dataset", "mnist", "--out", str(kept), "--quiet"]) == 2
     assert {p.name for p in kept.iterdir()} <= {"notes.txt", ".writer.lock"}  # a folder it did not create: kept
+
+
+def test_the_bench_finds_a_small_dataset_run_by_the_config_that_asked_for_it(tmp_path):
+    """A digits run records the resolved epochs and cap; the bench still finds it by the profile's config."""
+    from robustness import runs
+
+    asked = make_config("quick", dataset="digits", backbone="mlp")
+    resolved = replace(resolve_schedule(asked, 1294), latent_dim=8)
+    run = tmp_path / "digits_mlp_quick_bin_enc_s0"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"train": resolved.to_dict()}))
+    (run / "metrics.json").write_text("{}")
+    assert runs.find_run(tmp_path, asked) == run and runs.finished_seeds(tmp_path, asked) == [0]
+    assert runs.find_run(tmp_path, replace(asked, gamma_cap=50.0)) is None  # another cap is another run

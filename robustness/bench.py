@@ -42,7 +42,7 @@ from robustness.paper import paper_comparison
 from robustness.report import SCHEMA, write_report
 from robustness.runs import ModelRun, RunInProgressError, requested_runs
 from serving.artifact import write_annex
-from training.data import load_dataset
+from training.data import load_run_data
 from training.distributed import (
     SINGLE,
     DistContext,
@@ -75,9 +75,9 @@ def environment() -> dict:
 
 def bench_inputs(cfg: BenchConfig, tcfg, cache: dict, ood_sets: list | None) -> tuple[Inputs, dict]:
     """The data of a run's config (cached) and the points every model sees (chosen by the bench seed)."""
-    key = (tcfg.dataset, tcfg.data_dir, tcfg.val_fraction, tcfg.seed)
+    key = (tcfg.dataset, tcfg.data_dir, tcfg.val_fraction, tcfg.seed, tcfg.image_size, tcfg.test_fraction)
     if key not in cache:
-        cache[key] = load_dataset(tcfg.dataset, tcfg.data_dir, tcfg.val_fraction, tcfg.seed)
+        cache[key] = load_run_data(tcfg)
     data = cache[key]
     info: dict = {}
     if ood_sets is None:

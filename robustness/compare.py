@@ -147,7 +147,8 @@ def markdown(result: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m robustness.compare", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m robustness.compare", description=__doc__.split("\n\n")[0],
+                                allow_abbrev=False)
     p.add_argument("refs", nargs="+", metavar="RESULTS[:LABEL]",
                    help="pairs of models, A B [A2 B2 ...]: a bench's results.json and the model's label")
     p.add_argument("--json", type=Path, help="also write the comparison here (JSON)")

@@ -95,8 +95,8 @@ def parse_names(text: str | None) -> list[str] | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m robustness.bench", description="Adversarial robustness, reject "
-                                "option and OOD detection of the four heads.",
+    p = argparse.ArgumentParser(prog="python -m robustness.bench", allow_abbrev=False,
+                                description="Adversarial robustness, reject option and OOD detection of the four heads.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--dataset", default="fashion-mnist", help="dataset of the runs (with --evaluate: the runs' own)")
     p.add_argument("--variants", default="bin_enc,no_pen,lin_pen,nonlin_pen", help="comma-separated heads")

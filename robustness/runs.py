@@ -16,11 +16,15 @@ from pathlib import Path
 
 from training.checkpoint import CHECKPOINT
 from training.config import TrainConfig, make_config
+from training.data import num_classes_of
+from training.models import default_latent_dim
 from training.train import train
 
 log = logging.getLogger("robustness.runs")
 
-IGNORED_CONFIG_KEYS = ("device", "num_threads", "data_dir")
+# min_steps only lengthens a small dataset's run, whose resolved epochs and gamma cap config.json records; runs
+# recorded before it existed have none.
+IGNORED_CONFIG_KEYS = ("device", "num_threads", "data_dir", "min_steps")
 RUN_IN_PROGRESS_S = 900  # an unfinished run whose checkpoint changed this recently is being trained by someone
 
 
@@ -40,6 +44,9 @@ def _comparable(train_cfg: dict) -> dict:
     d = TrainConfig.from_dict(train_cfg).to_dict()
     for k in IGNORED_CONFIG_KEYS:
         d.pop(k, None)
+    if d["latent_dim"] is None:  # the width a run resolves to from its class count (config.json records it)
+        k = num_classes_of(d["dataset"])
+        d["latent_dim"] = default_latent_dim(k) if k is not None else None
     return d
 
 
@@ -54,6 +61,16 @@ def _saved_config(run_dir: Path) -> dict | None:
         return None
 
 
+def _as_requested(saved: dict, cfg) -> dict:
+    """``saved`` as the config that asked for it: a small dataset's run records the epochs and gamma cap that
+    :func:`training.optim.resolve_schedule` gave it, not those of the profile it was started with."""
+    s = TrainConfig.from_dict(saved)
+    lengthened = s.min_steps > 0 and s.epochs > cfg.epochs
+    if lengthened and s.gamma_cap == max(cfg.gamma0, cfg.gamma_cap * cfg.epochs / s.epochs):
+        s = replace(s, epochs=cfg.epochs, gamma_cap=cfg.gamma_cap)
+    return s.to_dict()
+
+
 def find_run(runs_dir: str | Path, cfg) -> Path | None:
     """The run directory whose saved training config equals ``cfg`` (the conventional name is tried first)."""
     runs_dir = Path(runs_dir)
@@ -63,7 +80,7 @@ def find_run(runs_dir: str | Path, cfg) -> Path | None:
         candidates += sorted(p for p in runs_dir.iterdir() if p.is_dir() and p != candidates[0])
     for d in candidates:
         saved = _saved_config(d) if (d / "config.json").is_file() else None
-        if saved is not None and _comparable(saved) == want:
+        if saved is not None and _comparable(_as_requested(saved, cfg)) == want:
             return d
     return None
 
@@ -79,7 +96,7 @@ def finished_seeds(runs_dir: str | Path, cfg) -> list[int]:
         saved = _saved_config(d) if (d / "metrics.json").is_file() and (d / "config.json").is_file() else None
         if saved is None:
             continue
-        c = _comparable(saved)
+        c = _comparable(_as_requested(saved, cfg))
         if {k: v for k, v in c.items() if k != "seed"} == want:
             seeds.add(int(c["seed"]))
     return sorted(seeds)

@@ -42,7 +42,8 @@ def timeit(fn, seconds: float, min_reps: int = 5) -> float:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
     p.add_argument("run_dir", type=Path)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seconds", type=float, default=3.0, help="time budget per cell")

@@ -85,7 +85,8 @@ def launch_bench(name: str, args: argparse.Namespace, out: Path) -> list[float]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--data-dir")
     p.add_argument("--backbone", default="cnn")

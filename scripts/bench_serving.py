@@ -290,7 +290,7 @@ def ood(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     ap.add_argument("command", choices=("latency", "load", "ood"))
     ap.add_argument("--model", required=True, type=Path)
     ap.add_argument("--requests", type=int, default=3000, help="latency: measured rounds")

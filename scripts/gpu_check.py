@@ -212,7 +212,8 @@ def environment() -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or "gpu_check_out"))
     p.add_argument("--dataset", help="default: fashion-mnist if its files are present, else digits")
     p.add_argument("--epochs", type=int, help="default: 2 on fashion-mnist, 30 on digits")

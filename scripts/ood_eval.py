@@ -44,7 +44,7 @@ from robustness.selection import (
 )
 from serving.artifact import Artifact, load_artifact
 from training.checkpoint import load_run
-from training.data import DatasetNotFoundError, DatasetSplits, load_dataset
+from training.data import DatasetNotFoundError, DatasetSplits, load_run_data
 from training.export import ensure_artifact
 from training.geometry import agrees_with_class_code, sign_codes
 from training.jsonio import write_json_atomic
@@ -200,7 +200,7 @@ def section_post_hoc(run: Evaluated, labels: np.ndarray, ref: dict[str, np.ndarr
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python scripts/ood_eval.py", description=__doc__,
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="python scripts/ood_eval.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", type=Path)
     p.add_argument("--baseline", type=Path, help="a second run directory evaluated the same way (e.g. no_pen)")
@@ -233,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     try:
         _, cfg, ckpt = load_run(args.run_dir)
-        data = load_dataset(ckpt["dataset"], cfg.data_dir, cfg.val_fraction, cfg.seed)
+        data = load_run_data(cfg)
         sets, skipped = ood.make_ood_sets(data.name, data.test.images, data.input_shape, args.n_ood, args.seed,
                                           args.ood_data_dir, tuple(s for s in args.ood_sets.split(",") if s))
         if skipped:

@@ -24,7 +24,7 @@ def fmt(values: list[float], digits: int = 3) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__)
     p.add_argument("--runs", default="docs/runs")
     p.add_argument("--prefix", default="fashion-mnist_cnn_quick")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])

@@ -107,10 +107,10 @@ def verify_file(path: str | Path, public_key: str | Path | Ed25519PublicKey) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m serving.signing",
+    p = argparse.ArgumentParser(prog="python -m serving.signing", allow_abbrev=False,
                                 description="check an artifact's signature (keys and signing: python -m training.signing)")
     sub = p.add_subparsers(dest="command", required=True)
-    v = sub.add_parser("verify", help="check a model's checksum and signature")
+    v = sub.add_parser("verify", help="check a model's checksum and signature", allow_abbrev=False)
     v.add_argument("model")
     v.add_argument("--public-key", required=True, help="public key (PEM)")
     args = p.parse_args(argv)

@@ -7,10 +7,9 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
-from training.config import PROFILES, TrainConfig, make_config
+from training.config import PROFILES, TrainConfig, make_config, with_overrides
 from training.data import DatasetNotFoundError, available_datasets
 from training.distributed import init_distributed, shutdown
 from training.models import VARIANTS, available_backbones
@@ -19,12 +18,18 @@ from training.train import TrainingDiverged, train
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m training", description=__doc__, allow_abbrev=False)
     p.add_argument("--config", type=Path, metavar="FILE", help="the settings of FILE, a run's config.json (e.g. "
                    "docs/runs/NAME/config.json: that run trained again); flags given beside it override them")
-    p.add_argument("--dataset", choices=available_datasets(), help="(default: fashion-mnist)")
+    p.add_argument("--dataset", choices=available_datasets(), help="(default: fashion-mnist); folder: your own "
+                   "images in --data-dir, one sub-folder per class (DIR/<class>/<image>, or DIR/train/<class>/... "
+                   "and DIR/test/<class>/...)")
     p.add_argument("--data-dir", help="directory with the dataset files (default for fashion-mnist: "
                    "/usr/share/datasets/fashion-mnist from the Debian package dataset-fashion-mnist)")
+    p.add_argument("--image-size", metavar="H[xW]", help="folder: resize every image to H x W pixels (default: the "
+                   "size all images have; images of differing sizes need it)")
+    p.add_argument("--test-fraction", type=float, help="folder without train/ and test/: share of each class held "
+                   "out for test by a fixed-seed stratified split (default 0.2)")
     p.add_argument("--variant", choices=VARIANTS, help="(default: bin_enc)")
     p.add_argument("--backbone", default=None, choices=available_backbones())
     p.add_argument("--profile", choices=sorted(PROFILES), help="(default: quick)")
@@ -33,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latent-dim", "-d", type=int, dest="latent_dim")
     p.add_argument("--seed", type=int)
     p.add_argument("--epochs", type=int)
+    p.add_argument("--min-steps", type=int, help="train at least this many optimiser steps: a small dataset gets "
+                   "more epochs (quick profile: 3000; 0 = exactly --epochs)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--lr-schedule", choices=["cosine", "step"], help="backbone LR schedule")
@@ -88,7 +95,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     settings = saved.get("train") if isinstance(saved, dict) else None
     if not isinstance(settings, dict) or not {"variant", "dataset", "epochs"} <= set(settings):
         raise ValueError(f"--config {args.config} is not a run's config.json (expected the settings under \"train\")")
-    return replace(TrainConfig.from_dict(settings), **overrides)
+    return with_overrides(TrainConfig.from_dict(settings), **overrides)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -108,23 +115,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         shutdown(ctx)
         return 2
+    collapse = result.metrics.get("collapse") if ctx.is_main else None
     if ctx.is_main and result.metrics:
         print(summary(args.out, result.metrics))
     elif ctx.is_main:
         print(f"stopped: {args.out} (continue with --resume)")
-    code = export(args.out) if args.export and ctx.is_main and result.metrics else 0
+    if collapse:
+        print(f"error: {collapse}", file=sys.stderr)
+    code = export(args.out) if args.export and ctx.is_main and result.metrics and not collapse else 0
     shutdown(ctx)
-    return code
+    return 1 if collapse else code
 
 
 def export(out: str) -> int:
     """Export the finished run (``--export``); 0, or 2 with a message when the model cannot be exported."""
-    from training.export import export_run
+    from training.export import ParityError, export_run
     from training.reliability import GeometryError
 
     try:
         print(f"exported {export_run(out)}")
-    except (GeometryError, DatasetNotFoundError, ValueError) as err:
+    except (GeometryError, DatasetNotFoundError, ParityError, ValueError) as err:
         print(f"error: could not export {out}: {err}", file=sys.stderr)
         return 2
     return 0

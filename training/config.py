@@ -11,12 +11,15 @@ class TrainConfig:
 
     dataset: str = "fashion-mnist"
     data_dir: str | None = None
+    image_size: str | None = None  # folder: "H" or "HxW" every image is resized to (None: the size they all have)
+    test_fraction: float = 0.2  # folder without train/ and test/: the share of each class held out for test
     val_fraction: float = 0.1
     backbone: str = "cnn"
     variant: str = "bin_enc"
-    latent_dim: int = 8
+    latent_dim: int | None = None  # None: training.models.default_latent_dim(number of classes), 8 for 10 classes
     seed: int = 0
     epochs: int = 20
+    min_steps: int = 0  # raise epochs so that training takes at least this many optimiser steps (training.optim)
     batch_size: int = 128
     lr: float = 1e-3
     lr_min: float = 1e-5
@@ -64,10 +67,12 @@ PROFILES: dict[str, dict] = {
         gamma0=0.01, gamma_factor=1.05, gamma_cap=1e6, gamma_per="epoch", gamma_ramp=None,
     ),
     # Compressed schedule found empirically for Fashion-MNIST + cnn on 2 CPU cores (research/quick-profile.md).
+    # min_steps: a small dataset trains for more epochs, so that gamma never ramps faster than over 1,500 optimiser
+    # steps (Fashion-MNIST: 20 epochs of 422 steps, unchanged; README, "Train on your own images").
     "quick": dict(
         epochs=20, batch_size=128, lr=1e-3, lr_min=1e-5, lr_schedule="cosine", head_lr=1e-3,
         weight_decay=5e-4, head_weight_decay=5e-4,
-        gamma0=0.01, gamma_cap=1e2, gamma_per="step", gamma_ramp=0.5,
+        gamma0=0.01, gamma_cap=1e2, gamma_per="step", gamma_ramp=0.5, min_steps=3000,
     ),
     # The paper's schedule shape at CPU scale (research/sweep.md): gamma grown once per epoch up to the low end of the
     # paper's range, 1e4 (reached half-way; 1e6 collapses to chance at this length), constant output-layer LR, three
@@ -81,10 +86,20 @@ PROFILES: dict[str, dict] = {
 
 
 def make_config(profile: str | None = None, **overrides) -> TrainConfig:
-    """A :class:`TrainConfig` from a named profile plus explicit overrides (``None`` values are ignored)."""
+    """A :class:`TrainConfig` from a named profile plus explicit overrides (``None`` values are ignored). Given
+    ``epochs`` (and no ``min_steps``), the run trains exactly that many epochs."""
     cfg = TrainConfig()
     if profile is not None:
         if profile not in PROFILES:
             raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(sorted(PROFILES))}")
         cfg = replace(cfg, profile=profile, **PROFILES[profile])
-    return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    return with_overrides(cfg, **overrides)
+
+
+def with_overrides(cfg: TrainConfig, **overrides) -> TrainConfig:
+    """``cfg`` with the given settings (``None`` values are ignored); an explicit ``epochs`` without ``min_steps``
+    is trained exactly (``min_steps=0``)."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if "epochs" in given and "min_steps" not in given:
+        given["min_steps"] = 0
+    return replace(cfg, **given)

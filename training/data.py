@@ -50,6 +50,7 @@ class DatasetSplits:
     train: Split
     val: Split
     test: Split
+    source: dict | None = None  # how an image folder was read and split (recorded in the run's config.json)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -76,17 +77,22 @@ class RawDataset:
     train: Split
     test: Split
     classes: list[str]
+    source: dict | None = None
 
 
-Loader = Callable[[Path | None], RawDataset]
+Loader = Callable[..., RawDataset]
 _REGISTRY: dict[str, tuple[Loader, str]] = {}
+_TAKES_OPTIONS: set[str] = set()  # loaders called with (data_dir, image_size=, test_fraction=)
 
 
-def register(name: str, how_to_get: str) -> Callable[[Loader], Loader]:
-    """Register a loader under ``name``; ``how_to_get`` is shown when its files are missing."""
+def register(name: str, how_to_get: str, options: bool = False) -> Callable[[Loader], Loader]:
+    """Register a loader under ``name``; ``how_to_get`` is shown when its files are missing. ``options``: the loader
+    also takes the folder options (image size, test fraction)."""
 
     def wrap(fn: Loader) -> Loader:
         _REGISTRY[name] = (fn, how_to_get)
+        if options:
+            _TAKES_OPTIONS.add(name)
         return fn
 
     return wrap
@@ -94,6 +100,11 @@ def register(name: str, how_to_get: str) -> Callable[[Loader], Loader]:
 
 def available_datasets() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def num_classes_of(name: str) -> int | None:
+    """The class count of a built-in dataset without loading it (``None`` for ``folder``: its folders decide)."""
+    return None if name in _TAKES_OPTIONS else 10
 
 
 # --------------------------------------------------------------------------- IDX (MNIST family)
@@ -226,6 +237,23 @@ def load_svhn(data_dir: Path | None) -> RawDataset:
     return RawDataset(part("train_32x32.mat"), part("test_32x32.mat"), MNIST_CLASSES)
 
 
+@register(
+    "folder",
+    "pass --data-dir DIR with one sub-folder of images per class (DIR/<class>/<image>), or DIR/train/<class>/... "
+    "and DIR/test/<class>/...",
+    options=True,
+)
+def load_folder(data_dir: Path | None, image_size: str | None = None, test_fraction: float = 0.2) -> RawDataset:
+    """The user's own images (:mod:`training.imagefolder`)."""
+    from training.imagefolder import FolderDataError, load_image_folder
+
+    try:
+        raw, split = load_image_folder(data_dir, image_size, test_fraction)
+    except ValueError as err:
+        raise FolderDataError(str(err)) from None
+    return RawDataset(raw.train, raw.test, raw.classes, {"data_dir": str(data_dir), **split.to_dict()})
+
+
 # --------------------------------------------------------------------------- public entry point
 def _searched_paths(name: str, data_dir: Path | None) -> str:
     if data_dir is not None:
@@ -235,14 +263,17 @@ def _searched_paths(name: str, data_dir: Path | None) -> str:
     return "(none: this dataset needs --data-dir)" if name != "digits" else "scikit-learn package data"
 
 
-def load_raw(name: str, data_dir: str | Path | None = None) -> RawDataset:
-    """Load a registered dataset's train and test splits, or raise a clear :class:`DatasetNotFoundError`."""
+def load_raw(name: str, data_dir: str | Path | None = None, **options) -> RawDataset:
+    """Load a registered dataset's train and test splits, or raise a clear :class:`DatasetNotFoundError`.
+    ``options`` (``image_size``, ``test_fraction``) reach the loaders that take them (``folder``)."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(available_datasets())}")
     loader, how_to_get = _REGISTRY[name]
     path = Path(data_dir).expanduser() if data_dir is not None else None
     try:
-        raw = loader(path)
+        raw = loader(path, **options) if name in _TAKES_OPTIONS else loader(path)
+    except DatasetNotFoundError:
+        raise
     except (OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError, NotImplementedError) as err:
         raise DatasetNotFoundError(
             f"dataset {name!r} could not be loaded: {err}. Searched: {_searched_paths(name, path)}. "
@@ -252,12 +283,17 @@ def load_raw(name: str, data_dir: str | Path | None = None) -> RawDataset:
 
 
 def load_dataset(
-    name: str, data_dir: str | Path | None = None, val_fraction: float = 0.1, seed: int = 0
+    name: str, data_dir: str | Path | None = None, val_fraction: float = 0.1, seed: int = 0,
+    image_size: str | None = None, test_fraction: float = 0.2,
 ) -> DatasetSplits:
-    """Load ``name`` and carve a fixed-seed, class-stratified validation split out of its training set."""
+    """Load ``name`` and carve a fixed-seed, class-stratified validation split out of its training set.
+    ``image_size`` and ``test_fraction`` apply to ``folder`` only."""
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    raw = load_raw(name, data_dir)
+    if name not in _TAKES_OPTIONS and image_size is not None:
+        raise ValueError(f"--image-size applies to --dataset folder only, not {name!r}")
+    options = {"image_size": image_size, "test_fraction": test_fraction}
+    raw = load_raw(name, data_dir, **options)
     from sklearn.model_selection import train_test_split
 
     idx = np.arange(len(raw.train))
@@ -269,4 +305,12 @@ def load_dataset(
     train_idx, val_idx = np.sort(train_idx), np.sort(val_idx)
     tr = Split(raw.train.images[train_idx], raw.train.labels[train_idx])
     va = Split(raw.train.images[val_idx], raw.train.labels[val_idx])
-    return DatasetSplits(name=name, classes=list(raw.classes), train=tr, val=va, test=raw.test)
+    source = None if raw.source is None else {**raw.source, "val_fraction": val_fraction, "val_seed": seed,
+                                              "n": {"train": len(tr), "val": len(va), "test": len(raw.test)}}
+    return DatasetSplits(name=name, classes=list(raw.classes), train=tr, val=va, test=raw.test, source=source)
+
+
+def load_run_data(cfg) -> DatasetSplits:
+    """The splits a run trains and is evaluated on, from its :class:`~training.config.TrainConfig`."""
+    return load_dataset(cfg.dataset, cfg.data_dir, cfg.val_fraction, cfg.seed, getattr(cfg, "image_size", None),
+                        getattr(cfg, "test_fraction", 0.2))

@@ -43,7 +43,8 @@ from serving.artifact import (
     sign_metadata,
 )
 from training.checkpoint import CHECKPOINT, load_run
-from training.data import DatasetNotFoundError, DatasetSplits, load_dataset
+from training.collapse import refuse_collapsed
+from training.data import DatasetNotFoundError, DatasetSplits, load_run_data
 from training.inference import forward_batches, to_tensor
 from training.jsonio import clean_json
 from training.metrics import auroc, calibrate_threshold
@@ -178,8 +179,13 @@ def parity_images(data: DatasetSplits, minimum: int = MIN_PARITY_SAMPLES) -> tup
     if len(data.val) >= minimum:
         return data.val.images, f"val ({len(data.val)})"
     extra = minimum - len(data.val)
-    return (np.concatenate([data.val.images, data.train.images[:extra]]),
-            f"val ({len(data.val)}) + first {extra} train (val split smaller than {minimum})")
+    images = np.concatenate([data.val.images, data.train.images[:extra]])
+    if len(images) >= minimum:
+        return images, f"val ({len(data.val)}) + first {extra} train (val split smaller than {minimum})"
+    images = np.concatenate([images, data.test.images])  # a tiny dataset: all of it, repeated up to ``minimum``
+    return (np.resize(images, (minimum, *images.shape[1:])),
+            f"val ({len(data.val)}) + train ({len(data.train)}) + test ({len(data.test)}), repeated to {minimum} "
+            f"(dataset smaller than {minimum})")
 
 
 def training_summary(run_dir: Path) -> dict:
@@ -287,7 +293,9 @@ def export_run(
     if not (isinstance(candidates, int) and candidates >= 1):
         raise ValueError(f"expected --candidates to be a whole number >= 1, got {candidates}")
     model, cfg, ckpt = load_run(run_dir)
-    data = data or load_dataset(ckpt["dataset"], cfg.data_dir, cfg.val_fraction, cfg.seed)
+    if (run_dir / "metrics.json").is_file():
+        refuse_collapsed(json.loads((run_dir / "metrics.json").read_text()))
+    data = data or load_run_data(cfg)
     classes = list(ckpt.get("classes") or data.classes)
 
     geometry = fit_score(model, data)
@@ -382,7 +390,7 @@ def risk_list(text: str) -> float | list[float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m training.export", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m training.export", description=__doc__, allow_abbrev=False,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", help="run directory with checkpoint.pt (and metrics.json)")
     p.add_argument("--out", help=f"output path (default RUN_DIR/{ARTIFACT_NAME})")

@@ -31,11 +31,12 @@ class TiedGaussian:
 
     @classmethod
     def fit(cls, x: np.ndarray, labels: np.ndarray, num_classes: int | None = None, ridge: float = DEFAULT_RIDGE,
-            centres: np.ndarray | None = None) -> TiedGaussian:
+            centres: np.ndarray | None = None, min_var: float = 0.0) -> TiedGaussian:
         """Fit on ``x`` (N, d) with integer ``labels`` (N,); every class in ``0..num_classes-1`` needs a row.
 
         ``centres`` (K, d) fixes the centres (e.g. ideal vertices) instead of estimating them as class means; the
-        covariance formula is the same."""
+        covariance formula is the same. ``min_var``: a floor on the covariance's eigenvalues (applied only when one
+        is below it), for training sets fitted so tightly that the whitening would amplify float32 rounding."""
         x = np.asarray(x, dtype=np.float64)
         labels = np.asarray(labels).reshape(-1)
         k = int(labels.max()) + 1 if num_classes is None else int(num_classes)
@@ -49,6 +50,10 @@ class TiedGaussian:
         r = x - centres[labels]
         cov = r.T @ r / max(len(r) - k, 1)
         cov += ridge * max(float(np.trace(cov)) / len(cov), 1e-12) * np.eye(len(cov))
+        if min_var > 0:
+            vals, vecs = np.linalg.eigh(cov)
+            if vals.min() < min_var:
+                cov = (vecs * np.maximum(vals, min_var)) @ vecs.T
         return cls(centres, np.linalg.cholesky(np.linalg.inv(cov)))
 
     def sq_dist(self, x: np.ndarray) -> np.ndarray:

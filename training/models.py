@@ -98,6 +98,12 @@ def min_latent_dim(num_classes: int) -> int:
     return max(1, math.ceil(math.log2(num_classes)))
 
 
+def default_latent_dim(num_classes: int) -> int:
+    """The latent width when none is given: one dimension per class up to 8 (8 for Fashion-MNIST's 10 classes, as
+    the paper), and never fewer than :func:`min_latent_dim` (so 10 for 1,000 classes)."""
+    return max(min_latent_dim(num_classes), min(num_classes, 8))
+
+
 class Classifier(nn.Module):
     """Backbone -> head. ``forward(x)`` returns ``(logits, z)``; for ``no_pen`` z is the backbone feature."""
 

@@ -101,9 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.signing", allow_abbrev=False,
                                 description="Ed25519 key pairs and artifact signatures (verify: python -m serving.signing)")
     sub = p.add_subparsers(dest="command", required=True)
-    k = sub.add_parser("keygen", help="write a new key pair")
+    k = sub.add_parser("keygen", help="write a new key pair", allow_abbrev=False)
     k.add_argument("--out", required=True, help=f"directory for {KEY_NAME}.key / .pub")
-    s = sub.add_parser("sign", help="sign an exported model.onnx in place")
+    s = sub.add_parser("sign", help="sign an exported model.onnx in place", allow_abbrev=False)
     s.add_argument("model")
     s.add_argument("--key", required=True, help="private key (PEM)")
     args = p.parse_args(argv)

@@ -12,7 +12,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -22,8 +22,9 @@ from tqdm.auto import tqdm
 from serving.artifact import atomic_write_bytes
 from training.adversary import adversarial_examples, robust_accuracy
 from training.checkpoint import CHECKPOINT, atomic_torch_save, load_checkpoint
+from training.collapse import collapse_verdict
 from training.config import TrainConfig
-from training.data import DatasetSplits, load_dataset
+from training.data import DatasetSplits, load_run_data
 from training.distributed import (
     SINGLE,
     DistContext,
@@ -36,9 +37,16 @@ from training.distributed import (
 from training.evaluation import evaluate, predict, run_metrics, to_tensor
 from training.jsonio import write_json_atomic
 from training.loss import GammaSchedule, shard_loss, total_loss
-from training.models import Classifier, ModelConfig, build_model
-from training.optim import full_gamma_epoch, gamma_schedule, lr_factor, make_optimizer, set_learning_rates
-from training.rundir import HISTORY, RunLock, RunLockedError, append_row, read_history
+from training.models import Classifier, ModelConfig, build_model, default_latent_dim
+from training.optim import (
+    full_gamma_epoch,
+    gamma_schedule,
+    lr_factor,
+    make_optimizer,
+    resolve_schedule,
+    set_learning_rates,
+)
+from training.rundir import HISTORY, LOCK, RunLock, RunLockedError, append_row, read_history
 from training.version import code_version
 
 __all__ = ["RunResult", "TrainingDiverged", "model_config_for", "predict", "random_shift", "to_tensor", "train"]
@@ -46,6 +54,9 @@ __all__ = ["RunResult", "TrainingDiverged", "model_config_for", "predict", "rand
 log = logging.getLogger(__name__)
 
 ROBUST_BEST = "robust_best.pt"  # --adv-select robust: the weights of the best checked epoch so far
+# Short epochs (a small dataset trained for many epochs) rewrite the checkpoint at most this often; the first and last
+# epochs are always saved, and a resume continues from the last saved epoch as exactly as from any other.
+CHECKPOINT_EVERY_S = 10.0
 
 
 class TrainingDiverged(RuntimeError):
@@ -81,9 +92,33 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) ->
 def model_config_for(cfg: TrainConfig, data: DatasetSplits) -> ModelConfig:
     mean, std = data.channel_stats()
     return ModelConfig(
-        backbone=cfg.backbone, variant=cfg.variant, num_classes=data.num_classes, latent_dim=cfg.latent_dim,
+        backbone=cfg.backbone, variant=cfg.variant, num_classes=data.num_classes,
+        latent_dim=cfg.latent_dim or default_latent_dim(data.num_classes),
         input_shape=data.input_shape, mean=mean, std=std,
     )
+
+
+def resolve_config(cfg: TrainConfig, data: DatasetSplits) -> TrainConfig:
+    """The settings the run trains with, as ``config.json`` records them: the latent width a class count implies when
+    none is given, and the schedule of a small dataset (:func:`training.optim.resolve_schedule`)."""
+    resolved = resolve_schedule(cfg, len(data.train))
+    if resolved.epochs != cfg.epochs:
+        log.info("%d training samples: %d epochs of %d steps (at least %d optimiser steps; min_steps) and gamma cap "
+                 "%.3g (%.3g x %d/%d)", len(data.train), resolved.epochs, math.ceil(len(data.train) / cfg.batch_size),
+                 cfg.min_steps, resolved.gamma_cap, cfg.gamma_cap, cfg.epochs, resolved.epochs)
+    return replace(resolved, latent_dim=cfg.latent_dim or default_latent_dim(data.num_classes))
+
+
+def _remove_unstarted(out: Path) -> None:
+    """Remove what a run that failed before its first epoch wrote into a run directory it created."""
+    if (out / CHECKPOINT).exists():
+        return
+    for name in (LOCK, "config.json", HISTORY):
+        (out / name).unlink(missing_ok=True)
+    try:
+        out.rmdir()
+    except OSError:  # something else lives there: leave it
+        pass
 
 
 @dataclass
@@ -227,8 +262,8 @@ def _train_epoch(run: TrainingRun, epoch: int, progress: bool) -> dict:
     }
 
 
-def _save_epoch(run: TrainingRun, train_row: dict, progress: bool) -> None:
-    """Rank 0: validate, append the epoch's row to metrics.jsonl and rewrite the checkpoint."""
+def _save_epoch(run: TrainingRun, train_row: dict, progress: bool, checkpoint: bool = True) -> None:
+    """Rank 0: validate, append the epoch's row to metrics.jsonl and (``checkpoint``) rewrite the checkpoint."""
     cfg, epoch = run.cfg, train_row["epoch"]
     val = evaluate(run.net, run.data.val.images, run.data.val.labels, device=str(run.device))
     robust = {}
@@ -254,6 +289,18 @@ def _save_epoch(run: TrainingRun, train_row: dict, progress: bool) -> None:
         if not earlier or row["val_robust_acc"] > max(earlier):
             atomic_torch_save(run.out / ROBUST_BEST, {"epoch": epoch, "val_robust_acc": row["val_robust_acc"],
                                                      "model": run.net.state_dict()})
+    if checkpoint:
+        _save_checkpoint(run, epoch)
+    if progress and checkpoint:  # short epochs: a line every CHECKPOINT_EVERY_S
+        rob = f" val_robust_acc {row['val_robust_acc']:.4f}" if "val_robust_acc" in row else ""
+        tqdm.write(
+            f"epoch {epoch + 1}/{cfg.epochs}: ce {row['train_ce']:.4f} val_acc {row['val_acc']:.4f}{rob} "
+            f"gamma {row['gamma']:.3g} ({row['epoch_time_s']:.1f}s)"
+        )
+
+
+def _save_checkpoint(run: TrainingRun, epoch: int) -> None:
+    cfg = run.cfg
     atomic_torch_save(
         run.out / CHECKPOINT,
         {
@@ -266,12 +313,6 @@ def _save_epoch(run: TrainingRun, train_row: dict, progress: bool) -> None:
             "dataset": run.data.name,
         },
     )
-    if progress:
-        rob = f" val_robust_acc {row['val_robust_acc']:.4f}" if "val_robust_acc" in row else ""
-        tqdm.write(
-            f"epoch {epoch + 1}/{cfg.epochs}: ce {row['train_ce']:.4f} val_acc {row['val_acc']:.4f}{rob} "
-            f"gamma {row['gamma']:.3g} ({row['epoch_time_s']:.1f}s)"
-        )
 
 
 def _select_robust(run: TrainingRun) -> dict:
@@ -313,24 +354,32 @@ def train(
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     _check_selection(cfg)
-    cfg, ckpt, lock = _open_run(cfg, out, resume, ctx)
+    created = ctx.is_main and not out.exists()
+    lock, finished = None, False
     try:
-        data = data or load_dataset(cfg.dataset, cfg.data_dir, cfg.val_fraction, cfg.seed)
+        cfg, ckpt, lock = _open_run(cfg, out, resume, ctx)
+        data = data or load_run_data(cfg)
+        cfg = resolve_config(cfg, data)
         run = _build_run(cfg, ckpt, data, out, ctx)
         start_epoch = 0 if ckpt is None else ckpt["epoch"] + 1
         if ckpt is not None:
             log.info("resuming %s at epoch %d", out, start_epoch)
         if ctx.is_main:
-            write_json_atomic(out / "config.json", {"train": run.cfg.to_dict(), "model": run.model_cfg.to_dict(),
-                                                    "code_version": code_version()})
+            recorded = {"train": run.cfg.to_dict(), "model": run.model_cfg.to_dict(), "code_version": code_version()}
+            if data.source is not None:
+                recorded["data"] = data.source
+            write_json_atomic(out / "config.json", recorded)
             history = read_history(out / HISTORY, start_epoch)
             atomic_write_bytes(out / HISTORY, "".join(json.dumps(r) + "\n" for r in history).encode())
         last_epoch = cfg.epochs - 1 if stop_after_epoch is None else min(stop_after_epoch, cfg.epochs - 1)
         show = progress and ctx.is_main
+        saved_at = -math.inf
         for epoch in range(start_epoch, last_epoch + 1):
             row = _train_epoch(run, epoch, show)
             if ctx.is_main:
-                _save_epoch(run, row, show)
+                due = epoch in (start_epoch, last_epoch) or time.monotonic() - saved_at >= CHECKPOINT_EVERY_S
+                _save_epoch(run, row, show, checkpoint=due)
+                saved_at = time.monotonic() if due else saved_at
             barrier(ctx)
         metrics: dict = {}
         if last_epoch == cfg.epochs - 1 and ctx.is_main:
@@ -338,12 +387,17 @@ def train(
             metrics = run_metrics(run.net, data, device=str(run.device))
             if selection is not None:
                 metrics["adv_selection"] = selection
-            metrics["history_tail"] = read_history(out / HISTORY, cfg.epochs)[-1:]
+            history = read_history(out / HISTORY, cfg.epochs)
+            metrics["history_tail"] = history[-1:]
+            metrics["collapse"] = collapse_verdict(metrics, history, cfg.variant)
             write_json_atomic(out / "metrics.json", metrics)
         barrier(ctx)
+        finished = True
     finally:
         if lock is not None:
             lock.release()
+        if created and not finished:
+            _remove_unstarted(out)
     run.net.eval()
     return RunResult(out, run.net.cpu(), metrics)
 

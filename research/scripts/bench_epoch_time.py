@@ -26,7 +26,7 @@ from training.train import train
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__)
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--data-dir")
     p.add_argument("--backbone", default="cnn")

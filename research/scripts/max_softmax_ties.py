@@ -20,7 +20,7 @@ import torch
 from robustness import metrics as M
 from robustness.ood import Features, MaxSoftmaxDetector, log_max_softmax, make_ood_sets
 from training.checkpoint import load_run
-from training.data import load_dataset
+from training.data import load_run_data
 from training.inference import forward_batches
 from training.jsonio import write_json_atomic
 from training.score import SoftmaxScore
@@ -41,7 +41,7 @@ def versions(logits: np.ndarray) -> dict[str, np.ndarray]:
 def measure(run: Path, threads: int) -> dict:
     torch.set_num_threads(threads)
     net, cfg, _ = load_run(run)
-    data = load_dataset(cfg.dataset, cfg.data_dir, cfg.val_fraction, cfg.seed)
+    data = load_run_data(cfg)
     (mnist,), _ = make_ood_sets(data.name, data.test.images, data.input_shape, len(data.test), 0, names=("mnist",))
     test, _ = forward_batches(net.eval(), data.test.images, 512, "cpu")
     ood, _ = forward_batches(net, mnist.images, 512, "cpu")
@@ -55,7 +55,7 @@ def measure(run: Path, threads: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("runs", type=Path, nargs="+")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path)

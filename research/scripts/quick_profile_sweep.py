@@ -82,7 +82,7 @@ def summarise(run: Path) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
+    p = argparse.ArgumentParser(allow_abbrev=False)
     p.add_argument("--data-dir", help="Fashion-MNIST IDX directory (default: the Debian package's)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--jobs", type=int, default=2)

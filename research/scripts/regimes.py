@@ -216,14 +216,15 @@ def validation_table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
     sub = p.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("summarize")
+    s = sub.add_parser("summarize", allow_abbrev=False)
     s.add_argument("run", type=Path)
     s.add_argument("--bench", type=Path)
     s.add_argument("--ood", type=Path)
     s.add_argument("--out", type=Path, required=True)
-    t = sub.add_parser("table")
+    t = sub.add_parser("table", allow_abbrev=False)
     t.add_argument("summaries", type=Path, nargs="+")
     args = p.parse_args(argv)
     if args.cmd == "summarize":

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from robustness.ccat import reject_options_section
 from training.jsonio import clean_json, write_json_atomic
 
 SCHEMA = {"name": "binenc.robustness.results", "version": 2}
@@ -504,7 +505,8 @@ CONVENTIONS = [
 
 def render_markdown(results: dict, plots: dict[str, dict[str, str]]) -> str:
     sections = [_header(results), _unmeasured(results), _budgets(results) if results["models"] else [],
-                _flags_section(results["models"]), _headline(results), _paired(results), _paper(results),
+                _flags_section(results["models"]), _headline(results), reject_options_section(results),
+                _paired(results), _paper(results),
                 _curves(results), _autoattack_and_adaptive(results), _min_norms(results), _ood(results),
                 _selective_and_geometry(results), _plots(plots), CONVENTIONS]
     return "\n".join(line for section in sections for line in section)

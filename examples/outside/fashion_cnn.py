@@ -27,7 +27,7 @@ if __name__ == "__main__":
     x = torch.tensor(read_idx(f"{root}/train-images-idx3-ubyte.gz", 16).reshape(-1, 1, 28, 28) / 255.0).float()
     y = torch.tensor(read_idx(f"{root}/train-labels-idx1-ubyte.gz", 8).astype(np.int64))
     torch.manual_seed(0)
-    model, opt = make_model(), None
+    model = make_model()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     for epoch in range(epochs):
         for idx in torch.randperm(len(x)).split(128):

@@ -13,6 +13,7 @@ from serving.artifact import read_metadata
 from training.data import FASHION_MNIST_DIR
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+pytestmark = pytest.mark.slow  # exports a model and starts a server
 
 
 @pytest.fixture(scope="module")

@@ -17,22 +17,11 @@ from torch import nn
 
 from robustness.adaptive import RejectOption
 from training.inference import forward_batches
-from training.mahalanobis import TiedGaussian
 from training.metrics import calibrate_threshold
-from training.reliability import VertexGeometry
+from training.posthoc import latent_mahalanobis_geometry
 from training.score import score_module
 
 ABLATION_NAME = "mahalanobis_latent"
-
-
-def latent_mahalanobis_geometry(z: np.ndarray, pred: np.ndarray, labels: np.ndarray, num_classes: int,
-                                ) -> VertexGeometry:
-    """Centres and whitening of the latent ``z`` of correctly classified training points, with ``u = z``."""
-    ok = pred == labels
-    tied = TiedGaussian.fit(z[ok], labels[ok], num_classes)
-    d = z.shape[1]
-    codes = np.where(tied.centres > 0, 1.0, -1.0)
-    return VertexGeometry(-np.ones(d), np.ones(d), codes, centres=tied.centres, whiten=tied.whiten)
 
 
 def mahalanobis_option(net: nn.Module, data, fit_idx: np.ndarray, device: str, target_accept_rate: float = 0.95,

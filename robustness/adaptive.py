@@ -34,6 +34,16 @@ from robustness.losses import margin
 Confirm = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
+def graph_confirm(graph: Callable[[np.ndarray], dict], threshold: float) -> Confirm:
+    """The served decision of a graph returning ``logits`` and ``reliability``: (argmax, reliability >= threshold)."""
+
+    def confirm(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out = graph(pixels)
+        return out["logits"].argmax(1), out["reliability"] >= threshold
+
+    return confirm
+
+
 @dataclass(frozen=True)
 class AdaptiveBudget:
     steps: int = 30
@@ -52,12 +62,16 @@ class AdaptiveBudget:
 
 @dataclass
 class RejectOption:
-    """A score module with its acceptance threshold, optionally confirmed by the served graph."""
+    """A score module with its acceptance threshold, optionally confirmed by the served graph.
+
+    ``graph``: the served graph itself (pixels -> outputs with ``logits`` and ``reliability``), for checks at
+    another threshold (:func:`robustness.ccat.ccat_figures`)."""
 
     name: str
     score: nn.Module
     threshold: float
     confirm: Confirm | None = None
+    graph: Callable[[np.ndarray], dict] | None = None
 
     @torch.no_grad()
     def fooled(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> np.ndarray:

@@ -38,6 +38,7 @@ from robustness.aggregate import aggregate, paired_comparisons
 from robustness.config import BenchConfig, build_parser, config_from_args, relative_path
 from robustness.evaluate import Inputs, evaluate_model
 from robustness.ood import make_ood_sets
+from robustness.outside import OutsideModel, evaluate_outside, outside_models
 from robustness.paper import paper_comparison
 from robustness.report import SCHEMA, write_report
 from robustness.runs import ModelRun, RunInProgressError, requested_runs
@@ -161,6 +162,7 @@ def _resolve_runs(cfg: BenchConfig, ctx: DistContext) -> list:
     """Rank 0 resolves (and trains) the runs; every rank gets the list, or rank 0's error raised on every rank."""
     try:
         found = requested_runs(cfg) if ctx.is_main else None
+        found = found + outside_models(cfg, found) if ctx.is_main else None
     except RUN_ERRORS as err:
         if not ctx.distributed:
             raise
@@ -201,7 +203,7 @@ def run_bench(cfg: BenchConfig, ctx: DistContext = SINGLE) -> dict | None:
         inputs, info = bench_inputs(cfg, run.config, cache, ood_sets)
         ood_sets = inputs.ood_sets
         try:
-            entry, arr = evaluate_model(cfg, run, inputs)
+            entry, arr = (evaluate_outside if isinstance(run, OutsideModel) else evaluate_model)(cfg, run, inputs)
         except GeometryError as err:  # this model has no served score; the others are still measured
             entry, arr = unmeasured_entry(run, err), None
             tqdm.write(f"{run.label}: NOT MEASURED: {err}")

@@ -23,6 +23,9 @@ class BenchConfig:
     all_seeds: bool = False  # every seed with a finished run in runs_dir (thorough mode)
     thorough: bool = False
     runs: tuple[str, ...] = ()  # explicit run directories: evaluated as they are (no config matching)
+    models: tuple[str, ...] = ()  # classifiers trained elsewhere: PKG.MODULE:FACTORY (robustness.outside)
+    weights: tuple[str, ...] = ()  # their state dicts, one per model
+    feature_layers: tuple[str, ...] = ()  # their feature layers ("" = the input of the last nn.Linear)
     runs_dir: str = "runs"
     data_dir: str | None = None
     ood_data_dir: str | None = None
@@ -43,7 +46,7 @@ class BenchConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["adversarial"] = self.adversarial.to_dict()
-        for k in ("variants", "seeds", "runs", "ood_sets"):
+        for k in ("variants", "seeds", "runs", "ood_sets", "models", "weights", "feature_layers"):
             d[k] = list(d[k])
         return d
 
@@ -125,6 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", "--evaluate", action="append", default=[], metavar="DIR", dest="run",
                    help="evaluate this finished run directory as it is (repeatable; replaces --variants/--seeds). "
                    "Under torchrun write --evaluate: torchrun reads --run as its own --run-path")
+    p.add_argument("--model", action="append", default=[], metavar="PKG.MODULE:FACTORY",
+                   help="also bench a classifier trained elsewhere: a factory returning an nn.Module that maps [0, 1] "
+                   "images to logits (repeatable, one --weights each). Without --run or --variants only these are "
+                   "benched")
+    p.add_argument("--weights", action="append", default=[], metavar="FILE", help="state dict of each --model")
+    p.add_argument("--feature-layer", action="append", default=[], metavar="NAME",
+                   help="module whose output is the --model's feature layer for Mahalanobis / KNN (one per --model "
+                   "or none; default: the input of the last nn.Linear)")
     p.add_argument("--data-dir", help="dataset directory (see `python -m training --help`)")
     p.add_argument("--ood-data-dir", help="directory with MNIST IDX files for the mnist OOD set "
                    "(default: the MNIST test set shipped in data/mnist)")
@@ -179,10 +190,20 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str] | None = None
     bad = [s for s in ood_sets if s not in ALL_SETS]
     if bad:
         raise ValueError(f"unknown OOD sets {bad}; expected some of {', '.join(ALL_SETS)}")
+    if len(args.weights) != len(args.model):
+        raise ValueError(f"expected one --weights per --model, got {len(args.model)} --model and "
+                         f"{len(args.weights)} --weights")
+    if args.feature_layer and len(args.feature_layer) != len(args.model):
+        raise ValueError(f"expected one --feature-layer per --model or none, got {len(args.feature_layer)} for "
+                         f"{len(args.model)} --model")
+    explicit_variants = any(a == "--variants" or a.startswith("--variants=") for a in argv or [])
+    variants = () if args.model and not args.run and not explicit_variants else tuple(parse_names(args.variants))
     return BenchConfig(
         dataset=args.dataset, backbone=args.backbone, profile=args.profile,
-        variants=tuple(parse_names(args.variants)), seeds=tuple(int(s) for s in parse_names(args.seeds)),
+        variants=variants, seeds=tuple(int(s) for s in parse_names(args.seeds)),
         all_seeds=args.thorough, thorough=args.thorough, runs=tuple(args.run),
+        models=tuple(args.model), weights=tuple(args.weights),
+        feature_layers=tuple(args.feature_layer) or ("",) * len(args.model),
         runs_dir=args.runs_dir, data_dir=args.data_dir, ood_data_dir=args.ood_data_dir, out=args.out,
         device=args.device or "cpu", threads=args.threads, seed=args.seed,
         n_id=args.n_id or prof["n_id"], n_ood=args.n_ood or prof["n_ood"], n_fit=prof["n_fit"],

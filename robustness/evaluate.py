@@ -12,8 +12,9 @@ import torch
 
 from robustness import metrics
 from robustness.ablation import mahalanobis_option
-from robustness.adaptive import RejectOption
+from robustness.adaptive import RejectOption, graph_confirm
 from robustness.adversarial import evaluate_adversarial
+from robustness.ccat import ccat_figures, validation_features
 from robustness.config import BenchConfig, relative_path
 from robustness.guarantee import realized as realized_guarantee
 from robustness.ood import Features, OODSet, fit_detectors, log_max_softmax
@@ -44,12 +45,8 @@ def served_option(art: Artifact, device: str) -> RejectOption:
     """The artifact's own reject option: its score module (rebuilt from the metadata) and its threshold, with
     every adaptive success confirmed by the ONNX graph."""
     geo = VertexGeometry.from_metadata(art.metadata) if art.score_name == VERTEX_SCORE else None
-
-    def confirm(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        out = art.run(pixels)
-        return out["logits"].argmax(1), out["reliability"] >= art.threshold
-
-    return RejectOption(art.score_name, score_module(geo).to(device), art.threshold, confirm)
+    return RejectOption(art.score_name, score_module(geo).to(device), art.threshold,
+                        graph_confirm(art.run, art.threshold), art.run)
 
 
 def _features(net, images: np.ndarray, option: RejectOption, device: str) -> Features:
@@ -124,19 +121,8 @@ def evaluate_model(cfg: BenchConfig, run: ModelRun, inp: Inputs) -> tuple[dict, 
     options = [option]
     if train_cfg.variant == "lin_pen":
         options.append(mahalanobis_option(net, inp.data, inp.fit_idx, cfg.device))
-    parity = _parity(net, art, option, inp.data.test.images[inp.id_idx[:256]], cfg.device)
     t_load = time.perf_counter() - t0
-    x, y = inp.x_adv.to(cfg.device), inp.y_adv.to(cfg.device)
-    adv = evaluate_adversarial(net, x, y, cfg.adversarial, options, blackbox=lambda a: art.run(a)["logits"],
-                               seed=cfg.seed, progress=cfg.progress, label=run.label)
-    adv["paper_deepfool"] = paper_deepfool(net, x[: cfg.adversarial.n_expensive])
-    if inp.adv_idx is not None:
-        adv["points"] = [int(i) for i in inp.adv_idx]
-    t1 = time.perf_counter()
-    ood_entry, arrays = ood_and_selective(cfg, net, inp, option)
-    realized = realized_guarantee(art.acceptance, arrays["reliability_id"] >= option.threshold, arrays["correct"])
-    if realized is not None:  # the artifact certifies a selective error: what it realizes on the ID test points
-        ood_entry["guarantee"] = realized
+    adv, ood_entry, arrays, parity, t_ood = measure(cfg, net, art, options, inp, run.label)
     geometry = geometry_summary(run.run_dir)
     entry = {
         "label": run.label, "variant": train_cfg.variant, "seed": train_cfg.seed, "run_dir": relative_path(str(run.run_dir)),
@@ -148,6 +134,44 @@ def evaluate_model(cfg: BenchConfig, run: ModelRun, inp: Inputs) -> tuple[dict, 
         "reject_options": {o.name: {"threshold": o.threshold, "served": o is option} for o in options},
         "test_acc": geometry.get("test_acc"), "geometry": geometry, "adversarial": adv, **ood_entry,
         "seconds": {"load_export": round(t_load, 2), "adversarial": adv["seconds"],
-                    "ood": round(time.perf_counter() - t1, 2)},
+                    "ccat": adv["ccat_seconds"], "ood": t_ood},
     }
     return entry, arrays
+
+
+def ccat_all(cfg: BenchConfig, net, options: list[RejectOption], inp: Inputs, x, y, adv: dict) -> dict:
+    """:func:`robustness.ccat.ccat_figures` of every option at the headline ε, on the expensive tier's points."""
+    n = adv["n"]["expensive"]
+    eps = {norm: cfg.adversarial.headline(norm) for norm in ("linf", "l2")}
+    out, val = {}, validation_features(net, inp.data.val.images, cfg.device)
+    for o in options:
+        by = adv["headline"].get("reject", {}).get(o.name, {})
+        norms = {k: v for k, v in eps.items() if k in by}
+        broken = {k: ~np.asarray(by[k]["robust_points"], bool) for k in norms}
+        out[o.name] = ccat_figures(net, o, val, inp.data.val.labels, x[:n], y[:n], broken, norms,
+                                   cfg.adversarial.adaptive, cfg.seed, cfg.device)
+    return out
+
+
+def measure(cfg: BenchConfig, net, art: Artifact, options: list[RejectOption], inp: Inputs, label: str,
+            ) -> tuple[dict, dict, dict, dict, float]:
+    """The measurements every model gets (``options[0]`` is the served one): artifact parity, the adversarial
+    evaluation with CCAT's figures, OOD and selective classification. Returns ``(adversarial, ood entry, arrays,
+    parity, OOD seconds)``."""
+    option = options[0]
+    parity = _parity(net, art, option, inp.data.test.images[inp.id_idx[:256]], cfg.device)
+    x, y = inp.x_adv.to(cfg.device), inp.y_adv.to(cfg.device)
+    adv = evaluate_adversarial(net, x, y, cfg.adversarial, options, blackbox=lambda a: art.run(a)["logits"],
+                               seed=cfg.seed, progress=cfg.progress, label=label)
+    adv["paper_deepfool"] = paper_deepfool(net, x[: cfg.adversarial.n_expensive])
+    if inp.adv_idx is not None:
+        adv["points"] = [int(i) for i in inp.adv_idx]
+    t = time.perf_counter()
+    adv["ccat"] = ccat_all(cfg, net, options, inp, x, y, adv)
+    adv["ccat_seconds"] = round(time.perf_counter() - t, 2)
+    t = time.perf_counter()
+    ood_entry, arrays = ood_and_selective(cfg, net, inp, option)
+    realized = realized_guarantee(art.acceptance, arrays["reliability_id"] >= option.threshold, arrays["correct"])
+    if realized is not None:  # the artifact certifies a selective error: what it realizes on the ID test points
+        ood_entry["guarantee"] = realized
+    return adv, ood_entry, arrays, parity, round(time.perf_counter() - t, 2)

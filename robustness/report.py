@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from robustness.ccat import reject_options_section
 from robustness.report_html import write_html
 from robustness.summary import summary_section
 from training.jsonio import clean_json, write_json_atomic
@@ -485,6 +486,16 @@ def _selective_and_geometry(results: dict) -> list[str]:
             for lbl, e in models.items() for c in [e["calibration"]]]
     lines += _table(["model", "acc %", "ECE (max-softmax)", "ECE (reliability)", "threshold", "accept %",
                  "acc accepted %", "acc rejected %"], rows)
+    rows = [[lbl, f"{pct(g['alpha'])} at δ {g['delta']:g}", pct(g["upper_bound_at_threshold"]),
+             f"{pct(g['selective_risk'])} [{pct(g['selective_risk_ci95'][0])}, {pct(g['selective_risk_ci95'][1])}]",
+             f"{g['errors_accepted']} / {g['accepted']}", pct(g["coverage"]), pct(g["calibration_coverage"])]
+            for lbl, e in models.items() for g in [e.get("guarantee")]
+            if g and g.get("selective_risk") is not None]
+    if rows:
+        lines += ["Risk guarantee (artifacts exported with `--target-risk`): certified on the calibration split, "
+                  "realized on the ID test points", ""]
+        lines += _table(["model", "certified error % among accepted ≤", "bound % at threshold",
+                         "realized error % [95%]", "errors / accepted", "coverage %", "calibration coverage %"], rows)
     rows = [[lbl, str(g.get("latent_width")), str(g.get("bimodal_dims", "–")), num(g.get("test_same_encoding")),
              str(g.get("test_distinct_class_codes", "–")), num(g.get("test_nc1"), ".4g")]
             for lbl, e in models.items() for g in [e["geometry"]]]
@@ -526,7 +537,8 @@ CONVENTIONS = [
 
 def render_markdown(results: dict, plots: dict[str, dict[str, str]]) -> str:
     sections = [_header(results), summary_section(results), _unmeasured(results),
-                _budgets(results) if results["models"] else [], _headline(results), _paired(results),
+                _budgets(results) if results["models"] else [], _headline(results), reject_options_section(results),
+                _paired(results),
                 _paper(results), _curves(results), _autoattack_and_adaptive(results), _min_norms(results),
                 _ood(results), _selective_and_geometry(results), _plots(plots), CONVENTIONS,
                 _flags_section(results["models"])]

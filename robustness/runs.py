@@ -150,7 +150,7 @@ def requested_runs(cfg) -> list[ModelRun]:
     else:
         models = []
         seeds = list(cfg.seeds)
-        if cfg.all_seeds:
+        if cfg.all_seeds and cfg.variants:
             probe = make_config(cfg.profile, dataset=cfg.dataset, data_dir=cfg.data_dir, backbone=cfg.backbone,
                                 variant=cfg.variants[0], seed=0)
             seeds = sorted(set(seeds) | {s for v in cfg.variants

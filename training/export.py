@@ -414,6 +414,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--model" in argv or any(a.startswith("--model=") for a in argv):  # a classifier trained elsewhere
+        from training.outside_export import main as export_outside_main
+
+        return export_outside_main(argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for noisy in ("onnxscript", "torch.onnx", "torch.export", "onnx_ir"):

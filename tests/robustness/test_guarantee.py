@@ -73,6 +73,7 @@ def test_bench_entry_records_the_realized_guarantee(risk_run, digits_data, monke
 
     monkeypatch.setattr(evaluate, "evaluate_adversarial", lambda *a, **k: {"seconds": 0.0})
     monkeypatch.setattr(evaluate, "paper_deepfool", lambda *a, **k: {})
+    monkeypatch.setattr(evaluate, "ccat_all", lambda *a, **k: {})
     idx = np.arange(200)
     inp = evaluate.Inputs(digits_data, torch.zeros(1, 1, 8, 8), torch.zeros(1, dtype=torch.long), [], idx,
                           np.arange(300))

@@ -108,3 +108,17 @@ def test_html_inlines_only_plots_beside_the_report(tmp_path):
     page = render_html("![a](a.png)\n\n![b](../outside.png)\n\n<script>alert(1)</script>\n", tmp_path)
     assert 'src="data:image/png;base64,' in page and 'src="../outside.png"' in page
     assert "<script>" not in page  # raw HTML in the markdown is escaped
+
+
+def test_a_model_with_a_risk_guarantee_gets_its_certified_and_realized_risk_in_the_report(results):
+    plain = render_markdown(results, {})
+    assert "Risk guarantee" not in plain  # no artifact of this bench certifies a risk
+    r = copy.deepcopy(results)
+    r["models"]["bin_enc_s0"]["guarantee"] = {
+        "n_test": 1000, "accepted": 760, "errors_accepted": 11, "coverage": 0.76, "selective_risk": 11 / 760,
+        "selective_risk_ci95": [0.0072, 0.0258], "alpha": 0.02, "delta": 0.05, "upper_bound_at_threshold": 0.0191,
+        "calibration_coverage": 0.756, "calibration_n": 4000, "risk_at_most_alpha": True}
+    text = render_markdown(r, {})
+    assert "Risk guarantee" in text
+    [row] = [line for line in text.splitlines() if line.startswith("| bin_enc_s0 | 2.0 at δ 0.05 | 1.9 |")]
+    assert row.endswith("| 1.4 [0.7, 2.6] | 11 / 760 | 76.0 | 75.6 |")

@@ -62,7 +62,7 @@ test: install
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check training serving robustness tests scripts research
+	$(BIN)/ruff check training serving robustness tests scripts research examples
 	$(BIN)/lint-imports   # the import direction: contracts in pyproject.toml, see docs/architecture.md
 
 bench: install data

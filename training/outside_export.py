@@ -25,7 +25,6 @@ import onnx
 import torch
 
 from serving.artifact import OUTPUT_NAMES, SCHEMA_VERSION, atomic_write_bytes, read_metadata, sign_metadata
-from training.signing import sign_model
 from training.data import DatasetNotFoundError, DatasetSplits, load_dataset
 from training.export import (
     ARTIFACT_NAME,
@@ -47,6 +46,7 @@ from training.outside import FeatureModel, OutsideModelError, load_outside
 from training.posthoc import FeatureScored, latent_mahalanobis_geometry
 from training.reliability import GeometryError
 from training.score import score_module
+from training.signing import sign_model
 from training.version import code_version
 
 log = logging.getLogger(__name__)

@@ -348,18 +348,24 @@ def export_run(
         "code_version": code_version(),
         "opset": OPSET,
     })
+    signed = write_signed(proto, metadata, out, sign_key)
+    log.info("exported %s (score %s, threshold %.6g, val accept %.4f, checksum %s)", out, score["name"], threshold,
+             calibration["accept_rate"], signed["checksum"])
+    if register:
+        log.info("registered %s in the BentoML model store", register_artifact(out, signed))
+    return out
+
+
+def write_signed(proto: onnx.ModelProto, metadata: dict, out: Path, sign_key: str | Path | None) -> dict:
+    """Embed the signed ``metadata`` (and an Ed25519 signature with ``sign_key``), check that the bytes load back,
+    and write ``out`` atomically; returns the signed metadata."""
     signed = sign_metadata(proto, metadata)
     if sign_key is not None:
         log.info("signed with key id %s", sign_model(proto, sign_key))
     payload = proto.SerializeToString()
     _verify_bytes(payload, out)
     atomic_write_bytes(out, payload)
-    log.info("exported %s (score %s, threshold %.6g, val accept %.4f, checksum %s)", out, score["name"], threshold,
-             calibration["accept_rate"], signed["checksum"])
-    if register:
-        tag = register_artifact(out, signed)
-        log.info("registered %s in the BentoML model store", tag)
-    return out
+    return signed
 
 
 def ensure_artifact(run_dir: str | Path, data: DatasetSplits | None = None, reexport: bool = False) -> tuple[Path, bool]:

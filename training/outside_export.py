@@ -24,13 +24,12 @@ from pathlib import Path
 import onnx
 import torch
 
-from serving.artifact import OUTPUT_NAMES, SCHEMA_VERSION, atomic_write_bytes, read_metadata, sign_metadata
+from serving.artifact import OUTPUT_NAMES, SCHEMA_VERSION, read_metadata
 from training.data import DatasetNotFoundError, DatasetSplits, load_dataset
 from training.export import (
     ARTIFACT_NAME,
     OPSET,
     ParityError,
-    _verify_bytes,
     calibration_summary,
     check_parity,
     ort_outputs,
@@ -38,6 +37,7 @@ from training.export import (
     register_artifact,
     to_onnx,
     torch_outputs,
+    write_signed,
 )
 from training.inference import forward_batches
 from training.jsonio import clean_json
@@ -46,7 +46,6 @@ from training.outside import FeatureModel, OutsideModelError, load_outside
 from training.posthoc import FeatureScored, latent_mahalanobis_geometry
 from training.reliability import GeometryError
 from training.score import score_module
-from training.signing import sign_model
 from training.version import code_version
 
 log = logging.getLogger(__name__)
@@ -116,12 +115,7 @@ def export_outside(spec: str, weights: str | Path, data: DatasetSplits, out: str
         "code_version": code_version(),
         "opset": OPSET,
     })
-    signed = sign_metadata(proto, metadata)
-    if sign_key is not None:
-        log.info("signed with key id %s", sign_model(proto, sign_key))
-    payload = proto.SerializeToString()
-    _verify_bytes(payload, out)
-    atomic_write_bytes(out, payload)
+    signed = write_signed(proto, metadata, out, sign_key)
     log.info("exported %s (post-hoc %s on the %s, threshold %.6g, val accept %.4f, checksum %s)", out, POSTHOC_SCORE,
              describe_layer(model), threshold, calibration["accept_rate"], signed["checksum"])
     if register:

@@ -16,7 +16,8 @@ from robustness import bench
 REPO = Path(__file__).resolve().parents[2]
 ARGS = ["--attacks", "fgsm,pgd_linf_margin,deepfool_l2,apgd_t_linf", "--n-samples", "30", "--n-ood", "60",
         "--n-id", "120", "--attack-steps", "4", "--ood-sets", "gaussian,inverted", "--threads", "1", "--quiet"]
-VOLATILE = {"seconds", "seconds_total", "created_at", "environment", "exported_now", "loadavg_start", "loadavg_end"}
+VOLATILE = {"seconds", "seconds_total", "ccat_seconds", "created_at", "environment", "exported_now", "loadavg_start",
+            "loadavg_end"}
 
 
 def figures(obj):

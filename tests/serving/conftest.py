@@ -76,8 +76,9 @@ def hardened(signed_artifact, signing_keys, tmp_path_factory) -> Server:
 
 @pytest.fixture(scope="session")
 def shipped_with_annex(tmp_path_factory):
-    """A copy of the shipped Fashion-MNIST model carrying the robustness annex the bench computes for the same run
-    (from docs/example-report/results.json, through the bench's own ``annex_summary``)."""
+    """A copy of the shipped Fashion-MNIST model carrying the robustness annex the bench computes for it (from
+    docs/shipped-model-bench/results.json, a bench of the shipped artifact, through the bench's own
+    ``annex_summary``)."""
     import json
     import shutil
     from pathlib import Path
@@ -86,10 +87,10 @@ def shipped_with_annex(tmp_path_factory):
     from serving.artifact import write_annex
 
     root = Path(__file__).resolve().parents[2]
-    results = json.loads((root / "docs" / "example-report" / "results.json").read_text())
+    results = json.loads((root / "docs" / "shipped-model-bench" / "results.json").read_text())
     path = tmp_path_factory.mktemp("shipped") / "model.onnx"
     shutil.copyfile(root / "models" / "fashion-mnist_bin_enc" / "model.onnx", path)
-    write_annex(path, {"robustness": annex_summary(results["models"]["bin_enc_s0"], results)})
+    write_annex(path, {"robustness": annex_summary(results["models"]["bin_enc_s1"], results)})
     return path
 
 

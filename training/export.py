@@ -419,6 +419,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def cli_setup(threads: int | None) -> None:
+    """What both export command lines do first: INFO logging without the ONNX exporter's chatter, torch threads."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for noisy in ("onnxscript", "torch.onnx", "torch.export", "onnx_ir"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if threads:
+        torch.set_num_threads(threads)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--model" in argv or any(a.startswith("--model=") for a in argv):  # a classifier trained elsewhere
@@ -426,11 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return export_outside_main(argv)
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for noisy in ("onnxscript", "torch.onnx", "torch.export", "onnx_ir"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    cli_setup(args.threads)
 
     if args.target_risk is None and (args.delta is not None or args.candidates is not None):
         print("error: --delta and --candidates only apply with --target-risk ALPHA", file=sys.stderr)

@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import onnx
-import torch
 
 from serving.artifact import OUTPUT_NAMES, SCHEMA_VERSION, read_metadata
 from training.data import DatasetNotFoundError, DatasetSplits, load_dataset
@@ -32,6 +31,7 @@ from training.export import (
     ParityError,
     calibration_summary,
     check_parity,
+    cli_setup,
     ort_outputs,
     parity_images,
     register_artifact,
@@ -146,11 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for noisy in ("onnxscript", "torch.onnx", "torch.export", "onnx_ir"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    cli_setup(args.threads)
     try:
         data = load_dataset(args.dataset, args.data_dir, args.val_fraction, args.seed)
         path = export_outside(args.model, args.weights, data, args.out, args.feature_layer, args.target_accept_rate,

@@ -35,6 +35,7 @@ import torchattacks
 from tqdm.auto import tqdm
 
 from robustness.aggregate import aggregate, paired_comparisons
+from robustness.blackbox import OnnxModel, evaluate_onnx, onnx_models
 from robustness.config import BenchConfig, build_parser, config_from_args, relative_path
 from robustness.evaluate import Inputs, evaluate_model
 from robustness.ood import make_ood_sets
@@ -125,6 +126,18 @@ def one_line(label: str, e: dict) -> str:
             + (f"; SANITY FAILED: {', '.join(fails)}" if fails else ""))
 
 
+def blackbox_line(label: str, e: dict) -> str:
+    r = e["robust"]
+
+    def fig(d) -> str:
+        return "n/a" if not d or d.get("value") is None else f"<= {100 * d['value']:.0f}%"
+
+    fails = [f["name"] for f in e["flags"] if f["ok"] is False]
+    return (f"{label} (black-box, upper bounds): robust acc L∞ {fig(r.get('linf'))}, L2 {fig(r.get('l2'))}; "
+            + "; ".join(f"reject {o} L∞ {fig(v['linf'])}" for o, v in e["reject"].items())
+            + f"; {e['seconds']['total']:.0f}s" + (f"; SANITY FAILED: {', '.join(fails)}" if fails else ""))
+
+
 def write_annexes(results: dict) -> None:
     failures = {}
     for entry in results["models"].values():
@@ -163,6 +176,7 @@ def _resolve_runs(cfg: BenchConfig, ctx: DistContext) -> list:
     try:
         found = requested_runs(cfg) if ctx.is_main else None
         found = found + outside_models(cfg, found) if ctx.is_main else None
+        found = found + onnx_models(cfg, found) if ctx.is_main else None
     except RUN_ERRORS as err:
         if not ctx.distributed:
             raise
@@ -195,7 +209,7 @@ def run_bench(cfg: BenchConfig, ctx: DistContext = SINGLE) -> dict | None:
     cfg = described_by_runs(cfg, runs)
     results: dict = {"schema": SCHEMA, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": cfg.to_dict(),
                      "environment": {**environment(), "world_size": ctx.world_size}, "models": {}, "unmeasured": {},
-                     "ood_sets": {}, "skipped_ood_sets": {}}
+                     "blackbox": {}, "ood_sets": {}, "skipped_ood_sets": {}}
     mine = [(i, run) for i, run in enumerate(runs) if i % ctx.world_size == ctx.rank]
     done, cache, ood_sets = [], {}, None
     for i, run in (bar := tqdm(mine, desc="models", disable=not (cfg.progress and ctx.is_main))):
@@ -203,12 +217,15 @@ def run_bench(cfg: BenchConfig, ctx: DistContext = SINGLE) -> dict | None:
         inputs, info = bench_inputs(cfg, run.config, cache, ood_sets)
         ood_sets = inputs.ood_sets
         try:
-            entry, arr = (evaluate_outside if isinstance(run, OutsideModel) else evaluate_model)(cfg, run, inputs)
+            if isinstance(run, OnnxModel):
+                entry, arr = evaluate_onnx(cfg, run, inputs)
+            else:
+                entry, arr = (evaluate_outside if isinstance(run, OutsideModel) else evaluate_model)(cfg, run, inputs)
         except GeometryError as err:  # this model has no served score; the others are still measured
             entry, arr = unmeasured_entry(run, err), None
             tqdm.write(f"{run.label}: NOT MEASURED: {err}")
         else:
-            tqdm.write(one_line(run.label, entry))
+            tqdm.write((blackbox_line if isinstance(run, OnnxModel) else one_line)(run.label, entry))
         done.append((i, run.label, entry, arr, info))
     gathered = gather_objects(done, ctx)
     if not ctx.is_main:
@@ -218,9 +235,11 @@ def run_bench(cfg: BenchConfig, ctx: DistContext = SINGLE) -> dict | None:
         results.update(info)
         if arr is None:
             results["unmeasured"][label] = entry
+        elif entry.get("access") == "black-box":
+            results["blackbox"][label] = entry
         else:
             results["models"][label], arrays[label] = entry, arr
-    if not results["models"]:
+    if not results["models"] and not results["blackbox"]:
         raise GeometryError("no model could be measured: " + unmeasured_text(results))
     results["aggregate"] = aggregate(results["models"])
     results["paired"] = paired_comparisons(results["models"])
@@ -251,6 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     failed = [(lbl, f["name"]) for lbl, e in results["models"].items() for f in e["adversarial"]["flags"]
               if f["ok"] is False]
+    failed += [(lbl, f["name"]) for lbl, e in results["blackbox"].items() for f in e["flags"] if f["ok"] is False]
     print(f"wrote {Path(cfg.out) / 'report.md'} and results.json in {results['seconds_total']:.0f}s")
     if failed:
         print("SANITY FLAGS FAILED: " + ", ".join(f"{lbl}:{n}" for lbl, n in failed), file=sys.stderr)

@@ -26,6 +26,9 @@ class BenchConfig:
     models: tuple[str, ...] = ()  # classifiers trained elsewhere: PKG.MODULE:FACTORY (robustness.outside)
     weights: tuple[str, ...] = ()  # their state dicts, one per model
     feature_layers: tuple[str, ...] = ()  # their feature layers ("" = the input of the last nn.Linear)
+    onnx: tuple[str, ...] = ()  # classifiers given only as ONNX graphs: black-box figures (robustness.blackbox)
+    onnx_input_shape: tuple[int, int, int] | None = None  # (C, H, W) where the graph leaves it symbolic
+    onnx_output: str | None = None  # the graph's logits output (default: "logits", else its only output)
     runs_dir: str = "runs"
     data_dir: str | None = None
     ood_data_dir: str | None = None
@@ -46,8 +49,9 @@ class BenchConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["adversarial"] = self.adversarial.to_dict()
-        for k in ("variants", "seeds", "runs", "ood_sets", "models", "weights", "feature_layers"):
+        for k in ("variants", "seeds", "runs", "ood_sets", "models", "weights", "feature_layers", "onnx"):
             d[k] = list(d[k])
+        d["onnx_input_shape"] = list(self.onnx_input_shape) if self.onnx_input_shape else None
         return d
 
 
@@ -73,6 +77,7 @@ BENCH_PROFILES = {
 THOROUGH = dict(n_cheap=1000, n_expensive=1000, n_blackbox=100, adaptive_eps_linf=(), adaptive_eps_l2=(),
                 ensemble_eps_linf=(), ensemble_eps_l2=(), adaptive=AdaptiveBudget(steps=50, restarts=2),
                 attacks=ALL_ATTACKS)
+THOROUGH_SQUARE_QUERIES = 5000
 
 
 def relative_path(arg: str) -> str:
@@ -91,6 +96,19 @@ def parse_floats(text: str | None) -> list[float] | None:
     if any(v < 0 for v in vals):
         raise ValueError(f"ε values must be >= 0, got {vals}")
     return vals if 0.0 in vals else [0.0, *vals]
+
+
+def parse_shape(text: str | None) -> tuple[int, int, int] | None:
+    """``C,H,W`` -> a tuple of three positive ints."""
+    if text is None:
+        return None
+    try:
+        dims = tuple(int(v) for v in text.replace(",", " ").split())
+    except ValueError:
+        dims = ()
+    if len(dims) != 3 or min(dims) < 1:
+        raise ValueError(f"--onnx-input-shape expects C,H,W (three positive integers), got {text!r}")
+    return dims
 
 
 def parse_names(text: str | None) -> list[str] | None:
@@ -119,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eps-l2", help="L2 ε grid; default 0,0.25,0.5,1,2,4,8")
     p.add_argument("--attack-steps", type=int, help="PGD / adaptive steps S (APGD and FAB use 5S, FMN 5S, C&W 2S "
                    "per binary-search step); default 20 PGD, 30 adaptive, 100 APGD / FAB")
+    p.add_argument("--square-queries", type=int, help="queries of the Square attack per run (default "
+                   f"{QUICK_BUDGET.square_queries} quick, {THOROUGH_SQUARE_QUERIES} with --thorough)")
     p.add_argument("--attacks", help=f"comma-separated subset of: {', '.join(REGISTRY)}")
     p.add_argument("--adaptive-escalations", type=int, help="at most this many doublings of the adaptive attack's "
                    "steps and restarts in its convergence check (default 3; each costs about 4x the one before)")
@@ -136,6 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feature-layer", action="append", default=[], metavar="NAME",
                    help="module whose output is the --model's feature layer for Mahalanobis / KNN (one per --model "
                    "or none; default: the input of the last nn.Linear)")
+    p.add_argument("--onnx", action="append", default=[], metavar="FILE",
+                   help="also bench a classifier given only as an ONNX graph (float32 [0, 1] images N,C,H,W -> "
+                   "logits): black-box attacks (Square, HopSkipJump) and OOD detection from its logits, reported as "
+                   "upper bounds (repeatable). Without --run, --model or --variants only these are benched")
+    p.add_argument("--onnx-input-shape", metavar="C,H,W", help="the --onnx graphs' image shape where the graph "
+                   "leaves it symbolic (default: read from the graph)")
+    p.add_argument("--onnx-output", metavar="NAME", help="the --onnx graphs' logits output (default: the output "
+                   "named 'logits', else the only output)")
     p.add_argument("--data-dir", help="dataset directory (see `python -m training --help`)")
     p.add_argument("--ood-data-dir", help="directory with MNIST IDX files for the mnist OOD set "
                    "(default: the MNIST test set shipped in data/mnist)")
@@ -153,12 +181,16 @@ def _plan(args: argparse.Namespace, prof: dict) -> AdversarialPlan:
     kw = dict(prof["adversarial"])
     if args.thorough:
         kw.update(THOROUGH)
-        kw["budget"] = replace(kw["budget"], square_queries=5000)
+        kw["budget"] = replace(kw["budget"], square_queries=THOROUGH_SQUARE_QUERIES)
     if args.attack_steps:
         s = args.attack_steps
         kw["budget"] = replace(kw["budget"], pgd_steps=s, fmn_steps=5 * s, cw_steps=2 * s, apgd_steps=5 * s,
                                fab_steps=5 * s)
         kw["adaptive"] = replace(kw.get("adaptive", AdaptiveBudget()), steps=s)
+    if args.square_queries is not None:
+        if args.square_queries < 1:
+            raise ValueError(f"--square-queries must be >= 1, got {args.square_queries}")
+        kw["budget"] = replace(kw["budget"], square_queries=args.square_queries)
     if args.n_samples:
         kw.update(n_cheap=args.n_samples, n_expensive=max(1, args.n_samples // 2),
                   n_blackbox=max(1, args.n_samples // 10))
@@ -197,13 +229,15 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str] | None = None
         raise ValueError(f"expected one --feature-layer per --model or none, got {len(args.feature_layer)} for "
                          f"{len(args.model)} --model")
     explicit_variants = any(a == "--variants" or a.startswith("--variants=") for a in argv or [])
-    variants = () if args.model and not args.run and not explicit_variants else tuple(parse_names(args.variants))
+    only_outside = (args.model or args.onnx) and not args.run and not explicit_variants
+    variants = () if only_outside else tuple(parse_names(args.variants))
     return BenchConfig(
         dataset=args.dataset, backbone=args.backbone, profile=args.profile,
         variants=variants, seeds=tuple(int(s) for s in parse_names(args.seeds)),
         all_seeds=args.thorough, thorough=args.thorough, runs=tuple(args.run),
         models=tuple(args.model), weights=tuple(args.weights),
         feature_layers=tuple(args.feature_layer) or ("",) * len(args.model),
+        onnx=tuple(args.onnx), onnx_input_shape=parse_shape(args.onnx_input_shape), onnx_output=args.onnx_output,
         runs_dir=args.runs_dir, data_dir=args.data_dir, ood_data_dir=args.ood_data_dir, out=args.out,
         device=args.device or "cpu", threads=args.threads, seed=args.seed,
         n_id=args.n_id or prof["n_id"], n_ood=args.n_ood or prof["n_ood"], n_fit=prof["n_fit"],

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from robustness.blackbox_report import blackbox_section
 from robustness.ccat import reject_options_section
 from robustness.report_html import write_html
 from robustness.summary import summary_section
@@ -536,8 +537,12 @@ CONVENTIONS = [
 
 
 def render_markdown(results: dict, plots: dict[str, dict[str, str]]) -> str:
+    if not results["models"]:  # only --onnx graphs: their black-box section is the whole report
+        sections = [_header(results), _unmeasured(results), blackbox_section(results)]
+        return "\n".join(line for section in sections for line in section)
     sections = [_header(results), summary_section(results), _unmeasured(results),
                 _budgets(results) if results["models"] else [], _headline(results), reject_options_section(results),
+                blackbox_section(results),
                 _paired(results),
                 _paper(results), _curves(results), _autoattack_and_adaptive(results), _min_norms(results),
                 _ood(results), _selective_and_geometry(results), _plots(plots), CONVENTIONS,

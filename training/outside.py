@@ -80,21 +80,22 @@ class FeatureModel(nn.Module):
         return logits, z.flatten(1)
 
 
-def check_logits(out, n: int, num_classes: int, spec: str) -> None:
-    """Refuse anything but float logits of shape ``(n, num_classes)`` that are not already probabilities."""
+def check_logits(out, n: int, num_classes: int, spec: str, option: str = "--model") -> None:
+    """Refuse anything but float logits of shape ``(n, num_classes)`` that are not already probabilities
+    (``option`` names the command-line option that gave the model, for the message)."""
     if not isinstance(out, Tensor):
-        raise OutsideModelError(f"--model {spec}: the model returned {type(out).__name__}; expected logits, one "
+        raise OutsideModelError(f"{option} {spec}: the model returned {type(out).__name__}; expected logits, one "
                                 f"tensor of shape (N, {num_classes})")
     if out.shape != (n, num_classes) or not out.is_floating_point():
-        raise OutsideModelError(f"--model {spec}: the model returned a {out.dtype} tensor of shape "
+        raise OutsideModelError(f"{option} {spec}: the model returned a {out.dtype} tensor of shape "
                                 f"{tuple(out.shape)} for {n} inputs; expected float logits of shape ({n}, {num_classes})")
     if not torch.isfinite(out).all():
-        raise OutsideModelError(f"--model {spec}: the model returned non-finite outputs; expected logits")
+        raise OutsideModelError(f"{option} {spec}: the model returned non-finite outputs; expected logits")
     if (out >= 0).all() and torch.allclose(out.sum(1), torch.ones(n), atol=1e-4):
-        raise OutsideModelError(f"--model {spec}: the model returned probabilities (rows >= 0 summing to 1); "
+        raise OutsideModelError(f"{option} {spec}: the model returned probabilities (rows >= 0 summing to 1); "
                                 "expected logits: remove the final softmax")
     if (out <= 0).all() and torch.allclose(out.exp().sum(1), torch.ones(n), atol=1e-4):
-        raise OutsideModelError(f"--model {spec}: the model returned log-probabilities (log_softmax); expected "
+        raise OutsideModelError(f"{option} {spec}: the model returned log-probabilities (log_softmax); expected "
                                 "logits: remove the final log_softmax (the attacks' losses need raw logits)")
 
 

@@ -239,6 +239,11 @@ def _make_session(data: bytes, providers: str | list[str], threads: int | None =
 
 
 # --------------------------------------------------------------------------- the artifact
+def accepts(reliability: np.ndarray, threshold: float) -> np.ndarray:
+    """The acceptance rule of every artifact: a row is answered when ``reliability >= threshold``."""
+    return np.asarray(reliability) >= threshold
+
+
 class Artifact:
     """An opened, verified artifact with a live ONNX Runtime session."""
 
@@ -311,7 +316,7 @@ class Artifact:
         rel = np.asarray(outputs["reliability"]).reshape(-1)
         nearest = np.asarray(outputs["nearest_vertex_class"]).reshape(-1)
         pred = np.asarray(outputs["logits"]).argmax(axis=1)
-        accepted = rel >= th
+        accepted = accepts(rel, th)
         reasons: list[str | None] = []
         for ok, nc, p in zip(accepted.tolist(), nearest.tolist(), pred.tolist(), strict=True):
             if ok:

@@ -129,7 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def export(out: str) -> int:
     """Export the finished run (``--export``); 0, or 2 with a message when the model cannot be exported."""
-    from training.export import ParityError, export_run
+    from training.export import export_run
+    from training.parity import ParityError
     from training.reliability import GeometryError
 
     try:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import logging
 import math
 import sys
@@ -42,14 +41,16 @@ from serving.artifact import (
     read_metadata,
     sign_metadata,
 )
+from training.calibration import calibrate_threshold, calibration_summary
 from training.checkpoint import CHECKPOINT, load_run
 from training.collapse import refuse_collapsed
 from training.data import DatasetNotFoundError, DatasetSplits, load_run_data
-from training.inference import forward_batches, to_tensor
+from training.inference import forward_batches
 from training.jsonio import clean_json
-from training.metrics import auroc, calibrate_threshold
 from training.models import Classifier
+from training.parity import ParityError, check_parity, ort_outputs, parity_images, torch_outputs
 from training.reliability import GeometryError, VertexGeometry
+from training.rundir import read_metrics
 from training.score import score_definition, score_module
 from training.selective_risk import (
     RiskNotCertifiable,
@@ -66,19 +67,7 @@ log = logging.getLogger(__name__)
 
 ARTIFACT_NAME = "model.onnx"
 BENTO_MODEL_NAME = "binenc"
-MIN_PARITY_SAMPLES = 256
-PARITY_ATOL = 1e-5
-# The reliability's float32 rounding grows with the compression: at gamma 1e4 the latent is ~6e-3 per dimension and
-# the whitening ~30, so on the 6,000 validation images PyTorch and ONNX Runtime differ by up to 2.6e-5 of the
-# reliability (3.7e-5 relative). Export bugs (a wrong normalisation or geometry) move it by 1e-2 or more. So the
-# reliability is compared as numpy.isclose does, with a relative tolerance about 27 times the largest measured
-# relative difference and 10 times below a 1% error.
-PARITY_RTOL = 1e-3
 OPSET = 18
-
-
-class ParityError(RuntimeError):
-    """ONNX Runtime and PyTorch disagree on the exported graph; nothing was written."""
 
 
 class ScoredModel(nn.Module):
@@ -126,99 +115,15 @@ def to_onnx(scored: ScoredModel, input_shape: tuple[int, int, int]) -> onnx.Mode
     return model
 
 
-def torch_outputs(scored: ScoredModel, images: np.ndarray, batch_size: int = 512) -> dict[str, np.ndarray]:
-    parts: dict[str, list[np.ndarray]] = {n: [] for n in OUTPUT_NAMES}
-    with torch.no_grad():
-        for i in range(0, len(images), batch_size):
-            outs = scored(to_tensor(images[i : i + batch_size]))
-            for n, v in zip(OUTPUT_NAMES, outs, strict=True):
-                parts[n].append(v.cpu().numpy())
-    return {n: np.concatenate(v) for n, v in parts.items()}
-
-
-def ort_outputs(model_bytes: bytes, images: np.ndarray, batch_size: int = 512) -> dict[str, np.ndarray]:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = torch.get_num_threads()  # respect the caller's CPU budget
-    sess = ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
-    parts: dict[str, list[np.ndarray]] = {n: [] for n in OUTPUT_NAMES}
-    for i in range(0, len(images), batch_size):
-        x = images[i : i + batch_size].astype(np.float32) / 255.0
-        for n, v in zip(OUTPUT_NAMES, sess.run(list(OUTPUT_NAMES), {INPUT_NAME: x}), strict=True):
-            parts[n].append(v)
-    return {n: np.concatenate(v) for n, v in parts.items()}
-
-
-def check_parity(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], atol: float = PARITY_ATOL,
-                 rtol: float = PARITY_RTOL) -> dict:
-    """Same argmax on every sample; probs within ``atol``; reliability within ``atol + rtol * |reliability|``.
-    Raises :class:`ParityError`."""
-    n = len(ref["logits"])
-    if n < MIN_PARITY_SAMPLES:
-        raise ParityError(f"parity needs >= {MIN_PARITY_SAMPLES} samples, got {n}")
-    argmax_diff = int((ref["logits"].argmax(1) != got["logits"].argmax(1)).sum())
-    probs_diff = float(np.abs(ref["probs"] - got["probs"]).max())
-    rel_diff = float(np.abs(ref["reliability"] - got["reliability"]).max())
-    rel_ok = bool(np.isclose(got["reliability"], ref["reliability"], rtol=rtol, atol=atol).all())
-    nearest_agree = float((ref["nearest_vertex_class"] == got["nearest_vertex_class"]).mean())
-    stats = {"samples": n, "argmax_mismatches": argmax_diff, "max_abs_diff_probs": probs_diff,
-             "max_abs_diff_reliability": rel_diff, "nearest_class_agreement": nearest_agree, "atol": atol,
-             "rtol_reliability": rtol}
-    if argmax_diff or probs_diff > atol or not rel_ok:
-        raise ParityError(
-            f"ONNX Runtime and PyTorch disagree on {n} validation samples: {argmax_diff} argmax mismatches "
-            f"(expected 0), max |probs diff| {probs_diff:.3g} and max |reliability diff| {rel_diff:.3g} "
-            f"(expected <= {atol}, reliability <= {atol} + {rtol} x reliability); nothing was written"
-        )
-    return stats
-
-
-def parity_images(data: DatasetSplits, minimum: int = MIN_PARITY_SAMPLES) -> tuple[np.ndarray, str]:
-    """The validation images, topped up with training images when the validation split is tiny."""
-    if len(data.val) >= minimum:
-        return data.val.images, f"val ({len(data.val)})"
-    extra = minimum - len(data.val)
-    images = np.concatenate([data.val.images, data.train.images[:extra]])
-    if len(images) >= minimum:
-        return images, f"val ({len(data.val)}) + first {extra} train (val split smaller than {minimum})"
-    images = np.concatenate([images, data.test.images])  # a tiny dataset: all of it, repeated up to ``minimum``
-    return (np.resize(images, (minimum, *images.shape[1:])),
-            f"val ({len(data.val)}) + train ({len(data.train)}) + test ({len(data.test)}), repeated to {minimum} "
-            f"(dataset smaller than {minimum})")
-
-
 def training_summary(run_dir: Path) -> dict:
     """The headline numbers of ``metrics.json`` (accuracies, geometry) for the metadata."""
-    path = run_dir / "metrics.json"
-    if not path.is_file():
-        return {}
-    m = json.loads(path.read_text())
+    m = read_metrics(run_dir)
     out = {k: m[k] for k in ("train_acc", "val_acc", "test_acc", "bimodal_dims", "all_dims_bimodal") if k in m}
     for split in ("train", "val", "test"):
         s = m.get(split)
         if isinstance(s, dict):
             out[split] = {k: s[k] for k in ("same_encoding", "distinct_class_codes", "nc1", "sigma_w_rel") if k in s}
     return clean_json(out)
-
-
-def calibration_summary(outputs: dict[str, np.ndarray], labels: np.ndarray, threshold: float,
-                        split: str = "val") -> dict:
-    rel = outputs["reliability"]
-    pred = outputs["logits"].argmax(1)
-    correct = pred == labels
-    accepted = rel >= threshold
-    return clean_json({
-        "split": split,
-        "n": int(len(labels)),
-        "accept_rate": float(accepted.mean()),
-        "acc": float(correct.mean()),
-        "acc_accepted": float(correct[accepted].mean()) if accepted.any() else None,
-        "acc_rejected": float(correct[~accepted].mean()) if (~accepted).any() else None,
-        "misclassification_auroc": auroc(rel[correct], rel[~correct]) if correct.any() and (~correct).any() else None,
-        "unoccupied_vertex_rate": float((outputs["nearest_vertex_class"] == -1).mean()),
-        "nearest_disagrees_rate": float(((outputs["nearest_vertex_class"] != pred) & (outputs["nearest_vertex_class"] != -1)).mean()),
-    })
 
 
 def register_artifact(path: Path, metadata: dict) -> str:
@@ -293,8 +198,7 @@ def export_run(
     if not (isinstance(candidates, int) and candidates >= 1):
         raise ValueError(f"expected --candidates to be a whole number >= 1, got {candidates}")
     model, cfg, ckpt = load_run(run_dir)
-    if (run_dir / "metrics.json").is_file():
-        refuse_collapsed(json.loads((run_dir / "metrics.json").read_text()))
+    refuse_collapsed(read_metrics(run_dir))
     data = data or load_run_data(cfg)
     classes = list(ckpt.get("classes") or data.classes)
 

@@ -46,7 +46,7 @@ from training.optim import (
     resolve_schedule,
     set_learning_rates,
 )
-from training.rundir import HISTORY, LOCK, RunLock, RunLockedError, append_row, read_history
+from training.rundir import CONFIG, HISTORY, LOCK, METRICS, RunLock, RunLockedError, append_row, read_history
 from training.version import code_version
 
 __all__ = ["RunResult", "TrainingDiverged", "model_config_for", "predict", "random_shift", "to_tensor", "train"]
@@ -113,7 +113,7 @@ def _remove_unstarted(out: Path) -> None:
     """Remove what a run that failed before its first epoch wrote into a run directory it created."""
     if (out / CHECKPOINT).exists():
         return
-    for name in (LOCK, "config.json", HISTORY):
+    for name in (LOCK, CONFIG, HISTORY):
         (out / name).unlink(missing_ok=True)
     try:
         out.rmdir()
@@ -368,7 +368,7 @@ def train(
             recorded = {"train": run.cfg.to_dict(), "model": run.model_cfg.to_dict(), "code_version": code_version()}
             if data.source is not None:
                 recorded["data"] = data.source
-            write_json_atomic(out / "config.json", recorded)
+            write_json_atomic(out / CONFIG, recorded)
             history = read_history(out / HISTORY, start_epoch)
             atomic_write_bytes(out / HISTORY, "".join(json.dumps(r) + "\n" for r in history).encode())
         last_epoch = cfg.epochs - 1 if stop_after_epoch is None else min(stop_after_epoch, cfg.epochs - 1)
@@ -390,7 +390,7 @@ def train(
             history = read_history(out / HISTORY, cfg.epochs)
             metrics["history_tail"] = history[-1:]
             metrics["collapse"] = collapse_verdict(metrics, history, cfg.variant)
-            write_json_atomic(out / "metrics.json", metrics)
+            write_json_atomic(out / METRICS, metrics)
         barrier(ctx)
         finished = True
     finally:

@@ -30,6 +30,9 @@ def calibrate_threshold(scores, target_accept_rate=0.95):
     That is the order statistic s_(k) with k = floor((1 - target) * n) (0-based, ascending), so the accepted share
     is at least the target and exceeds it only by ties / rounding (at most 1/n without ties). An array of targets
     gives the array of thresholds (one sort).
+
+    >>> calibrate_threshold([0.1, 0.4, 0.2, 0.9, 0.7], target_accept_rate=0.6)  # accepts 0.4, 0.7 and 0.9
+    0.4
     """
     s = np.sort(as1d(scores))
     rate = np.asarray(target_accept_rate, dtype=np.float64)
@@ -61,7 +64,11 @@ def fpr_at_tpr(scores_pos, scores_neg, tpr: float = 0.95) -> float:
 
 def accept_summary(correct: np.ndarray, accepted: np.ndarray) -> dict:
     """``accept_rate``, ``acc_accepted`` and ``acc_rejected`` (``None`` when that side is empty) of boolean per-sample
-    ``correct`` and ``accepted``."""
+    ``correct`` and ``accepted``.
+
+    >>> accept_summary(np.array([True, True, False, True]), accepts(np.array([0.9, 0.8, 0.1, 0.3]), 0.5))
+    {'accept_rate': 0.5, 'acc_accepted': 1.0, 'acc_rejected': 0.5}
+    """
     return {
         "accept_rate": float(accepted.mean()),
         "acc_accepted": float(correct[accepted].mean()) if accepted.any() else None,

@@ -177,6 +177,30 @@ def risk_controlled_threshold(val_out: dict[str, np.ndarray], labels: np.ndarray
     return cert.threshold, acceptance, calibration
 
 
+def choose_threshold(val_out: dict[str, np.ndarray], labels: np.ndarray, target_accept_rate: float,
+                     target_risk: float | Sequence[float] | None, delta: float, candidates: int,
+                     ) -> tuple[float, dict, dict]:
+    """``(threshold, acceptance, calibration summary)`` on the validation outputs of the graph: the threshold
+    accepting ``target_accept_rate`` of them, or with ``target_risk`` :func:`risk_controlled_threshold`'s."""
+    if target_risk is not None:
+        return risk_controlled_threshold(val_out, labels, target_risk, delta, candidates)
+    threshold = calibrate_threshold(val_out["reliability"], target_accept_rate)
+    calibration = calibration_summary(val_out, labels, threshold)
+    calibration["target_accept_rate"] = target_accept_rate
+    return threshold, {"mode": "accept_rate", "target_accept_rate": target_accept_rate}, calibration
+
+
+def _check_acceptance_args(target_accept_rate: float, target_risk: float | Sequence[float] | None, delta: float,
+                           candidates: int) -> None:
+    if not 0.0 < target_accept_rate < 1.0:
+        raise ValueError(f"target_accept_rate must be in (0, 1), got {target_accept_rate}")
+    risks = list(target_risk) if isinstance(target_risk, Sequence) else [target_risk]
+    if target_risk is not None and not (risks and all(0.0 < a < 1.0 for a in risks) and 0.0 < delta < 1.0):
+        raise ValueError(f"expected --target-risk and --delta in (0, 1), got {target_risk} and {delta}")
+    if not (isinstance(candidates, int) and candidates >= 1):
+        raise ValueError(f"expected --candidates to be a whole number >= 1, got {candidates}")
+
+
 # --------------------------------------------------------------------------- the export
 def export_run(
     run_dir: str | Path, out: str | Path | None = None, target_accept_rate: float = 0.95, register: bool = False,
@@ -190,17 +214,10 @@ def export_run(
     ``candidates`` models chosen among with the same validation data (:mod:`training.selective_risk`)."""
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else run_dir / ARTIFACT_NAME
-    if not 0.0 < target_accept_rate < 1.0:
-        raise ValueError(f"target_accept_rate must be in (0, 1), got {target_accept_rate}")
-    risks = list(target_risk) if isinstance(target_risk, Sequence) else [target_risk]
-    if target_risk is not None and not (risks and all(0.0 < a < 1.0 for a in risks) and 0.0 < delta < 1.0):
-        raise ValueError(f"expected --target-risk and --delta in (0, 1), got {target_risk} and {delta}")
-    if not (isinstance(candidates, int) and candidates >= 1):
-        raise ValueError(f"expected --candidates to be a whole number >= 1, got {candidates}")
+    _check_acceptance_args(target_accept_rate, target_risk, delta, candidates)
     model, cfg, ckpt = load_run(run_dir)
     refuse_collapsed(read_metrics(run_dir))
     data = data or load_run_data(cfg)
-    classes = list(ckpt.get("classes") or data.classes)
 
     geometry = fit_score(model, data)
     scored = ScoredModel(model, geometry).eval()
@@ -215,21 +232,30 @@ def export_run(
     parity["source"] = parity_source
 
     val_out = {k: v[: len(data.val)] for k, v in got.items()}
-    if target_risk is None:
-        threshold = calibrate_threshold(val_out["reliability"], target_accept_rate)
-        calibration = calibration_summary(val_out, data.val.labels, threshold)
-        calibration["target_accept_rate"] = target_accept_rate
-        acceptance = {"mode": "accept_rate", "target_accept_rate": target_accept_rate}
-    else:
-        threshold, acceptance, calibration = risk_controlled_threshold(val_out, data.val.labels, target_risk, delta,
-                                                                       candidates)
+    threshold, acceptance, calibration = choose_threshold(val_out, data.val.labels, target_accept_rate, target_risk,
+                                                          delta, candidates)
     calibration["parity"] = clean_json(parity)
 
+    classes = list(ckpt.get("classes") or data.classes)
+    metadata = _metadata(run_dir, model, scored, geometry, classes, ckpt.get("dataset", data.name), threshold,
+                         target_accept_rate if target_risk is None else None, acceptance, calibration)
+    signed = write_signed(proto, metadata, out, sign_key)
+    log.info("exported %s (score %s, threshold %.6g, val accept %.4f, checksum %s)", out, scored.score.name, threshold,
+             calibration["accept_rate"], signed["checksum"])
+    if register:
+        log.info("registered %s in the BentoML model store", register_artifact(out, signed))
+    return out
+
+
+def _metadata(run_dir: Path, model: Classifier, scored: ScoredModel, geometry: VertexGeometry | None, classes: list[str],
+              dataset: str, threshold: float, target_accept_rate: float | None, acceptance: dict,
+              calibration: dict) -> dict:
+    """The artifact's metadata (:mod:`serving.artifact`'s schema), before it is signed."""
     mc = model.cfg
     geo_md, codebook = geometry.to_metadata() if geometry is not None else (None, {})
     score = {"name": scored.score.name, "direction": "higher = more reliable",
              "definition": score_definition(scored.score)}
-    metadata = clean_json({
+    return clean_json({
         "schema_version": SCHEMA_VERSION,
         "name": run_dir.resolve().name,
         "classes": classes,
@@ -237,12 +263,12 @@ def export_run(
                   "normalisation": {"mean": list(mc.mean), "std": list(mc.std), "applied_in_graph": True}},
         "outputs": list(OUTPUT_NAMES),
         "variant": mc.variant,
-        "dataset": ckpt.get("dataset", data.name),
+        "dataset": dataset,
         "backbone": mc.backbone,
         "latent_dim": int(model.latent_width),
         "score": score,
         "threshold": threshold,
-        "target_accept_rate": target_accept_rate if target_risk is None else None,
+        "target_accept_rate": target_accept_rate,
         "acceptance": acceptance,
         "geometry": geo_md,
         "codebook": codebook,
@@ -252,12 +278,6 @@ def export_run(
         "code_version": code_version(),
         "opset": OPSET,
     })
-    signed = write_signed(proto, metadata, out, sign_key)
-    log.info("exported %s (score %s, threshold %.6g, val accept %.4f, checksum %s)", out, score["name"], threshold,
-             calibration["accept_rate"], signed["checksum"])
-    if register:
-        log.info("registered %s in the BentoML model store", register_artifact(out, signed))
-    return out
 
 
 def write_signed(proto: onnx.ModelProto, metadata: dict, out: Path, sign_key: str | Path | None) -> dict:

@@ -10,6 +10,7 @@ import socket
 from pathlib import Path
 
 LOCK = ".writer.lock"
+CHECKPOINT = "checkpoint.pt"  # the last saved epoch (training.checkpoint); a run without it has not started
 HISTORY = "metrics.jsonl"  # one row per epoch
 CONFIG = "config.json"  # the settings the run trained with ({"train", "model", "code_version"[, "data"]})
 METRICS = "metrics.json"  # the finished run's metrics; its presence marks a finished run
@@ -86,6 +87,19 @@ def read_history(path: Path, before_epoch: int | None = None) -> list[dict]:
 def append_row(path: Path, row: dict) -> None:
     with path.open("a") as f:
         f.write(json.dumps(row) + "\n")
+
+
+def remove_unstarted(run_dir: Path) -> None:
+    """Remove what a run that failed before its first epoch wrote into a run directory it created."""
+    out = Path(run_dir)
+    if (out / CHECKPOINT).exists():
+        return
+    for name in (LOCK, CONFIG, HISTORY):
+        (out / name).unlink(missing_ok=True)
+    try:
+        out.rmdir()
+    except OSError:  # something else lives there: leave it
+        pass
 
 
 def read_metrics(run_dir: Path) -> dict:

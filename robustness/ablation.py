@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from robustness.adaptive import RejectOption
+from training.calibration import calibrate_threshold
 from training.inference import forward_batches
-from training.metrics import calibrate_threshold
 from training.posthoc import latent_mahalanobis_geometry
 from training.score import score_module
 

@@ -29,6 +29,7 @@ from torch import nn
 
 from robustness.attacks import Norm, logits_and_z, lp_norms, seed_everything
 from robustness.losses import margin
+from serving.artifact import accepts
 
 # served graph: pixels -> (predicted class, accepted) as numpy
 Confirm = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -39,7 +40,7 @@ def graph_confirm(graph: Callable[[np.ndarray], dict], threshold: float) -> Conf
 
     def confirm(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         out = graph(pixels)
-        return out["logits"].argmax(1), out["reliability"] >= threshold
+        return out["logits"].argmax(1), accepts(out["reliability"], threshold)
 
     return confirm
 

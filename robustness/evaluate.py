@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +19,13 @@ from robustness.guarantee import realized as realized_guarantee
 from robustness.ood import Features, OODSet, fit_detectors, log_max_softmax
 from robustness.paper import paper_deepfool
 from robustness.runs import ModelRun
-from serving.artifact import Artifact, load_artifact
+from serving.artifact import Artifact, accepts, load_artifact
+from training.calibration import accept_summary
 from training.checkpoint import load_run
 from training.export import ensure_artifact
 from training.inference import forward_batches, to_tensor
 from training.reliability import VERTEX_SCORE, VertexGeometry
+from training.rundir import read_metrics
 from training.score import score_module
 
 
@@ -61,15 +62,14 @@ def _parity(net, art: Artifact, option: RejectOption, images: np.ndarray, device
     f = _features(net, images, option, device)
     return {"n": int(len(images)), "max_abs_diff_reliability": float(np.abs(f.reliability - served["reliability"]).max()),
             "argmax_agreement": float((f.logits.argmax(1) == served["logits"].argmax(1)).mean()),
-            "accept_agreement": float(((f.reliability >= option.threshold) == (served["reliability"] >= art.threshold))
-                                      .mean())}
+            "accept_agreement": float((accepts(f.reliability, option.threshold)
+                                       == accepts(served["reliability"], art.threshold)).mean())}
 
 
 def geometry_summary(run_dir: Path) -> dict:
-    path = run_dir / "metrics.json"
-    if not path.is_file():
+    m = read_metrics(run_dir)
+    if not m:
         return {}
-    m = json.loads(path.read_text())
     out = {k: m.get(k) for k in ("num_classes", "train_acc", "val_acc", "test_acc", "latent_width",
                                  "bimodal_dims", "all_dims_bimodal")}
     for k in ("same_encoding", "distinct_class_codes", "nc1", "sigma_w_rel"):
@@ -89,20 +89,18 @@ def ood_and_selective(cfg: BenchConfig, net, inp: Inputs, option: RejectOption) 
     dets = fit_detectors(f_fit, data.train.labels[inp.fit_idx], knn_k=cfg.knn_k)
     s_id = {name: d.score(f_id) for name, d in dets.items()}
     correct = f_id.logits.argmax(1) == y_id
-    accepted = f_id.reliability >= option.threshold
+    accepted = accepts(f_id.reliability, option.threshold)
     ood, s_ood = {}, {}
     for s in inp.ood_sets:
         f = _features(net, s.images, option, cfg.device)
         s_ood[s.name] = {name: d.score(f) for name, d in dets.items()}
         ood[s.name] = {name: {**metrics.ood_metrics(s_id[name], s_ood[s.name][name]),
                               "roc": metrics.roc_points(s_id[name], s_ood[s.name][name], 60)} for name in dets}
-        ood[s.name]["accept_rate_at_threshold"] = float(np.mean(f.reliability >= option.threshold))
+        ood[s.name]["accept_rate_at_threshold"] = float(np.mean(accepts(f.reliability, option.threshold)))
     calib = {"n": int(len(y_id)), "acc": float(correct.mean()),
              "ece_max_softmax": metrics.ece(np.exp(log_max_softmax(f_id.logits)[0]), correct),
              "ece_reliability": metrics.ece(f_id.reliability, correct), "threshold": option.threshold,
-             "accept_rate": float(accepted.mean()),
-             "acc_accepted": float(correct[accepted].mean()) if accepted.any() else None,
-             "acc_rejected": float(correct[~accepted].mean()) if (~accepted).any() else None}
+             **accept_summary(correct, accepted)}
     entry = {"ood": ood, "misclassification": {name: metrics.selective_metrics(s_id[name], correct, 50)
                                                for name in dets}, "calibration": calib}
     arrays = {"scores_id": s_id, "reliability_id": f_id.reliability, "z_id": f_id.z, "y_id": y_id,

@@ -6,9 +6,9 @@ Conventions (the same everywhere in the bench and the report):
 * OOD detection treats **ID as the positive class**: AUROC = P(score_ID > score_OOD) + ½ P(=) and AUPR-in is the
   average precision with ID positive; AUPR-out is the average precision with OOD positive and the score negated;
 * **FPR@95TPR** = share of OOD inputs accepted at the threshold that accepts 95% of the ID inputs; the threshold is
-  the largest τ with mean(score_ID >= τ) >= 0.95 (:func:`training.metrics.calibrate_threshold`, the artifact's own
+  the largest τ with mean(score_ID >= τ) >= 0.95 (:func:`training.calibration.calibrate_threshold`, the artifact's own
   acceptance rule). Equivalently: the smallest FPR over the ROC points whose TPR is >= 0.95;
-* AUROC, FPR@TPR and the threshold are :mod:`training.metrics`' (one implementation for the export and the bench);
+* AUROC, FPR@TPR and the threshold are :mod:`training.calibration`' (one implementation for the export and the bench);
   :func:`bootstrap_interval` gives percentile intervals for any of these two-sample metrics;
 * misclassification detection treats **correct predictions as positive**;
 * undefined values (a class with no sample) are ``nan``, never an exception.
@@ -21,17 +21,14 @@ from collections.abc import Callable
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_curve
 
-from training.metrics import auroc, calibrate_threshold, fpr_at_tpr
+from training.calibration import as1d as _as1d
+from training.calibration import auroc, calibrate_threshold, fpr_at_tpr
 
 __all__ = ["auroc", "fpr_at_tpr", "threshold_at_tpr", "bootstrap_interval", "aupr", "ood_metrics", "roc_points",
            "misclassification_auroc", "ece", "risk_coverage", "aurc", "optimal_aurc", "selective_metrics",
            "worst_case", "robust_accuracy"]
 
 ECE_BINS = 15
-
-
-def _as1d(x) -> np.ndarray:
-    return np.asarray(x, dtype=np.float64).reshape(-1)
 
 
 def threshold_at_tpr(scores_pos, tpr: float = 0.95) -> float:

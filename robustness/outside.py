@@ -24,11 +24,11 @@ from robustness.adaptive import RejectOption, graph_confirm
 from robustness.config import BenchConfig, relative_path
 from robustness.evaluate import Inputs, measure, served_option
 from serving.artifact import INPUT_NAME, OUTPUT_NAMES, load_artifact
+from training.calibration import calibrate_threshold
 from training.config import TrainConfig
 from training.data import load_dataset
 from training.export import to_onnx
 from training.inference import forward_batches
-from training.metrics import calibrate_threshold
 from training.outside import FeatureModel, load_outside
 from training.outside_export import POSTHOC_SCORE, describe_layer, export_outside
 from training.posthoc import DETECTOR_SCORES, FeatureScored, fit_detector_score

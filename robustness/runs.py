@@ -18,6 +18,7 @@ from training.checkpoint import CHECKPOINT
 from training.config import TrainConfig, make_config
 from training.data import num_classes_of
 from training.models import default_latent_dim
+from training.rundir import CONFIG, METRICS
 from training.train import train
 
 log = logging.getLogger("robustness.runs")
@@ -56,7 +57,7 @@ def run_name(cfg) -> str:
 
 def _saved_config(run_dir: Path) -> dict | None:
     try:
-        return json.loads((run_dir / "config.json").read_text()).get("train")
+        return json.loads((run_dir / CONFIG).read_text()).get("train")
     except (OSError, json.JSONDecodeError):
         return None
 
@@ -79,7 +80,7 @@ def find_run(runs_dir: str | Path, cfg) -> Path | None:
     if runs_dir.is_dir():
         candidates += sorted(p for p in runs_dir.iterdir() if p.is_dir() and p != candidates[0])
     for d in candidates:
-        saved = _saved_config(d) if (d / "config.json").is_file() else None
+        saved = _saved_config(d) if (d / CONFIG).is_file() else None
         if saved is not None and _comparable(_as_requested(saved, cfg)) == want:
             return d
     return None
@@ -93,7 +94,7 @@ def finished_seeds(runs_dir: str | Path, cfg) -> list[int]:
     want = {k: v for k, v in _comparable(cfg.to_dict()).items() if k != "seed"}
     seeds = set()
     for d in runs_dir.iterdir():
-        saved = _saved_config(d) if (d / "metrics.json").is_file() and (d / "config.json").is_file() else None
+        saved = _saved_config(d) if (d / METRICS).is_file() and (d / CONFIG).is_file() else None
         if saved is None:
             continue
         c = _comparable(_as_requested(saved, cfg))
@@ -105,7 +106,7 @@ def finished_seeds(runs_dir: str | Path, cfg) -> list[int]:
 def ensure_run(runs_dir: str | Path, cfg, train_missing: bool = True, progress: bool = True) -> tuple[Path, str]:
     """Reuse, resume or train the run for ``cfg``; returns ``(run_dir, how)`` with how in cached/resumed/trained."""
     found = find_run(runs_dir, cfg)
-    if found is not None and (found / "metrics.json").is_file():
+    if found is not None and (found / METRICS).is_file():
         return found, "cached"
     if not train_missing:
         raise FileNotFoundError(
@@ -122,7 +123,7 @@ def ensure_run(runs_dir: str | Path, cfg, train_missing: bool = True, progress: 
         train(cfg, found, resume=True, progress=progress)
         return found, "resumed"
     target = Path(runs_dir) / run_name(cfg)
-    if (target / "config.json").exists():  # same name, different config: do not touch it
+    if (target / CONFIG).exists():  # same name, different config: do not touch it
         h = hashlib.sha256(json.dumps(_comparable(cfg.to_dict()), sort_keys=True).encode()).hexdigest()[:8]
         target = target.with_name(f"{target.name}-{h}")
     log.info("training %s into %s", run_name(cfg), target)
@@ -134,7 +135,7 @@ def given_runs(dirs: tuple[str, ...], data_dir: str | None) -> list[ModelRun]:
     """Finished run directories evaluated as they are."""
     out = []
     for d in dirs:
-        if not (Path(d) / "metrics.json").is_file() or not (Path(d) / "config.json").is_file():
+        if not (Path(d) / METRICS).is_file() or not (Path(d) / CONFIG).is_file():
             raise FileNotFoundError(f"{d}: expected a finished run directory (config.json, metrics.json)")
         tcfg = TrainConfig.from_dict(_saved_config(Path(d)))
         if data_dir:

@@ -12,6 +12,8 @@ import json
 import statistics
 from pathlib import Path
 
+from training.rundir import METRICS
+
 VARIANTS = ("bin_enc", "no_pen", "lin_pen", "nonlin_pen")
 
 
@@ -36,8 +38,8 @@ def main() -> None:
         rows = []
         for s in args.seeds:
             run = Path(args.runs) / f"{args.prefix}_{v}_s{s}"
-            if (run / "metrics.json").is_file():
-                m = json.loads((run / "metrics.json").read_text())
+            if (run / METRICS).is_file():
+                m = json.loads((run / METRICS).read_text())
                 rows.append((m, m["test"]))
         if not rows:
             continue

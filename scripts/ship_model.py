@@ -22,6 +22,7 @@ from pathlib import Path
 
 from serving.artifact import SCHEMA_VERSION, atomic_write_bytes, read_metadata
 from training.export import export_run, risk_list
+from training.rundir import CONFIG, METRICS
 from training.version import code_version
 
 DEFAULT_RUN = Path("runs/fashion-mnist_cnn_quick_bin_enc_s1")
@@ -49,7 +50,7 @@ def export_flags(target_risk: float | list[float] | None, delta: float, candidat
 def provenance(run: Path, artifact: Path, flags: str = "") -> dict:
     """What a reader needs to trust and reproduce ``artifact``."""
     md, _ = read_metadata(artifact, verify=True)
-    config = json.loads((run / "config.json").read_text())
+    config = json.loads((run / CONFIG).read_text())
     return {
         "artifact": artifact.name,
         "sha256": sha256_of(artifact),
@@ -74,7 +75,7 @@ def provenance(run: Path, artifact: Path, flags: str = "") -> dict:
 def ship(run: Path, out_dir: Path, target_risk: float | list[float] | None = None, delta: float = 0.05, candidates: int = 1) -> dict:
     """Export ``run`` into ``out_dir/model.onnx`` (atomically) and write ``out_dir/provenance.json``; with
     ``target_risk`` the threshold certifies the selective error (:func:`training.export.export_run`)."""
-    if not (run / "metrics.json").is_file():
+    if not (run / METRICS).is_file():
         raise FileNotFoundError(f"{run}: no finished run (metrics.json missing); train it first with `make train`")
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:

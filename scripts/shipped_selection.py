@@ -21,6 +21,8 @@ import argparse
 import json
 from pathlib import Path
 
+from training.rundir import METRICS
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -37,7 +39,7 @@ TIE = 0.0005
 
 def candidate(regime: str, seed: int) -> dict:
     run = f"fashion-mnist_cnn_{regime}_bin_enc_s{seed}"
-    m = json.loads((_run_dir(run) / "metrics.json").read_text())
+    m = json.loads((_run_dir(run) / METRICS).read_text())
     r = json.loads((REPO / "research/regimes" / f"{regime}_bin_enc_s{seed}.json").read_text())
     o = r["ood_eval"]
     val = {k: o["val_served"][k] for k in VAL_KEYS}

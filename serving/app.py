@@ -2,7 +2,7 @@
 Open Inference Protocol routes (:mod:`serving.oip`). ``/predict_batch`` is a BentoML API method on the service
 class itself; the middleware around everything is in :mod:`serving.middleware`.
 
-Routes read request bodies that :class:`serving.middleware.BodyReader` has already received in full.
+Routes read request bodies that :class:`serving.limits.BodyReader` has already received in full.
 """
 
 from __future__ import annotations

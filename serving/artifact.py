@@ -239,6 +239,11 @@ def _make_session(data: bytes, providers: str | list[str], threads: int | None =
 
 
 # --------------------------------------------------------------------------- the artifact
+def accepts(reliability: np.ndarray, threshold: float) -> np.ndarray:
+    """The acceptance rule of every artifact: a row is answered when ``reliability >= threshold``."""
+    return np.asarray(reliability) >= threshold
+
+
 class Artifact:
     """An opened, verified artifact with a live ONNX Runtime session."""
 
@@ -311,7 +316,7 @@ class Artifact:
         rel = np.asarray(outputs["reliability"]).reshape(-1)
         nearest = np.asarray(outputs["nearest_vertex_class"]).reshape(-1)
         pred = np.asarray(outputs["logits"]).argmax(axis=1)
-        accepted = rel >= th
+        accepted = accepts(rel, th)
         reasons: list[str | None] = []
         for ok, nc, p in zip(accepted.tolist(), nearest.tolist(), pred.tolist(), strict=True):
             if ok:
@@ -334,6 +339,20 @@ def load_artifact(path: str | Path, providers: str | list[str] = "auto", *, thre
     on it, else CPUExecutionProvider; ``Artifact.provider`` says which one the session really uses.
     ``threads`` caps ONNX Runtime's intra-op CPU threads (default: ONNX Runtime's choice); ``spinning=False``
     stops idle threads from busy-waiting.
+
+    The shipped model on an example image (from the checkout's root):
+
+    >>> import numpy as np
+    >>> from PIL import Image
+    >>> art = load_artifact("models/fashion-mnist_bin_enc/model.onnx", providers="CPUExecutionProvider")
+    >>> art.input_shape, art.classes[9]
+    ((1, 28, 28), 'ankle boot')
+    >>> gray = Image.open("examples/fashion-mnist-ankle-boot.png").convert("L")
+    >>> pixels = np.asarray(gray, dtype=np.float32)[None, None] / 255  # (N, C, H, W) in [0, 1]
+    >>> out = art.run(pixels)
+    >>> accepted, reasons = art.decide(out)
+    >>> art.classes[int(out["logits"].argmax(1)[0])], bool(accepted[0]), reasons[0]
+    ('ankle boot', True, None)
     """
     path = Path(path)
     data, model = _read_model(path)

@@ -139,7 +139,31 @@ def _as_lists(array: Any) -> Any:
 class Client:
     """Synchronous client; ``api_key`` (default: the ``BINENC_API_KEY`` environment variable) is sent as
     ``Authorization: Bearer KEY``. Use it as a context manager (or call :meth:`close`) to release the connection
-    pool; ``httpx_options`` go to :class:`httpx.Client` (e.g. ``verify=`` for TLS)."""
+    pool; ``httpx_options`` go to :class:`httpx.Client` (e.g. ``verify=`` for TLS).
+
+    Against a running service, ``Client("http://localhost:3000")``. Here an ``httpx.MockTransport`` stands in for
+    it, answering as the service does, so the example runs without a server:
+
+    >>> import httpx
+    >>> answer = {"model": {"name": "fashion-mnist_bin_enc", "version": "1"}, "threshold": 0.11,
+    ...           "predictions": [{"label": 9, "class_name": "ankle boot", "probabilities": [0.0] * 9 + [1.0],
+    ...                            "reliability": 0.93, "dist_nearest_vertex": 0.2, "dist_predicted_vertex": 0.2,
+    ...                            "dist_class_centre": 1.1, "nearest_vertex_class": 9,
+    ...                            "nearest_class_name": "ankle boot", "accepted": True, "reason": None}]}
+    >>> def service(request: httpx.Request) -> httpx.Response:
+    ...     if request.headers.get("authorization") != "Bearer secret":
+    ...         return httpx.Response(401, json={"error": {"code": "unauthorized", "message": "no key"}})
+    ...     return httpx.Response(200, json=answer)
+    >>> with Client("http://binenc.test", api_key="secret", transport=httpx.MockTransport(service)) as client:
+    ...     p = client.predict([[0] * 28] * 28).predictions[0]
+    >>> p.class_name, p.accepted, p.reason
+    ('ankle boot', True, None)
+    >>> with Client("http://binenc.test", api_key="", transport=httpx.MockTransport(service)) as client:
+    ...     client.model()
+    Traceback (most recent call last):
+    ...
+    serving.client.BinencError: 401 unauthorized: no key
+    """
 
     def __init__(self, url: str = "http://localhost:3000", api_key: str | None = None, timeout: float = 30.0,
                  **httpx_options: Any) -> None:

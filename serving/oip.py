@@ -32,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import metrics
+from . import prometheus
 from .artifact import INPUT_NAME, OUTPUT_NAMES
 from .handlers import Offload, handle_errors, media_type
 from .validation import (
@@ -279,7 +279,7 @@ class OipRoutes:
         t0 = time.perf_counter()
         outputs = await self.offload.run(len(pixels), p.infer, pixels)
         accepted, reasons = p.artifact.decide(outputs)
-        metrics.observe_raw("oip", accepted, outputs["reliability"].reshape(-1), reasons, time.perf_counter() - t0)
+        prometheus.observe_raw("oip", accepted, outputs["reliability"].reshape(-1), reasons, time.perf_counter() - t0)
         head: dict[str, Any] = {"model_name": self.model_name, "model_version": p.version}
         if isinstance(req.get("id"), str):
             head["id"] = req["id"]

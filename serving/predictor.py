@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from . import metrics
+from . import prometheus
 from .artifact import INPUT_NAME, OUTPUT_NAMES, Artifact, load_artifact
 from .images import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_IMAGE_SIDE, ImagePolicy
 from .validation import InputSpec, Limits
@@ -98,7 +98,7 @@ class Predictor:
         t0 = time.perf_counter()
         outputs = self.infer(pixels)
         preds = self.format(outputs, threshold)
-        metrics.observe_predictions(route, preds, time.perf_counter() - t0)
+        prometheus.observe_predictions(route, preds, time.perf_counter() - t0)
         return preds
 
     # ------------------------------------------------------------------ model card

@@ -11,9 +11,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .validation import error_body, oip_error_body
+from .validation import ApiError, error_body, oip_error_body
 
 Send = Callable[[dict], Awaitable[None]]
+ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
 
 STATUS_CODES = {
@@ -60,6 +61,12 @@ async def send_json(send: Send, status: int, body: dict, headers: Headers | None
     out.extend(headers or [])
     await send({"type": "http.response.start", "status": status, "headers": out})
     await send({"type": "http.response.body", "body": payload, "more_body": False})
+
+
+async def refuse(scope: dict, send: Send, err: ApiError, headers: Headers | None = None,
+                 close: bool = False) -> None:
+    """Answer ``err`` in the uniform shape (the outer :class:`serving.middleware.UniformErrors` counts it)."""
+    await send_json(send, err.status, body_for(scope.get("path", ""), err.code, err.message), headers, close)
 
 
 def uniform_code(body: bytes, oip: bool) -> str | None:

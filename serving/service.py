@@ -23,26 +23,18 @@ from pydantic_core import PydanticCustomError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from . import metrics
+from . import prometheus
 from .app import PredictRoutes, create_app, direct_routes
 from .artifact import ArtifactError, read_metadata
 from .handlers import Offload
 from .images import set_pillow_pixel_cap
+from .limits import BodyReader, WorkLimit
 from .logjson import use_json_logs
-from .middleware import (
-    HEALTH_PATHS,
-    ApiDocs,
-    Authentication,
-    BodyReader,
-    DirectRoutes,
-    RequestMetrics,
-    UniformErrors,
-    WorkLimit,
-)
+from .middleware import ApiDocs, Authentication, DirectRoutes, RequestMetrics, UniformErrors
 from .openapi import build_openapi
 from .predictor import Predictor
 from .responses import QuietRefusals
-from .settings import Settings, SettingsError
+from .settings import HEALTH_PATHS, Settings, SettingsError
 from .signing import KeyFileError, load_public_key, verify_artifact, verify_file
 from .ui import UiPage
 from .validation import ApiError, check_batch_body, to_array, validate_model_tensor
@@ -119,7 +111,7 @@ BatchPixels = Annotated[list[Any], AfterValidator(_batch_pixels)]
 def service_config(settings: Settings) -> dict[str, Any]:
     config: dict[str, Any] = {
         "workers": settings.workers,
-        # serving.middleware.WorkLimit answers a uniform 504 first; BentoML's own timeout is a backstop.
+        # serving.limits.WorkLimit answers a uniform 504 first; BentoML's own timeout is a backstop.
         "traffic": {"timeout": settings.timeout_s + settings.body_timeout_s + 10},
         # BentoML's HTTP metrics label by raw path (any client could add series); serving.middleware.RequestMetrics
         # counts requests by route template instead, and the service serves /metrics itself.
@@ -178,7 +170,7 @@ def _openapi_document() -> bytes | None:
 
 
 async def _metrics(request: Request) -> Response:
-    body, media = metrics.exposition()
+    body, media = prometheus.exposition()
     return Response(body, media_type=media)
 
 
@@ -193,7 +185,7 @@ BinencService.add_asgi_middleware(BodyReader, max_body=SETTINGS.max_body_bytes, 
                                   checks={"/predict_batch": lambda raw: check_batch_body(raw, SETTINGS.limits)},
                                   json_only=("/predict_batch",))
 BinencService.add_asgi_middleware(WorkLimit, max_concurrency=SETTINGS.max_concurrency, timeout_s=SETTINGS.timeout_s,
-                                  exempt=HEALTH_PATHS | {"/docs.json"})
+                                  exempt=(*HEALTH_PATHS, "/docs.json"))
 BinencService.add_asgi_middleware(DirectRoutes, routes={
     **direct_routes(PredictRoutes(current_predictor, OFFLOAD)), ("GET", "/metrics"): _metrics})
 if SETTINGS.ui:

@@ -17,7 +17,9 @@ from .images import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_IMAGE_SIDE
 from .validation import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_JSON_DEPTH, Limits
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-DEFAULT_OPEN_PATHS = ("/livez", "/readyz", "/healthz", "/metrics", "/v2/health/live", "/v2/health/ready", "/docs.json", "/ui")
+# Health and metrics probes: open without an API key and never refused for load.
+HEALTH_PATHS = ("/livez", "/readyz", "/healthz", "/metrics", "/v2/health/live", "/v2/health/ready")
+DEFAULT_OPEN_PATHS = (*HEALTH_PATHS, "/docs.json", "/ui")
 
 
 class SettingsError(ValueError):

@@ -11,8 +11,7 @@ import torch
 from serving.artifact import atomic_write_bytes
 from training.config import TrainConfig
 from training.models import Classifier, ModelConfig, build_model
-
-CHECKPOINT = "checkpoint.pt"
+from training.rundir import CHECKPOINT
 
 
 def atomic_torch_save(path: Path, obj: Any) -> None:

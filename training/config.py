@@ -1,8 +1,45 @@
-"""Training configuration and the named profiles (``paper`` and ``quick``)."""
+"""Training configuration, the named profiles (:data:`PROFILES`) and the allowed values of its free-string options.
+
+Each option with a fixed set of values has a ``Literal`` type here (:data:`Variant`, :data:`LrSchedule`,
+:data:`GammaPer`, :data:`AdvTrain`, :data:`AdvSelect`); :meth:`TrainConfig.validate` checks them once, when a
+config is built, and ``python -m training`` offers exactly these values (:func:`choices`).
+
+>>> cfg = make_config("quick", seed=3, epochs=5)
+>>> (cfg.profile, cfg.seed, cfg.epochs, cfg.min_steps, cfg.lr_schedule)
+('quick', 3, 5, 0, 'cosine')
+>>> choices("lr_schedule")
+('cosine', 'step', 'constant')
+>>> make_config(lr_schedule="linear")
+Traceback (most recent call last):
+...
+ValueError: unknown lr_schedule 'linear'; expected one of cosine, step, constant
+"""
 
 from __future__ import annotations
 
+import typing
 from dataclasses import asdict, dataclass, fields, replace
+from typing import Literal
+
+Variant = Literal["bin_enc", "lin_pen", "nonlin_pen", "no_pen"]
+LrSchedule = Literal["cosine", "step", "constant"]  # step: x lr_step_factor every lr_step_every after lr_step_start
+GammaPer = Literal["epoch", "step"]
+AdvTrain = Literal["fgsm", "nfgsm", "pgd"]  # FGSM with a random start ("fast AT"), N-FGSM, PGD; L∞ in pixel space
+AdvSelect = Literal["last", "robust"]  # robust: the full-gamma epoch with the best robust validation accuracy
+
+# The options of TrainConfig that take one of a fixed set of values, and that set.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "variant": typing.get_args(Variant),
+    "lr_schedule": typing.get_args(LrSchedule),
+    "gamma_per": typing.get_args(GammaPer),
+    "adv_train": typing.get_args(AdvTrain),
+    "adv_select": typing.get_args(AdvSelect),
+}
+
+
+def choices(option: str) -> tuple[str, ...]:
+    """The values ``option`` (a :class:`TrainConfig` field) accepts (``adv_train`` may also be ``None``, off)."""
+    return CHOICES[option]
 
 
 @dataclass
@@ -15,7 +52,7 @@ class TrainConfig:
     test_fraction: float = 0.2  # folder without train/ and test/: the share of each class held out for test
     val_fraction: float = 0.1
     backbone: str = "cnn"
-    variant: str = "bin_enc"
+    variant: Variant = "bin_enc"
     latent_dim: int | None = None  # None: training.models.default_latent_dim(number of classes), 8 for 10 classes
     seed: int = 0
     epochs: int = 20
@@ -23,7 +60,7 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 1e-3
     lr_min: float = 1e-5
-    lr_schedule: str = "cosine"  # "cosine" | "step" (paper: x lr_step_factor every lr_step_every after lr_step_start)
+    lr_schedule: LrSchedule = "cosine"
     lr_step_start: int = 250
     lr_step_every: int = 50
     lr_step_factor: float = 0.5
@@ -33,17 +70,27 @@ class TrainConfig:
     gamma0: float = 0.01
     gamma_factor: float = 1.05
     gamma_cap: float = 1e6
-    gamma_per: str = "epoch"  # "epoch" | "step"
+    gamma_per: GammaPer = "epoch"
     gamma_ramp: float | None = None  # if set: factor chosen so gamma reaches the cap at this fraction of training
     augment_shift: int = 0  # random translation of up to this many pixels per training image (0 = off)
-    adv_train: str | None = None  # None | "fgsm" (random start, "fast AT") | "nfgsm" (N-FGSM) | "pgd"; L∞, pixels
+    adv_train: AdvTrain | None = None  # None: off
     adv_eps: float = 0.1  # L∞ radius of the training adversary, in [0, 1] pixel units (N-FGSM reaches 3·eps)
     adv_steps: int = 7  # PGD steps (step size 2.5·eps/steps); FGSM: one step of 1.25·eps from a random start
     adv_check: int = 512  # validation images attacked by PGD-10 at adv_eps after every epoch of adversarial training
-    adv_select: str = "last"  # "last" | "robust": keep the full-gamma epoch with the best robust validation accuracy
+    adv_select: AdvSelect = "last"
     device: str = "cpu"
     num_threads: int | None = None
     profile: str | None = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` when an option of :data:`CHOICES` holds a value outside its set."""
+        for name, allowed in CHOICES.items():
+            value = getattr(self, name)
+            if value not in allowed and not (name == "adv_train" and value is None):
+                raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(allowed)}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -87,7 +134,11 @@ PROFILES: dict[str, dict] = {
 
 def make_config(profile: str | None = None, **overrides) -> TrainConfig:
     """A :class:`TrainConfig` from a named profile plus explicit overrides (``None`` values are ignored). Given
-    ``epochs`` (and no ``min_steps``), the run trains exactly that many epochs."""
+    ``epochs`` (and no ``min_steps``), the run trains exactly that many epochs.
+
+    >>> make_config("paper").lr_schedule, make_config("paper", epochs=10).epochs
+    ('step', 10)
+    """
     cfg = TrainConfig()
     if profile is not None:
         if profile not in PROFILES:

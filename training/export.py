@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import logging
 import math
 import sys
@@ -42,14 +41,16 @@ from serving.artifact import (
     read_metadata,
     sign_metadata,
 )
+from training.calibration import calibrate_threshold, calibration_summary
 from training.checkpoint import CHECKPOINT, load_run
 from training.collapse import refuse_collapsed
 from training.data import DatasetNotFoundError, DatasetSplits, load_run_data
-from training.inference import forward_batches, to_tensor
+from training.inference import forward_batches
 from training.jsonio import clean_json
-from training.metrics import auroc, calibrate_threshold
 from training.models import Classifier
+from training.parity import ParityError, check_parity, ort_outputs, parity_images, torch_outputs
 from training.reliability import GeometryError, VertexGeometry
+from training.rundir import read_metrics
 from training.score import score_definition, score_module
 from training.selective_risk import (
     RiskNotCertifiable,
@@ -66,19 +67,7 @@ log = logging.getLogger(__name__)
 
 ARTIFACT_NAME = "model.onnx"
 BENTO_MODEL_NAME = "binenc"
-MIN_PARITY_SAMPLES = 256
-PARITY_ATOL = 1e-5
-# The reliability's float32 rounding grows with the compression: at gamma 1e4 the latent is ~6e-3 per dimension and
-# the whitening ~30, so on the 6,000 validation images PyTorch and ONNX Runtime differ by up to 2.6e-5 of the
-# reliability (3.7e-5 relative). Export bugs (a wrong normalisation or geometry) move it by 1e-2 or more. So the
-# reliability is compared as numpy.isclose does, with a relative tolerance about 27 times the largest measured
-# relative difference and 10 times below a 1% error.
-PARITY_RTOL = 1e-3
 OPSET = 18
-
-
-class ParityError(RuntimeError):
-    """ONNX Runtime and PyTorch disagree on the exported graph; nothing was written."""
 
 
 class ScoredModel(nn.Module):
@@ -126,99 +115,15 @@ def to_onnx(scored: ScoredModel, input_shape: tuple[int, int, int]) -> onnx.Mode
     return model
 
 
-def torch_outputs(scored: ScoredModel, images: np.ndarray, batch_size: int = 512) -> dict[str, np.ndarray]:
-    parts: dict[str, list[np.ndarray]] = {n: [] for n in OUTPUT_NAMES}
-    with torch.no_grad():
-        for i in range(0, len(images), batch_size):
-            outs = scored(to_tensor(images[i : i + batch_size]))
-            for n, v in zip(OUTPUT_NAMES, outs, strict=True):
-                parts[n].append(v.cpu().numpy())
-    return {n: np.concatenate(v) for n, v in parts.items()}
-
-
-def ort_outputs(model_bytes: bytes, images: np.ndarray, batch_size: int = 512) -> dict[str, np.ndarray]:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = torch.get_num_threads()  # respect the caller's CPU budget
-    sess = ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
-    parts: dict[str, list[np.ndarray]] = {n: [] for n in OUTPUT_NAMES}
-    for i in range(0, len(images), batch_size):
-        x = images[i : i + batch_size].astype(np.float32) / 255.0
-        for n, v in zip(OUTPUT_NAMES, sess.run(list(OUTPUT_NAMES), {INPUT_NAME: x}), strict=True):
-            parts[n].append(v)
-    return {n: np.concatenate(v) for n, v in parts.items()}
-
-
-def check_parity(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], atol: float = PARITY_ATOL,
-                 rtol: float = PARITY_RTOL) -> dict:
-    """Same argmax on every sample; probs within ``atol``; reliability within ``atol + rtol * |reliability|``.
-    Raises :class:`ParityError`."""
-    n = len(ref["logits"])
-    if n < MIN_PARITY_SAMPLES:
-        raise ParityError(f"parity needs >= {MIN_PARITY_SAMPLES} samples, got {n}")
-    argmax_diff = int((ref["logits"].argmax(1) != got["logits"].argmax(1)).sum())
-    probs_diff = float(np.abs(ref["probs"] - got["probs"]).max())
-    rel_diff = float(np.abs(ref["reliability"] - got["reliability"]).max())
-    rel_ok = bool(np.isclose(got["reliability"], ref["reliability"], rtol=rtol, atol=atol).all())
-    nearest_agree = float((ref["nearest_vertex_class"] == got["nearest_vertex_class"]).mean())
-    stats = {"samples": n, "argmax_mismatches": argmax_diff, "max_abs_diff_probs": probs_diff,
-             "max_abs_diff_reliability": rel_diff, "nearest_class_agreement": nearest_agree, "atol": atol,
-             "rtol_reliability": rtol}
-    if argmax_diff or probs_diff > atol or not rel_ok:
-        raise ParityError(
-            f"ONNX Runtime and PyTorch disagree on {n} validation samples: {argmax_diff} argmax mismatches "
-            f"(expected 0), max |probs diff| {probs_diff:.3g} and max |reliability diff| {rel_diff:.3g} "
-            f"(expected <= {atol}, reliability <= {atol} + {rtol} x reliability); nothing was written"
-        )
-    return stats
-
-
-def parity_images(data: DatasetSplits, minimum: int = MIN_PARITY_SAMPLES) -> tuple[np.ndarray, str]:
-    """The validation images, topped up with training images when the validation split is tiny."""
-    if len(data.val) >= minimum:
-        return data.val.images, f"val ({len(data.val)})"
-    extra = minimum - len(data.val)
-    images = np.concatenate([data.val.images, data.train.images[:extra]])
-    if len(images) >= minimum:
-        return images, f"val ({len(data.val)}) + first {extra} train (val split smaller than {minimum})"
-    images = np.concatenate([images, data.test.images])  # a tiny dataset: all of it, repeated up to ``minimum``
-    return (np.resize(images, (minimum, *images.shape[1:])),
-            f"val ({len(data.val)}) + train ({len(data.train)}) + test ({len(data.test)}), repeated to {minimum} "
-            f"(dataset smaller than {minimum})")
-
-
 def training_summary(run_dir: Path) -> dict:
     """The headline numbers of ``metrics.json`` (accuracies, geometry) for the metadata."""
-    path = run_dir / "metrics.json"
-    if not path.is_file():
-        return {}
-    m = json.loads(path.read_text())
+    m = read_metrics(run_dir)
     out = {k: m[k] for k in ("train_acc", "val_acc", "test_acc", "bimodal_dims", "all_dims_bimodal") if k in m}
     for split in ("train", "val", "test"):
         s = m.get(split)
         if isinstance(s, dict):
             out[split] = {k: s[k] for k in ("same_encoding", "distinct_class_codes", "nc1", "sigma_w_rel") if k in s}
     return clean_json(out)
-
-
-def calibration_summary(outputs: dict[str, np.ndarray], labels: np.ndarray, threshold: float,
-                        split: str = "val") -> dict:
-    rel = outputs["reliability"]
-    pred = outputs["logits"].argmax(1)
-    correct = pred == labels
-    accepted = rel >= threshold
-    return clean_json({
-        "split": split,
-        "n": int(len(labels)),
-        "accept_rate": float(accepted.mean()),
-        "acc": float(correct.mean()),
-        "acc_accepted": float(correct[accepted].mean()) if accepted.any() else None,
-        "acc_rejected": float(correct[~accepted].mean()) if (~accepted).any() else None,
-        "misclassification_auroc": auroc(rel[correct], rel[~correct]) if correct.any() and (~correct).any() else None,
-        "unoccupied_vertex_rate": float((outputs["nearest_vertex_class"] == -1).mean()),
-        "nearest_disagrees_rate": float(((outputs["nearest_vertex_class"] != pred) & (outputs["nearest_vertex_class"] != -1)).mean()),
-    })
 
 
 def register_artifact(path: Path, metadata: dict) -> str:
@@ -272,6 +177,30 @@ def risk_controlled_threshold(val_out: dict[str, np.ndarray], labels: np.ndarray
     return cert.threshold, acceptance, calibration
 
 
+def choose_threshold(val_out: dict[str, np.ndarray], labels: np.ndarray, target_accept_rate: float,
+                     target_risk: float | Sequence[float] | None, delta: float, candidates: int,
+                     ) -> tuple[float, dict, dict]:
+    """``(threshold, acceptance, calibration summary)`` on the validation outputs of the graph: the threshold
+    accepting ``target_accept_rate`` of them, or with ``target_risk`` :func:`risk_controlled_threshold`'s."""
+    if target_risk is not None:
+        return risk_controlled_threshold(val_out, labels, target_risk, delta, candidates)
+    threshold = calibrate_threshold(val_out["reliability"], target_accept_rate)
+    calibration = calibration_summary(val_out, labels, threshold)
+    calibration["target_accept_rate"] = target_accept_rate
+    return threshold, {"mode": "accept_rate", "target_accept_rate": target_accept_rate}, calibration
+
+
+def _check_acceptance_args(target_accept_rate: float, target_risk: float | Sequence[float] | None, delta: float,
+                           candidates: int) -> None:
+    if not 0.0 < target_accept_rate < 1.0:
+        raise ValueError(f"target_accept_rate must be in (0, 1), got {target_accept_rate}")
+    risks = list(target_risk) if isinstance(target_risk, Sequence) else [target_risk]
+    if target_risk is not None and not (risks and all(0.0 < a < 1.0 for a in risks) and 0.0 < delta < 1.0):
+        raise ValueError(f"expected --target-risk and --delta in (0, 1), got {target_risk} and {delta}")
+    if not (isinstance(candidates, int) and candidates >= 1):
+        raise ValueError(f"expected --candidates to be a whole number >= 1, got {candidates}")
+
+
 # --------------------------------------------------------------------------- the export
 def export_run(
     run_dir: str | Path, out: str | Path | None = None, target_accept_rate: float = 0.95, register: bool = False,
@@ -285,18 +214,10 @@ def export_run(
     ``candidates`` models chosen among with the same validation data (:mod:`training.selective_risk`)."""
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else run_dir / ARTIFACT_NAME
-    if not 0.0 < target_accept_rate < 1.0:
-        raise ValueError(f"target_accept_rate must be in (0, 1), got {target_accept_rate}")
-    risks = list(target_risk) if isinstance(target_risk, Sequence) else [target_risk]
-    if target_risk is not None and not (risks and all(0.0 < a < 1.0 for a in risks) and 0.0 < delta < 1.0):
-        raise ValueError(f"expected --target-risk and --delta in (0, 1), got {target_risk} and {delta}")
-    if not (isinstance(candidates, int) and candidates >= 1):
-        raise ValueError(f"expected --candidates to be a whole number >= 1, got {candidates}")
+    _check_acceptance_args(target_accept_rate, target_risk, delta, candidates)
     model, cfg, ckpt = load_run(run_dir)
-    if (run_dir / "metrics.json").is_file():
-        refuse_collapsed(json.loads((run_dir / "metrics.json").read_text()))
+    refuse_collapsed(read_metrics(run_dir))
     data = data or load_run_data(cfg)
-    classes = list(ckpt.get("classes") or data.classes)
 
     geometry = fit_score(model, data)
     scored = ScoredModel(model, geometry).eval()
@@ -311,21 +232,30 @@ def export_run(
     parity["source"] = parity_source
 
     val_out = {k: v[: len(data.val)] for k, v in got.items()}
-    if target_risk is None:
-        threshold = calibrate_threshold(val_out["reliability"], target_accept_rate)
-        calibration = calibration_summary(val_out, data.val.labels, threshold)
-        calibration["target_accept_rate"] = target_accept_rate
-        acceptance = {"mode": "accept_rate", "target_accept_rate": target_accept_rate}
-    else:
-        threshold, acceptance, calibration = risk_controlled_threshold(val_out, data.val.labels, target_risk, delta,
-                                                                       candidates)
+    threshold, acceptance, calibration = choose_threshold(val_out, data.val.labels, target_accept_rate, target_risk,
+                                                          delta, candidates)
     calibration["parity"] = clean_json(parity)
 
+    classes = list(ckpt.get("classes") or data.classes)
+    metadata = _metadata(run_dir, model, scored, geometry, classes, ckpt.get("dataset", data.name), threshold,
+                         target_accept_rate if target_risk is None else None, acceptance, calibration)
+    signed = write_signed(proto, metadata, out, sign_key)
+    log.info("exported %s (score %s, threshold %.6g, val accept %.4f, checksum %s)", out, scored.score.name, threshold,
+             calibration["accept_rate"], signed["checksum"])
+    if register:
+        log.info("registered %s in the BentoML model store", register_artifact(out, signed))
+    return out
+
+
+def _metadata(run_dir: Path, model: Classifier, scored: ScoredModel, geometry: VertexGeometry | None, classes: list[str],
+              dataset: str, threshold: float, target_accept_rate: float | None, acceptance: dict,
+              calibration: dict) -> dict:
+    """The artifact's metadata (:mod:`serving.artifact`'s schema), before it is signed."""
     mc = model.cfg
     geo_md, codebook = geometry.to_metadata() if geometry is not None else (None, {})
     score = {"name": scored.score.name, "direction": "higher = more reliable",
              "definition": score_definition(scored.score)}
-    metadata = clean_json({
+    return clean_json({
         "schema_version": SCHEMA_VERSION,
         "name": run_dir.resolve().name,
         "classes": classes,
@@ -333,12 +263,12 @@ def export_run(
                   "normalisation": {"mean": list(mc.mean), "std": list(mc.std), "applied_in_graph": True}},
         "outputs": list(OUTPUT_NAMES),
         "variant": mc.variant,
-        "dataset": ckpt.get("dataset", data.name),
+        "dataset": dataset,
         "backbone": mc.backbone,
         "latent_dim": int(model.latent_width),
         "score": score,
         "threshold": threshold,
-        "target_accept_rate": target_accept_rate if target_risk is None else None,
+        "target_accept_rate": target_accept_rate,
         "acceptance": acceptance,
         "geometry": geo_md,
         "codebook": codebook,
@@ -348,12 +278,6 @@ def export_run(
         "code_version": code_version(),
         "opset": OPSET,
     })
-    signed = write_signed(proto, metadata, out, sign_key)
-    log.info("exported %s (score %s, threshold %.6g, val accept %.4f, checksum %s)", out, score["name"], threshold,
-             calibration["accept_rate"], signed["checksum"])
-    if register:
-        log.info("registered %s in the BentoML model store", register_artifact(out, signed))
-    return out
 
 
 def write_signed(proto: onnx.ModelProto, metadata: dict, out: Path, sign_key: str | Path | None) -> dict:

@@ -1,7 +1,9 @@
 """Latent geometry: bimodality per dimension, same-encoding fraction, distinct class codes, neural-collapse stats.
 
 Pure functions on numpy arrays (latents ``z`` of shape (N, d), labels / predictions of shape (N,)), so they can be
-tested on synthetic latents with known answers.
+tested on synthetic latents with known answers. This module measures a latent (``metrics.json``,
+:mod:`training.run_metrics`); the fitted hypercube the served score uses, :class:`training.reliability.VertexGeometry`,
+is built from the same :func:`fit_peaks` but lives with the score it serves in :mod:`training.reliability`.
 """
 
 from __future__ import annotations

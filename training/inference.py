@@ -1,4 +1,5 @@
-"""Batched inference of a classifier: the one place images become ``(logits, z)`` arrays."""
+"""Batched inference of a classifier: the one place images become ``(logits, z)`` arrays, and the accuracy and
+cross-entropy of a split computed from them."""
 
 from __future__ import annotations
 
@@ -32,3 +33,11 @@ def forward_batches(model: nn.Module, images: np.ndarray | torch.Tensor, batch_s
     if not logits:
         return np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)
     return np.concatenate(logits), np.concatenate(latents)
+
+
+def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, device: str = "cpu") -> dict:
+    """Accuracy and mean cross-entropy of ``model`` on one split."""
+    logits, _ = forward_batches(model, images, device=device)
+    lt = torch.from_numpy(logits)
+    ce = float(nn.functional.cross_entropy(lt, torch.from_numpy(labels)))
+    return {"acc": float((logits.argmax(1) == labels).mean()), "ce": ce}

@@ -1,9 +1,6 @@
-"""The compression loss and its geometric gamma schedule (Sbailò & Ghiringhelli)."""
+"""The compression loss (Sbailò & Ghiringhelli); its weight gamma follows :class:`training.optim.GammaSchedule`."""
 
 from __future__ import annotations
-
-import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -40,38 +37,3 @@ def shard_loss(
         return 0.0 * (logits.sum() + z.sum()), zero, zero, zero
     loss, ce, penalty = total_loss(logits, z, labels, gamma)
     return loss * (world_size * n / global_size), loss, ce, penalty
-
-
-@dataclass(frozen=True)
-class GammaSchedule:
-    """gamma(u) = min(cap, gamma0 * factor**u), where u counts epochs or optimiser steps (``per``).
-
-    ``gamma0 = 0`` switches the penalty off (the baselines).
-    """
-
-    gamma0: float
-    factor: float
-    cap: float
-    per: str = "epoch"
-
-    def __post_init__(self) -> None:
-        if self.per not in ("epoch", "step"):
-            raise ValueError(f"per must be 'epoch' or 'step', got {self.per!r}")
-        if self.gamma0 < 0 or self.factor < 1 or self.cap < self.gamma0:
-            raise ValueError(
-                f"expected gamma0 >= 0, factor >= 1 and cap >= gamma0; got {self.gamma0}, {self.factor}, {self.cap}"
-            )
-
-    @classmethod
-    def reaching_cap(cls, gamma0: float, cap: float, units: int, per: str = "step") -> GammaSchedule:
-        """A schedule whose factor makes gamma reach ``cap`` after ``units`` epochs/steps."""
-        factor = math.exp(math.log(cap / gamma0) / max(units, 1)) if gamma0 > 0 else 1.0
-        return cls(gamma0, factor, cap, per)
-
-    def value(self, epoch: int, step: int) -> float:
-        """gamma at a given 0-based epoch and global step."""
-        if self.gamma0 == 0:
-            return 0.0
-        u = epoch if self.per == "epoch" else step
-        log_g = math.log(self.gamma0) + u * math.log(self.factor)
-        return float(min(self.cap, math.exp(min(log_g, math.log(self.cap)))))

@@ -13,7 +13,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-VARIANTS = ("bin_enc", "lin_pen", "nonlin_pen", "no_pen")
+from training.config import choices
+
+VARIANTS = choices("variant")
 
 
 @dataclass

@@ -7,18 +7,52 @@ every world size.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 
-from training.config import TrainConfig
-from training.loss import GammaSchedule
+from training.config import GammaPer, TrainConfig, choices
 from training.models import Classifier
 
 
 def steps_per_epoch(cfg: TrainConfig, n_train: int) -> int:
     """Optimiser steps in one epoch over ``n_train`` training samples (global batches)."""
     return math.ceil(n_train / cfg.batch_size)
+
+
+@dataclass(frozen=True)
+class GammaSchedule:
+    """gamma(u) = min(cap, gamma0 * factor**u), where u counts epochs or optimiser steps (``per``).
+
+    ``gamma0 = 0`` switches the penalty off (the baselines).
+    """
+
+    gamma0: float
+    factor: float
+    cap: float
+    per: GammaPer = "epoch"
+
+    def __post_init__(self) -> None:
+        if self.per not in choices("gamma_per"):
+            raise ValueError(f"per must be one of {', '.join(choices('gamma_per'))}, got {self.per!r}")
+        if self.gamma0 < 0 or self.factor < 1 or self.cap < self.gamma0:
+            raise ValueError(
+                f"expected gamma0 >= 0, factor >= 1 and cap >= gamma0; got {self.gamma0}, {self.factor}, {self.cap}"
+            )
+
+    @classmethod
+    def reaching_cap(cls, gamma0: float, cap: float, units: int, per: GammaPer = "step") -> GammaSchedule:
+        """A schedule whose factor makes gamma reach ``cap`` after ``units`` epochs/steps."""
+        factor = math.exp(math.log(cap / gamma0) / max(units, 1)) if gamma0 > 0 else 1.0
+        return cls(gamma0, factor, cap, per)
+
+    def value(self, epoch: int, step: int) -> float:
+        """gamma at a given 0-based epoch and global step."""
+        if self.gamma0 == 0:
+            return 0.0
+        u = epoch if self.per == "epoch" else step
+        log_g = math.log(self.gamma0) + u * math.log(self.factor)
+        return float(min(self.cap, math.exp(min(log_g, math.log(self.cap)))))
 
 
 def resolve_schedule(cfg: TrainConfig, n_train: int) -> TrainConfig:
@@ -72,9 +106,7 @@ def lr_factor(cfg: TrainConfig, epoch: int) -> float:
         if epoch < cfg.lr_step_start:
             return 1.0
         return cfg.lr_step_factor ** ((epoch - cfg.lr_step_start) // cfg.lr_step_every + 1)
-    if cfg.lr_schedule == "constant":
-        return 1.0
-    raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r}; expected cosine, step or constant")
+    return 1.0  # "constant", the one value left (TrainConfig.validate admits no other)
 
 
 def make_optimizer(model: Classifier, cfg: TrainConfig) -> torch.optim.Optimizer:

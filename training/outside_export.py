@@ -24,25 +24,20 @@ from pathlib import Path
 import onnx
 
 from serving.artifact import OUTPUT_NAMES, SCHEMA_VERSION, read_metadata
+from training.calibration import calibrate_threshold, calibration_summary
 from training.data import DatasetNotFoundError, DatasetSplits, load_dataset
 from training.export import (
     ARTIFACT_NAME,
     OPSET,
-    ParityError,
-    calibration_summary,
-    check_parity,
     cli_setup,
-    ort_outputs,
-    parity_images,
     register_artifact,
     to_onnx,
-    torch_outputs,
     write_signed,
 )
 from training.inference import forward_batches
 from training.jsonio import clean_json
-from training.metrics import calibrate_threshold
 from training.outside import FeatureModel, OutsideModelError, load_outside
+from training.parity import ParityError, check_parity, ort_outputs, parity_images, torch_outputs
 from training.posthoc import FeatureScored, latent_mahalanobis_geometry
 from training.reliability import GeometryError
 from training.score import score_module

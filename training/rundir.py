@@ -1,4 +1,5 @@
-"""The run directory's writer lock and its per-epoch history (``metrics.jsonl``)."""
+"""The files of a run directory: their names, the writer lock, the per-epoch history (``metrics.jsonl``) and the
+final metrics (``metrics.json``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import socket
 from pathlib import Path
 
 LOCK = ".writer.lock"
-HISTORY = "metrics.jsonl"
+CHECKPOINT = "checkpoint.pt"  # the last saved epoch (training.checkpoint); a run without it has not started
+HISTORY = "metrics.jsonl"  # one row per epoch
+CONFIG = "config.json"  # the settings the run trained with ({"train", "model", "code_version"[, "data"]})
+METRICS = "metrics.json"  # the finished run's metrics; its presence marks a finished run
 
 
 class RunLockedError(RuntimeError):
@@ -83,3 +87,22 @@ def read_history(path: Path, before_epoch: int | None = None) -> list[dict]:
 def append_row(path: Path, row: dict) -> None:
     with path.open("a") as f:
         f.write(json.dumps(row) + "\n")
+
+
+def remove_unstarted(run_dir: Path) -> None:
+    """Remove what a run that failed before its first epoch wrote into a run directory it created."""
+    out = Path(run_dir)
+    if (out / CHECKPOINT).exists():
+        return
+    for name in (LOCK, CONFIG, HISTORY):
+        (out / name).unlink(missing_ok=True)
+    try:
+        out.rmdir()
+    except OSError:  # something else lives there: leave it
+        pass
+
+
+def read_metrics(run_dir: Path) -> dict:
+    """The finished run's ``metrics.json`` (``{}`` when the run has none)."""
+    path = Path(run_dir) / METRICS
+    return json.loads(path.read_text()) if path.is_file() else {}

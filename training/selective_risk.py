@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import beta
 
-from training.metrics import calibrate_threshold
+from training.calibration import calibrate_threshold
 
 METHOD = ("Learn then Test, fixed-sequence testing over thresholds from the most conservative to the most permissive, "
           "exact binomial (Clopper-Pearson) p-values (Angelopoulos et al. 2021, arXiv:2110.01052)")
@@ -76,7 +76,7 @@ def split_validation(n: int, share: float = SELECTION_SHARE, seed: int = SPLIT_S
 
 def threshold_grid(selection_scores: np.ndarray) -> np.ndarray:
     """Thresholds from the most conservative to the most permissive: the selection part's reliability at accept
-    fractions :data:`GRID_ACCEPT` (:func:`training.metrics.calibrate_threshold`), duplicates dropped, then 0."""
+    fractions :data:`GRID_ACCEPT` (:func:`training.calibration.calibrate_threshold`), duplicates dropped, then 0."""
     taus = calibrate_threshold(selection_scores, GRID_ACCEPT)
     return np.unique(np.append(taus, 0.0))[::-1]
 

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from serving.artifact import atomic_write_bytes
 from training.adversary import adversarial_examples, robust_accuracy
+from training.augment import apply_shifts, shift_offsets
 from training.checkpoint import CHECKPOINT, atomic_torch_save, load_checkpoint
 from training.collapse import collapse_verdict
 from training.config import TrainConfig
@@ -34,22 +35,34 @@ from training.distributed import (
     local_device,
     shard_bounds,
 )
-from training.evaluation import evaluate, predict, run_metrics, to_tensor
+from training.inference import evaluate, to_tensor
 from training.jsonio import write_json_atomic
-from training.loss import GammaSchedule, shard_loss, total_loss
+from training.loss import shard_loss, total_loss
 from training.models import Classifier, ModelConfig, build_model, default_latent_dim
 from training.optim import (
+    GammaSchedule,
     full_gamma_epoch,
     gamma_schedule,
     lr_factor,
     make_optimizer,
     resolve_schedule,
     set_learning_rates,
+    steps_per_epoch,
 )
-from training.rundir import HISTORY, LOCK, RunLock, RunLockedError, append_row, read_history
+from training.run_metrics import run_metrics
+from training.rundir import (
+    CONFIG,
+    HISTORY,
+    METRICS,
+    RunLock,
+    RunLockedError,
+    append_row,
+    read_history,
+    remove_unstarted,
+)
 from training.version import code_version
 
-__all__ = ["RunResult", "TrainingDiverged", "model_config_for", "predict", "random_shift", "to_tensor", "train"]
+__all__ = ["RunResult", "TrainingDiverged", "model_config_for", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -70,25 +83,6 @@ class RunResult:
     metrics: dict
 
 
-def shift_offsets(n: int, max_shift: int, generator: torch.Generator) -> torch.Tensor:
-    """(n, 2) random (dy, dx) crop offsets in ``[0, 2 * max_shift]`` for :func:`apply_shifts`."""
-    return torch.randint(0, 2 * max_shift + 1, (n, 2), generator=generator)
-
-
-def apply_shifts(x: torch.Tensor, offsets: torch.Tensor, max_shift: int) -> torch.Tensor:
-    """Translate image i by ``offsets[i] - max_shift`` pixels (zero padding)."""
-    _, _, h, w = x.shape
-    padded = nn.functional.pad(x, (max_shift,) * 4)
-    return torch.stack([padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offsets.tolist())])
-
-
-def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
-    """Translate each image by up to ``max_shift`` pixels (zero padding), deterministically for a generator."""
-    if max_shift <= 0:
-        return x
-    return apply_shifts(x, shift_offsets(len(x), max_shift, generator), max_shift)
-
-
 def model_config_for(cfg: TrainConfig, data: DatasetSplits) -> ModelConfig:
     mean, std = data.channel_stats()
     return ModelConfig(
@@ -104,21 +98,9 @@ def resolve_config(cfg: TrainConfig, data: DatasetSplits) -> TrainConfig:
     resolved = resolve_schedule(cfg, len(data.train))
     if resolved.epochs != cfg.epochs:
         log.info("%d training samples: %d epochs of %d steps (at least %d optimiser steps; min_steps) and gamma cap "
-                 "%.3g (%.3g x %d/%d)", len(data.train), resolved.epochs, math.ceil(len(data.train) / cfg.batch_size),
+                 "%.3g (%.3g x %d/%d)", len(data.train), resolved.epochs, steps_per_epoch(cfg, len(data.train)),
                  cfg.min_steps, resolved.gamma_cap, cfg.gamma_cap, cfg.epochs, resolved.epochs)
     return replace(resolved, latent_dim=cfg.latent_dim or default_latent_dim(data.num_classes))
-
-
-def _remove_unstarted(out: Path) -> None:
-    """Remove what a run that failed before its first epoch wrote into a run directory it created."""
-    if (out / CHECKPOINT).exists():
-        return
-    for name in (LOCK, "config.json", HISTORY):
-        (out / name).unlink(missing_ok=True)
-    try:
-        out.rmdir()
-    except OSError:  # something else lives there: leave it
-        pass
 
 
 @dataclass
@@ -189,10 +171,10 @@ def _build_run(cfg: TrainConfig, ckpt: dict | None, data: DatasetSplits, out: Pa
     if ctx.distributed:
         ids = [device.index] if device.type == "cuda" else None
         model = nn.parallel.DistributedDataParallel(net, device_ids=ids)
-    steps_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
+    spe = steps_per_epoch(cfg, len(data.train))
     return TrainingRun(
-        cfg, model_cfg, out, ctx, device, data, net, model, opt, gamma_schedule(cfg, steps_per_epoch),
-        to_tensor(data.train.images), torch.from_numpy(data.train.labels), steps_per_epoch,
+        cfg, model_cfg, out, ctx, device, data, net, model, opt, gamma_schedule(cfg, spe),
+        to_tensor(data.train.images), torch.from_numpy(data.train.labels), spe,
     )
 
 
@@ -327,9 +309,33 @@ def _select_robust(run: TrainingRun) -> dict:
             "from_epoch": full_gamma_epoch(run.cfg, run.steps_per_epoch), "check_points": run.cfg.adv_check}
 
 
+def _record_start(run: TrainingRun, start_epoch: int) -> None:
+    """Rank 0: write ``config.json`` (the settings the run trains with) and cut ``metrics.jsonl`` back to the epochs
+    before ``start_epoch`` (a resumed run rewrites the rows of epochs it trains again)."""
+    recorded = {"train": run.cfg.to_dict(), "model": run.model_cfg.to_dict(), "code_version": code_version()}
+    if run.data.source is not None:
+        recorded["data"] = run.data.source
+    write_json_atomic(run.out / CONFIG, recorded)
+    history = read_history(run.out / HISTORY, start_epoch)
+    atomic_write_bytes(run.out / HISTORY, "".join(json.dumps(r) + "\n" for r in history).encode())
+
+
+def _finish(run: TrainingRun) -> dict:
+    """Rank 0, after the last epoch: the kept weights (``--adv-select``), the run's metrics and its collapse verdict,
+    written to ``metrics.json``; returns the metrics."""
+    cfg = run.cfg
+    selection = _select_robust(run) if cfg.adv_select == "robust" else None
+    metrics = run_metrics(run.net, run.data, device=str(run.device))
+    if selection is not None:
+        metrics["adv_selection"] = selection
+    history = read_history(run.out / HISTORY, cfg.epochs)
+    metrics["history_tail"] = history[-1:]
+    metrics["collapse"] = collapse_verdict(metrics, history, cfg.variant)
+    write_json_atomic(run.out / METRICS, metrics)
+    return metrics
+
+
 def _check_selection(cfg: TrainConfig) -> None:
-    if cfg.adv_select not in ("last", "robust"):
-        raise ValueError(f"unknown adv_select {cfg.adv_select!r}; expected 'last' or 'robust'")
     if cfg.adv_select == "robust" and not (cfg.adv_train and cfg.adv_check > 0):
         raise ValueError("--adv-select robust chooses by the robust validation check: it needs --adv-train and "
                          "--adv-check > 0")
@@ -365,12 +371,7 @@ def train(
         if ckpt is not None:
             log.info("resuming %s at epoch %d", out, start_epoch)
         if ctx.is_main:
-            recorded = {"train": run.cfg.to_dict(), "model": run.model_cfg.to_dict(), "code_version": code_version()}
-            if data.source is not None:
-                recorded["data"] = data.source
-            write_json_atomic(out / "config.json", recorded)
-            history = read_history(out / HISTORY, start_epoch)
-            atomic_write_bytes(out / HISTORY, "".join(json.dumps(r) + "\n" for r in history).encode())
+            _record_start(run, start_epoch)
         last_epoch = cfg.epochs - 1 if stop_after_epoch is None else min(stop_after_epoch, cfg.epochs - 1)
         show = progress and ctx.is_main
         saved_at = -math.inf
@@ -381,23 +382,14 @@ def train(
                 _save_epoch(run, row, show, checkpoint=due)
                 saved_at = time.monotonic() if due else saved_at
             barrier(ctx)
-        metrics: dict = {}
-        if last_epoch == cfg.epochs - 1 and ctx.is_main:
-            selection = _select_robust(run) if cfg.adv_select == "robust" else None
-            metrics = run_metrics(run.net, data, device=str(run.device))
-            if selection is not None:
-                metrics["adv_selection"] = selection
-            history = read_history(out / HISTORY, cfg.epochs)
-            metrics["history_tail"] = history[-1:]
-            metrics["collapse"] = collapse_verdict(metrics, history, cfg.variant)
-            write_json_atomic(out / "metrics.json", metrics)
+        metrics = _finish(run) if last_epoch == cfg.epochs - 1 and ctx.is_main else {}
         barrier(ctx)
         finished = True
     finally:
         if lock is not None:
             lock.release()
         if created and not finished:
-            _remove_unstarted(out)
+            remove_unstarted(out)
     run.net.eval()
     return RunResult(out, run.net.cpu(), metrics)
 

@@ -63,7 +63,7 @@ def step_ratio(data, args) -> None:
     """Part 2: per-step times, variants alternating every step, batch 128 of real training images."""
     import numpy as np
 
-    from training.evaluation import to_tensor
+    from training.inference import to_tensor
     from training.loss import total_loss
     from training.models import build_model
     from training.optim import make_optimizer

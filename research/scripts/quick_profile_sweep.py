@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from training.rundir import METRICS
+
 BASE = ["--dataset", "fashion-mnist", "--backbone", "cnn", "--profile", "quick", "--quiet", "--threads", "1",
         "--gamma-cap", "1e3", "--gamma-ramp", "0.7", "--head-lr", "1e-3"]
 CONFIGS: dict[str, list[str]] = {
@@ -70,7 +72,7 @@ def summarise(run: Path) -> dict:
         if rows:
             row.update(epochs_done=len(rows), train_ce=rows[-1]["train_ce"], val_acc=rows[-1]["val_acc"],
                        s_per_epoch=sum(r["epoch_time_s"] for r in rows) / len(rows))
-    m = run / "metrics.json"
+    m = run / METRICS
     if m.is_file():
         mm = json.loads(m.read_text())
         row["test_acc"] = mm["test_acc"]

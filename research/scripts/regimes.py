@@ -21,7 +21,7 @@ from pathlib import Path
 
 from robustness.selection import SERVED
 from training.jsonio import write_json_atomic
-from training.rundir import HISTORY, read_history
+from training.rundir import CONFIG, HISTORY, METRICS, read_history
 
 
 def _bench_entry(bench: Path, run: Path) -> dict | None:
@@ -53,8 +53,8 @@ def regime_name(train: dict) -> str:
 
 
 def summarize(run: Path, bench: Path | None, ood: Path | None) -> dict:
-    train = json.loads((run / "config.json").read_text())["train"]
-    m = json.loads((run / "metrics.json").read_text())
+    train = json.loads((run / CONFIG).read_text())["train"]
+    m = json.loads((run / METRICS).read_text())
     hist = read_history(run / HISTORY)
     t = m.get("test", {})
     out: dict = {

@@ -17,16 +17,16 @@ from pathlib import Path
 
 from research.scripts.regimes import regime_name
 from robustness.report import pyplot
-from training.rundir import HISTORY, read_history
+from training.rundir import CONFIG, HISTORY, read_history, read_metrics
 
 
 def load(run: Path) -> dict:
     """The run's label, regime, per-epoch rows and, when selected, the kept epoch and the window's start."""
-    train = json.loads((run / "config.json").read_text())["train"]
+    train = json.loads((run / CONFIG).read_text())["train"]
     rows = read_history(run / HISTORY)
     if not rows or any("val_robust_acc" not in r for r in rows):
         raise SystemExit(f"{run}: no val_robust_acc in metrics.jsonl (train with --adv-train and --adv-check > 0)")
-    metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
+    metrics = read_metrics(run)
     sel = metrics.get("adv_selection") or {}
     return {"label": f"{train['variant']} s{train['seed']}", "regime": regime_name(train), "rows": rows,
             "kept": sel.get("epoch"), "from_epoch": sel.get("from_epoch")}

@@ -60,7 +60,7 @@ def test_fpr95_known_answers():
 
 
 def test_threshold_agrees_with_the_artifacts_calibration(rng):
-    from training.metrics import calibrate_threshold
+    from training.calibration import calibrate_threshold
 
     r = rng.random(1000)
     assert M.threshold_at_tpr(r, 0.95) == calibrate_threshold(r, 0.95)

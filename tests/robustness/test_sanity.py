@@ -55,7 +55,7 @@ class Quantised(nn.Module):
 def toy():
     """A softmax-regression classifier on sklearn digits (trained in ~0.1 s) and 100 test points."""
     from training.data import load_dataset
-    from training.train import to_tensor
+    from training.inference import to_tensor
 
     torch.set_num_threads(1)
     data = load_dataset("digits")

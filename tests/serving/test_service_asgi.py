@@ -15,7 +15,8 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 from serving.app import create_app
-from serving.middleware import Authentication, BodyReader, UniformErrors, WorkLimit, hash_key
+from serving.limits import BodyReader, WorkLimit
+from serving.middleware import Authentication, UniformErrors, hash_key
 from serving.predictor import Predictor
 from serving.validation import Limits
 

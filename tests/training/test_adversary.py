@@ -16,7 +16,7 @@ from training.adversary import adversarial_examples, robust_accuracy
 from training.checkpoint import load_run
 from training.cli import summary
 from training.config import make_config
-from training.evaluation import to_tensor
+from training.inference import to_tensor
 from training.optim import full_gamma_epoch
 from training.train import train
 
@@ -37,8 +37,8 @@ def test_adversary_stays_in_the_ball_and_raises_the_loss(digits_run, digits_data
         with torch.no_grad():
             assert F.cross_entropy(net(adv)[0], y) > clean + 0.1
         assert all(p.grad is None for p in net.parameters())
-    with pytest.raises(ValueError, match="adversarial training"):
-        adversarial_examples(net, x, y, dataclasses.replace(cfg, adv_train="nope"), start)
+    with pytest.raises(ValueError, match="unknown adv_train 'nope'; expected one of fgsm, nfgsm, pgd"):
+        dataclasses.replace(cfg, adv_train="nope")  # refused by the config, before any adversary runs
 
 
 @pytest.mark.slow

@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from training.config import PROFILES, make_config
-from training.loss import GammaSchedule, compression_penalty, shard_loss, total_loss
-from training.optim import gamma_schedule, lr_factor
+from training.loss import compression_penalty, shard_loss, total_loss
+from training.optim import GammaSchedule, gamma_schedule, lr_factor
 
 
 def test_penalty_is_mean_over_batch_and_dims():

@@ -17,8 +17,7 @@ from training import cli
 from training import export as export_cli
 from training.collapse import collapse_verdict
 from training.config import TrainConfig, make_config
-from training.loss import GammaSchedule
-from training.optim import gamma_schedule, lr_factor, resolve_schedule, steps_per_epoch
+from training.optim import GammaSchedule, gamma_schedule, lr_factor, resolve_schedule, steps_per_epoch
 
 REPO = Path(__file__).resolve().parents[2]
 RUNS = REPO / "docs" / "runs"

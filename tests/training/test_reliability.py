@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from training.metrics import calibrate_threshold, fpr_at_tpr
+from training.calibration import calibrate_threshold, fpr_at_tpr
 from training.reliability import (
     GeometryError,
     MaxSoftmax,

@@ -84,7 +84,7 @@ def test_runs_are_reproducible(tmp_path, digits):
 
 
 def test_random_shift_moves_content_and_is_deterministic():
-    from training.train import random_shift
+    from training.augment import random_shift
 
     x = torch.zeros(4, 1, 6, 6)
     x[:, :, 2, 2] = 1.0

@@ -39,9 +39,9 @@ from robustness.config import BenchConfig, relative_path
 from robustness.onnx_model import OnnxSpec, predictor, read_onnx
 from robustness.ood import Detector, EnergyDetector, Features, MaxLogitDetector, MaxSoftmaxDetector, ood_table
 from robustness.stats import proportion_of
+from training.calibration import calibrate_threshold
 from training.config import TrainConfig
 from training.data import load_dataset
-from training.metrics import calibrate_threshold
 
 TARGET_ACCEPT_RATE = 0.95
 DETECTORS: dict[str, Callable[[], Detector]] = {"max_softmax": MaxSoftmaxDetector, "energy": EnergyDetector,

@@ -75,7 +75,7 @@ def onnx_models(cfg: BenchConfig, runs: list) -> list[OnnxModel]:
         while label in taken:
             label += "_2"
         taken.add(label)
-        out.append(OnnxModel(label, replace(spec, path=relative_path(spec.path)), replace(base, variant=label)))
+        out.append(OnnxModel(label, replace(spec, path=relative_path(spec.path)), base))
     return out
 
 

@@ -64,7 +64,7 @@ def outside_models(cfg: BenchConfig, runs: list) -> list[OutsideModel]:
         while label in taken:
             label += "_2"
         taken.add(label)
-        out.append(OutsideModel(label, spec, weights, layer or None, replace(base, variant=label)))
+        out.append(OutsideModel(label, spec, weights, layer or None, base))
     return out
 
 

@@ -38,10 +38,10 @@ from robustness.attacks import TA_NORM, QueryCountingModel, lp_norms, seed_every
 from robustness.config import BenchConfig, relative_path
 from robustness.onnx_model import OnnxSpec, predictor, read_onnx
 from robustness.ood import Detector, EnergyDetector, Features, MaxLogitDetector, MaxSoftmaxDetector, ood_table
+from robustness.outside import shared_split, unique_label
 from robustness.stats import proportion_of
 from training.calibration import calibrate_threshold
 from training.config import TrainConfig
-from training.data import load_dataset
 
 TARGET_ACCEPT_RATE = 0.95
 DETECTORS: dict[str, Callable[[], Detector]] = {"max_softmax": MaxSoftmaxDetector, "energy": EnergyDetector,
@@ -65,17 +65,11 @@ def onnx_models(cfg: BenchConfig, runs: list) -> list[OnnxModel]:
     exit status 2, before any work). Their data split is the first other model's, else ``--dataset``'s."""
     if not cfg.onnx:
         return []
-    base = runs[0].config if runs else TrainConfig(dataset=cfg.dataset, data_dir=cfg.data_dir, seed=cfg.seeds[0])
-    base = replace(base, data_dir=cfg.data_dir or base.data_dir)
-    data = load_dataset(base.dataset, base.data_dir, base.val_fraction, base.seed)
+    base, data = shared_split(cfg, runs)
     out, taken = [], {r.label for r in runs}
     for path in cfg.onnx:
         spec = read_onnx(path, data.input_shape, data.num_classes, cfg.onnx_input_shape, cfg.onnx_output)
-        label = Path(path).stem
-        while label in taken:
-            label += "_2"
-        taken.add(label)
-        out.append(OnnxModel(label, replace(spec, path=relative_path(spec.path)), base))
+        out.append(OnnxModel(unique_label(Path(path).stem, taken), replace(spec, path=relative_path(spec.path)), base))
     return out
 
 

@@ -48,22 +48,33 @@ class OutsideModel:
     status: str = "outside"
 
 
+def shared_split(cfg: BenchConfig, runs: list) -> tuple[TrainConfig, object]:
+    """The config and data whose split the bench's outside models share: the first project run's, else
+    ``--dataset``'s with the first ``--seeds`` seed (``--data-dir`` wins either way)."""
+    base = runs[0].config if runs else TrainConfig(dataset=cfg.dataset, data_dir=cfg.data_dir, seed=cfg.seeds[0])
+    base = replace(base, data_dir=cfg.data_dir or base.data_dir)
+    return base, load_dataset(base.dataset, base.data_dir, base.val_fraction, base.seed)
+
+
+def unique_label(label: str, taken: set[str]) -> str:
+    """``label``, with ``_2`` appended until no other model of the bench has it; recorded in ``taken``."""
+    while label in taken:
+        label += "_2"
+    taken.add(label)
+    return label
+
+
 def outside_models(cfg: BenchConfig, runs: list) -> list[OutsideModel]:
     """The bench's ``--model`` entries, each loaded once here so a bad factory stops the bench before any work
     (:class:`training.outside.OutsideModelError`: ``error: ...``, exit status 2). Their data split is the first
     project run's, so the detectors see the same fit and validation points."""
     if not cfg.models:
         return []
-    base = runs[0].config if runs else TrainConfig(dataset=cfg.dataset, data_dir=cfg.data_dir, seed=cfg.seeds[0])
-    base = replace(base, data_dir=cfg.data_dir or base.data_dir)
-    data = load_dataset(base.dataset, base.data_dir, base.val_fraction, base.seed)
+    base, data = shared_split(cfg, runs)
     out, taken = [], {r.label for r in runs}
     for spec, weights, layer in zip(cfg.models, cfg.weights, cfg.feature_layers, strict=True):
         load_outside(spec, weights, data.input_shape, data.num_classes, layer or None)
-        label = spec.split(":")[0].rsplit(".", 1)[-1]
-        while label in taken:
-            label += "_2"
-        taken.add(label)
+        label = unique_label(spec.split(":")[0].rsplit(".", 1)[-1], taken)
         out.append(OutsideModel(label, spec, weights, layer or None, base))
     return out
 

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from robustness.attack_losses import margin
 from robustness.attacks import Norm, logits_and_z, lp_norms, seed_everything
-from robustness.losses import margin
 
 # served graph: pixels -> (predicted class, accepted) as numpy
 Confirm = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]

@@ -9,7 +9,7 @@ points ``x`` (float32 NCHW in [0, 1], torch) with labels ``y`` (int64) and retur
 * ``min_norm[i]`` — for minimum-norm attacks, the norm of the unclipped adversarial (``inf`` if none was found).
 
 Two libraries serve the attacks. Foolbox 3.3.4 gives FGSM / PGD (subclassed: stable losses of
-:mod:`robustness.losses`, per-point early stop), DeepFool (subclassed for speed, same result), C&W, FMN and the
+:mod:`robustness.attack_losses`, per-point early stop), DeepFool (subclassed for speed, same result), C&W, FMN and the
 decision-based HopSkipJump (against the exported ONNX graph through :class:`QueryCountingModel`). torchattacks
 3.5.1 (a port of Croce & Hein's AutoAttack code) gives the AutoAttack components: APGD-CE (its CE replaced by the
 stable form), APGD-T (targeted DLR, all K−1 targets), FAB-T (all K−1 targets) and Square. Fixed-ε attacks are
@@ -31,7 +31,7 @@ import torchattacks
 from foolbox.attacks.base import get_criterion, raise_if_kwargs, verify_input_bounds
 from torch import nn
 
-from robustness.losses import LOSSES, log_ce
+from robustness.attack_losses import LOSSES, log_ce
 
 Norm = Literal["linf", "l2"]
 Kind = Literal["fixed", "min_norm"]
@@ -70,7 +70,7 @@ class AttackBudget:
 class _EarlyStopPGD:
     """Foolbox PGD (same random start, normalisation, projection, step size) with a stable loss, stopping per point.
 
-    The loss is ``LOSSES[loss_name]`` (log of the stable CE, or the logit margin, :mod:`robustness.losses`). Points whose current
+    The loss is ``LOSSES[loss_name]`` (log of the stable CE, or the logit margin, :mod:`robustness.attack_losses`). Points whose current
     iterate is already misclassified are frozen there and dropped from the batch, so the cost follows the points
     that still resist (success can only be >= the final-iterate loop's).
     """
@@ -192,7 +192,7 @@ class LinfDeepFool(_ActiveDeepFool, fb.attacks.LinfDeepFoolAttack):
 
 # --------------------------------------------------------------------------- torchattacks (AutoAttack components)
 class StableAPGDCE(torchattacks.APGD):
-    """torchattacks' APGD with its cross-entropy replaced by :func:`robustness.losses.log_ce` (log of the stable CE).
+    """torchattacks' APGD with its cross-entropy replaced by :func:`robustness.attack_losses.log_ce` (log of the stable CE).
 
     torchattacks picks the per-row criterion by name; the "dlr" slot calls ``self.dlr_loss``, which is overridden
     here, so every other line of APGD (step-size halving, momentum, checkpoints, restarts) is the library's.

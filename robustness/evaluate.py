@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robustness import metrics
+from robustness import detection_metrics as metrics
 from robustness.ablation import mahalanobis_option
 from robustness.adaptive import RejectOption, graph_confirm
 from robustness.adversarial import evaluate_adversarial

@@ -1,5 +1,5 @@
 """Ranking metrics of a score (higher = more reliable / more in-distribution), shared by the export's calibration
-and by :mod:`robustness.metrics`.
+and by :mod:`robustness.detection_metrics`.
 
 * :func:`calibrate_threshold` is the artifact's acceptance rule: the largest τ with ``mean(scores >= τ) >= rate``;
 * :func:`auroc` = P(score_pos > score_neg) + ½ P(=) (sklearn's ROC AUC with ``pos`` the positive class);

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from robustness.attack_losses import log_ce, margin, stable_ce
 from robustness.attacks import (
     REGISTRY,
     AttackBudget,
@@ -19,7 +20,6 @@ from robustness.attacks import (
     run_attack,
     white_box,
 )
-from robustness.losses import log_ce, margin, stable_ce
 
 TINY = AttackBudget(pgd_steps=5, deepfool_steps=10, cw_binary_steps=2, cw_steps=5, fmn_steps=5, hsj_steps=2,
                     hsj_initial_evals=10, hsj_max_evals=20, apgd_steps=5, fab_steps=5, square_queries=20)

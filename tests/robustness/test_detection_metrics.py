@@ -1,4 +1,4 @@
-"""robustness.metrics against sklearn and known answers; worst-case aggregation on hand-made masks."""
+"""robustness.detection_metrics against sklearn and known answers; worst-case aggregation on hand-made masks."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from robustness import metrics as M
+from robustness import detection_metrics as M
 from robustness.adversarial import envelope
 
 

@@ -237,6 +237,22 @@ def _plan(args: argparse.Namespace, prof: dict) -> AdversarialPlan:
 
 
 def config_from_args(args: argparse.Namespace, argv: Sequence[str] | None = None) -> BenchConfig:
+    """The :class:`BenchConfig` of a parsed command line (``argv``: the command line itself, recorded in results.json).
+
+    >>> argv = ["--variants", "bin_enc,no_pen", "--n-samples", "60", "--attacks", "fgsm,pgd_linf"]
+    >>> cfg = config_from_args(build_parser().parse_args(argv), argv)
+    >>> cfg.variants, cfg.profile, cfg.n_id
+    (('bin_enc', 'no_pen'), 'quick', 2000)
+    >>> plan = cfg.adversarial
+    >>> plan.attacks, (plan.n_cheap, plan.n_expensive, plan.n_blackbox), plan.budget.pgd_steps
+    (('fgsm', 'pgd_linf'), (60, 30, 6), 20)
+    >>> cfg.command
+    'python -m robustness.bench --variants bin_enc,no_pen --n-samples 60 --attacks fgsm,pgd_linf'
+    >>> config_from_args(build_parser().parse_args(["--variants", "bin_enc,nope"]))
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown variants ['nope']; expected some of bin_enc, lin_pen, nonlin_pen, no_pen
+    """
     prof = BENCH_PROFILES[args.profile]
     ood_sets = tuple(names_among(args.ood_sets or "", ALL_SETS, "OOD sets") or ALL_SETS)
     if len(args.weights) != len(args.model):

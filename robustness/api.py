@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from robustness.adaptive import AdaptiveBudget, RejectOption, adaptive_attack
+from robustness.adaptive import AdaptiveBudget, adaptive_attack
 from robustness.attacks import Norm, logits_and_z
+from robustness.reject_option import RejectOption
 from robustness.stats import proportion_of
 from training.outside import FeatureModel
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from robustness import sanity
-from robustness.adaptive import RejectOption, adaptive_attack
+from robustness.adaptive import adaptive_attack
 from robustness.adversarial.plan import NORMS
 from robustness.adversarial.records import (
     Context,
@@ -21,6 +21,7 @@ from robustness.adversarial.records import (
     worst_case,
 )
 from robustness.attacks import Norm, get_spec, run_attack
+from robustness.reject_option import RejectOption
 
 
 def _convergence_eps(ctx: Context, names: list[str]) -> list[float]:

@@ -9,13 +9,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from robustness.adaptive import RejectOption
 from robustness.adversarial.checks import run_checks
 from robustness.adversarial.convergence import run_adaptive, run_pgd_convergence
 from robustness.adversarial.ensemble import run_autoattack, run_standard_attacks
 from robustness.adversarial.plan import NORMS, AdversarialPlan
 from robustness.adversarial.records import Context, Sample, curve, robust_points, worst_case
 from robustness.attacks import Norm, QueryCountingModel, get_spec
+from robustness.reject_option import RejectOption
 from robustness.stats import proportion_of
 
 

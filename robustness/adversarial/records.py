@@ -21,9 +21,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from robustness import sanity
-from robustness.adaptive import RejectOption
 from robustness.adversarial.plan import AdversarialPlan
 from robustness.attacks import AttackOutcome, AttackSpec, Norm, QueryCountingModel, white_box
+from robustness.reject_option import RejectOption
 from robustness.stats import proportion_of
 from training.inference import forward_batches
 

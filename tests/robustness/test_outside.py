@@ -10,10 +10,11 @@ import torch
 from torch import nn
 
 from robustness import bench
-from robustness.adaptive import AdaptiveBudget, RejectOption, adaptive_attack
+from robustness.adaptive import AdaptiveBudget, adaptive_attack
 from robustness.api import CallableScore
 from robustness.attacks import AttackBudget, get_spec, run_attack, white_box
 from robustness.ccat import ccat_threshold, confidence_thresholded
+from robustness.reject_option import RejectOption
 from training import export
 from training.outside import FeatureModel, OutsideModelError, check_logits, load_outside
 from training.posthoc import EnergyScore, KNNScore

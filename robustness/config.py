@@ -137,20 +137,8 @@ class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m robustness.bench", allow_abbrev=False,
-                                description="Adversarial robustness, reject option and OOD detection of the four heads.",
-                                formatter_class=_DefaultsHelp)
-    p.add_argument("--dataset", default="fashion-mnist", help="dataset of the runs (with --evaluate: the runs' own)")
-    p.add_argument("--variants", default="bin_enc,no_pen,lin_pen,nonlin_pen",
-                   help=f"comma-separated heads, some of: {', '.join(VARIANTS)}")
-    p.add_argument("--backbone", default="cnn", help="backbone of the runs (with --evaluate: the runs' own)")
-    p.add_argument("--profile", default="quick", choices=sorted(BENCH_PROFILES),
-                   help="two things at once: the training profile of the runs to find or train (--evaluate runs keep "
-                   "their own) AND the bench's budgets: test points " + _per_profile(_adv("n_cheap")) + ", PGD steps "
-                   + _per_profile(lambda prof: prof["adversarial"]["budget"].pgd_steps) + ", ID / OOD points "
-                   + _per_profile(lambda prof: f"{prof['n_id']}/{prof['n_ood']}"))
-    p.add_argument("--seeds", default="0", help="comma-separated training seeds")
+def _add_budget_options(p: argparse.ArgumentParser) -> None:
+    """The options that change the bench's sample counts, ε grids and attacks (defaults: the --profile's)."""
     p.add_argument("--thorough", action="store_true", help=f">= {THOROUGH['n_cheap']} points "
                    f"({THOROUGH['n_blackbox']} black-box), every seed found in --runs-dir, every attack (FAB-T "
                    "included), full ε grids for AutoAttack and the adaptive attack, Square 5000 queries, adaptive "
@@ -178,6 +166,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adaptive-escalations", type=int, help="at most this many doublings of the adaptive attack's "
                    f"steps and restarts in its convergence check (default {DEFAULT_PLAN.adaptive_escalations}; each "
                    "costs about 4x the one before)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m robustness.bench", allow_abbrev=False,
+                                description="Adversarial robustness, reject option and OOD detection of the four heads.",
+                                formatter_class=_DefaultsHelp)
+    p.add_argument("--dataset", default="fashion-mnist", help="dataset of the runs (with --evaluate: the runs' own)")
+    p.add_argument("--variants", default="bin_enc,no_pen,lin_pen,nonlin_pen",
+                   help=f"comma-separated heads, some of: {', '.join(VARIANTS)}")
+    p.add_argument("--backbone", default="cnn", help="backbone of the runs (with --evaluate: the runs' own)")
+    p.add_argument("--profile", default="quick", choices=sorted(BENCH_PROFILES),
+                   help="two things at once: the training profile of the runs to find or train (--evaluate runs keep "
+                   "their own) AND the bench's budgets: test points " + _per_profile(_adv("n_cheap")) + ", PGD steps "
+                   + _per_profile(lambda prof: prof["adversarial"]["budget"].pgd_steps) + ", ID / OOD points "
+                   + _per_profile(lambda prof: f"{prof['n_id']}/{prof['n_ood']}"))
+    p.add_argument("--seeds", default="0", help="comma-separated training seeds")
+    _add_budget_options(p)
     p.add_argument("--ood-sets", help=f"comma-separated subset of: {', '.join(ALL_SETS)}")
     p.add_argument("--out", default="bench_out", help="output directory (results.json, report.md, *.png)")
     p.add_argument("--runs-dir", default="runs", help="where cached training runs live (and new ones go)")

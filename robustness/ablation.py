@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from robustness.adaptive import RejectOption
+from robustness.reject_option import RejectOption
 from training.calibration import calibrate_threshold
 from training.inference import forward_batches
 from training.posthoc import latent_mahalanobis_geometry

@@ -1,22 +1,6 @@
 """The rejection-aware attack from Python, on your own model and score: :func:`evaluate_reject_option`.
 
-Example (runs as a doctest): a two-class toy on 2-pixel images whose score accepts only inputs near the centre of
-their predicted class.
-
->>> import torch
->>> from torch import nn
->>> from robustness import evaluate_reject_option
->>> net = nn.Sequential(nn.Flatten(), nn.Linear(2, 2))  # class 1 iff pixel 0 > 0.5
->>> with torch.no_grad():
-...     _ = net[1].weight.copy_(torch.tensor([[-10.0, 0.0], [10.0, 0.0]]))
-...     _ = net[1].bias.copy_(torch.tensor([5.0, -5.0]))
->>> centres = torch.tensor([[0.25, 0.5], [0.75, 0.5]])
->>> def log_reliability(logits, z, cls):  # z: the input of the last nn.Linear (here the 2 pixels)
-...     return -((z - centres[cls]) ** 2).sum(1) / 0.01
->>> x, y = torch.tensor([[[[0.25, 0.5]]], [[[0.3, 0.5]]]]), torch.tensor([0, 0])
->>> res = evaluate_reject_option(net, log_reliability, 0.5, x, y, epsilons=[0.05, 0.6], norm="linf")
->>> res["robust_accuracy"]  # at 0.6 both points reach class 1's centre: misclassified AND accepted
-[1.0, 0.0]
+A runnable example (a doctest) is in :func:`evaluate_reject_option`'s docstring.
 
 ``model``: any ``nn.Module`` mapping ``[0, 1]`` images to logits (its feature layer is read with a forward hook:
 ``feature_layer`` names a module whose output is ``z``; default the input of the last ``nn.Linear``), or a model
@@ -36,8 +20,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from robustness.adaptive import AdaptiveBudget, RejectOption, adaptive_attack
+from robustness.adaptive import AdaptiveBudget, adaptive_attack
 from robustness.attacks import Norm, logits_and_z
+from robustness.reject_option import RejectOption
 from robustness.stats import proportion_of
 from training.outside import FeatureModel
 
@@ -66,6 +51,24 @@ def evaluate_reject_option(model: nn.Module, score: nn.Module | Callable, thresh
     Returns ``{"epsilons", "robust_accuracy", "intervals", "success", "clean_correct"}``: per ε the share of the
     points that are correctly classified and for which no point of the ε-ball is misclassified and accepted (with
     its 95% Wilson interval), and the per-point success mask ``(len(eps), N)`` over the correctly classified points.
+
+    Example: a two-class toy on 2-pixel images whose score accepts only inputs near the centre of
+    their predicted class.
+
+    >>> import torch
+    >>> from torch import nn
+    >>> from robustness import evaluate_reject_option
+    >>> net = nn.Sequential(nn.Flatten(), nn.Linear(2, 2))  # class 1 iff pixel 0 > 0.5
+    >>> with torch.no_grad():
+    ...     _ = net[1].weight.copy_(torch.tensor([[-10.0, 0.0], [10.0, 0.0]]))
+    ...     _ = net[1].bias.copy_(torch.tensor([5.0, -5.0]))
+    >>> centres = torch.tensor([[0.25, 0.5], [0.75, 0.5]])
+    >>> def log_reliability(logits, z, cls):  # z: the input of the last nn.Linear (here the 2 pixels)
+    ...     return -((z - centres[cls]) ** 2).sum(1) / 0.01
+    >>> x, y = torch.tensor([[[[0.25, 0.5]]], [[[0.3, 0.5]]]]), torch.tensor([0, 0])
+    >>> res = evaluate_reject_option(net, log_reliability, 0.5, x, y, epsilons=[0.05, 0.6], norm="linf")
+    >>> res["robust_accuracy"]  # at 0.6 both points reach class 1's centre: misclassified AND accepted
+    [1.0, 0.0]
     """
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold must be in (0, 1], got {threshold}")

@@ -35,13 +35,14 @@ import torchattacks
 from tqdm.auto import tqdm
 
 from robustness.aggregate import aggregate, paired_comparisons
-from robustness.blackbox import OnnxModel, evaluate_onnx, onnx_models
 from robustness.config import BenchConfig, build_parser, config_from_args, relative_path
 from robustness.evaluate import Inputs, evaluate_model
+from robustness.onnx_bench import OnnxModel, evaluate_onnx, onnx_models
 from robustness.ood import make_ood_sets
 from robustness.outside import OutsideModel, evaluate_outside, outside_models
 from robustness.paper import paper_comparison
-from robustness.report import SCHEMA, write_report
+from robustness.report import write_report
+from robustness.results import SCHEMA
 from robustness.runs import ModelRun, RunInProgressError, requested_runs
 from serving.artifact import write_annex
 from training.data import load_run_data

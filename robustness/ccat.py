@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from robustness.adaptive import AdaptiveBudget, RejectOption, adaptive_attack, graph_confirm
+from robustness.adaptive import AdaptiveBudget, adaptive_attack
 from robustness.attacks import logits_and_z
+from robustness.reject_option import RejectOption, graph_confirm
 from robustness.stats import proportion
 from training.inference import forward_batches
 

@@ -16,7 +16,6 @@ A reference is ``RESULTS.json[:LABEL]``; the label may be left out when the file
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from robustness.aggregate import compare_points, headline_points
+from robustness.results import load_results
 from robustness.stats import mcnemar
 from training.jsonio import write_json_atomic
 
@@ -51,7 +51,7 @@ def load_model(ref: str) -> Model:
     """The entry named by ``RESULTS.json[:LABEL]``."""
     path, _, label = ref.rpartition(":") if ":" in ref and not Path(ref).is_file() else (ref, "", "")
     try:
-        results = json.loads(Path(path).read_text())
+        results = load_results(path)
         models = results["models"]
         config = results["config"]
     except FileNotFoundError:

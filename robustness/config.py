@@ -6,18 +6,23 @@ import argparse
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Literal, get_args
 
 from robustness.adaptive import AdaptiveBudget
 from robustness.adversarial import AdversarialPlan
 from robustness.attacks import ALL_ATTACKS, REGISTRY, AttackBudget
 from robustness.ood import ALL_SETS
+from training.models import VARIANTS
+
+# --profile: the training profile of the runs (training.config.PROFILES) and the bench's budgets (BENCH_PROFILES)
+Profile = Literal["quick", "paper"]
 
 
 @dataclass
 class BenchConfig:
     dataset: str = "fashion-mnist"
     backbone: str = "cnn"
-    profile: str = "quick"
+    profile: Profile = "quick"  # the runs' training profile and the bench's budgets (BENCH_PROFILES)
     variants: tuple[str, ...] = ("bin_enc", "no_pen", "lin_pen", "nonlin_pen")
     seeds: tuple[int, ...] = (0,)
     all_seeds: bool = False  # every seed with a finished run in runs_dir (thorough mode)
@@ -26,7 +31,7 @@ class BenchConfig:
     models: tuple[str, ...] = ()  # classifiers trained elsewhere: PKG.MODULE:FACTORY (robustness.outside)
     weights: tuple[str, ...] = ()  # their state dicts, one per model
     feature_layers: tuple[str, ...] = ()  # their feature layers ("" = the input of the last nn.Linear)
-    onnx: tuple[str, ...] = ()  # classifiers given only as ONNX graphs: black-box figures (robustness.blackbox)
+    onnx: tuple[str, ...] = ()  # classifiers given only as ONNX graphs: black-box figures (robustness.onnx_bench)
     onnx_input_shape: tuple[int, int, int] | None = None  # (C, H, W) where the graph leaves it symbolic
     onnx_output: str | None = None  # the graph's logits output (default: "logits", else its only output)
     runs_dir: str = "runs"
@@ -72,6 +77,7 @@ BENCH_PROFILES = {
                                                        cw_stepsize=0.01, fmn_steps=200, hsj_steps=40,
                                                        hsj_initial_evals=100, hsj_max_evals=2000))),
 }
+assert set(BENCH_PROFILES) == set(get_args(Profile))
 # --thorough on top of a profile: >= 1000 points everywhere, every seed, full ε grids for the AutoAttack components
 # and the adaptive attack, Square with 5000 queries, adaptive 50 steps x 2 restarts (its check 100 x 4).
 THOROUGH = dict(n_cheap=1000, n_expensive=1000, n_blackbox=100, adaptive_eps_linf=(), adaptive_eps_l2=(),
@@ -115,33 +121,90 @@ def parse_names(text: str | None) -> list[str] | None:
     return None if text is None else [v for v in text.replace(",", " ").split() if v]
 
 
+def names_among(text: str, allowed: Sequence[str], what: str) -> list[str]:
+    """The comma/space-separated names of ``text``, each one of ``allowed`` (ValueError naming the others)."""
+    names = parse_names(text) or []
+    unknown = [n for n in names if n not in allowed]
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown}; expected some of {', '.join(allowed)}")
+    return names
+
+
+def _grid(values: Sequence[float]) -> str:
+    return ",".join(f"{v:g}" for v in values)
+
+
+def _per_profile(get) -> str:
+    """``100 quick / 2000 paper``: a value of each bench profile."""
+    return " / ".join(f"{get(BENCH_PROFILES[p])} {p}" for p in BENCH_PROFILES)
+
+
+def _adv(key: str):
+    return lambda prof: prof["adversarial"][key]
+
+
+DEFAULT_PLAN = AdversarialPlan()
+
+
+class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends ``(default: X)`` only where there is a fixed default (the others state theirs, per profile)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, []):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _add_budget_options(p: argparse.ArgumentParser) -> None:
+    """The options that change the bench's sample counts, ε grids and attacks (defaults: the --profile's)."""
+    p.add_argument("--thorough", action="store_true", help=f">= {THOROUGH['n_cheap']} points "
+                   f"({THOROUGH['n_blackbox']} black-box), every seed found in --runs-dir, every attack (FAB-T "
+                   "included), full ε grids for AutoAttack and the adaptive attack, Square "
+                   f"{THOROUGH_SQUARE_QUERIES} queries, adaptive "
+                   f"{THOROUGH['adaptive'].steps} steps x {THOROUGH['adaptive'].restarts} restarts (hours on 2 CPU "
+                   "cores)")
+    p.add_argument("--n-samples", type=int, help=f"test points for the cheap attacks (default "
+                   f"{_per_profile(_adv('n_cheap'))}); with it, the expensive attacks use half, the black-box one a "
+                   "tenth")
+    p.add_argument("--n-expensive", type=int, help="points for the minimum-norm, AutoAttack and adaptive attacks "
+                   f"(default {_per_profile(_adv('n_expensive'))})")
+    p.add_argument("--n-blackbox", type=int, help="points for the black-box HopSkipJump attack (default "
+                   f"{_per_profile(_adv('n_blackbox'))})")
+    p.add_argument("--n-ood", type=int, help=f"points per OOD set (default {_per_profile(lambda prof: prof['n_ood'])})")
+    p.add_argument("--n-id", type=int, help="ID test points for OOD / misclassification / calibration (default "
+                   f"{_per_profile(lambda prof: prof['n_id'])})")
+    p.add_argument("--eps", help=f"L∞ ε grid, comma-separated (0 is added); default {_grid(DEFAULT_PLAN.eps_linf)}")
+    p.add_argument("--eps-l2", help=f"L2 ε grid; default {_grid(DEFAULT_PLAN.eps_l2)}")
+    p.add_argument("--attack-steps", type=int, help="PGD / adaptive steps S (APGD and FAB use 5S, FMN 5S, C&W 2S "
+                   "per binary-search step); default PGD " + _per_profile(lambda prof: prof["adversarial"]["budget"]
+                                                                          .pgd_steps)
+                   + ", adaptive " + _per_profile(lambda prof: prof["adversarial"]["adaptive"].steps)
+                   + ", APGD / FAB " + _per_profile(lambda prof: prof["adversarial"]["budget"].apgd_steps))
+    p.add_argument("--square-queries", type=int, help="queries of the Square attack per run (default "
+                   + _per_profile(lambda prof: prof["adversarial"]["budget"].square_queries)
+                   + f"; --thorough: {THOROUGH_SQUARE_QUERIES})")
+    p.add_argument("--attacks", help=f"comma-separated subset of: {', '.join(REGISTRY)} (default all but "
+                   f"{', '.join(a for a in REGISTRY if a not in DEFAULT_PLAN.attacks)}; --thorough: all)")
+    p.add_argument("--adaptive-escalations", type=int, help="at most this many doublings of the adaptive attack's "
+                   f"steps and restarts in its convergence check (default {DEFAULT_PLAN.adaptive_escalations}; each "
+                   "costs about 4x the one before)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m robustness.bench", allow_abbrev=False,
                                 description="Adversarial robustness, reject option and OOD detection of the four heads.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=_DefaultsHelp)
     p.add_argument("--dataset", default="fashion-mnist", help="dataset of the runs (with --evaluate: the runs' own)")
-    p.add_argument("--variants", default="bin_enc,no_pen,lin_pen,nonlin_pen", help="comma-separated heads")
+    p.add_argument("--variants", default="bin_enc,no_pen,lin_pen,nonlin_pen",
+                   help=f"comma-separated heads, some of: {', '.join(VARIANTS)}")
     p.add_argument("--backbone", default="cnn", help="backbone of the runs (with --evaluate: the runs' own)")
     p.add_argument("--profile", default="quick", choices=sorted(BENCH_PROFILES),
-                   help="training profile of the runs (and the bench's sample / iteration budgets)")
+                   help="two things at once: the training profile of the runs to find or train (--evaluate runs keep "
+                   "their own) AND the bench's budgets: test points " + _per_profile(_adv("n_cheap")) + ", PGD steps "
+                   + _per_profile(lambda prof: prof["adversarial"]["budget"].pgd_steps) + ", ID / OOD points "
+                   + _per_profile(lambda prof: f"{prof['n_id']}/{prof['n_ood']}"))
     p.add_argument("--seeds", default="0", help="comma-separated training seeds")
-    p.add_argument("--thorough", action="store_true", help=">= 1000 points, every seed found in --runs-dir, full ε "
-                   "grids for AutoAttack and the adaptive attack, Square 5000 queries (hours on 2 CPU cores)")
-    p.add_argument("--n-samples", type=int, help="test points for the cheap attacks (default 200 quick / 2000 paper); "
-                   "expensive attacks use half, the black-box one a tenth")
-    p.add_argument("--n-expensive", type=int, help="points for the minimum-norm, AutoAttack and adaptive attacks")
-    p.add_argument("--n-blackbox", type=int, help="points for the black-box HopSkipJump attack")
-    p.add_argument("--n-ood", type=int, help="points per OOD set")
-    p.add_argument("--n-id", type=int, help="ID test points for OOD / misclassification / calibration")
-    p.add_argument("--eps", help="L∞ ε grid, comma-separated (0 is added); default 0,0.01,0.02,0.05,0.1,0.2,0.3")
-    p.add_argument("--eps-l2", help="L2 ε grid; default 0,0.25,0.5,1,2,4,8")
-    p.add_argument("--attack-steps", type=int, help="PGD / adaptive steps S (APGD and FAB use 5S, FMN 5S, C&W 2S "
-                   "per binary-search step); default 20 PGD, 30 adaptive, 100 APGD / FAB")
-    p.add_argument("--square-queries", type=int, help="queries of the Square attack per run (default "
-                   f"{QUICK_BUDGET.square_queries} quick, {THOROUGH_SQUARE_QUERIES} with --thorough)")
-    p.add_argument("--attacks", help=f"comma-separated subset of: {', '.join(REGISTRY)}")
-    p.add_argument("--adaptive-escalations", type=int, help="at most this many doublings of the adaptive attack's "
-                   "steps and restarts in its convergence check (default 3; each costs about 4x the one before)")
+    _add_budget_options(p)
     p.add_argument("--ood-sets", help=f"comma-separated subset of: {', '.join(ALL_SETS)}")
     p.add_argument("--out", default="bench_out", help="output directory (results.json, report.md, *.png)")
     p.add_argument("--runs-dir", default="runs", help="where cached training runs live (and new ones go)")
@@ -206,22 +269,31 @@ def _plan(args: argparse.Namespace, prof: dict) -> AdversarialPlan:
     plan.eps_linf = parse_floats(args.eps) or plan.eps_linf
     plan.eps_l2 = parse_floats(args.eps_l2) or plan.eps_l2
     if args.attacks:
-        names = parse_names(args.attacks)
-        unknown = [n for n in names if n not in REGISTRY]
-        if unknown:
-            raise ValueError(f"unknown attacks {unknown}; expected some of {', '.join(REGISTRY)}")
-        plan.attacks = tuple(names)
+        plan.attacks = tuple(names_among(args.attacks, tuple(REGISTRY), "attacks"))
     plan.headline_linf = min(plan.eps_linf, key=lambda e: abs(e - plan.headline_linf))
     plan.headline_l2 = min(plan.eps_l2, key=lambda e: abs(e - plan.headline_l2))
     return plan
 
 
 def config_from_args(args: argparse.Namespace, argv: Sequence[str] | None = None) -> BenchConfig:
+    """The :class:`BenchConfig` of a parsed command line (``argv``: the command line itself, recorded in results.json).
+
+    >>> argv = ["--variants", "bin_enc,no_pen", "--n-samples", "60", "--attacks", "fgsm,pgd_linf"]
+    >>> cfg = config_from_args(build_parser().parse_args(argv), argv)
+    >>> cfg.variants, cfg.profile, cfg.n_id
+    (('bin_enc', 'no_pen'), 'quick', 2000)
+    >>> plan = cfg.adversarial
+    >>> plan.attacks, (plan.n_cheap, plan.n_expensive, plan.n_blackbox), plan.budget.pgd_steps
+    (('fgsm', 'pgd_linf'), (60, 30, 6), 20)
+    >>> cfg.command
+    'python -m robustness.bench --variants bin_enc,no_pen --n-samples 60 --attacks fgsm,pgd_linf'
+    >>> config_from_args(build_parser().parse_args(["--variants", "bin_enc,nope"]))
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown variants ['nope']; expected some of bin_enc, lin_pen, nonlin_pen, no_pen
+    """
     prof = BENCH_PROFILES[args.profile]
-    ood_sets = tuple(parse_names(args.ood_sets) or ALL_SETS)
-    bad = [s for s in ood_sets if s not in ALL_SETS]
-    if bad:
-        raise ValueError(f"unknown OOD sets {bad}; expected some of {', '.join(ALL_SETS)}")
+    ood_sets = tuple(names_among(args.ood_sets or "", ALL_SETS, "OOD sets") or ALL_SETS)
     if len(args.weights) != len(args.model):
         raise ValueError(f"expected one --weights per --model, got {len(args.model)} --model and "
                          f"{len(args.weights)} --weights")
@@ -230,7 +302,7 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str] | None = None
                          f"{len(args.model)} --model")
     explicit_variants = any(a == "--variants" or a.startswith("--variants=") for a in argv or [])
     only_outside = (args.model or args.onnx) and not args.run and not explicit_variants
-    variants = () if only_outside else tuple(parse_names(args.variants))
+    variants = () if only_outside else tuple(names_among(args.variants, VARIANTS, "variants"))
     return BenchConfig(
         dataset=args.dataset, backbone=args.backbone, profile=args.profile,
         variants=variants, seeds=tuple(int(s) for s in parse_names(args.seeds)),

@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robustness import metrics
+from robustness import detection_metrics as metrics
 from robustness.ablation import mahalanobis_option
-from robustness.adaptive import RejectOption, graph_confirm
 from robustness.adversarial import evaluate_adversarial
 from robustness.ccat import ccat_figures, validation_features
 from robustness.config import BenchConfig, relative_path
 from robustness.guarantee import realized as realized_guarantee
 from robustness.ood import Features, OODSet, fit_detectors, log_max_softmax
 from robustness.paper import paper_deepfool
+from robustness.reject_option import RejectOption, graph_confirm
 from robustness.runs import ModelRun
 from serving.artifact import Artifact, accepts, load_artifact
 from training.calibration import accept_summary

@@ -36,7 +36,7 @@ import torch
 from scipy.special import logsumexp
 from torch import nn
 
-from robustness import metrics as M
+from robustness import detection_metrics as M
 from training.data import MNIST_TEST_DIR, find_idx, read_idx
 from training.inference import forward_batches
 from training.mahalanobis import DEFAULT_RIDGE, TiedGaussian
@@ -377,7 +377,7 @@ def detector_scores(detectors: dict[str, Detector], f: Features) -> dict[str, np
 
 def ood_table(s_id: dict[str, np.ndarray], s_ood: dict[str, dict[str, np.ndarray]], roc_points: int = 0,
               n_boot: int = 0, boot_seed: int = 0) -> dict[str, dict[str, dict]]:
-    """``{set: {detector: metrics}}``: :func:`robustness.metrics.ood_metrics` of ID vs each OOD set, plus a thinned
+    """``{set: {detector: metrics}}``: :func:`robustness.detection_metrics.ood_metrics` of ID vs each OOD set, plus a thinned
     ROC curve (``roc_points`` > 0) and a 95% bootstrap interval of the AUROC (``n_boot`` > 0)."""
     table: dict[str, dict[str, dict]] = {}
     for set_name, scores in s_ood.items():

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from robustness import sanity
-from robustness.adaptive import RejectOption, graph_confirm
 from robustness.config import BenchConfig, relative_path
 from robustness.evaluate import Inputs, measure, served_option
+from robustness.reject_option import RejectOption, graph_confirm
 from serving.artifact import INPUT_NAME, OUTPUT_NAMES, load_artifact
 from training.calibration import calibrate_threshold
 from training.config import TrainConfig

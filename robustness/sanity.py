@@ -153,7 +153,7 @@ def gradient_norms(norms: dict[str, np.ndarray], cfg: SanityConfig = SanityConfi
     """Input-gradient norms of the attack losses at the clean points must not vanish.
 
     ``norms``: per point L2 norms of the CE attacks' objective (``ce``: log of the stable CE,
-    :func:`robustness.losses.log_ce`), the logit margin (``margin``) and, for information,
+    :func:`robustness.attack_losses.log_ce`), the logit margin (``margin``) and, for information,
     float32 cross-entropy (``ce_float32``). A norm at or below ``cfg.min_grad_norm`` counts as vanished.
     """
     ce, mg = _arr(norms.get("ce", [])), _arr(norms.get("margin", []))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from robustness.metrics import auroc, misclassification_auroc
+from robustness.detection_metrics import auroc, misclassification_auroc
 from robustness.ood import Features, MaxSoftmaxDetector, log_max_softmax
 from training.mahalanobis import TiedGaussian
 from training.score import VertexScore

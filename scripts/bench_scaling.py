@@ -79,9 +79,11 @@ def launch(name: str, args: argparse.Namespace, out: Path) -> list[float]:
 
 
 def launch_bench(name: str, args: argparse.Namespace, out: Path) -> list[float]:
+    from robustness.results import load_results
+
     torchrun(name, "-m", "robustness.bench", *args.bench.split(), "--threads", str(CONFIGS[name][1]), "--out",
              str(out), cwd=REPO)
-    return [json.loads((out / "results.json").read_text())["seconds_total"]]
+    return [load_results(out / "results.json")["seconds_total"]]
 
 
 def main() -> None:

@@ -6,7 +6,7 @@
 A thin command over :mod:`robustness`: the model's logits and z (:func:`robustness.ood.model_features`), the
 served score module rebuilt from the artifact (:func:`training.score.score_from_metadata`; ``RUN/model.onnx`` is
 exported first when missing or stale), the detectors of :mod:`robustness.ood` and the metrics of
-:mod:`robustness.metrics`: the bench's pipeline, so ``--n-id 2000 --n-ood 1000 --n-fit 5000`` reproduces the
+:mod:`robustness.detection_metrics`: the bench's pipeline, so ``--n-id 2000 --n-ood 1000 --n-fit 5000`` reproduces the
 bench's ``quick`` numbers for the same sets. Printed:
 
 1. score selection on validation data only (:mod:`robustness.selection`): per candidate score, the validation
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robustness import metrics as M
+from robustness import detection_metrics as M
 from robustness import ood
 from robustness.selection import (
     SHIFT_TOLERANCE,

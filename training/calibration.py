@@ -1,5 +1,5 @@
 """Calibration of the reliability threshold and the ranking metrics of a score (higher = more reliable / more
-in-distribution), shared by the export and by :mod:`robustness.metrics`.
+in-distribution), shared by the export and by :mod:`robustness.detection_metrics`.
 
 * :func:`calibrate_threshold` sets the artifact's threshold: the largest τ with ``mean(scores >= τ) >= rate``;
 * :func:`auroc` = P(score_pos > score_neg) + ½ P(=) (sklearn's ROC AUC with ``pos`` the positive class);
@@ -20,7 +20,7 @@ from training.jsonio import clean_json
 
 
 def as1d(x) -> np.ndarray:
-    """``x`` as a flat float64 array (the shape every metric here and in :mod:`robustness.metrics` works on)."""
+    """``x`` as a flat float64 array (the shape every metric here and in :mod:`robustness.detection_metrics` works on)."""
     return np.asarray(x, dtype=np.float64).reshape(-1)
 
 

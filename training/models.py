@@ -149,16 +149,5 @@ class Classifier(nn.Module):
         return self.classifier(z), z
 
 
-class LogitsOnly(nn.Module):
-    """Wraps a :class:`Classifier` so that ``forward`` returns logits only (what Foolbox expects)."""
-
-    def __init__(self, model: Classifier):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)[0]
-
-
 def build_model(cfg: ModelConfig) -> Classifier:
     return Classifier(cfg)

@@ -1,7 +1,7 @@
 """Post-hoc reject scores on any classifier's feature layer, as torch modules (the attack and the export run them).
 
 Every score maps ``(logits, z)`` to :class:`training.score.ScoreOutputs` and offers ``neg_log_reliability_to`` and
-``accepted`` (the interface :class:`robustness.adaptive.RejectOption` attacks), so one module per detector serves
+``accepted`` (the interface :class:`robustness.reject_option.RejectOption` attacks), so one module per detector serves
 the adaptive attack, the ONNX graph and the served decision:
 
 * ``max_softmax`` — :class:`training.score.SoftmaxScore`;

@@ -18,7 +18,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from robustness.report import load_results, write_report
+from robustness.report import write_report
+from robustness.results import load_results
 
 
 def redraw(results_json: Path, out: Path | None = None) -> list[Path]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robustness import metrics as M
+from robustness import detection_metrics as M
 from robustness.ood import Features, MaxSoftmaxDetector, log_max_softmax, make_ood_sets
 from training.checkpoint import load_run
 from training.data import load_run_data

@@ -19,13 +19,14 @@ import json
 import statistics
 from pathlib import Path
 
+from robustness.results import load_results
 from robustness.selection import SERVED
 from training.jsonio import write_json_atomic
 from training.rundir import CONFIG, HISTORY, METRICS, read_history
 
 
 def _bench_entry(bench: Path, run: Path) -> dict | None:
-    res = json.loads((bench / "results.json").read_text())
+    res = load_results(bench / "results.json")
     for entry in res["models"].values():
         if Path(entry["run_dir"]).name == run.name:
             return entry

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from research.scripts.regimes import regime_name
-from robustness.report import pyplot
+from robustness.report_plots import pyplot
 from training.rundir import CONFIG, HISTORY, read_history, read_metrics
 
 

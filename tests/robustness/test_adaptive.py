@@ -6,7 +6,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from robustness.adaptive import AdaptiveBudget, RejectOption, adaptive_attack
+from robustness.adaptive import AdaptiveBudget, adaptive_attack
+from robustness.reject_option import RejectOption
 from training.score import SoftmaxScore
 
 

@@ -8,18 +8,20 @@ import pytest
 import torch
 from torch import nn
 
+from robustness.attack_losses import log_ce, margin, stable_ce
 from robustness.attacks import (
     REGISTRY,
     AttackBudget,
     L2DeepFool,
     LinfDeepFool,
     LinfPGD,
+    LogitsOf,
     QueryCountingModel,
     get_spec,
     run_attack,
     white_box,
 )
-from robustness.losses import log_ce, margin, stable_ce
+from training.models import ModelConfig, build_model
 
 TINY = AttackBudget(pgd_steps=5, deepfool_steps=10, cw_binary_steps=2, cw_steps=5, fmn_steps=5, hsj_steps=2,
                     hsj_initial_evals=10, hsj_max_evals=20, apgd_steps=5, fab_steps=5, square_queries=20)
@@ -77,6 +79,16 @@ def test_registry_is_typed_and_complete():
             assert isinstance(spec.build(TINY), fb.attacks.base.Attack)
     with pytest.raises(ValueError, match="unknown attack"):
         get_spec("nope")
+
+
+def test_logits_of_reduces_a_classifier_or_a_logits_network_to_its_logits():
+    cfg = ModelConfig(backbone="mlp", variant="bin_enc", num_classes=10, latent_dim=8, input_shape=(1, 8, 8),
+                      mean=[0.5], std=[0.25])
+    model, x = build_model(cfg).eval(), torch.rand(2, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(LogitsOf(model)(x), model(x)[0])  # (logits, z) -> logits
+        plain = nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
+        torch.testing.assert_close(LogitsOf(plain)(x), plain(x))  # already logits: unchanged
 
 
 def test_square_l2_refuses_images_below_its_minimum_size(toy):

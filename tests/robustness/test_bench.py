@@ -102,7 +102,7 @@ def _as_lin_pen(digits_data, out: Path) -> Path:
 @pytest.mark.slow
 def test_tiny_end_to_end_bench_on_digits(tmp_path, monkeypatch, digits_data, digits_run, digits_artifact, digits_baseline_run,
                                          digits_baseline_artifact):
-    from robustness.report import load_results
+    from robustness.results import load_results
     from serving.artifact import read_metadata
 
     run_dirs = []
@@ -162,7 +162,7 @@ def test_a_model_without_a_vertex_score_is_reported_and_the_others_measured(tmp_
                                                                              digits_baseline_run):
     import torch
 
-    from robustness.report import load_results
+    from robustness.results import load_results
 
     broken, baseline = tmp_path / "runs" / "broken", tmp_path / "runs" / "no_pen"
     shutil.copytree(digits_run, broken)

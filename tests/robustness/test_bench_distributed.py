@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from robustness import bench
+from robustness.results import load_results
 
 REPO = Path(__file__).resolve().parents[2]
 ARGS = ["--attacks", "fgsm,pgd_linf_margin,deepfool_l2,apgd_t_linf", "--n-samples", "30", "--n-ood", "60",
@@ -43,8 +43,8 @@ def test_two_process_bench_equals_one_process(tmp_path, monkeypatch, digits_run,
                            "-m", "robustness.bench", *run_args, "--out", "two", *ARGS],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    one = json.loads((tmp_path / "one" / "results.json").read_text())
-    two = json.loads((tmp_path / "two" / "results.json").read_text())
+    one = load_results(tmp_path / "one" / "results.json")
+    two = load_results(tmp_path / "two" / "results.json")
     assert two["environment"]["world_size"] == 2 and one["environment"]["world_size"] == 1
     assert list(two["models"]) == list(one["models"]) == ["bin_enc_s0", "no_pen_s0"]
     for res in (one, two):  # the only intended difference: the output directory (and so the command line)

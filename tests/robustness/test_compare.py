@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from robustness import compare
+from robustness.results import SCHEMA
 from robustness.stats import mcnemar
 
 
@@ -31,7 +32,7 @@ def _results(tmp_path, name: str, *entries: dict, seed: int = 0, headline_linf: 
     config = {"dataset": "fashion-mnist", "seed": seed, "adversarial": {"headline_linf": headline_linf,
                                                                          "headline_l2": 1.0,
                                                                          "adaptive_escalations": escalations}}
-    path.write_text(json.dumps({"config": config, "models": {e["label"]: e for e in entries}}))
+    path.write_text(json.dumps({"schema": SCHEMA, "config": config, "models": {e["label"]: e for e in entries}}))
     return str(path)
 
 
@@ -103,10 +104,12 @@ def test_stored_point_indices_must_agree(tmp_path, capsys):
 def test_bad_references_are_named(tmp_path, capsys):
     a = _results(tmp_path, "a", _entry("bin_enc_s0", [True], [True]), _entry("no_pen_s0", [True], [True]))
     (tmp_path / "junk.json").write_text("{not json")
+    (tmp_path / "other.json").write_text(json.dumps({"schema": {"name": "something else"}, "models": {}}))
     bare = _results(tmp_path, "bare", {"label": "bin_enc_s0", "adversarial": {}})
     for argv, match in [([a, a], "holds 2 models; name one"), ([f"{a}:lin_pen_s0", f"{a}:no_pen_s0"],
                         "no model 'lin_pen_s0'"), ([str(tmp_path / "none.json"), a], "no such results file"),
-                        ([str(tmp_path / "junk.json"), a], "not a bench results.json"), ([a], "come in pairs"),
+                        ([str(tmp_path / "junk.json"), a], "not a bench results.json"),
+                        ([str(tmp_path / "other.json"), a], "not a bench results.json"), ([a], "come in pairs"),
                         ([bare, f"{a}:no_pen_s0"], "no adversarial headline")]:
         assert compare.main(argv) == 2
         err = capsys.readouterr().err

@@ -73,7 +73,7 @@ def _features(rng, n, centre, k=3, d=4):
 
 
 def test_distance_detectors_separate_far_ood():
-    from robustness.metrics import auroc
+    from robustness.detection_metrics import auroc
 
     rng = np.random.default_rng(0)
     train, labels = _features(rng, 600, 0.0)

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from robustness.report import render_markdown, write_report
+from robustness.report import write_report
 from robustness.report_html import render_html
+from robustness.report_markdown import render_markdown
 from robustness.summary import summary_sentences
 
 RESULTS = Path(__file__).resolve().parents[2] / "docs" / "example-report" / "results.json"
@@ -78,7 +79,7 @@ def test_write_report_gives_a_self_contained_html_with_the_threshold_in_the_hist
 
 
 def test_reliability_histogram_shows_the_threshold_inside_its_axis():
-    from robustness.report import pyplot, reliability_hist_figure
+    from robustness.report_plots import pyplot, reliability_hist_figure
 
     rng = np.random.default_rng(0)
     threshold = 0.011  # the shipped model's: inside the first bin of a linear 0..1 axis

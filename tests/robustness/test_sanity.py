@@ -9,8 +9,8 @@ from torch import nn
 
 from robustness import sanity
 from robustness.adversarial import AdversarialPlan, evaluate_adversarial
+from robustness.attack_losses import LOSSES
 from robustness.attacks import AttackBudget
-from robustness.losses import LOSSES
 
 
 def test_unit_flags_fire_and_stay_quiet():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.special import softmax
 
-from robustness.metrics import auroc
+from robustness.detection_metrics import auroc
 from robustness.ood import Features
 from robustness.selection import (
     MARGIN,

@@ -25,8 +25,7 @@ from training.calibration import as1d as _as1d
 from training.calibration import auroc, calibrate_threshold, fpr_at_tpr
 
 __all__ = ["auroc", "fpr_at_tpr", "threshold_at_tpr", "bootstrap_interval", "aupr", "ood_metrics", "roc_points",
-           "misclassification_auroc", "ece", "risk_coverage", "aurc", "optimal_aurc", "selective_metrics",
-           "worst_case", "robust_accuracy"]
+           "misclassification_auroc", "ece", "risk_coverage", "aurc", "optimal_aurc", "selective_metrics"]
 
 ECE_BINS = 15
 
@@ -164,30 +163,3 @@ def selective_metrics(scores, correct, max_points: int = 100) -> dict:
         "e_aurc": a - optimal_aurc(correct),
         "risk_coverage": {"coverage": [float(cov[i]) for i in idx], "risk": [float(risk[i]) for i in idx]},
     }
-
-
-# --------------------------------------------------------------------------- adversarial aggregation
-def worst_case(masks: dict[str, np.ndarray] | list[np.ndarray]) -> np.ndarray:
-    """Per-sample worst case over attacks: ``any`` over the success masks, each shaped (len(eps), N)."""
-    arrays = list(masks.values()) if isinstance(masks, dict) else list(masks)
-    if not arrays:
-        raise ValueError("worst_case needs at least one success mask")
-    shape = np.asarray(arrays[0]).shape
-    for a in arrays:
-        if np.asarray(a).shape != shape:
-            raise ValueError(f"success masks must share one shape (len(eps), N); got {np.asarray(a).shape} vs {shape}")
-    return np.logical_or.reduce([np.asarray(a, dtype=bool) for a in arrays])
-
-
-def robust_accuracy(clean_correct, fooled) -> np.ndarray:
-    """Robust accuracy per ε: share of the N points that are classified correctly AND not fooled.
-
-    ``clean_correct`` (N,), ``fooled`` (len(eps), N); a clean error counts as a failure at every ε.
-    """
-    c = np.asarray(clean_correct, dtype=bool).reshape(1, -1)
-    f = np.asarray(fooled, dtype=bool)
-    if f.ndim == 1:
-        f = f[None]
-    if c.shape[1] == 0:
-        return np.full(f.shape[0], np.nan)
-    return (c & ~f).mean(axis=1)

@@ -1,4 +1,4 @@
-"""robustness.metrics against sklearn and known answers; worst-case aggregation on hand-made masks."""
+"""robustness.detection_metrics against sklearn and known answers."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from robustness import metrics as M
-from robustness.adversarial import envelope
+from robustness import detection_metrics as M
 
 
 @pytest.fixture
@@ -132,28 +131,3 @@ def test_misclassification_auroc_and_selective_metrics():
     sm = M.selective_metrics(scores, correct)
     assert sm["e_aurc"] == pytest.approx(0.0)
     assert len(sm["risk_coverage"]["coverage"]) == 5
-
-
-def test_worst_case_is_any_over_attacks():
-    a = np.array([[0, 0, 0, 0], [1, 0, 0, 0], [1, 1, 0, 0]], bool)
-    b = np.array([[0, 0, 0, 0], [0, 0, 1, 0], [0, 1, 1, 0]], bool)
-    w = M.worst_case({"a": a, "b": b})
-    np.testing.assert_array_equal(w, [[0, 0, 0, 0], [1, 0, 1, 0], [1, 1, 1, 0]])
-    np.testing.assert_array_equal(M.worst_case([a]), a)
-    with pytest.raises(ValueError):
-        M.worst_case([a, b[:, :3]])
-    with pytest.raises(ValueError):
-        M.worst_case([])
-
-
-def test_robust_accuracy_counts_clean_errors_as_failures():
-    clean = np.array([1, 1, 1, 0], bool)
-    fooled = np.array([[0, 0, 0, 0], [1, 0, 0, 0], [1, 1, 1, 0]], bool)
-    np.testing.assert_allclose(M.robust_accuracy(clean, fooled), [0.75, 0.5, 0.0])
-    assert np.isnan(M.robust_accuracy(np.zeros(0, bool), np.zeros((2, 0), bool))).all()
-
-
-def test_envelope_carries_adversarials_to_larger_eps():
-    mask = np.array([[0, 1], [1, 0], [0, 0]], bool)  # eps order 0.1, 0.05, 0.2
-    env = envelope(mask, [0.1, 0.05, 0.2])
-    np.testing.assert_array_equal(env, [[1, 1], [1, 0], [1, 1]])

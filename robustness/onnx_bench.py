@@ -34,7 +34,8 @@ import torchattacks
 from torch import nn
 
 from robustness import sanity
-from robustness.attacks import TA_NORM, QueryCountingModel, lp_norms, seed_everything
+from robustness.attacks import QueryCountingModel, lp_norms, seed_everything
+from robustness.attacks.autoattack import TA_NORM
 from robustness.config import BenchConfig, relative_path
 from robustness.onnx_model import OnnxSpec, predictor, read_onnx
 from robustness.ood import Detector, EnergyDetector, Features, MaxLogitDetector, MaxSoftmaxDetector, ood_table

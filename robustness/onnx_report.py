@@ -1,4 +1,4 @@
-"""The report's section on ``--onnx`` graphs: black-box figures, each an upper bound (:mod:`robustness.blackbox`)."""
+"""The report's section on ``--onnx`` graphs: black-box figures, each an upper bound (:mod:`robustness.onnx_bench`)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 #   make serve  - install the serving part (no torch) and serve the shipped Fashion-MNIST model on port 3000
 #   make test   - install everything (training, bench, test tools) and run the test suite (what CI runs)
 # Everything else: make train (train the default model from scratch), make model (regenerate the shipped model),
-# make bench (robustness bench), make docs (regenerate every CPU-reproducible figure in docs/), make lint (ruff and the import contracts).
+# make bench (robustness bench), make docs (regenerate every CPU-reproducible figure in docs/), make lint (ruff check, ruff format --check and the import contracts).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -63,6 +63,7 @@ test: install
 
 lint: install
 	$(BIN)/ruff check training serving robustness tests scripts research examples
+	$(BIN)/ruff format --check training serving robustness tests scripts research examples
 	$(BIN)/lint-imports   # the import direction: contracts in pyproject.toml, see docs/architecture.md
 
 bench: install data

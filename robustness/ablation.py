@@ -24,13 +24,20 @@ from training.score import score_module
 ABLATION_NAME = "mahalanobis_latent"
 
 
-def mahalanobis_option(net: nn.Module, data, fit_idx: np.ndarray, device: str, target_accept_rate: float = 0.95,
-                       ) -> RejectOption:
+def mahalanobis_option(
+    net: nn.Module,
+    data,
+    fit_idx: np.ndarray,
+    device: str,
+    target_accept_rate: float = 0.95,
+) -> RejectOption:
     """The ablation's reject option for ``net`` (fitted on ``data.train[fit_idx]``, calibrated on ``data.val``)."""
     logits, z = forward_batches(net, data.train.images[fit_idx], device=device)
     geo = latent_mahalanobis_geometry(z, logits.argmax(1), data.train.labels[fit_idx], data.num_classes)
     score = score_module(geo).to(device)
     vl, vz = forward_batches(net, data.val.images, device=device)
     with torch.no_grad():
-        rel = score(torch.from_numpy(vl).to(device), torch.from_numpy(vz).to(device)).reliability.cpu().numpy()
+        rel = (
+            score(torch.from_numpy(vl).to(device), torch.from_numpy(vz).to(device)).reliability.cpu().numpy()
+        )
     return RejectOption(ABLATION_NAME, score, float(calibrate_threshold(rel, target_accept_rate)))

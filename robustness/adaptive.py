@@ -75,13 +75,22 @@ def _random_start(x0: torch.Tensor, eps: float, norm: Norm) -> torch.Tensor:
 
 def _loss(option: RejectOption, logits, z, t, budget: AdaptiveBudget) -> torch.Tensor:
     gap = option.score.neg_log_reliability_to(logits, z, t) + math.log(option.threshold)
-    return (torch.relu(margin(logits, t) + budget.kappa)
-            + budget.lam * torch.relu(gap + budget.kappa)).sum()
+    return (torch.relu(margin(logits, t) + budget.kappa) + budget.lam * torch.relu(gap + budget.kappa)).sum()
 
 
-def targeted_run(net: nn.Module, option: RejectOption, x0: torch.Tensor, y: torch.Tensor, t: torch.Tensor,
-                 eps: float, norm: Norm, steps: int, random_start: bool | torch.Tensor, budget: AdaptiveBudget,
-                 group: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def targeted_run(
+    net: nn.Module,
+    option: RejectOption,
+    x0: torch.Tensor,
+    y: torch.Tensor,
+    t: torch.Tensor,
+    eps: float,
+    norm: Norm,
+    steps: int,
+    random_start: bool | torch.Tensor,
+    budget: AdaptiveBudget,
+    group: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Targeted runs, one per row (target ``t``); returns (found mask, first successful point per row or x0).
 
     ``random_start``: per row (or for all rows) whether to start uniformly inside the ball instead of at ``x0``.
@@ -146,9 +155,17 @@ def _verify(net, option: RejectOption, x0, y, adv, eps: float, norm: Norm) -> tu
     return ok, unconfirmed
 
 
-def adaptive_attack(net: nn.Module, option: RejectOption, x: torch.Tensor, y: torch.Tensor, epsilons: list[float],
-                    norm: Norm, budget: AdaptiveBudget = AdaptiveBudget(), seed: int = 0,
-                    batch_size: int = 512) -> AdaptiveResult:
+def adaptive_attack(
+    net: nn.Module,
+    option: RejectOption,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    epsilons: list[float],
+    norm: Norm,
+    budget: AdaptiveBudget = AdaptiveBudget(),
+    seed: int = 0,
+    batch_size: int = 512,
+) -> AdaptiveResult:
     """Attack the defended decision at every ε (see the module docstring); ``x`` are correctly classified points.
 
     The targets and restarts of a sample run side by side as rows of one batch (up to ``batch_size`` rows), so a
@@ -178,8 +195,19 @@ def adaptive_attack(net: nn.Module, option: RejectOption, x: torch.Tensor, y: to
                 pts = torch.as_tensor(todo[s : s + chunk], device=x.device)
                 rows = pts.repeat_interleave(per_point)
                 local = torch.arange(len(pts), device=x.device).repeat_interleave(per_point)
-                found, best = targeted_run(net, option, x[rows], y[rows], targets[rows, tgt.repeat(len(pts))], eps,
-                                           norm, budget.steps, restart.repeat(len(pts)) > 0, budget, group=local)
+                found, best = targeted_run(
+                    net,
+                    option,
+                    x[rows],
+                    y[rows],
+                    targets[rows, tgt.repeat(len(pts))],
+                    eps,
+                    norm,
+                    budget.steps,
+                    restart.repeat(len(pts)) > 0,
+                    budget,
+                    group=local,
+                )
                 for j in torch.nonzero(found).flatten().tolist():  # the first successful row of each sample
                     p = int(rows[j])
                     if not broken[p]:

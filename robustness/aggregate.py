@@ -49,22 +49,29 @@ def _variant_stats(entries: list[dict]) -> dict:
         "robust_acc_linf": _mean_std([_value(x, "robust_acc_linf") for x in h]),
         "robust_acc_l2": _mean_std([_value(x, "robust_acc_l2") for x in h]),
         "deepfool_score": _mean_std([x.get("deepfool_score") for x in h]),
-        "paper_deepfool": _mean_std([(e["adversarial"].get("paper_deepfool") or {}).get("mean_r_over_x")
-                                     for e in entries]),
+        "paper_deepfool": _mean_std(
+            [(e["adversarial"].get("paper_deepfool") or {}).get("mean_r_over_x") for e in entries]
+        ),
         "median_min_l2": _mean_std([x.get("median_min_l2") for x in h]),
         "median_min_linf": _mean_std([x.get("median_min_linf") for x in h]),
-        "ood_auroc_reliability": {s: _mean_std([e["ood"][s]["reliability"]["auroc"] for e in entries
-                                                if s in e["ood"]]) for s in sets},
+        "ood_auroc_reliability": {
+            s: _mean_std([e["ood"][s]["reliability"]["auroc"] for e in entries if s in e["ood"]])
+            for s in sets
+        },
     }
     for opt in sorted({o for x in h for o in x.get("reject", {})}):
         for norm in ("linf", "l2"):
             out[f"reject_{norm}[{opt}]"] = _mean_std([_value(x, "reject", opt, norm) for x in h])
     for det in ("reliability", "max_softmax", "mahalanobis"):
         out[f"misclassification_auroc_{det}"] = _mean_std(
-            [e["misclassification"].get(det, {}).get("misclassification_auroc") for e in entries])
+            [e["misclassification"].get(det, {}).get("misclassification_auroc") for e in entries]
+        )
         out[f"mean_ood_auroc_{det}"] = _mean_std(
-            [float(np.mean([v[det]["auroc"] for v in e["ood"].values() if det in v])) if e["ood"] else None
-             for e in entries])
+            [
+                float(np.mean([v[det]["auroc"] for v in e["ood"].values() if det in v])) if e["ood"] else None
+                for e in entries
+            ]
+        )
     return out
 
 
@@ -85,8 +92,9 @@ def compare_entries(a: dict, b: dict) -> list[dict]:
     return compare_points(a["label"], headline_points(a), b["label"], headline_points(b))
 
 
-def compare_points(label_a: str, points_a: dict[str, np.ndarray], label_b: str,
-                   points_b: dict[str, np.ndarray]) -> list[dict]:
+def compare_points(
+    label_a: str, points_a: dict[str, np.ndarray], label_b: str, points_b: dict[str, np.ndarray]
+) -> list[dict]:
     """:func:`compare_entries` on :func:`headline_points` already taken (one McNemar per pair of the same kind)."""
     rows = []
     for ka, pa in points_a.items():
@@ -99,6 +107,11 @@ def compare_points(label_a: str, points_a: dict[str, np.ndarray], label_b: str,
 
 def paired_comparisons(models: dict, reference: str = REFERENCE) -> list[dict]:
     """:func:`compare_entries` of the reference variant against every other model of the same seed."""
-    return [row for ref in models.values() if ref["variant"] == reference
-            for other in models.values() if other["variant"] != reference and other["seed"] == ref["seed"]
-            for row in compare_entries(ref, other)]
+    return [
+        row
+        for ref in models.values()
+        if ref["variant"] == reference
+        for other in models.values()
+        if other["variant"] != reference and other["seed"] == ref["seed"]
+        for row in compare_entries(ref, other)
+    ]

@@ -43,9 +43,18 @@ class CallableScore(nn.Module):
         return self.log_reliability(logits, z, logits.argmax(dim=1)) >= math.log(threshold)
 
 
-def evaluate_reject_option(model: nn.Module, score: nn.Module | Callable, threshold: float, x: Tensor, y: Tensor,
-                           epsilons: Sequence[float], norm: Norm = "linf", budget: AdaptiveBudget | None = None,
-                           feature_layer: str | None | bool = None, seed: int = 0) -> dict:
+def evaluate_reject_option(
+    model: nn.Module,
+    score: nn.Module | Callable,
+    threshold: float,
+    x: Tensor,
+    y: Tensor,
+    epsilons: Sequence[float],
+    norm: Norm = "linf",
+    budget: AdaptiveBudget | None = None,
+    feature_layer: str | None | bool = None,
+    seed: int = 0,
+) -> dict:
     """The all-target adaptive attack on the defended decision "misclassified AND accepted" at every ε.
 
     Returns ``{"epsilons", "robust_accuracy", "intervals", "success", "clean_correct"}``: per ε the share of the
@@ -84,6 +93,11 @@ def evaluate_reject_option(model: nn.Module, score: nn.Module | Callable, thresh
     robust = np.zeros((len(res.epsilons), len(x)), dtype=bool)
     robust[:, idx] = ~res.success
     props = [proportion_of(r) for r in robust]
-    return {"epsilons": res.epsilons, "robust_accuracy": [p["value"] for p in props],
-            "intervals": [p["ci95"] for p in props], "success": res.success, "clean_correct": correct,
-            "unconfirmed": res.unconfirmed}
+    return {
+        "epsilons": res.epsilons,
+        "robust_accuracy": [p["value"] for p in props],
+        "intervals": [p["ci95"] for p in props],
+        "success": res.success,
+        "clean_correct": correct,
+        "unconfirmed": res.unconfirmed,
+    }

@@ -67,10 +67,17 @@ def subsample(n_total: int, n: int, seed: int) -> np.ndarray:
 
 
 def environment() -> dict:
-    env = {"python": platform.python_version(), "torch": torch.__version__, "foolbox": foolbox.__version__,
-           "torchattacks": torchattacks.__version__,
-           "numpy": np.__version__, "platform": platform.platform(), "cpu_count": os.cpu_count(),
-           "torch_threads": torch.get_num_threads(), "loadavg_start": list(os.getloadavg())}
+    env = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "foolbox": foolbox.__version__,
+        "torchattacks": torchattacks.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "loadavg_start": list(os.getloadavg()),
+    }
     if torch.cuda.is_available():
         env["cuda_device"] = torch.cuda.get_device_name(0)
     return env
@@ -84,15 +91,24 @@ def bench_inputs(cfg: BenchConfig, tcfg, cache: dict, ood_sets: list | None) -> 
     data = cache[key]
     info: dict = {}
     if ood_sets is None:
-        ood_sets, skipped = make_ood_sets(data.name, data.test.images, data.input_shape, cfg.n_ood, cfg.seed,
-                                          cfg.ood_data_dir, cfg.ood_sets)
-        info = {"ood_sets": {s.name: {"n": int(len(s.images)), "source": s.source} for s in ood_sets},
-                "skipped_ood_sets": {s.name: s.reason for s in skipped}}
+        ood_sets, skipped = make_ood_sets(
+            data.name, data.test.images, data.input_shape, cfg.n_ood, cfg.seed, cfg.ood_data_dir, cfg.ood_sets
+        )
+        info = {
+            "ood_sets": {s.name: {"n": int(len(s.images)), "source": s.source} for s in ood_sets},
+            "skipped_ood_sets": {s.name: s.reason for s in skipped},
+        }
     adv_idx = subsample(len(data.test), cfg.adversarial.n_cheap, cfg.seed)
     np.random.default_rng(cfg.seed + 1).shuffle(adv_idx)
-    inputs = Inputs(data, to_tensor(data.test.images[adv_idx]), torch.from_numpy(data.test.labels[adv_idx]),
-                    ood_sets, subsample(len(data.test), cfg.n_id, cfg.seed + 2),
-                    subsample(len(data.train), cfg.n_fit, cfg.seed + 3), adv_idx)
+    inputs = Inputs(
+        data,
+        to_tensor(data.test.images[adv_idx]),
+        torch.from_numpy(data.test.labels[adv_idx]),
+        ood_sets,
+        subsample(len(data.test), cfg.n_id, cfg.seed + 2),
+        subsample(len(data.train), cfg.n_fit, cfg.seed + 3),
+        adv_idx,
+    )
     return inputs, info
 
 
@@ -100,16 +116,22 @@ def annex_summary(entry: dict, bench: dict) -> dict:
     adv = entry["adversarial"]
     h = adv["headline"]
     return {
-        "schema": bench["schema"], "created_at": bench["created_at"], "command": bench["config"]["command"],
-        "n_points": adv["n"], "clean_acc_sample": adv["clean_acc"]["cheap"],
-        "robust_acc_linf": h.get("robust_acc_linf", {}).get("value"), "robust_acc_l2": h.get("robust_acc_l2", {})
-        .get("value"), "eps": {"linf": h.get("robust_acc_linf", {}).get("eps"), "l2": h.get("robust_acc_l2", {})
-                               .get("eps")},
-        "reject_adaptive": {opt: {n: v.get("value") for n, v in by.items()} for opt, by in h.get("reject", {}).items()},
+        "schema": bench["schema"],
+        "created_at": bench["created_at"],
+        "command": bench["config"]["command"],
+        "n_points": adv["n"],
+        "clean_acc_sample": adv["clean_acc"]["cheap"],
+        "robust_acc_linf": h.get("robust_acc_linf", {}).get("value"),
+        "robust_acc_l2": h.get("robust_acc_l2", {}).get("value"),
+        "eps": {"linf": h.get("robust_acc_linf", {}).get("eps"), "l2": h.get("robust_acc_l2", {}).get("eps")},
+        "reject_adaptive": {
+            opt: {n: v.get("value") for n, v in by.items()} for opt, by in h.get("reject", {}).items()
+        },
         "deepfool_score": h.get("deepfool_score"),
         "sanity_failed": [f["name"] for f in adv["flags"] if f["ok"] is False],
         "ood_auroc_reliability": {s: round(v["reliability"]["auroc"], 4) for s, v in entry["ood"].items()},
-        "accept_rate": entry["calibration"]["accept_rate"], "acc_accepted": entry["calibration"]["acc_accepted"],
+        "accept_rate": entry["calibration"]["accept_rate"],
+        "acc_accepted": entry["calibration"]["acc_accepted"],
     }
 
 
@@ -117,14 +139,19 @@ def one_line(label: str, e: dict) -> str:
     h = e["adversarial"]["headline"]
 
     def fig(d) -> str:
-        return "n/a" if not d or d.get("value") is None else (f"{100 * d['value']:.0f}% "
-                                                              f"[{100 * d['ci95'][0]:.0f}, {100 * d['ci95'][1]:.0f}]")
+        return (
+            "n/a"
+            if not d or d.get("value") is None
+            else (f"{100 * d['value']:.0f}% [{100 * d['ci95'][0]:.0f}, {100 * d['ci95'][1]:.0f}]")
+        )
 
     fails = [f["name"] for f in e["adversarial"]["flags"] if f["ok"] is False]
     rej = "; ".join(f"reject {o} adaptive {fig(v.get('linf'))}" for o, v in h.get("reject", {}).items())
-    return (f"{label}: robust acc L∞ {h.get('robust_acc_linf', {}).get('eps')}: {fig(h.get('robust_acc_linf'))}; "
-            f"{rej}; {e['adversarial']['seconds']:.0f}s adversarial"
-            + (f"; SANITY FAILED: {', '.join(fails)}" if fails else ""))
+    return (
+        f"{label}: robust acc L∞ {h.get('robust_acc_linf', {}).get('eps')}: {fig(h.get('robust_acc_linf'))}; "
+        f"{rej}; {e['adversarial']['seconds']:.0f}s adversarial"
+        + (f"; SANITY FAILED: {', '.join(fails)}" if fails else "")
+    )
 
 
 def blackbox_line(label: str, e: dict) -> str:
@@ -134,9 +161,12 @@ def blackbox_line(label: str, e: dict) -> str:
         return "n/a" if not d or d.get("value") is None else f"<= {100 * d['value']:.0f}%"
 
     fails = [f["name"] for f in e["flags"] if f["ok"] is False]
-    return (f"{label} (black-box, upper bounds): robust acc L∞ {fig(r.get('linf'))}, L2 {fig(r.get('l2'))}; "
-            + "; ".join(f"reject {o} L∞ {fig(v['linf'])}" for o, v in e["reject"].items())
-            + f"; {e['seconds']['total']:.0f}s" + (f"; SANITY FAILED: {', '.join(fails)}" if fails else ""))
+    return (
+        f"{label} (black-box, upper bounds): robust acc L∞ {fig(r.get('linf'))}, L2 {fig(r.get('l2'))}; "
+        + "; ".join(f"reject {o} L∞ {fig(v['linf'])}" for o, v in e["reject"].items())
+        + f"; {e['seconds']['total']:.0f}s"
+        + (f"; SANITY FAILED: {', '.join(fails)}" if fails else "")
+    )
 
 
 def write_annexes(results: dict) -> None:
@@ -158,14 +188,23 @@ def _threads(cfg: BenchConfig, ctx: DistContext) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // ctx.local_world_size))
 
 
-RUN_ERRORS = (FileNotFoundError, RunInProgressError, ValueError)  # a user's mistake: "error: ...", exit status 2
+RUN_ERRORS = (
+    FileNotFoundError,
+    RunInProgressError,
+    ValueError,
+)  # a user's mistake: "error: ...", exit status 2
 EXIT_SANITY, EXIT_UNMEASURED = 3, 4
 
 
 def unmeasured_entry(run: ModelRun, err: Exception) -> dict:
     """What the report says of a model the bench could not measure (e.g. ``bin_enc`` without one vertex per class)."""
-    return {"label": run.label, "variant": run.config.variant, "seed": run.config.seed,
-            "run_dir": relative_path(str(run.run_dir)), "reason": str(err)}
+    return {
+        "label": run.label,
+        "variant": run.config.variant,
+        "seed": run.config.seed,
+        "run_dir": relative_path(str(run.run_dir)),
+        "reason": str(err),
+    }
 
 
 def unmeasured_text(results: dict) -> str:
@@ -196,9 +235,12 @@ def described_by_runs(cfg: BenchConfig, runs: list[ModelRun]) -> BenchConfig:
         return cfg
     datasets = sorted({r.config.dataset for r in runs})
     if len(datasets) > 1:
-        raise ValueError("one bench measures one dataset; the runs given are of "
-                         + ", ".join(f"{d} ({', '.join(r.label for r in runs if r.config.dataset == d)})"
-                                     for d in datasets))
+        raise ValueError(
+            "one bench measures one dataset; the runs given are of "
+            + ", ".join(
+                f"{d} ({', '.join(r.label for r in runs if r.config.dataset == d)})" for d in datasets
+            )
+        )
     return replace(cfg, dataset=datasets[0], backbone=", ".join(sorted({r.config.backbone for r in runs})))
 
 
@@ -208,9 +250,17 @@ def run_bench(cfg: BenchConfig, ctx: DistContext = SINGLE) -> dict | None:
     _threads(cfg, ctx)
     runs = _resolve_runs(cfg, ctx)
     cfg = described_by_runs(cfg, runs)
-    results: dict = {"schema": SCHEMA, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": cfg.to_dict(),
-                     "environment": {**environment(), "world_size": ctx.world_size}, "models": {}, "unmeasured": {},
-                     "blackbox": {}, "ood_sets": {}, "skipped_ood_sets": {}}
+    results: dict = {
+        "schema": SCHEMA,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config": cfg.to_dict(),
+        "environment": {**environment(), "world_size": ctx.world_size},
+        "models": {},
+        "unmeasured": {},
+        "blackbox": {},
+        "ood_sets": {},
+        "skipped_ood_sets": {},
+    }
     mine = [(i, run) for i, run in enumerate(runs) if i % ctx.world_size == ctx.rank]
     done, cache, ood_sets = [], {}, None
     for i, run in (bar := tqdm(mine, desc="models", disable=not (cfg.progress and ctx.is_main))):
@@ -221,7 +271,9 @@ def run_bench(cfg: BenchConfig, ctx: DistContext = SINGLE) -> dict | None:
             if isinstance(run, OnnxModel):
                 entry, arr = evaluate_onnx(cfg, run, inputs)
             else:
-                entry, arr = (evaluate_outside if isinstance(run, OutsideModel) else evaluate_model)(cfg, run, inputs)
+                entry, arr = (evaluate_outside if isinstance(run, OutsideModel) else evaluate_model)(
+                    cfg, run, inputs
+                )
         except GeometryError as err:  # this model has no served score; the others are still measured
             entry, arr = unmeasured_entry(run, err), None
             tqdm.write(f"{run.label}: NOT MEASURED: {err}")
@@ -255,7 +307,9 @@ def run_bench(cfg: BenchConfig, ctx: DistContext = SINGLE) -> dict | None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")  # Foolbox logs chatter on the root logger
+    logging.basicConfig(
+        level=logging.WARNING, format="%(message)s"
+    )  # Foolbox logs chatter on the root logger
     log.setLevel(logging.INFO)
     ctx = SINGLE
     try:
@@ -269,9 +323,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutdown(ctx)
     if results is None:  # a rank other than 0: rank 0 reports
         return 0
-    failed = [(lbl, f["name"]) for lbl, e in results["models"].items() for f in e["adversarial"]["flags"]
-              if f["ok"] is False]
-    failed += [(lbl, f["name"]) for lbl, e in results["blackbox"].items() for f in e["flags"] if f["ok"] is False]
+    failed = [
+        (lbl, f["name"])
+        for lbl, e in results["models"].items()
+        for f in e["adversarial"]["flags"]
+        if f["ok"] is False
+    ]
+    failed += [
+        (lbl, f["name"]) for lbl, e in results["blackbox"].items() for f in e["flags"] if f["ok"] is False
+    ]
     print(f"wrote {Path(cfg.out) / 'report.md'} and results.json in {results['seconds_total']:.0f}s")
     if failed:
         print("SANITY FLAGS FAILED: " + ", ".join(f"{lbl}:{n}" for lbl, n in failed), file=sys.stderr)

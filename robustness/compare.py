@@ -42,9 +42,12 @@ class Model:
     @property
     def points(self) -> dict:
         """What fixes a model's adversarial points and the attacks on them (compared between the two sides)."""
-        return {"dataset": self.config.get("dataset"), "bench seed": self.config.get("seed"),
-                "points": self.entry["adversarial"]["n"]["cheap"],
-                **{f"attack plan {k}": v for k, v in self.config.get("adversarial", {}).items()}}
+        return {
+            "dataset": self.config.get("dataset"),
+            "bench seed": self.config.get("seed"),
+            "points": self.entry["adversarial"]["n"]["cheap"],
+            **{f"attack plan {k}": v for k, v in self.config.get("adversarial", {}).items()},
+        }
 
 
 def load_model(ref: str) -> Model:
@@ -60,8 +63,9 @@ def load_model(ref: str) -> Model:
         raise CompareError(f"{ref}: not a bench results.json ({type(err).__name__}: {err})") from None
     if not label:
         if len(models) != 1:
-            raise CompareError(f"{ref}: the file holds {len(models)} models; name one as {path}:LABEL "
-                               f"({', '.join(models)})")
+            raise CompareError(
+                f"{ref}: the file holds {len(models)} models; name one as {path}:LABEL ({', '.join(models)})"
+            )
         label = next(iter(models))
     if label not in models:
         raise CompareError(f"{ref}: no model {label!r} in {path} (it has {', '.join(models)})")
@@ -69,7 +73,9 @@ def load_model(ref: str) -> Model:
     try:
         entry["adversarial"]["n"]["cheap"], entry["adversarial"]["headline"]
     except (KeyError, TypeError):
-        raise CompareError(f"{ref}: the model has no adversarial headline figures (bench made without attacks?)") from None
+        raise CompareError(
+            f"{ref}: the model has no adversarial headline figures (bench made without attacks?)"
+        ) from None
     return Model(ref, config, entry)
 
 
@@ -79,7 +85,11 @@ ESCALATIONS = "attack plan adaptive_escalations"
 def converged_adaptive(m: Model) -> bool:
     """Whether every adaptive convergence check of the model stopped because a doubling moved nothing (so a bench
     allowing more doublings would have run exactly the same attacks on it)."""
-    flags = [f for f in m.entry["adversarial"].get("flags", []) if f.get("name", "").startswith("adaptive_converged")]
+    flags = [
+        f
+        for f in m.entry["adversarial"].get("flags", [])
+        if f.get("name", "").startswith("adaptive_converged")
+    ]
     return bool(flags) and all(f.get("ok") is True for f in flags)
 
 
@@ -97,11 +107,15 @@ def check_same_points(a: Model, b: Model) -> str | None:
         lower = a if va < vb else b
         if converged_adaptive(lower):
             del diff[ESCALATIONS]
-            note = (f"{a.ref} / {b.ref}: adaptive escalations {va} vs {vb}; {lower.ref} converged within "
-                    f"{min(va, vb)}, so it met the same attacks as under {max(va, vb)}")
+            note = (
+                f"{a.ref} / {b.ref}: adaptive escalations {va} vs {vb}; {lower.ref} converged within "
+                f"{min(va, vb)}, so it met the same attacks as under {max(va, vb)}"
+            )
     if diff:
-        raise CompareError(f"{a.ref} and {b.ref} were not measured on the same points: "
-                           + "; ".join(f"{k} {va} vs {vb}" for k, (va, vb) in sorted(diff.items())))
+        raise CompareError(
+            f"{a.ref} and {b.ref} were not measured on the same points: "
+            + "; ".join(f"{k} {va} vs {vb}" for k, (va, vb) in sorted(diff.items()))
+        )
     ia, ib = a.entry["adversarial"].get("points"), b.entry["adversarial"].get("points")
     if ia is not None and ib is not None and list(ia) != list(ib):
         raise CompareError(f"{a.ref} and {b.ref}: the stored test indices of the adversarial points differ")
@@ -122,24 +136,54 @@ def compare(pairs: Sequence[tuple[Model, Model]]) -> dict:
             xa, xb = pooled_points.setdefault((row["figure_a"], row["figure_b"]), ([], []))
             xa.append(pa[row["figure_a"]])
             xb.append(pb[row["figure_b"]])
-    pooled = [{"figure_a": fa, "figure_b": fb, "pairs": len(xa), **mcnemar(np.concatenate(xa), np.concatenate(xb))}
-              for (fa, fb), (xa, xb) in pooled_points.items()]
+    pooled = [
+        {"figure_a": fa, "figure_b": fb, "pairs": len(xa), **mcnemar(np.concatenate(xa), np.concatenate(xb))}
+        for (fa, fb), (xa, xb) in pooled_points.items()
+    ]
     return {"pairs": [[a.ref, b.ref] for a, b in pairs], "rows": rows, "pooled": pooled, "notes": notes}
 
 
 def markdown(result: dict) -> str:
     """The comparison as markdown tables: one row per pair and figure, then the pooled rows (several pairs)."""
+
     def fmt(r: dict, first: list[str]) -> str:
         diff = "–" if r["diff"] is None else f"{100 * r['diff']:+.1f}"
-        return "| " + " | ".join(first + [r["figure_a"], r["figure_b"], str(r["n"]), str(r["a_only"]),
-                                          str(r["b_only"]), diff, f"{r['p_value']:.3g}"]) + " |"
+        return (
+            "| "
+            + " | ".join(
+                first
+                + [
+                    r["figure_a"],
+                    r["figure_b"],
+                    str(r["n"]),
+                    str(r["a_only"]),
+                    str(r["b_only"]),
+                    diff,
+                    f"{r['p_value']:.3g}",
+                ]
+            )
+            + " |"
+        )
 
-    tail = ["figure A", "figure B", "points", "held by A only", "held by B only", "A − B (% points)", "p (exact)"]
+    tail = [
+        "figure A",
+        "figure B",
+        "points",
+        "held by A only",
+        "held by B only",
+        "A − B (% points)",
+        "p (exact)",
+    ]
     lines = ["| A | B | " + " | ".join(tail) + " |", "|" + "---|" * (len(tail) + 2)]
     lines += [fmt(r, [r["a_ref"], r["b_ref"]]) for r in result["rows"]]
     if len(result["pairs"]) > 1:
-        lines += ["", f"Pooled over the {len(result['pairs'])} pairs (all their points, discordant counts summed):",
-                  "", "| pairs | " + " | ".join(tail) + " |", "|" + "---|" * (len(tail) + 1)]
+        lines += [
+            "",
+            f"Pooled over the {len(result['pairs'])} pairs (all their points, discordant counts summed):",
+            "",
+            "| pairs | " + " | ".join(tail) + " |",
+            "|" + "---|" * (len(tail) + 1),
+        ]
         lines += [fmt(r, [str(r["pairs"])]) for r in result["pooled"]]
     if result.get("notes"):
         lines += ["", *(f"Note: {n}" for n in result["notes"])]
@@ -147,10 +191,15 @@ def markdown(result: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m robustness.compare", description=__doc__.split("\n\n")[0],
-                                allow_abbrev=False)
-    p.add_argument("refs", nargs="+", metavar="RESULTS[:LABEL]",
-                   help="pairs of models, A B [A2 B2 ...]: a bench's results.json and the model's label")
+    p = argparse.ArgumentParser(
+        prog="python -m robustness.compare", description=__doc__.split("\n\n")[0], allow_abbrev=False
+    )
+    p.add_argument(
+        "refs",
+        nargs="+",
+        metavar="RESULTS[:LABEL]",
+        help="pairs of models, A B [A2 B2 ...]: a bench's results.json and the model's label",
+    )
     p.add_argument("--json", type=Path, help="also write the comparison here (JSON)")
     return p
 

@@ -31,7 +31,9 @@ class BenchConfig:
     models: tuple[str, ...] = ()  # classifiers trained elsewhere: PKG.MODULE:FACTORY (robustness.outside)
     weights: tuple[str, ...] = ()  # their state dicts, one per model
     feature_layers: tuple[str, ...] = ()  # their feature layers ("" = the input of the last nn.Linear)
-    onnx: tuple[str, ...] = ()  # classifiers given only as ONNX graphs: black-box figures (robustness.onnx_bench)
+    onnx: tuple[
+        str, ...
+    ] = ()  # classifiers given only as ONNX graphs: black-box figures (robustness.onnx_bench)
     onnx_input_shape: tuple[int, int, int] | None = None  # (C, H, W) where the graph leaves it symbolic
     onnx_output: str | None = None  # the graph's logits output (default: "logits", else its only output)
     runs_dir: str = "runs"
@@ -43,7 +45,9 @@ class BenchConfig:
     seed: int = 0  # bench seed: sample selection, attack randomness, OOD generation
     n_id: int = 2000  # ID test points for OOD / misclassification / calibration
     n_ood: int = 1000  # points per OOD set
-    n_fit: int = 5000  # training points the Mahalanobis / KNN detectors (and the ablation's reject option) fit on
+    n_fit: int = (
+        5000  # training points the Mahalanobis / KNN detectors (and the ablation's reject option) fit on
+    )
     knn_k: int = 10
     ood_sets: tuple[str, ...] = ALL_SETS
     train_missing: bool = True
@@ -66,23 +70,56 @@ class BenchConfig:
 # doubles steps and restarts on the unbroken points until the figure stops moving).
 QUICK_BUDGET = AttackBudget(square_queries=1000)
 BENCH_PROFILES = {
-    "quick": dict(n_id=2000, n_ood=1000, n_fit=5000,
-                  adversarial=dict(n_cheap=100, n_expensive=100, n_blackbox=20, budget=QUICK_BUDGET,
-                                   adaptive=AdaptiveBudget(steps=30, restarts=1))),
+    "quick": dict(
+        n_id=2000,
+        n_ood=1000,
+        n_fit=5000,
+        adversarial=dict(
+            n_cheap=100,
+            n_expensive=100,
+            n_blackbox=20,
+            budget=QUICK_BUDGET,
+            adaptive=AdaptiveBudget(steps=30, restarts=1),
+        ),
+    ),
     # GPU: more points and bigger budgets.
-    "paper": dict(n_id=10000, n_ood=5000, n_fit=20000,
-                  adversarial=dict(n_cheap=2000, n_expensive=500, n_blackbox=50,
-                                   adaptive=AdaptiveBudget(steps=50, restarts=2),
-                                   budget=AttackBudget(pgd_steps=50, pgd_restarts=2, cw_binary_steps=9, cw_steps=100,
-                                                       cw_stepsize=0.01, fmn_steps=200, hsj_steps=40,
-                                                       hsj_initial_evals=100, hsj_max_evals=2000))),
+    "paper": dict(
+        n_id=10000,
+        n_ood=5000,
+        n_fit=20000,
+        adversarial=dict(
+            n_cheap=2000,
+            n_expensive=500,
+            n_blackbox=50,
+            adaptive=AdaptiveBudget(steps=50, restarts=2),
+            budget=AttackBudget(
+                pgd_steps=50,
+                pgd_restarts=2,
+                cw_binary_steps=9,
+                cw_steps=100,
+                cw_stepsize=0.01,
+                fmn_steps=200,
+                hsj_steps=40,
+                hsj_initial_evals=100,
+                hsj_max_evals=2000,
+            ),
+        ),
+    ),
 }
 assert set(BENCH_PROFILES) == set(get_args(Profile))
 # --thorough on top of a profile: >= 1000 points everywhere, every seed, full ε grids for the AutoAttack components
 # and the adaptive attack, Square with 5000 queries, adaptive 50 steps x 2 restarts (its check 100 x 4).
-THOROUGH = dict(n_cheap=1000, n_expensive=1000, n_blackbox=100, adaptive_eps_linf=(), adaptive_eps_l2=(),
-                ensemble_eps_linf=(), ensemble_eps_l2=(), adaptive=AdaptiveBudget(steps=50, restarts=2),
-                attacks=ALL_ATTACKS)
+THOROUGH = dict(
+    n_cheap=1000,
+    n_expensive=1000,
+    n_blackbox=100,
+    adaptive_eps_linf=(),
+    adaptive_eps_l2=(),
+    ensemble_eps_linf=(),
+    ensemble_eps_l2=(),
+    adaptive=AdaptiveBudget(steps=50, restarts=2),
+    attacks=ALL_ATTACKS,
+)
 THOROUGH_SQUARE_QUERIES = 5000
 
 
@@ -157,85 +194,180 @@ class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
 
 def _add_budget_options(p: argparse.ArgumentParser) -> None:
     """The options that change the bench's sample counts, ε grids and attacks (defaults: the --profile's)."""
-    p.add_argument("--thorough", action="store_true", help=f">= {THOROUGH['n_cheap']} points "
-                   f"({THOROUGH['n_blackbox']} black-box), every seed found in --runs-dir, every attack (FAB-T "
-                   "included), full ε grids for AutoAttack and the adaptive attack, Square "
-                   f"{THOROUGH_SQUARE_QUERIES} queries, adaptive "
-                   f"{THOROUGH['adaptive'].steps} steps x {THOROUGH['adaptive'].restarts} restarts (hours on 2 CPU "
-                   "cores)")
-    p.add_argument("--n-samples", type=int, help=f"test points for the cheap attacks (default "
-                   f"{_per_profile(_adv('n_cheap'))}); with it, the expensive attacks use half, the black-box one a "
-                   "tenth")
-    p.add_argument("--n-expensive", type=int, help="points for the minimum-norm, AutoAttack and adaptive attacks "
-                   f"(default {_per_profile(_adv('n_expensive'))})")
-    p.add_argument("--n-blackbox", type=int, help="points for the black-box HopSkipJump attack (default "
-                   f"{_per_profile(_adv('n_blackbox'))})")
-    p.add_argument("--n-ood", type=int, help=f"points per OOD set (default {_per_profile(lambda prof: prof['n_ood'])})")
-    p.add_argument("--n-id", type=int, help="ID test points for OOD / misclassification / calibration (default "
-                   f"{_per_profile(lambda prof: prof['n_id'])})")
-    p.add_argument("--eps", help=f"L∞ ε grid, comma-separated (0 is added); default {_grid(DEFAULT_PLAN.eps_linf)}")
+    p.add_argument(
+        "--thorough",
+        action="store_true",
+        help=f">= {THOROUGH['n_cheap']} points "
+        f"({THOROUGH['n_blackbox']} black-box), every seed found in --runs-dir, every attack (FAB-T "
+        "included), full ε grids for AutoAttack and the adaptive attack, Square "
+        f"{THOROUGH_SQUARE_QUERIES} queries, adaptive "
+        f"{THOROUGH['adaptive'].steps} steps x {THOROUGH['adaptive'].restarts} restarts (hours on 2 CPU "
+        "cores)",
+    )
+    p.add_argument(
+        "--n-samples",
+        type=int,
+        help=f"test points for the cheap attacks (default "
+        f"{_per_profile(_adv('n_cheap'))}); with it, the expensive attacks use half, the black-box one a "
+        "tenth",
+    )
+    p.add_argument(
+        "--n-expensive",
+        type=int,
+        help="points for the minimum-norm, AutoAttack and adaptive attacks "
+        f"(default {_per_profile(_adv('n_expensive'))})",
+    )
+    p.add_argument(
+        "--n-blackbox",
+        type=int,
+        help=f"points for the black-box HopSkipJump attack (default {_per_profile(_adv('n_blackbox'))})",
+    )
+    p.add_argument(
+        "--n-ood", type=int, help=f"points per OOD set (default {_per_profile(lambda prof: prof['n_ood'])})"
+    )
+    p.add_argument(
+        "--n-id",
+        type=int,
+        help="ID test points for OOD / misclassification / calibration (default "
+        f"{_per_profile(lambda prof: prof['n_id'])})",
+    )
+    p.add_argument(
+        "--eps", help=f"L∞ ε grid, comma-separated (0 is added); default {_grid(DEFAULT_PLAN.eps_linf)}"
+    )
     p.add_argument("--eps-l2", help=f"L2 ε grid; default {_grid(DEFAULT_PLAN.eps_l2)}")
-    p.add_argument("--attack-steps", type=int, help="PGD / adaptive steps S (APGD and FAB use 5S, FMN 5S, C&W 2S "
-                   "per binary-search step); default PGD " + _per_profile(lambda prof: prof["adversarial"]["budget"]
-                                                                          .pgd_steps)
-                   + ", adaptive " + _per_profile(lambda prof: prof["adversarial"]["adaptive"].steps)
-                   + ", APGD / FAB " + _per_profile(lambda prof: prof["adversarial"]["budget"].apgd_steps))
-    p.add_argument("--square-queries", type=int, help="queries of the Square attack per run (default "
-                   + _per_profile(lambda prof: prof["adversarial"]["budget"].square_queries)
-                   + f"; --thorough: {THOROUGH_SQUARE_QUERIES})")
-    p.add_argument("--attacks", help=f"comma-separated subset of: {', '.join(REGISTRY)} (default all but "
-                   f"{', '.join(a for a in REGISTRY if a not in DEFAULT_PLAN.attacks)}; --thorough: all)")
-    p.add_argument("--adaptive-escalations", type=int, help="at most this many doublings of the adaptive attack's "
-                   f"steps and restarts in its convergence check (default {DEFAULT_PLAN.adaptive_escalations}; each "
-                   "costs about 4x the one before)")
+    p.add_argument(
+        "--attack-steps",
+        type=int,
+        help="PGD / adaptive steps S (APGD and FAB use 5S, FMN 5S, C&W 2S "
+        "per binary-search step); default PGD "
+        + _per_profile(lambda prof: prof["adversarial"]["budget"].pgd_steps)
+        + ", adaptive "
+        + _per_profile(lambda prof: prof["adversarial"]["adaptive"].steps)
+        + ", APGD / FAB "
+        + _per_profile(lambda prof: prof["adversarial"]["budget"].apgd_steps),
+    )
+    p.add_argument(
+        "--square-queries",
+        type=int,
+        help="queries of the Square attack per run (default "
+        + _per_profile(lambda prof: prof["adversarial"]["budget"].square_queries)
+        + f"; --thorough: {THOROUGH_SQUARE_QUERIES})",
+    )
+    p.add_argument(
+        "--attacks",
+        help=f"comma-separated subset of: {', '.join(REGISTRY)} (default all but "
+        f"{', '.join(a for a in REGISTRY if a not in DEFAULT_PLAN.attacks)}; --thorough: all)",
+    )
+    p.add_argument(
+        "--adaptive-escalations",
+        type=int,
+        help="at most this many doublings of the adaptive attack's "
+        f"steps and restarts in its convergence check (default {DEFAULT_PLAN.adaptive_escalations}; each "
+        "costs about 4x the one before)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m robustness.bench", allow_abbrev=False,
-                                description="Adversarial robustness, reject option and OOD detection of the four heads.",
-                                formatter_class=_DefaultsHelp)
-    p.add_argument("--dataset", default="fashion-mnist", help="dataset of the runs (with --evaluate: the runs' own)")
-    p.add_argument("--variants", default="bin_enc,no_pen,lin_pen,nonlin_pen",
-                   help=f"comma-separated heads, some of: {', '.join(VARIANTS)}")
+    p = argparse.ArgumentParser(
+        prog="python -m robustness.bench",
+        allow_abbrev=False,
+        description="Adversarial robustness, reject option and OOD detection of the four heads.",
+        formatter_class=_DefaultsHelp,
+    )
+    p.add_argument(
+        "--dataset", default="fashion-mnist", help="dataset of the runs (with --evaluate: the runs' own)"
+    )
+    p.add_argument(
+        "--variants",
+        default="bin_enc,no_pen,lin_pen,nonlin_pen",
+        help=f"comma-separated heads, some of: {', '.join(VARIANTS)}",
+    )
     p.add_argument("--backbone", default="cnn", help="backbone of the runs (with --evaluate: the runs' own)")
-    p.add_argument("--profile", default="quick", choices=sorted(BENCH_PROFILES),
-                   help="two things at once: the training profile of the runs to find or train (--evaluate runs keep "
-                   "their own) AND the bench's budgets: test points " + _per_profile(_adv("n_cheap")) + ", PGD steps "
-                   + _per_profile(lambda prof: prof["adversarial"]["budget"].pgd_steps) + ", ID / OOD points "
-                   + _per_profile(lambda prof: f"{prof['n_id']}/{prof['n_ood']}"))
+    p.add_argument(
+        "--profile",
+        default="quick",
+        choices=sorted(BENCH_PROFILES),
+        help="two things at once: the training profile of the runs to find or train (--evaluate runs keep "
+        "their own) AND the bench's budgets: test points "
+        + _per_profile(_adv("n_cheap"))
+        + ", PGD steps "
+        + _per_profile(lambda prof: prof["adversarial"]["budget"].pgd_steps)
+        + ", ID / OOD points "
+        + _per_profile(lambda prof: f"{prof['n_id']}/{prof['n_ood']}"),
+    )
     p.add_argument("--seeds", default="0", help="comma-separated training seeds")
     _add_budget_options(p)
     p.add_argument("--ood-sets", help=f"comma-separated subset of: {', '.join(ALL_SETS)}")
     p.add_argument("--out", default="bench_out", help="output directory (results.json, report.md, *.png)")
     p.add_argument("--runs-dir", default="runs", help="where cached training runs live (and new ones go)")
-    p.add_argument("--run", "--evaluate", action="append", default=[], metavar="DIR", dest="run",
-                   help="evaluate this finished run directory as it is (repeatable; replaces --variants/--seeds). "
-                   "Under torchrun write --evaluate: torchrun reads --run as its own --run-path")
-    p.add_argument("--model", action="append", default=[], metavar="PKG.MODULE:FACTORY",
-                   help="also bench a classifier trained elsewhere: a factory returning an nn.Module that maps [0, 1] "
-                   "images to logits (repeatable, one --weights each). Without --run or --variants only these are "
-                   "benched")
-    p.add_argument("--weights", action="append", default=[], metavar="FILE", help="state dict of each --model")
-    p.add_argument("--feature-layer", action="append", default=[], metavar="NAME",
-                   help="module whose output is the --model's feature layer for Mahalanobis / KNN (one per --model "
-                   "or none; default: the input of the last nn.Linear)")
-    p.add_argument("--onnx", action="append", default=[], metavar="FILE",
-                   help="also bench a classifier given only as an ONNX graph (float32 [0, 1] images N,C,H,W -> "
-                   "logits): black-box attacks (Square, HopSkipJump) and OOD detection from its logits, reported as "
-                   "upper bounds (repeatable). Without --run, --model or --variants only these are benched")
-    p.add_argument("--onnx-input-shape", metavar="C,H,W", help="the --onnx graphs' image shape where the graph "
-                   "leaves it symbolic (default: read from the graph)")
-    p.add_argument("--onnx-output", metavar="NAME", help="the --onnx graphs' logits output (default: the output "
-                   "named 'logits', else the only output)")
+    p.add_argument(
+        "--run",
+        "--evaluate",
+        action="append",
+        default=[],
+        metavar="DIR",
+        dest="run",
+        help="evaluate this finished run directory as it is (repeatable; replaces --variants/--seeds). "
+        "Under torchrun write --evaluate: torchrun reads --run as its own --run-path",
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="PKG.MODULE:FACTORY",
+        help="also bench a classifier trained elsewhere: a factory returning an nn.Module that maps [0, 1] "
+        "images to logits (repeatable, one --weights each). Without --run or --variants only these are "
+        "benched",
+    )
+    p.add_argument(
+        "--weights", action="append", default=[], metavar="FILE", help="state dict of each --model"
+    )
+    p.add_argument(
+        "--feature-layer",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="module whose output is the --model's feature layer for Mahalanobis / KNN (one per --model "
+        "or none; default: the input of the last nn.Linear)",
+    )
+    p.add_argument(
+        "--onnx",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="also bench a classifier given only as an ONNX graph (float32 [0, 1] images N,C,H,W -> "
+        "logits): black-box attacks (Square, HopSkipJump) and OOD detection from its logits, reported as "
+        "upper bounds (repeatable). Without --run, --model or --variants only these are benched",
+    )
+    p.add_argument(
+        "--onnx-input-shape",
+        metavar="C,H,W",
+        help="the --onnx graphs' image shape where the graph "
+        "leaves it symbolic (default: read from the graph)",
+    )
+    p.add_argument(
+        "--onnx-output",
+        metavar="NAME",
+        help="the --onnx graphs' logits output (default: the output named 'logits', else the only output)",
+    )
     p.add_argument("--data-dir", help="dataset directory (see `python -m training --help`)")
-    p.add_argument("--ood-data-dir", help="directory with MNIST IDX files for the mnist OOD set "
-                   "(default: the MNIST test set shipped in data/mnist)")
+    p.add_argument(
+        "--ood-data-dir",
+        help="directory with MNIST IDX files for the mnist OOD set "
+        "(default: the MNIST test set shipped in data/mnist)",
+    )
     p.add_argument("--device", default=None, help="cpu (default) or cuda")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
-    p.add_argument("--seed", type=int, default=0, help="bench seed (sample choice, attack randomness, OOD sets)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="bench seed (sample choice, attack randomness, OOD sets)"
+    )
     p.add_argument("--no-train", action="store_true", help="fail instead of training a missing run")
-    p.add_argument("--strict", action="store_true", help="exit with status 3 if any sanity flag fails (a model that "
-                   "could not be measured always gives status 4)")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit with status 3 if any sanity flag fails (a model that "
+        "could not be measured always gives status 4)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -247,16 +379,20 @@ def _plan(args: argparse.Namespace, prof: dict) -> AdversarialPlan:
         kw["budget"] = replace(kw["budget"], square_queries=THOROUGH_SQUARE_QUERIES)
     if args.attack_steps:
         s = args.attack_steps
-        kw["budget"] = replace(kw["budget"], pgd_steps=s, fmn_steps=5 * s, cw_steps=2 * s, apgd_steps=5 * s,
-                               fab_steps=5 * s)
+        kw["budget"] = replace(
+            kw["budget"], pgd_steps=s, fmn_steps=5 * s, cw_steps=2 * s, apgd_steps=5 * s, fab_steps=5 * s
+        )
         kw["adaptive"] = replace(kw.get("adaptive", AdaptiveBudget()), steps=s)
     if args.square_queries is not None:
         if args.square_queries < 1:
             raise ValueError(f"--square-queries must be >= 1, got {args.square_queries}")
         kw["budget"] = replace(kw["budget"], square_queries=args.square_queries)
     if args.n_samples:
-        kw.update(n_cheap=args.n_samples, n_expensive=max(1, args.n_samples // 2),
-                  n_blackbox=max(1, args.n_samples // 10))
+        kw.update(
+            n_cheap=args.n_samples,
+            n_expensive=max(1, args.n_samples // 2),
+            n_blackbox=max(1, args.n_samples // 10),
+        )
     if args.n_expensive:
         kw["n_expensive"] = args.n_expensive
     if args.n_blackbox:
@@ -295,24 +431,46 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str] | None = None
     prof = BENCH_PROFILES[args.profile]
     ood_sets = tuple(names_among(args.ood_sets or "", ALL_SETS, "OOD sets") or ALL_SETS)
     if len(args.weights) != len(args.model):
-        raise ValueError(f"expected one --weights per --model, got {len(args.model)} --model and "
-                         f"{len(args.weights)} --weights")
+        raise ValueError(
+            f"expected one --weights per --model, got {len(args.model)} --model and "
+            f"{len(args.weights)} --weights"
+        )
     if args.feature_layer and len(args.feature_layer) != len(args.model):
-        raise ValueError(f"expected one --feature-layer per --model or none, got {len(args.feature_layer)} for "
-                         f"{len(args.model)} --model")
+        raise ValueError(
+            f"expected one --feature-layer per --model or none, got {len(args.feature_layer)} for "
+            f"{len(args.model)} --model"
+        )
     explicit_variants = any(a == "--variants" or a.startswith("--variants=") for a in argv or [])
     only_outside = (args.model or args.onnx) and not args.run and not explicit_variants
     variants = () if only_outside else tuple(names_among(args.variants, VARIANTS, "variants"))
     return BenchConfig(
-        dataset=args.dataset, backbone=args.backbone, profile=args.profile,
-        variants=variants, seeds=tuple(int(s) for s in parse_names(args.seeds)),
-        all_seeds=args.thorough, thorough=args.thorough, runs=tuple(args.run),
-        models=tuple(args.model), weights=tuple(args.weights),
+        dataset=args.dataset,
+        backbone=args.backbone,
+        profile=args.profile,
+        variants=variants,
+        seeds=tuple(int(s) for s in parse_names(args.seeds)),
+        all_seeds=args.thorough,
+        thorough=args.thorough,
+        runs=tuple(args.run),
+        models=tuple(args.model),
+        weights=tuple(args.weights),
         feature_layers=tuple(args.feature_layer) or ("",) * len(args.model),
-        onnx=tuple(args.onnx), onnx_input_shape=parse_shape(args.onnx_input_shape), onnx_output=args.onnx_output,
-        runs_dir=args.runs_dir, data_dir=args.data_dir, ood_data_dir=args.ood_data_dir, out=args.out,
-        device=args.device or "cpu", threads=args.threads, seed=args.seed,
-        n_id=args.n_id or prof["n_id"], n_ood=args.n_ood or prof["n_ood"], n_fit=prof["n_fit"],
-        ood_sets=ood_sets, train_missing=not args.no_train, adversarial=_plan(args, prof), progress=not args.quiet,
+        onnx=tuple(args.onnx),
+        onnx_input_shape=parse_shape(args.onnx_input_shape),
+        onnx_output=args.onnx_output,
+        runs_dir=args.runs_dir,
+        data_dir=args.data_dir,
+        ood_data_dir=args.ood_data_dir,
+        out=args.out,
+        device=args.device or "cpu",
+        threads=args.threads,
+        seed=args.seed,
+        n_id=args.n_id or prof["n_id"],
+        n_ood=args.n_ood or prof["n_ood"],
+        n_fit=prof["n_fit"],
+        ood_sets=ood_sets,
+        train_missing=not args.no_train,
+        adversarial=_plan(args, prof),
+        progress=not args.quiet,
         command=" ".join(["python -m robustness.bench", *(relative_path(a) for a in argv or [])]),
     )

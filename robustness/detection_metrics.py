@@ -24,8 +24,21 @@ from sklearn.metrics import average_precision_score, roc_curve
 from training.calibration import as1d as _as1d
 from training.calibration import auroc, calibrate_threshold, fpr_at_tpr
 
-__all__ = ["auroc", "fpr_at_tpr", "threshold_at_tpr", "bootstrap_interval", "aupr", "ood_metrics", "roc_points",
-           "misclassification_auroc", "ece", "risk_coverage", "aurc", "optimal_aurc", "selective_metrics"]
+__all__ = [
+    "auroc",
+    "fpr_at_tpr",
+    "threshold_at_tpr",
+    "bootstrap_interval",
+    "aupr",
+    "ood_metrics",
+    "roc_points",
+    "misclassification_auroc",
+    "ece",
+    "risk_coverage",
+    "aurc",
+    "optimal_aurc",
+    "selective_metrics",
+]
 
 ECE_BINS = 15
 
@@ -36,8 +49,14 @@ def threshold_at_tpr(scores_pos, tpr: float = 0.95) -> float:
     return float("nan") if s.size == 0 else calibrate_threshold(s, tpr)
 
 
-def bootstrap_interval(scores_pos, scores_neg, metric: Callable[[np.ndarray, np.ndarray], float] = auroc,
-                       n_boot: int = 200, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+def bootstrap_interval(
+    scores_pos,
+    scores_neg,
+    metric: Callable[[np.ndarray, np.ndarray], float] = auroc,
+    n_boot: int = 200,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
     """Percentile bootstrap interval of ``metric(pos, neg)``: each side resampled with replacement, ``n_boot`` times.
 
     ``nan`` bounds when a side is empty or ``n_boot`` < 1.
@@ -155,7 +174,11 @@ def optimal_aurc(correct) -> float:
 def selective_metrics(scores, correct, max_points: int = 100) -> dict:
     """Misclassification AUROC, AURC, E-AURC and a thinned risk-coverage curve for one score."""
     cov, risk = risk_coverage(scores, correct)
-    idx = np.unique(np.linspace(0, len(cov) - 1, min(max_points, len(cov))).round().astype(int)) if len(cov) else []
+    idx = (
+        np.unique(np.linspace(0, len(cov) - 1, min(max_points, len(cov))).round().astype(int))
+        if len(cov)
+        else []
+    )
     a = float(risk.mean()) if risk.size else float("nan")
     return {
         "misclassification_auroc": misclassification_auroc(scores, correct),

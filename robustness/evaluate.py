@@ -39,15 +39,22 @@ class Inputs:
     ood_sets: list[OODSet]
     id_idx: np.ndarray
     fit_idx: np.ndarray
-    adv_idx: np.ndarray | None = None  # test indices of x_adv, stored with the results for cross-bench pairing
+    adv_idx: np.ndarray | None = (
+        None  # test indices of x_adv, stored with the results for cross-bench pairing
+    )
 
 
 def served_option(art: Artifact, device: str) -> RejectOption:
     """The artifact's own reject option: its score module (rebuilt from the metadata) and its threshold, with
     every adaptive success confirmed by the ONNX graph."""
     geo = VertexGeometry.from_metadata(art.metadata) if art.score_name == VERTEX_SCORE else None
-    return RejectOption(art.score_name, score_module(geo).to(device), art.threshold,
-                        graph_confirm(art.run, art.threshold), art.run)
+    return RejectOption(
+        art.score_name,
+        score_module(geo).to(device),
+        art.threshold,
+        graph_confirm(art.run, art.threshold),
+        art.run,
+    )
 
 
 def _features(net, images: np.ndarray, option: RejectOption, device: str) -> Features:
@@ -60,18 +67,32 @@ def _features(net, images: np.ndarray, option: RejectOption, device: str) -> Fea
 def _parity(net, art: Artifact, option: RejectOption, images: np.ndarray, device: str) -> dict:
     served = art.run(to_tensor(images).numpy())
     f = _features(net, images, option, device)
-    return {"n": int(len(images)), "max_abs_diff_reliability": float(np.abs(f.reliability - served["reliability"]).max()),
-            "argmax_agreement": float((f.logits.argmax(1) == served["logits"].argmax(1)).mean()),
-            "accept_agreement": float((accepts(f.reliability, option.threshold)
-                                       == accepts(served["reliability"], art.threshold)).mean())}
+    return {
+        "n": int(len(images)),
+        "max_abs_diff_reliability": float(np.abs(f.reliability - served["reliability"]).max()),
+        "argmax_agreement": float((f.logits.argmax(1) == served["logits"].argmax(1)).mean()),
+        "accept_agreement": float(
+            (accepts(f.reliability, option.threshold) == accepts(served["reliability"], art.threshold)).mean()
+        ),
+    }
 
 
 def geometry_summary(run_dir: Path) -> dict:
     m = read_metrics(run_dir)
     if not m:
         return {}
-    out = {k: m.get(k) for k in ("num_classes", "train_acc", "val_acc", "test_acc", "latent_width",
-                                 "bimodal_dims", "all_dims_bimodal")}
+    out = {
+        k: m.get(k)
+        for k in (
+            "num_classes",
+            "train_acc",
+            "val_acc",
+            "test_acc",
+            "latent_width",
+            "bimodal_dims",
+            "all_dims_bimodal",
+        )
+    }
     for k in ("same_encoding", "distinct_class_codes", "nc1", "sigma_w_rel"):
         if k in m.get("test", {}):
             out[f"test_{k}"] = m["test"][k]
@@ -94,17 +115,35 @@ def ood_and_selective(cfg: BenchConfig, net, inp: Inputs, option: RejectOption) 
     for s in inp.ood_sets:
         f = _features(net, s.images, option, cfg.device)
         s_ood[s.name] = {name: d.score(f) for name, d in dets.items()}
-        ood[s.name] = {name: {**metrics.ood_metrics(s_id[name], s_ood[s.name][name]),
-                              "roc": metrics.roc_points(s_id[name], s_ood[s.name][name], 60)} for name in dets}
+        ood[s.name] = {
+            name: {
+                **metrics.ood_metrics(s_id[name], s_ood[s.name][name]),
+                "roc": metrics.roc_points(s_id[name], s_ood[s.name][name], 60),
+            }
+            for name in dets
+        }
         ood[s.name]["accept_rate_at_threshold"] = float(np.mean(accepts(f.reliability, option.threshold)))
-    calib = {"n": int(len(y_id)), "acc": float(correct.mean()),
-             "ece_max_softmax": metrics.ece(np.exp(log_max_softmax(f_id.logits)[0]), correct),
-             "ece_reliability": metrics.ece(f_id.reliability, correct), "threshold": option.threshold,
-             **accept_summary(correct, accepted)}
-    entry = {"ood": ood, "misclassification": {name: metrics.selective_metrics(s_id[name], correct, 50)
-                                               for name in dets}, "calibration": calib}
-    arrays = {"scores_id": s_id, "reliability_id": f_id.reliability, "z_id": f_id.z, "y_id": y_id,
-              "reliability_ood": {k: v.get("reliability") for k, v in s_ood.items()}, "correct": correct}
+    calib = {
+        "n": int(len(y_id)),
+        "acc": float(correct.mean()),
+        "ece_max_softmax": metrics.ece(np.exp(log_max_softmax(f_id.logits)[0]), correct),
+        "ece_reliability": metrics.ece(f_id.reliability, correct),
+        "threshold": option.threshold,
+        **accept_summary(correct, accepted),
+    }
+    entry = {
+        "ood": ood,
+        "misclassification": {name: metrics.selective_metrics(s_id[name], correct, 50) for name in dets},
+        "calibration": calib,
+    }
+    arrays = {
+        "scores_id": s_id,
+        "reliability_id": f_id.reliability,
+        "z_id": f_id.z,
+        "y_id": y_id,
+        "reliability_ood": {k: v.get("reliability") for k, v in s_ood.items()},
+        "correct": correct,
+    }
     return entry, arrays
 
 
@@ -123,16 +162,33 @@ def evaluate_model(cfg: BenchConfig, run: ModelRun, inp: Inputs) -> tuple[dict, 
     adv, ood_entry, arrays, parity, t_ood = measure(cfg, net, art, options, inp, run.label)
     geometry = geometry_summary(run.run_dir)
     entry = {
-        "label": run.label, "variant": train_cfg.variant, "seed": train_cfg.seed, "run_dir": relative_path(str(run.run_dir)),
-        "run_status": run.status, "train_config": train_cfg.to_dict(),
-        "artifact": {"path": relative_path(str(art_path)), "exported_now": exported, "score": art.score_name,
-                     "threshold": art.threshold, "target_accept_rate": art.target_accept_rate,
-                     "checksum": art.metadata.get("checksum"), "code_version": art.metadata.get("code_version"),
-                     "parity_with_torch": parity},
+        "label": run.label,
+        "variant": train_cfg.variant,
+        "seed": train_cfg.seed,
+        "run_dir": relative_path(str(run.run_dir)),
+        "run_status": run.status,
+        "train_config": train_cfg.to_dict(),
+        "artifact": {
+            "path": relative_path(str(art_path)),
+            "exported_now": exported,
+            "score": art.score_name,
+            "threshold": art.threshold,
+            "target_accept_rate": art.target_accept_rate,
+            "checksum": art.metadata.get("checksum"),
+            "code_version": art.metadata.get("code_version"),
+            "parity_with_torch": parity,
+        },
         "reject_options": {o.name: {"threshold": o.threshold, "served": o is option} for o in options},
-        "test_acc": geometry.get("test_acc"), "geometry": geometry, "adversarial": adv, **ood_entry,
-        "seconds": {"load_export": round(t_load, 2), "adversarial": adv["seconds"],
-                    "ccat": adv["ccat_seconds"], "ood": t_ood},
+        "test_acc": geometry.get("test_acc"),
+        "geometry": geometry,
+        "adversarial": adv,
+        **ood_entry,
+        "seconds": {
+            "load_export": round(t_load, 2),
+            "adversarial": adv["seconds"],
+            "ccat": adv["ccat_seconds"],
+            "ood": t_ood,
+        },
     }
     return entry, arrays
 
@@ -146,21 +202,47 @@ def ccat_all(cfg: BenchConfig, net, options: list[RejectOption], inp: Inputs, x,
         by = adv["headline"].get("reject", {}).get(o.name, {})
         norms = {k: v for k, v in eps.items() if k in by}
         broken = {k: ~np.asarray(by[k]["robust_points"], bool) for k in norms}
-        out[o.name] = ccat_figures(net, o, val, inp.data.val.labels, x[:n], y[:n], broken, norms,
-                                   cfg.adversarial.adaptive, cfg.seed, cfg.device)
+        out[o.name] = ccat_figures(
+            net,
+            o,
+            val,
+            inp.data.val.labels,
+            x[:n],
+            y[:n],
+            broken,
+            norms,
+            cfg.adversarial.adaptive,
+            cfg.seed,
+            cfg.device,
+        )
     return out
 
 
-def measure(cfg: BenchConfig, net, art: Artifact, options: list[RejectOption], inp: Inputs, label: str,
-            ) -> tuple[dict, dict, dict, dict, float]:
+def measure(
+    cfg: BenchConfig,
+    net,
+    art: Artifact,
+    options: list[RejectOption],
+    inp: Inputs,
+    label: str,
+) -> tuple[dict, dict, dict, dict, float]:
     """The measurements every model gets (``options[0]`` is the served one): artifact parity, the adversarial
     evaluation with CCAT's figures, OOD and selective classification. Returns ``(adversarial, ood entry, arrays,
     parity, OOD seconds)``."""
     option = options[0]
     parity = _parity(net, art, option, inp.data.test.images[inp.id_idx[:256]], cfg.device)
     x, y = inp.x_adv.to(cfg.device), inp.y_adv.to(cfg.device)
-    adv = evaluate_adversarial(net, x, y, cfg.adversarial, options, blackbox=lambda a: art.run(a)["logits"],
-                               seed=cfg.seed, progress=cfg.progress, label=label)
+    adv = evaluate_adversarial(
+        net,
+        x,
+        y,
+        cfg.adversarial,
+        options,
+        blackbox=lambda a: art.run(a)["logits"],
+        seed=cfg.seed,
+        progress=cfg.progress,
+        label=label,
+    )
     adv["paper_deepfool"] = paper_deepfool(net, x[: cfg.adversarial.n_expensive])
     if inp.adv_idx is not None:
         adv["points"] = [int(i) for i in inp.adv_idx]
@@ -169,7 +251,11 @@ def measure(cfg: BenchConfig, net, art: Artifact, options: list[RejectOption], i
     adv["ccat_seconds"] = round(time.perf_counter() - t, 2)
     t = time.perf_counter()
     ood_entry, arrays = ood_and_selective(cfg, net, inp, option)
-    realized = realized_guarantee(art.acceptance, arrays["reliability_id"] >= option.threshold, arrays["correct"])
-    if realized is not None:  # the artifact certifies a selective error: what it realizes on the ID test points
+    realized = realized_guarantee(
+        art.acceptance, arrays["reliability_id"] >= option.threshold, arrays["correct"]
+    )
+    if (
+        realized is not None
+    ):  # the artifact certifies a selective error: what it realizes on the ID test points
         ood_entry["guarantee"] = realized
     return adv, ood_entry, arrays, parity, round(time.perf_counter() - t, 2)

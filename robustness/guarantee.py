@@ -34,39 +34,52 @@ def realized(acceptance: dict, accepted: np.ndarray, correct: np.ndarray) -> dic
     acc, ok = np.asarray(accepted, dtype=bool).reshape(-1), np.asarray(correct, dtype=bool).reshape(-1)
     n, k = int(acc.sum()), int((acc & ~ok).sum())
     ci = binomtest(k, n).proportion_ci(0.95, method="exact") if n else None
-    return clean_json({
-        "n_test": int(acc.size),
-        "accepted": n,
-        "errors_accepted": k,
-        "coverage": float(acc.mean()) if acc.size else None,
-        "selective_risk": k / n if n else None,
-        "selective_risk_ci95": [float(ci.low), float(ci.high)] if ci is not None else None,
-        "alpha": acceptance["alpha"],
-        "delta": acceptance["delta"],
-        "upper_bound_at_threshold": acceptance["upper_bound_at_threshold"],
-        "calibration_coverage": acceptance["calibration_coverage"],
-        "calibration_n": acceptance["calibration_n"],
-        "risk_at_most_alpha": (k / n <= acceptance["alpha"]) if n else None,
-    })
+    return clean_json(
+        {
+            "n_test": int(acc.size),
+            "accepted": n,
+            "errors_accepted": k,
+            "coverage": float(acc.mean()) if acc.size else None,
+            "selective_risk": k / n if n else None,
+            "selective_risk_ci95": [float(ci.low), float(ci.high)] if ci is not None else None,
+            "alpha": acceptance["alpha"],
+            "delta": acceptance["delta"],
+            "upper_bound_at_threshold": acceptance["upper_bound_at_threshold"],
+            "calibration_coverage": acceptance["calibration_coverage"],
+            "calibration_n": acceptance["calibration_n"],
+            "risk_at_most_alpha": (k / n <= acceptance["alpha"]) if n else None,
+        }
+    )
 
 
 def measure_artifact(path: Path, data_dir: str | None = None, threads: int | None = None) -> dict:
     """:func:`realized` of the artifact at ``path`` on the whole test split of its dataset (ONNX Runtime)."""
     art = load_artifact(path, providers="CPUExecutionProvider", threads=threads)
     if art.acceptance.get("mode") != "risk":
-        raise ValueError(f"{path}: expected an artifact exported with --target-risk, got acceptance mode "
-                         f"{art.acceptance.get('mode')!r} (no guarantee to check)")
+        raise ValueError(
+            f"{path}: expected an artifact exported with --target-risk, got acceptance mode "
+            f"{art.acceptance.get('mode')!r} (no guarantee to check)"
+        )
     data = load_dataset(art.metadata["dataset"], data_dir)
     out = art.run(data.test.images.astype(np.float32) / 255.0)
     accepted, _ = art.decide(out)
     result = realized(art.acceptance, accepted, out["logits"].argmax(1) == data.test.labels)
-    return {"artifact": str(path), "dataset": art.metadata["dataset"], "split": "test", "threshold": art.threshold,
-            **result}
+    return {
+        "artifact": str(path),
+        "dataset": art.metadata["dataset"],
+        "split": "test",
+        "threshold": art.threshold,
+        **result,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m robustness.guarantee", description=__doc__, allow_abbrev=False,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m robustness.guarantee",
+        description=__doc__,
+        allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("artifact", type=Path, help="model.onnx exported with --target-risk")
     p.add_argument("--data-dir", help="dataset directory (default: the dataset's standard location)")
     p.add_argument("--threads", type=int, help="ONNX Runtime CPU threads")
@@ -77,12 +90,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ArtifactError, DatasetNotFoundError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    risk = ("no test point accepted" if not r["accepted"] else
-            f"selective error {r['selective_risk']:.4f} [95% {r['selective_risk_ci95'][0]:.4f}, "
-            f"{r['selective_risk_ci95'][1]:.4f}] ({r['errors_accepted']} of {r['accepted']} accepted)")
-    print(f"{r['artifact']}: on {r['n_test']} {r['dataset']} test points, {risk}, coverage {r['coverage']:.4f}; certified <= {r['alpha']:g} at delta {r['delta']:g} (bound at the threshold "
-          f"{r['upper_bound_at_threshold']:.4f}, calibration coverage {r['calibration_coverage']:.4f} of "
-          f"{r['calibration_n']})")
+    risk = (
+        "no test point accepted"
+        if not r["accepted"]
+        else f"selective error {r['selective_risk']:.4f} [95% {r['selective_risk_ci95'][0]:.4f}, "
+        f"{r['selective_risk_ci95'][1]:.4f}] ({r['errors_accepted']} of {r['accepted']} accepted)"
+    )
+    print(
+        f"{r['artifact']}: on {r['n_test']} {r['dataset']} test points, {risk}, coverage {r['coverage']:.4f}; certified <= {r['alpha']:g} at delta {r['delta']:g} (bound at the threshold "
+        f"{r['upper_bound_at_threshold']:.4f}, calibration coverage {r['calibration_coverage']:.4f} of "
+        f"{r['calibration_n']})"
+    )
     if args.json:
         write_json_atomic(args.json, r)
     return 0

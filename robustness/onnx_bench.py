@@ -45,8 +45,11 @@ from training.calibration import calibrate_threshold
 from training.config import TrainConfig
 
 TARGET_ACCEPT_RATE = 0.95
-DETECTORS: dict[str, Callable[[], Detector]] = {"max_softmax": MaxSoftmaxDetector, "energy": EnergyDetector,
-                                                "max_logit": MaxLogitDetector}
+DETECTORS: dict[str, Callable[[], Detector]] = {
+    "max_softmax": MaxSoftmaxDetector,
+    "energy": EnergyDetector,
+    "max_logit": MaxLogitDetector,
+}
 OOD_BOOTSTRAP = 200
 Logits = Callable[[np.ndarray], np.ndarray]
 
@@ -70,7 +73,11 @@ def onnx_models(cfg: BenchConfig, runs: list) -> list[OnnxModel]:
     out, taken = [], {r.label for r in runs}
     for path in cfg.onnx:
         spec = read_onnx(path, data.input_shape, data.num_classes, cfg.onnx_input_shape, cfg.onnx_output)
-        out.append(OnnxModel(unique_label(Path(path).stem, taken), replace(spec, path=relative_path(spec.path)), base))
+        out.append(
+            OnnxModel(
+                unique_label(Path(path).stem, taken), replace(spec, path=relative_path(spec.path)), base
+            )
+        )
     return out
 
 
@@ -100,7 +107,9 @@ class NumpyModule(nn.Module):
     def __init__(self, fn: Logits):
         super().__init__()
         self.fn = fn
-        self.anchor = nn.Parameter(torch.zeros(1), requires_grad=False)  # torchattacks reads the device from it
+        self.anchor = nn.Parameter(
+            torch.zeros(1), requires_grad=False
+        )  # torchattacks reads the device from it
         self.queries = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -132,12 +141,21 @@ def _inside(adv: torch.Tensor, x: torch.Tensor, norm: str, eps: float) -> np.nda
     return ok.cpu().numpy()
 
 
-def square(fn: Logits, x: torch.Tensor, labels: torch.Tensor, norm: str, eps: float, queries: int, seed: int,
-           targeted: bool = False) -> tuple[torch.Tensor, int]:
+def square(
+    fn: Logits,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    norm: str,
+    eps: float,
+    queries: int,
+    seed: int,
+    targeted: bool = False,
+) -> tuple[torch.Tensor, int]:
     """torchattacks' Square against ``fn``; ``labels`` are the targets when ``targeted``. Returns (adv, queries)."""
     net = NumpyModule(fn)
-    atk = torchattacks.Square(net, norm=TA_NORM[norm], eps=eps, n_queries=queries, n_restarts=1, seed=seed,
-                              loss="margin")
+    atk = torchattacks.Square(
+        net, norm=TA_NORM[norm], eps=eps, n_queries=queries, n_restarts=1, seed=seed, loss="margin"
+    )
     if targeted:
         atk.set_mode_targeted_by_label(quiet=True)
     seed_everything(seed)
@@ -150,14 +168,17 @@ def wrong_classes(clean_logits: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.stack([row[row != label] for row, label in zip(order, y, strict=True)])
 
 
-def square_untargeted(fn: Logits, x, y, norm: str, eps: float, queries: int, seed: int) -> tuple[np.ndarray, int]:
+def square_untargeted(
+    fn: Logits, x, y, norm: str, eps: float, queries: int, seed: int
+) -> tuple[np.ndarray, int]:
     """Points Square misclassifies (inside the ball and the box)."""
     adv, q = square(fn, x, y, norm, eps, queries, seed)
     return (fn(adv.numpy()).argmax(1) != y.numpy()) & _inside(adv, x, norm, eps), q
 
 
-def square_all_targets(fn: Logits, option: LogitOption, x, y, norm: str, eps: float, queries: int,
-                       seed: int) -> tuple[np.ndarray, int]:
+def square_all_targets(
+    fn: Logits, option: LogitOption, x, y, norm: str, eps: float, queries: int, seed: int
+) -> tuple[np.ndarray, int]:
     """Points where targeted Square, at any wrong class, makes ``option`` accept a wrong prediction."""
     yn = y.numpy()
     clean = fn(x.numpy())
@@ -168,21 +189,37 @@ def square_all_targets(fn: Logits, option: LogitOption, x, y, norm: str, eps: fl
         if not len(idx):
             break
         t = torch.from_numpy(targets[idx, r])
-        adv, q = square(lambda p: option.defended(fn(p)), x[idx], t, norm, eps, queries, seed + r, targeted=True)
+        adv, q = square(
+            lambda p: option.defended(fn(p)), x[idx], t, norm, eps, queries, seed + r, targeted=True
+        )
         used += q
         ok = option.fooled(fn(adv.numpy()), yn[idx]) & _inside(adv, x[idx], norm, eps)
         broken[idx[ok]] = True
     return broken, used
 
 
-def hsj_min_norms(fn: Logits, option: LogitOption | None, x, y, pool_x: torch.Tensor, pool_logits: np.ndarray,
-                  budget, seed: int) -> tuple[np.ndarray, int]:
+def hsj_min_norms(
+    fn: Logits,
+    option: LogitOption | None,
+    x,
+    y,
+    pool_x: torch.Tensor,
+    pool_logits: np.ndarray,
+    budget,
+    seed: int,
+) -> tuple[np.ndarray, int]:
     """HopSkipJump's smallest L2 adversarial per point (``inf`` where none was found), on the prediction
     (``option=None``) or on the defended decision; it starts from the nearest pool point already fooled."""
     yn = y.numpy()
     out = fn if option is None else (lambda p: option.defended(fn(p)))
-    fooled = [((pool_logits.argmax(1) != label) if option is None else option.fooled(pool_logits, np.full(len(
-        pool_logits), label))) for label in yn]
+    fooled = [
+        (
+            (pool_logits.argmax(1) != label)
+            if option is None
+            else option.fooled(pool_logits, np.full(len(pool_logits), label))
+        )
+        for label in yn
+    ]
     d = torch.cdist(x.flatten(1), pool_x.flatten(1)).numpy()
     d[~np.stack(fooled)] = np.inf
     has = np.isfinite(d.min(axis=1))
@@ -193,8 +230,12 @@ def hsj_min_norms(fn: Logits, option: LogitOption | None, x, y, pool_x: torch.Te
         seed_everything(seed)
         start = pool_x[d[idx].argmin(axis=1)]
         crit = AcceptedMisclassification(y[idx], None if option is None else pool_logits.shape[1])
-        attack = fb.attacks.HopSkipJumpAttack(steps=budget.hsj_steps, initial_gradient_eval_steps=budget.hsj_initial_evals,
-                                              max_gradient_eval_steps=budget.hsj_max_evals, constraint="l2")
+        attack = fb.attacks.HopSkipJumpAttack(
+            steps=budget.hsj_steps,
+            initial_gradient_eval_steps=budget.hsj_initial_evals,
+            max_gradient_eval_steps=budget.hsj_max_evals,
+            constraint="l2",
+        )
         raw = attack.run(fmodel, x[idx], crit, starting_points=start).detach()
         logits = fn(raw.numpy())
         ok = (logits.argmax(1) != yn[idx]) if option is None else option.fooled(logits, yn[idx])
@@ -212,17 +253,25 @@ def logit_options(fn: Logits, val_images: np.ndarray) -> list[LogitOption]:
     options = []
     for name, make in DETECTORS.items():
         det = make()
-        options.append(LogitOption(name, det, float(calibrate_threshold(det.score(Features(val_logits, val_logits)),
-                                                                        TARGET_ACCEPT_RATE))))
+        options.append(
+            LogitOption(
+                name,
+                det,
+                float(calibrate_threshold(det.score(Features(val_logits, val_logits)), TARGET_ACCEPT_RATE)),
+            )
+        )
     return options
 
 
 def determinism_flag(fn: Logits, x: np.ndarray) -> sanity.Flag:
     a, b = fn(x), fn(x)
     diff = float(np.abs(a - b).max()) if len(x) else 0.0
-    return sanity.Flag("deterministic_forward", diff <= 1e-5 * max(1.0, float(np.abs(a).max()) if len(x) else 1.0),
-                       f"max |logit difference| of two passes of the graph over {len(x)} points: {diff:.3g}",
-                       {"max_abs_diff": diff})
+    return sanity.Flag(
+        "deterministic_forward",
+        diff <= 1e-5 * max(1.0, float(np.abs(a).max()) if len(x) else 1.0),
+        f"max |logit difference| of two passes of the graph over {len(x)} points: {diff:.3g}",
+        {"max_abs_diff": diff},
+    )
 
 
 def _pad(mask: np.ndarray, n: int) -> np.ndarray:
@@ -270,9 +319,12 @@ def evaluate_onnx(cfg: BenchConfig, model: OnnxModel, inp) -> tuple[dict, dict]:
     queries += q
     l2_grid = plan.subset("l2", ())
     hsj_curve = {f"{e:g}": _robust(correct[:n_bb], hsj <= e, e) for e in l2_grid}
-    robust = {"linf": _robust(correct, square_runs[f"linf@{head_linf:g}"]["broken"], head_linf)
-              if f"linf@{head_linf:g}" in square_runs else None,
-              "l2": _robust(correct, square_runs[f"l2@{head_l2:g}"]["broken"] | _pad(hsj <= head_l2, n), head_l2)}
+    robust = {
+        "linf": _robust(correct, square_runs[f"linf@{head_linf:g}"]["broken"], head_linf)
+        if f"linf@{head_linf:g}" in square_runs
+        else None,
+        "l2": _robust(correct, square_runs[f"l2@{head_l2:g}"]["broken"] | _pad(hsj <= head_l2, n), head_l2),
+    }
     reject = {}
     for k, opt in enumerate(options):
         s = seed + 1000 * (k + 1)
@@ -282,39 +334,78 @@ def evaluate_onnx(cfg: BenchConfig, model: OnnxModel, inp) -> tuple[dict, dict]:
         queries += q1 + q2 + q3
         accepted = opt.score(id_logits) >= opt.threshold
         reject[opt.name] = {
-            "threshold": opt.threshold, "target_accept_rate": TARGET_ACCEPT_RATE,
+            "threshold": opt.threshold,
+            "target_accept_rate": TARGET_ACCEPT_RATE,
             "id_accept_rate": float(accepted.mean()),
             "id_acc_accepted": float(id_correct[accepted].mean()) if accepted.any() else None,
             "linf": _robust(correct, b_linf, head_linf),
             "l2": _robust(correct, b_l2 | _pad(h <= head_l2, n), head_l2),
-            "hsj_median_l2": float(np.median(h)) if len(h) else None}
+            "hsj_median_l2": float(np.median(h)) if len(h) else None,
+        }
     large, q = square_untargeted(fn, x[:n_bb], y[:n_bb], "linf", plan.large_eps_linf, b.square_queries, seed)
     queries += q
     k_bb = max(int(correct[:n_bb].sum()), 1)
-    flags = [determinism_flag(fn, x[:64].numpy()),
-             sanity.large_eps(float((correct[:n_bb] & ~large).sum() / k_bb), plan.large_eps_linf,
-                              int(correct[:n_bb].sum()), plan.sanity)]
+    flags = [
+        determinism_flag(fn, x[:64].numpy()),
+        sanity.large_eps(
+            float((correct[:n_bb] & ~large).sum() / k_bb),
+            plan.large_eps_linf,
+            int(correct[:n_bb].sum()),
+            plan.sanity,
+        ),
+    ]
     t_ood = time.perf_counter()
     ood = _ood(cfg, fn, inp, options, id_logits)
     test_acc = float((fn(to_float(data.test.images)).argmax(1) == data.test.labels).mean())
     entry = {
-        "label": model.label, "variant": "onnx", "access": "black-box", "upper_bounds": True,
-        "seed": model.config.seed, "run_status": model.status,
-        "onnx": {"path": model.spec.path, "sha256": model.spec.sha256, "input": model.spec.input_name,
-                 "output": model.spec.output_name, "input_shape": list(model.spec.input_shape),
-                 "num_classes": model.spec.num_classes},
-        "train_config": {"dataset": data.name, "split_seed": model.config.seed,
-                         "val_fraction": model.config.val_fraction},
-        "test_acc": test_acc, "n": n, "n_blackbox": n_bb, "clean_acc": proportion_of(correct),
-        "budget": {"square_queries": b.square_queries, "hsj_steps": b.hsj_steps,
-                   "hsj_initial_evals": b.hsj_initial_evals, "hsj_max_evals": b.hsj_max_evals},
+        "label": model.label,
+        "variant": "onnx",
+        "access": "black-box",
+        "upper_bounds": True,
+        "seed": model.config.seed,
+        "run_status": model.status,
+        "onnx": {
+            "path": model.spec.path,
+            "sha256": model.spec.sha256,
+            "input": model.spec.input_name,
+            "output": model.spec.output_name,
+            "input_shape": list(model.spec.input_shape),
+            "num_classes": model.spec.num_classes,
+        },
+        "train_config": {
+            "dataset": data.name,
+            "split_seed": model.config.seed,
+            "val_fraction": model.config.val_fraction,
+        },
+        "test_acc": test_acc,
+        "n": n,
+        "n_blackbox": n_bb,
+        "clean_acc": proportion_of(correct),
+        "budget": {
+            "square_queries": b.square_queries,
+            "hsj_steps": b.hsj_steps,
+            "hsj_initial_evals": b.hsj_initial_evals,
+            "hsj_max_evals": b.hsj_max_evals,
+        },
         "robust": robust,
-        "square": {k: {kk: vv for kk, vv in v.items() if kk != "broken"} | {
-            "robust_acc": _robust(correct, v["broken"], v["eps"])} for k, v in square_runs.items()},
-        "hopskipjump": {"n": n_bb, "median_min_l2": float(np.median(hsj)) if len(hsj) else None,
-                        "robust_acc": hsj_curve},
-        "reject": reject, "ood": ood, "flags": [f.to_dict() for f in flags], "queries": int(queries),
-        "seconds": {"attacks": round(t_ood - t_attack, 2), "ood": round(time.perf_counter() - t_ood, 2),
-                    "total": round(time.perf_counter() - t0, 2)},
+        "square": {
+            k: {kk: vv for kk, vv in v.items() if kk != "broken"}
+            | {"robust_acc": _robust(correct, v["broken"], v["eps"])}
+            for k, v in square_runs.items()
+        },
+        "hopskipjump": {
+            "n": n_bb,
+            "median_min_l2": float(np.median(hsj)) if len(hsj) else None,
+            "robust_acc": hsj_curve,
+        },
+        "reject": reject,
+        "ood": ood,
+        "flags": [f.to_dict() for f in flags],
+        "queries": int(queries),
+        "seconds": {
+            "attacks": round(t_ood - t_attack, 2),
+            "ood": round(time.perf_counter() - t_ood, 2),
+            "total": round(time.perf_counter() - t0, 2),
+        },
     }
     return entry, {}

@@ -54,8 +54,10 @@ def _graph(path: Path) -> onnx.ModelProto:
         raise OnnxModelError(f"--onnx {path}: not a readable ONNX model: {type(err).__name__}") from err
     external = [t.name for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
     if external:
-        raise OnnxModelError(f"--onnx {path}: {len(external)} tensor(s) stored in external files (e.g. "
-                             f"{external[0]!r}); save the model as one file")
+        raise OnnxModelError(
+            f"--onnx {path}: {len(external)} tensor(s) stored in external files (e.g. "
+            f"{external[0]!r}); save the model as one file"
+        )
     return model
 
 
@@ -63,12 +65,15 @@ def _input_shape(model: onnx.ModelProto, path: Path, given: tuple[int, int, int]
     inits = {t.name for t in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in inits]
     if len(inputs) != 1:
-        raise OnnxModelError(f"--onnx {path}: expected one input (images), the graph has {len(inputs)}: "
-                             f"{', '.join(i.name for i in inputs)}")
+        raise OnnxModelError(
+            f"--onnx {path}: expected one input (images), the graph has {len(inputs)}: "
+            f"{', '.join(i.name for i in inputs)}"
+        )
     dims = inputs[0].type.tensor_type.shape.dim
     if len(dims) != 4:
-        raise OnnxModelError(f"--onnx {path}: input {inputs[0].name!r} has rank {len(dims)}; expected images "
-                             "(N, C, H, W)")
+        raise OnnxModelError(
+            f"--onnx {path}: input {inputs[0].name!r} has rank {len(dims)}; expected images (N, C, H, W)"
+        )
     graph_shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims[1:])
     if given is not None:
         clash = [(g, s) for g, s in zip(graph_shape, given, strict=True) if g is not None and g != s]
@@ -76,8 +81,9 @@ def _input_shape(model: onnx.ModelProto, path: Path, given: tuple[int, int, int]
             raise OnnxModelError(f"--onnx-input-shape {given} does not fit the graph's input {graph_shape}")
         return inputs[0].name, tuple(given)
     if None in graph_shape:
-        raise OnnxModelError(f"--onnx {path}: the graph's input shape {graph_shape} is symbolic; give "
-                             "--onnx-input-shape C,H,W")
+        raise OnnxModelError(
+            f"--onnx {path}: the graph's input shape {graph_shape} is symbolic; give --onnx-input-shape C,H,W"
+        )
     return inputs[0].name, graph_shape
 
 
@@ -91,8 +97,9 @@ def _output_name(model: onnx.ModelProto, path: Path, given: str | None) -> str:
         return "logits"
     if len(names) == 1:
         return names[0]
-    raise OnnxModelError(f"--onnx {path}: {len(names)} outputs ({', '.join(names)}); name the logits with "
-                         "--onnx-output")
+    raise OnnxModelError(
+        f"--onnx {path}: {len(names)} outputs ({', '.join(names)}); name the logits with --onnx-output"
+    )
 
 
 def session(model_bytes: bytes, threads: int | None = None):
@@ -113,31 +120,49 @@ def predictor(spec: OnnxSpec, threads: int | None = None) -> Callable[[np.ndarra
         x = np.ascontiguousarray(pixels, dtype=np.float32)
         if len(x) == 0:
             return np.zeros((0, spec.num_classes), np.float32)
-        outs = [sess.run([spec.output_name], {spec.input_name: x[i:i + BATCH]})[0] for i in range(0, len(x), BATCH)]
+        outs = [
+            sess.run([spec.output_name], {spec.input_name: x[i : i + BATCH]})[0]
+            for i in range(0, len(x), BATCH)
+        ]
         return np.concatenate(outs).astype(np.float32, copy=False)
 
     return logits
 
 
-def read_onnx(path: str | Path, input_shape: tuple[int, int, int], num_classes: int,
-              given_shape: tuple[int, int, int] | None = None, output: str | None = None) -> OnnxSpec:
+def read_onnx(
+    path: str | Path,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    given_shape: tuple[int, int, int] | None = None,
+    output: str | None = None,
+) -> OnnxSpec:
     """Check ``path`` against the dataset (``input_shape``, ``num_classes``) and that it returns logits; returns
     its :class:`OnnxSpec`. Raises :class:`OnnxModelError` (one line) for anything the bench cannot use."""
     p = Path(path)
     model = _graph(p)
     input_name, shape = _input_shape(model, p, given_shape)
     if tuple(shape) != tuple(input_shape):
-        raise OnnxModelError(f"--onnx {p}: the graph takes images of shape {tuple(shape)}; the dataset's are "
-                             f"{tuple(input_shape)}")
-    spec = OnnxSpec(str(path), hashlib.sha256(p.read_bytes()).hexdigest(), input_name,
-                    _output_name(model, p, output), tuple(int(s) for s in shape), int(num_classes))
+        raise OnnxModelError(
+            f"--onnx {p}: the graph takes images of shape {tuple(shape)}; the dataset's are "
+            f"{tuple(input_shape)}"
+        )
+    spec = OnnxSpec(
+        str(path),
+        hashlib.sha256(p.read_bytes()).hexdigest(),
+        input_name,
+        _output_name(model, p, output),
+        tuple(int(s) for s in shape),
+        int(num_classes),
+    )
     x = np.random.default_rng(0).random((4, *shape), dtype=np.float32)
     try:
         sess = session(model.SerializeToString(), threads=1)
         out = np.asarray(sess.run([spec.output_name], {input_name: x})[0])
     except Exception as err:
-        raise OnnxModelError(f"--onnx {p}: ONNX Runtime cannot run it on (4, {', '.join(map(str, shape))}) "
-                             f"float32 inputs: {type(err).__name__}: {str(err).splitlines()[0][:200]}") from err
+        raise OnnxModelError(
+            f"--onnx {p}: ONNX Runtime cannot run it on (4, {', '.join(map(str, shape))}) "
+            f"float32 inputs: {type(err).__name__}: {str(err).splitlines()[0][:200]}"
+        ) from err
     try:
         check_logits(torch.from_numpy(out), 4, num_classes, str(path), option="--onnx")
     except OutsideModelError as err:

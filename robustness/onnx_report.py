@@ -24,37 +24,92 @@ def blackbox_section(results: dict) -> list[str]:
         return []
     a = results["config"]["adversarial"]
     hl, h2 = a["headline_linf"], a["headline_l2"]
-    lines = ["## ONNX graphs benched from their outputs alone (black-box upper bounds)", "",
-             "Only the graph's logits were queried (Square: score-based, HopSkipJump: decision-based). A white-box "
-             "attack can only find more adversarials, so every robust figure below is an **upper bound** (≤); it "
-             "is not a measure of robustness comparable with a white-box figure.", ""]
-    head = ["graph", "test acc %", "clean acc (sample) %", f"Square L∞ {hl:g} %",
-            f"Square + HopSkipJump L2 {h2:g} %", "HopSkipJump median L2", "queries", "sanity"]
+    lines = [
+        "## ONNX graphs benched from their outputs alone (black-box upper bounds)",
+        "",
+        "Only the graph's logits were queried (Square: score-based, HopSkipJump: decision-based). A white-box "
+        "attack can only find more adversarials, so every robust figure below is an **upper bound** (≤); it "
+        "is not a measure of robustness comparable with a white-box figure.",
+        "",
+    ]
+    head = [
+        "graph",
+        "test acc %",
+        "clean acc (sample) %",
+        f"Square L∞ {hl:g} %",
+        f"Square + HopSkipJump L2 {h2:g} %",
+        "HopSkipJump median L2",
+        "queries",
+        "sanity",
+    ]
     rows = []
     for lbl, e in models.items():
         fails = [f["name"] for f in e["flags"] if f["ok"] is False]
-        rows.append([lbl, f"{100 * e['test_acc']:.1f}", _ub(e["clean_acc"]).removeprefix("≤ "),
-                     _ub(e["robust"].get("linf")), _ub(e["robust"].get("l2")),
-                     f"{e['hopskipjump']['median_min_l2']:.3g}" if e["hopskipjump"]["median_min_l2"] is not None
-                     else "–", f"{e['queries']:,}", "FAILED: " + ", ".join(fails) if fails else "ok"])
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
-    head = ["graph", "reject option", "threshold (95% val accept; score units)", "ID accept %", "ID acc accepted %",
-            f"robust & accepted L∞ {hl:g} %", f"robust & accepted L2 {h2:g} %"]
-    rows = [[lbl, opt, f"{r['threshold']:.4g}", f"{100 * r['id_accept_rate']:.1f}",
-             f"{100 * r['id_acc_accepted']:.1f}" if r["id_acc_accepted"] is not None else "–", _ub(r["linf"]),
-             _ub(r["l2"])] for lbl, e in models.items() for opt, r in e["reject"].items()]
-    lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |"
-                                                                                 for r in rows]
-    lines += ["", "*Robust & accepted*: correctly classified and no attack found an input in the ε-ball that is "
-              "misclassified AND accepted (Square targeted at every wrong class; HopSkipJump from an accepted point "
-              "of another class). Scores: max_softmax as log p − log(1 − p) of the top class, energy as "
-              "logsumexp of the logits, max_logit as the largest logit; accepted when the score is at least the "
-              "threshold.", ""]
+        rows.append(
+            [
+                lbl,
+                f"{100 * e['test_acc']:.1f}",
+                _ub(e["clean_acc"]).removeprefix("≤ "),
+                _ub(e["robust"].get("linf")),
+                _ub(e["robust"].get("l2")),
+                f"{e['hopskipjump']['median_min_l2']:.3g}"
+                if e["hopskipjump"]["median_min_l2"] is not None
+                else "–",
+                f"{e['queries']:,}",
+                "FAILED: " + ", ".join(fails) if fails else "ok",
+            ]
+        )
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + [
+        "| " + " | ".join(r) + " |" for r in rows
+    ]
+    head = [
+        "graph",
+        "reject option",
+        "threshold (95% val accept; score units)",
+        "ID accept %",
+        "ID acc accepted %",
+        f"robust & accepted L∞ {hl:g} %",
+        f"robust & accepted L2 {h2:g} %",
+    ]
+    rows = [
+        [
+            lbl,
+            opt,
+            f"{r['threshold']:.4g}",
+            f"{100 * r['id_accept_rate']:.1f}",
+            f"{100 * r['id_acc_accepted']:.1f}" if r["id_acc_accepted"] is not None else "–",
+            _ub(r["linf"]),
+            _ub(r["l2"]),
+        ]
+        for lbl, e in models.items()
+        for opt, r in e["reject"].items()
+    ]
+    lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + [
+        "| " + " | ".join(r) + " |" for r in rows
+    ]
+    lines += [
+        "",
+        "*Robust & accepted*: correctly classified and no attack found an input in the ε-ball that is "
+        "misclassified AND accepted (Square targeted at every wrong class; HopSkipJump from an accepted point "
+        "of another class). Scores: max_softmax as log p − log(1 − p) of the top class, energy as "
+        "logsumexp of the logits, max_logit as the largest logit; accepted when the score is at least the "
+        "threshold.",
+        "",
+    ]
     found = {s for e in models.values() for s in e["ood"]}
-    sets = [s for s in results.get("ood_sets", {}) if s in found] + sorted(found - set(results.get("ood_sets", {})))
+    sets = [s for s in results.get("ood_sets", {}) if s in found] + sorted(
+        found - set(results.get("ood_sets", {}))
+    )
     head = ["graph", "detector", *sets]
-    rows = [[lbl, det, *(_auroc(e["ood"].get(s, {}).get(det)) for s in sets)]
-            for lbl, e in models.items() for det in e["reject"]]
-    lines += ["OOD AUROC [95% bootstrap CI] from the logits:", "", "| " + " | ".join(head) + " |",
-              "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
+    rows = [
+        [lbl, det, *(_auroc(e["ood"].get(s, {}).get(det)) for s in sets)]
+        for lbl, e in models.items()
+        for det in e["reject"]
+    ]
+    lines += [
+        "OOD AUROC [95% bootstrap CI] from the logits:",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ] + ["| " + " | ".join(r) + " |" for r in rows]
     return [*lines, ""]

@@ -72,8 +72,11 @@ def to_shape(gray28: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
     c, h, w = shape
     g = np.asarray(gray28, dtype=np.uint8)
     if g.shape[1:] != (h, w):
-        g = np.stack([np.asarray(Image.fromarray(im).resize((w, h), Image.BILINEAR)) for im in g]) if len(g) else \
-            np.zeros((0, h, w), np.uint8)
+        g = (
+            np.stack([np.asarray(Image.fromarray(im).resize((w, h), Image.BILINEAR)) for im in g])
+            if len(g)
+            else np.zeros((0, h, w), np.uint8)
+        )
     return np.ascontiguousarray(np.repeat(g[:, None], c, axis=1))
 
 
@@ -152,8 +155,15 @@ def digits_images(n: int, seed: int = 0) -> np.ndarray:
     return out
 
 
-def _build_set(name: str, id_name: str, id_test_images: np.ndarray, shape: tuple[int, int, int], n: int,
-               seed: int, mnist_dir: str | Path | None) -> OODSet | Skipped:
+def _build_set(
+    name: str,
+    id_name: str,
+    id_test_images: np.ndarray,
+    shape: tuple[int, int, int],
+    n: int,
+    seed: int,
+    mnist_dir: str | Path | None,
+) -> OODSet | Skipped:
     """One OOD set, or :class:`Skipped` when its source is the ID data (randomness: ``seed`` and the set's name)."""
     c, h, w = shape
     id_idx = np.sort(np.random.default_rng(seed).permutation(len(id_test_images))[:n])
@@ -168,18 +178,28 @@ def _build_set(name: str, id_name: str, id_test_images: np.ndarray, shape: tuple
         return OODSet(name, to_shape(imgs, shape), f"rendered letters ({src})")
     if name in ("gaussian", "uniform"):
         imgs = noise_images(n, name, seed, (h, w))
-        return OODSet(name, np.ascontiguousarray(np.repeat(imgs[:, None], c, axis=1)),
-                      "N(0.5, 0.25^2) clipped" if name == "gaussian" else "U[0, 1]")
+        return OODSet(
+            name,
+            np.ascontiguousarray(np.repeat(imgs[:, None], c, axis=1)),
+            "N(0.5, 0.25^2) clipped" if name == "gaussian" else "U[0, 1]",
+        )
     if name == "inverted":
         return OODSet(name, (255 - id_test_images[id_idx]).astype(np.uint8), f"{id_name} test, 255 - x")
     if name == "flipped":
-        return OODSet(name, np.ascontiguousarray(id_test_images[id_idx][:, :, ::-1, :]), f"{id_name} test, upside down")
+        return OODSet(
+            name, np.ascontiguousarray(id_test_images[id_idx][:, :, ::-1, :]), f"{id_name} test, upside down"
+        )
     return OODSet(name, to_shape(digits_images(n, seed), shape), "sklearn digits upscaled")
 
 
 def make_ood_sets(
-    id_name: str, id_test_images: np.ndarray, shape: tuple[int, int, int], n: int, seed: int = 0,
-    mnist_dir: str | Path | None = None, names: tuple[str, ...] | None = None,
+    id_name: str,
+    id_test_images: np.ndarray,
+    shape: tuple[int, int, int],
+    n: int,
+    seed: int = 0,
+    mnist_dir: str | Path | None = None,
+    names: tuple[str, ...] | None = None,
 ) -> tuple[list[OODSet], list[Skipped]]:
     """Build the OOD sets at the model's input shape, ``n`` points each (deterministic for ``seed``).
 
@@ -331,8 +351,9 @@ DETECTORS: dict[str, Callable[[], Detector]] = {
 }
 
 
-def fit_detectors(train: Features, labels: np.ndarray, names: tuple[str, ...] = tuple(DETECTORS),
-                  knn_k: int = 10) -> dict[str, Detector]:
+def fit_detectors(
+    train: Features, labels: np.ndarray, names: tuple[str, ...] = tuple(DETECTORS), knn_k: int = 10
+) -> dict[str, Detector]:
     out = {}
     for name in names:
         if name == "reliability" and train.reliability is None:
@@ -345,25 +366,35 @@ def fit_detectors(train: Features, labels: np.ndarray, names: tuple[str, ...] = 
 # --------------------------------------------------------------------------- the evaluation pipeline
 def subsample(n_total: int, n: int | None, seed: int) -> np.ndarray:
     """Sorted indices of ``min(n, n_total)`` rows drawn without replacement (all rows, in order, if ``n`` is None)."""
-    return np.sort(np.random.default_rng(seed).permutation(n_total)[: n_total if n is None else min(n, n_total)])
+    return np.sort(
+        np.random.default_rng(seed).permutation(n_total)[: n_total if n is None else min(n, n_total)]
+    )
 
 
-def evaluation_points(n_test: int, n_train: int, n_id: int | None, n_fit: int | None,
-                      seed: int) -> tuple[np.ndarray, np.ndarray]:
+def evaluation_points(
+    n_test: int, n_train: int, n_id: int | None, n_fit: int | None, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """``(id_idx, fit_idx)``: the ID test points (drawn with ``seed + 2``) and the training points the detectors are
     fitted on (``seed + 3``); the OOD sets take ``n_ood`` points each from :func:`make_ood_sets` with ``seed``."""
     return subsample(n_test, n_id, seed + 2), subsample(n_train, n_fit, seed + 3)
 
 
-def score_outputs(score: VertexScore | SoftmaxScore, logits: np.ndarray, z: np.ndarray) -> dict[str, np.ndarray]:
+def score_outputs(
+    score: VertexScore | SoftmaxScore, logits: np.ndarray, z: np.ndarray
+) -> dict[str, np.ndarray]:
     """``logits`` and the score module's outputs (numpy, the artifact's output names)."""
     with torch.no_grad():
         out = score(torch.from_numpy(logits), torch.from_numpy(z))
     return {"logits": logits, **{k: v.numpy() for k, v in out._asdict().items()}}
 
 
-def model_features(model: nn.Module, score: VertexScore | SoftmaxScore | None, images: np.ndarray,
-                   batch_size: int = 512, device: str = "cpu") -> Features:
+def model_features(
+    model: nn.Module,
+    score: VertexScore | SoftmaxScore | None,
+    images: np.ndarray,
+    batch_size: int = 512,
+    device: str = "cpu",
+) -> Features:
     """Logits and z of uint8 ``images`` (:func:`training.inference.forward_batches`) and, with a score module,
     its reliability."""
     logits, z = forward_batches(model, images, batch_size, device)
@@ -375,8 +406,13 @@ def detector_scores(detectors: dict[str, Detector], f: Features) -> dict[str, np
     return {name: d.score(f) for name, d in detectors.items()}
 
 
-def ood_table(s_id: dict[str, np.ndarray], s_ood: dict[str, dict[str, np.ndarray]], roc_points: int = 0,
-              n_boot: int = 0, boot_seed: int = 0) -> dict[str, dict[str, dict]]:
+def ood_table(
+    s_id: dict[str, np.ndarray],
+    s_ood: dict[str, dict[str, np.ndarray]],
+    roc_points: int = 0,
+    n_boot: int = 0,
+    boot_seed: int = 0,
+) -> dict[str, dict[str, dict]]:
     """``{set: {detector: metrics}}``: :func:`robustness.detection_metrics.ood_metrics` of ID vs each OOD set, plus a thinned
     ROC curve (``roc_points`` > 0) and a 95% bootstrap interval of the AUROC (``n_boot`` > 0)."""
     table: dict[str, dict[str, dict]] = {}

@@ -51,7 +51,9 @@ class OutsideModel:
 def shared_split(cfg: BenchConfig, runs: list) -> tuple[TrainConfig, object]:
     """The config and data whose split the bench's outside models share: the first project run's, else
     ``--dataset``'s with the first ``--seeds`` seed (``--data-dir`` wins either way)."""
-    base = runs[0].config if runs else TrainConfig(dataset=cfg.dataset, data_dir=cfg.data_dir, seed=cfg.seeds[0])
+    base = (
+        runs[0].config if runs else TrainConfig(dataset=cfg.dataset, data_dir=cfg.data_dir, seed=cfg.seeds[0])
+    )
     base = replace(base, data_dir=cfg.data_dir or base.data_dir)
     return base, load_dataset(base.dataset, base.data_dir, base.val_fraction, base.seed)
 
@@ -85,8 +87,9 @@ def ort_graph(scored: FeatureScored, input_shape: tuple[int, int, int]):
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = torch.get_num_threads()
-    sess = ort.InferenceSession(to_onnx(scored, input_shape).SerializeToString(), opts,
-                                providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(
+        to_onnx(scored, input_shape).SerializeToString(), opts, providers=["CPUExecutionProvider"]
+    )
 
     def run(pixels: np.ndarray) -> dict:
         outs = sess.run(list(OUTPUT_NAMES), {INPUT_NAME: np.asarray(pixels, dtype=np.float32)})
@@ -95,8 +98,9 @@ def ort_graph(scored: FeatureScored, input_shape: tuple[int, int, int]):
     return run
 
 
-def detector_options(net: FeatureModel, data, fit_idx: np.ndarray, knn_k: int, device: str,
-                     names: tuple[str, ...]) -> list[RejectOption]:
+def detector_options(
+    net: FeatureModel, data, fit_idx: np.ndarray, knn_k: int, device: str, names: tuple[str, ...]
+) -> list[RejectOption]:
     """Each detector of ``names`` as a reject option: its score module, a threshold accepting 95% of the validation
     split, and the ONNX graph of model + score module confirming every adaptive success."""
     lf, zf = forward_batches(net, data.train.images[fit_idx], 512, device)
@@ -106,7 +110,11 @@ def detector_options(net: FeatureModel, data, fit_idx: np.ndarray, knn_k: int, d
         score = fit_detector_score(name, zf, lf, data.train.labels[fit_idx], lv, zv, data.num_classes, knn_k)
         score = score.to(device).eval()
         with torch.no_grad():
-            rel = score(torch.from_numpy(lv).to(device), torch.from_numpy(zv).to(device)).reliability.cpu().numpy()
+            rel = (
+                score(torch.from_numpy(lv).to(device), torch.from_numpy(zv).to(device))
+                .reliability.cpu()
+                .numpy()
+            )
         threshold = float(calibrate_threshold(rel, TARGET_ACCEPT_RATE))
         graph = ort_graph(FeatureScored(net, score).eval(), data.input_shape)
         options.append(RejectOption(name, score, threshold, graph_confirm(graph, threshold), graph))
@@ -119,24 +127,31 @@ def determinism_flag(net: FeatureModel, x: torch.Tensor) -> sanity.Flag:
     with torch.no_grad():
         a, b = net(x)[0], net(x)[0]
     diff = float((a - b).abs().max()) if len(x) else 0.0
-    return sanity.Flag("deterministic_forward", diff <= 1e-5 * max(1.0, float(a.abs().max()) if len(x) else 1.0),
-                       f"max |logit difference| of two eval-mode passes over {len(x)} points: {diff:.3g}",
-                       {"max_abs_diff": diff})
+    return sanity.Flag(
+        "deterministic_forward",
+        diff <= 1e-5 * max(1.0, float(a.abs().max()) if len(x) else 1.0),
+        f"max |logit difference| of two eval-mode passes over {len(x)} points: {diff:.3g}",
+        {"max_abs_diff": diff},
+    )
 
 
 def evaluate_outside(cfg: BenchConfig, model: OutsideModel, inp: Inputs) -> tuple[dict, dict]:
     """All measurements of one outside model; returns ``(results entry, arrays for the plots)``."""
     t0 = time.perf_counter()
     data = inp.data
-    net = load_outside(model.spec, model.weights, data.input_shape, data.num_classes, model.feature_layer,
-                       cfg.device)
+    net = load_outside(
+        model.spec, model.weights, data.input_shape, data.num_classes, model.feature_layer, cfg.device
+    )
     art_path = Path(cfg.out) / "outside" / model.label / "model.onnx"
-    export_outside(model.spec, model.weights, data, art_path, model.feature_layer, TARGET_ACCEPT_RATE, model=net)
+    export_outside(
+        model.spec, model.weights, data, art_path, model.feature_layer, TARGET_ACCEPT_RATE, model=net
+    )
     art = load_artifact(art_path, providers="CPUExecutionProvider" if cfg.device == "cpu" else "auto")
     served = served_option(art, cfg.device)
     served = replace(served, name=POSTHOC_SCORE)
-    others = detector_options(net, data, inp.fit_idx, cfg.knn_k, cfg.device,
-                              tuple(d for d in DETECTOR_SCORES if d != POSTHOC_SCORE))
+    others = detector_options(
+        net, data, inp.fit_idx, cfg.knn_k, cfg.device, tuple(d for d in DETECTOR_SCORES if d != POSTHOC_SCORE)
+    )
     options = [served, *others]
     t_load = time.perf_counter() - t0
     adv, ood_entry, arrays, parity, t_ood = measure(cfg, net, art, options, inp, model.label)
@@ -144,20 +159,43 @@ def evaluate_outside(cfg: BenchConfig, model: OutsideModel, inp: Inputs) -> tupl
     test_logits, _ = forward_batches(net, data.test.images, 512, cfg.device)
     test_acc = float((test_logits.argmax(1) == data.test.labels).mean())
     entry = {
-        "label": model.label, "variant": model.label, "seed": model.config.seed, "run_dir": None,
-        "run_status": model.status, "outside": {"model": model.spec, "weights": relative_path(model.weights),
-                                                "feature_layer": describe_layer(net),
-                                                "feature_dim": int(arrays["z_id"].shape[1])},
-        "train_config": {"dataset": data.name, "split_seed": model.config.seed,
-                         "val_fraction": model.config.val_fraction},
-        "artifact": {"path": relative_path(str(art_path)), "exported_now": True, "score": art.score_name,
-                     "posthoc_score": POSTHOC_SCORE, "threshold": art.threshold,
-                     "target_accept_rate": art.target_accept_rate, "checksum": art.metadata.get("checksum"),
-                     "code_version": art.metadata.get("code_version"), "parity_with_torch": parity},
+        "label": model.label,
+        "variant": model.label,
+        "seed": model.config.seed,
+        "run_dir": None,
+        "run_status": model.status,
+        "outside": {
+            "model": model.spec,
+            "weights": relative_path(model.weights),
+            "feature_layer": describe_layer(net),
+            "feature_dim": int(arrays["z_id"].shape[1]),
+        },
+        "train_config": {
+            "dataset": data.name,
+            "split_seed": model.config.seed,
+            "val_fraction": model.config.val_fraction,
+        },
+        "artifact": {
+            "path": relative_path(str(art_path)),
+            "exported_now": True,
+            "score": art.score_name,
+            "posthoc_score": POSTHOC_SCORE,
+            "threshold": art.threshold,
+            "target_accept_rate": art.target_accept_rate,
+            "checksum": art.metadata.get("checksum"),
+            "code_version": art.metadata.get("code_version"),
+            "parity_with_torch": parity,
+        },
         "reject_options": {o.name: {"threshold": o.threshold, "served": o is served} for o in options},
-        "test_acc": test_acc, "geometry": {"latent_width": int(arrays["z_id"].shape[1])}, "adversarial": adv,
+        "test_acc": test_acc,
+        "geometry": {"latent_width": int(arrays["z_id"].shape[1])},
+        "adversarial": adv,
         **ood_entry,
-        "seconds": {"load_export": round(t_load, 2), "adversarial": adv["seconds"], "ccat": adv["ccat_seconds"],
-                    "ood": t_ood},
+        "seconds": {
+            "load_export": round(t_load, 2),
+            "adversarial": adv["seconds"],
+            "ccat": adv["ccat_seconds"],
+            "ood": t_ood,
+        },
     }
     return entry, arrays

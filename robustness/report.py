@@ -43,11 +43,15 @@ def write_report(results: dict, arrays: dict, out: str | Path) -> dict[str, Path
         plots[lbl]["robust accuracy"] = p.name
         if e["ood"]:
             p = out / f"roc_{lbl}.png"
-            plot_roc(lbl, {s: {m: v for m, v in d.items() if isinstance(v, dict)} for s, d in e["ood"].items()}, p)
+            plot_roc(
+                lbl, {s: {m: v for m, v in d.items() if isinstance(v, dict)} for s, d in e["ood"].items()}, p
+            )
             plots[lbl]["ROC"] = p.name
         if a.get("reliability_id") is not None and a.get("reliability_ood"):
             p = out / f"reliability_hist_{lbl}.png"
-            plot_reliability_hist(lbl, a["reliability_id"], a["reliability_ood"], e["calibration"]["threshold"], p)
+            plot_reliability_hist(
+                lbl, a["reliability_id"], a["reliability_ood"], e["calibration"]["threshold"], p
+            )
             plots[lbl]["reliability histograms"] = p.name
         if a.get("z_id") is not None:
             p = out / f"latent_hist_{lbl}.png"

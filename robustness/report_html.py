@@ -43,8 +43,10 @@ def render_html(markdown: str, folder: Path, title: str = "Robustness bench repo
     body = md.render(markdown)
     body = body.replace("<h2>Summary</h2>", '<h2 id="summary">Summary</h2>', 1)
     body = _inline_images(body, Path(folder))
-    return (f'<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
-            f"<style>{STYLE}</style>\n</head>\n<body>\n{body}</body>\n</html>\n")
+    return (
+        f'<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
+        f"<style>{STYLE}</style>\n</head>\n<body>\n{body}</body>\n</html>\n"
+    )
 
 
 def write_html(markdown_path: Path) -> Path:

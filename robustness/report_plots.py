@@ -33,15 +33,28 @@ def plot_robust_accuracy(label: str, adv: dict, path: Path) -> None:
     for ax, norm in zip(axes, ("linf", "l2"), strict=True):
         for name, a in adv["attacks"].items():
             if a.get("norm") == norm and "robust_acc" in a and len(a["eps"]) == len(a["robust_acc"]) > 1:
-                ax.plot(a["eps"], _nan(a["robust_acc"]), lw=1, alpha=0.7,
-                        ls="--" if a.get("access") == "black" else "-", label=name)
+                ax.plot(
+                    a["eps"],
+                    _nan(a["robust_acc"]),
+                    lw=1,
+                    alpha=0.7,
+                    ls="--" if a.get("access") == "black" else "-",
+                    label=name,
+                )
         w = adv["worst_case"].get(norm)
         if w:
             ax.plot(w["eps"], _nan(w["robust_acc"]), "k-", lw=2.5, label="worst case")
         for opt, by_norm in adv.get("reject", {}).items():
             r = by_norm.get(norm)
             if r:
-                ax.plot(r["eps"], _nan(r["robust_acc"]), ls="-.", marker="o", lw=2, label=f"reject ({opt}), adaptive")
+                ax.plot(
+                    r["eps"],
+                    _nan(r["robust_acc"]),
+                    ls="-.",
+                    marker="o",
+                    lw=2,
+                    label=f"reject ({opt}), adaptive",
+                )
         ax.set_xlabel("ε (L∞)" if norm == "linf" else "ε (L2)")
         ax.set_ylabel("robust accuracy")
         ax.set_ylim(-0.02, 1.02)
@@ -61,7 +74,13 @@ def plot_worst_all(models: dict, path: Path) -> None:
         for label, e in models.items():
             w = e["adversarial"]["worst_case"].get(norm)
             if w:
-                ax.plot(w["eps"], [np.nan if v is None else v for v in w["robust_acc"]], marker="o", ms=3, label=label)
+                ax.plot(
+                    w["eps"],
+                    [np.nan if v is None else v for v in w["robust_acc"]],
+                    marker="o",
+                    ms=3,
+                    label=label,
+                )
         ax.set_xlabel("ε (L∞)" if norm == "linf" else "ε (L2)")
         ax.set_ylabel("worst-case robust accuracy")
         ax.set_ylim(-0.02, 1.02)
@@ -80,8 +99,12 @@ def plot_risk_coverage(models: dict, path: Path) -> None:
     for ax, lbl in zip(flat, labels, strict=False):
         for method, v in models[lbl]["misclassification"].items():
             rc = v["risk_coverage"]
-            ax.plot(rc["coverage"], rc["risk"], lw=1.8 if method == HEADLINE_METHOD else 1,
-                    label=f"{method} {v['aurc']:.4f}")
+            ax.plot(
+                rc["coverage"],
+                rc["risk"],
+                lw=1.8 if method == HEADLINE_METHOD else 1,
+                label=f"{method} {v['aurc']:.4f}",
+            )
         ax.set_title(lbl, fontsize=9)
         ax.set_xlabel("coverage", fontsize=7)
         ax.set_ylabel("selective risk", fontsize=7)
@@ -116,8 +139,12 @@ def plot_roc(label: str, ood: dict, path: Path) -> None:
         for method, v in ood[s].items():
             if not isinstance(v, dict) or "roc" not in v:
                 continue
-            ax.plot(v["roc"]["fpr"], v["roc"]["tpr"], lw=1.8 if method == HEADLINE_METHOD else 1,
-                    label=f"{method} {v['auroc']:.3f}")
+            ax.plot(
+                v["roc"]["fpr"],
+                v["roc"]["tpr"],
+                lw=1.8 if method == HEADLINE_METHOD else 1,
+                label=f"{method} {v['auroc']:.3f}",
+            )
         ax.plot([0, 1], [0, 1], color="grey", lw=0.5)
         ax.set_title(f"ID vs {s}", fontsize=9)
         ax.set_xlabel("FPR (OOD accepted)", fontsize=7)
@@ -129,7 +156,9 @@ def plot_roc(label: str, ood: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_reliability_hist(label: str, rel_id: np.ndarray, rel_ood: dict, threshold: float, path: Path) -> None:
+def plot_reliability_hist(
+    label: str, rel_id: np.ndarray, rel_ood: dict, threshold: float, path: Path
+) -> None:
     fig = reliability_hist_figure(label, rel_id, rel_ood, threshold)
     fig.savefig(path, dpi=DPI)
     pyplot().close(fig)
@@ -140,16 +169,28 @@ def reliability_hist_figure(label: str, rel_id: np.ndarray, rel_ood: dict, thres
     bin of a linear one), the threshold drawn and the rejected side shaded."""
     sets = [s for s, v in rel_ood.items() if v is not None]
     fig, flat = _panels(len(sets), 3.2, 2.6)
-    values = np.concatenate([np.asarray(rel_id, dtype=float).ravel(),
-                             *(np.asarray(rel_ood[s], dtype=float).ravel() for s in sets)])
+    values = np.concatenate(
+        [
+            np.asarray(rel_id, dtype=float).ravel(),
+            *(np.asarray(rel_ood[s], dtype=float).ravel() for s in sets),
+        ]
+    )
     positive = values[values > 0]
     lo = max(min(float(np.percentile(positive, 1)) if positive.size else 1e-6, threshold / 10, 0.5), 1e-8)
     bins = np.logspace(np.log10(lo), 0, 41)
     for ax, s in zip(flat, sets, strict=False):
         ax.axvspan(lo, threshold, color="0.88", zorder=0, label="rejected (below the threshold)")
-        ax.hist(np.clip(rel_id, lo, 1), bins=bins, density=True, alpha=0.55, color="tab:blue", label="ID test")
-        ax.hist(np.clip(rel_ood[s], lo, 1), bins=bins, density=True, alpha=0.55, color="tab:orange",
-                label="OOD set named above the panel")
+        ax.hist(
+            np.clip(rel_id, lo, 1), bins=bins, density=True, alpha=0.55, color="tab:blue", label="ID test"
+        )
+        ax.hist(
+            np.clip(rel_ood[s], lo, 1),
+            bins=bins,
+            density=True,
+            alpha=0.55,
+            color="tab:orange",
+            label="OOD set named above the panel",
+        )
         ax.axvline(threshold, color="k", lw=1.2, ls="--", label=f"threshold {threshold:.3g}")
         ax.set_xscale("log")
         ax.set_xlim(lo, 1)
@@ -165,7 +206,9 @@ def reliability_hist_figure(label: str, rel_id: np.ndarray, rel_ood: dict, thres
     return fig
 
 
-def plot_latent_hist(label: str, z: np.ndarray, y: np.ndarray, geometry: dict, path: Path, max_dims: int = 8) -> None:
+def plot_latent_hist(
+    label: str, z: np.ndarray, y: np.ndarray, geometry: dict, path: Path, max_dims: int = 8
+) -> None:
     plt = pyplot()
     d = z.shape[1]
     dims = list(range(min(d, max_dims)))

@@ -19,6 +19,10 @@ def load_results(path: str | Path) -> dict:
     """The results of ``path`` after checking their schema (ValueError: not JSON, or not this schema's)."""
     data = json.loads(Path(path).read_text())
     schema = data.get("schema", {}) if isinstance(data, dict) else None
-    if not isinstance(schema, dict) or schema.get("name") != SCHEMA["name"] or schema.get("version") != SCHEMA["version"]:
+    if (
+        not isinstance(schema, dict)
+        or schema.get("name") != SCHEMA["name"]
+        or schema.get("version") != SCHEMA["version"]
+    ):
         raise ValueError(f"{path}: expected schema {SCHEMA}, got {schema}")
     return data

@@ -26,7 +26,9 @@ log = logging.getLogger("robustness.runs")
 # min_steps only lengthens a small dataset's run, whose resolved epochs and gamma cap config.json records; runs
 # recorded before it existed have none.
 IGNORED_CONFIG_KEYS = ("device", "num_threads", "data_dir", "min_steps")
-RUN_IN_PROGRESS_S = 900  # an unfinished run whose checkpoint changed this recently is being trained by someone
+RUN_IN_PROGRESS_S = (
+    900  # an unfinished run whose checkpoint changed this recently is being trained by someone
+)
 
 
 class RunInProgressError(RuntimeError):
@@ -103,7 +105,9 @@ def finished_seeds(runs_dir: str | Path, cfg) -> list[int]:
     return sorted(seeds)
 
 
-def ensure_run(runs_dir: str | Path, cfg, train_missing: bool = True, progress: bool = True) -> tuple[Path, str]:
+def ensure_run(
+    runs_dir: str | Path, cfg, train_missing: bool = True, progress: bool = True
+) -> tuple[Path, str]:
     """Reuse, resume or train the run for ``cfg``; returns ``(run_dir, how)`` with how in cached/resumed/trained."""
     found = find_run(runs_dir, cfg)
     if found is not None and (found / METRICS).is_file():
@@ -112,13 +116,15 @@ def ensure_run(runs_dir: str | Path, cfg, train_missing: bool = True, progress: 
         raise FileNotFoundError(
             f"no finished run for {run_name(cfg)} in {runs_dir} (found: {found}); train it with `python -m training "
             f"--dataset {cfg.dataset} --backbone {cfg.backbone} --profile {cfg.profile} --variant {cfg.variant} "
-            f"--seed {cfg.seed} --out {Path(runs_dir) / run_name(cfg)}` or drop --no-train")
+            f"--seed {cfg.seed} --out {Path(runs_dir) / run_name(cfg)}` or drop --no-train"
+        )
     if found is not None and (found / CHECKPOINT).is_file():
         age = time.time() - (found / CHECKPOINT).stat().st_mtime
         if age < RUN_IN_PROGRESS_S:
             raise RunInProgressError(
                 f"{found} is unfinished and its checkpoint was written {age:.0f}s ago: another process seems to be "
-                "training it; wait for it to finish (metrics.json appears) and rerun the bench")
+                "training it; wait for it to finish (metrics.json appears) and rerun the bench"
+            )
         log.info("resuming unfinished run %s", found)
         train(cfg, found, resume=True, progress=progress)
         return found, "resumed"
@@ -152,14 +158,30 @@ def requested_runs(cfg) -> list[ModelRun]:
         models = []
         seeds = list(cfg.seeds)
         if cfg.all_seeds and cfg.variants:
-            probe = make_config(cfg.profile, dataset=cfg.dataset, data_dir=cfg.data_dir, backbone=cfg.backbone,
-                                variant=cfg.variants[0], seed=0)
-            seeds = sorted(set(seeds) | {s for v in cfg.variants
-                                         for s in finished_seeds(cfg.runs_dir, replace(probe, variant=v))})
+            probe = make_config(
+                cfg.profile,
+                dataset=cfg.dataset,
+                data_dir=cfg.data_dir,
+                backbone=cfg.backbone,
+                variant=cfg.variants[0],
+                seed=0,
+            )
+            seeds = sorted(
+                set(seeds)
+                | {s for v in cfg.variants for s in finished_seeds(cfg.runs_dir, replace(probe, variant=v))}
+            )
         for seed in seeds:
             for variant in cfg.variants:
-                tcfg = make_config(cfg.profile, dataset=cfg.dataset, data_dir=cfg.data_dir, backbone=cfg.backbone,
-                                   variant=variant, seed=seed, device=cfg.device, num_threads=cfg.threads)
+                tcfg = make_config(
+                    cfg.profile,
+                    dataset=cfg.dataset,
+                    data_dir=cfg.data_dir,
+                    backbone=cfg.backbone,
+                    variant=variant,
+                    seed=seed,
+                    device=cfg.device,
+                    num_threads=cfg.threads,
+                )
                 run_dir, how = ensure_run(cfg.runs_dir, tcfg, cfg.train_missing, cfg.progress)
                 models.append(ModelRun(f"{variant}_s{seed}", tcfg, run_dir, how))
     seen: dict[str, int] = {}

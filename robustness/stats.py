@@ -40,5 +40,10 @@ def mcnemar(a: np.ndarray, b: np.ndarray) -> dict:
     a_only, b_only = int((a & ~b).sum()), int((~a & b).sum())
     n_disc = a_only + b_only
     p = 1.0 if n_disc == 0 else float(binomtest(a_only, n_disc, 0.5).pvalue)
-    return {"n": int(a.size), "a_only": a_only, "b_only": b_only,
-            "diff": float(a.mean() - b.mean()) if a.size else None, "p_value": p}
+    return {
+        "n": int(a.size),
+        "a_only": a_only,
+        "b_only": b_only,
+        "diff": float(a.mean() - b.mean()) if a.size else None,
+        "p_value": p,
+    }

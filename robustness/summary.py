@@ -62,8 +62,14 @@ def _best(figures: dict[str, dict | None]) -> str:
     top_value = max(f["value"] for f in known.values())
     top = [m for m, f in known.items() if f["value"] == top_value]
     close = [m for m in known if m not in top and _overlaps(known[m], known[top[0]])]
-    tail = (f"; the interval overlaps that of {', '.join(close)}, so this bench does not separate them (paired "
-            "comparisons below)") if close else ", clear of every other model's interval"
+    tail = (
+        (
+            f"; the interval overlaps that of {', '.join(close)}, so this bench does not separate them (paired "
+            "comparisons below)"
+        )
+        if close
+        else ", clear of every other model's interval"
+    )
     return f"{' and '.join(top)} ({_fig(known[top[0]])}{tail})"
 
 
@@ -86,32 +92,57 @@ def summary_sentences(results: dict) -> list[str]:
         f"accept, how many images of {len(ood_sets)} unfamiliar kinds ({', '.join(ood_sets)}) they reject, and how "
         f"often they stay correct under adversarial attack (L∞ ε {eps:g}, the worst case over every attack).",
         f"The main model is {main} (variant {e.get('variant')}, reject option: {scores[main] or NO_REJECT})"
-        + (f"; the baselines are {', '.join(f'{m} ({scores[m] or NO_REJECT})' for m in others)}" if others
-           else "") + ", each judged by the score its ONNX file serves at its calibrated threshold.",
+        + (
+            f"; the baselines are {', '.join(f'{m} ({scores[m] or NO_REJECT})' for m in others)}"
+            if others
+            else ""
+        )
+        + ", each judged by the score its ONNX file serves at its calibrated threshold.",
     ]
-    sentence = f"{main} accepts {_fig(_own_data(e))} of its own test images and rejects {_fig(rejected)} of the " \
-               "unfamiliar ones"
+    sentence = (
+        f"{main} accepts {_fig(_own_data(e))} of its own test images and rejects {_fig(rejected)} of the "
+        "unfamiliar ones"
+    )
     if per_set:
         lo, hi = min(per_set, key=per_set.get), max(per_set, key=per_set.get)
-        sentence += f" (pooled over the sets: from {_pct(per_set[lo])} of {lo} to {_pct(per_set[hi])} of {hi})"
+        sentence += (
+            f" (pooled over the sets: from {_pct(per_set[lo])} of {lo} to {_pct(per_set[hi])} of {hi})"
+        )
     out.append(sentence + ".")
     robust = e["adversarial"]["headline"].get("robust_acc_linf")
-    sentence = f"Under attack at L∞ ε {eps:g} it stays correct on {_fig(robust)} of {(robust or {}).get('n', '?')} " \
-               "test points"
+    sentence = (
+        f"Under attack at L∞ ε {eps:g} it stays correct on {_fig(robust)} of {(robust or {}).get('n', '?')} "
+        "test points"
+    )
     if opt:
-        sentence += (f", and correct and accepted on {_fig(adaptive)} when an adaptive attack also targets its "
-                     f"reject option ({opt})")
-    failed = [f"{m} / {f['name']}" for m, me in models.items() for f in me["adversarial"]["flags"] if f["ok"] is False]
-    out.append(sentence + ("" if failed else "; every sanity check of the attacks passed (details at the end)") + ".")
+        sentence += (
+            f", and correct and accepted on {_fig(adaptive)} when an adaptive attack also targets its "
+            f"reject option ({opt})"
+        )
+    failed = [
+        f"{m} / {f['name']}"
+        for m, me in models.items()
+        for f in me["adversarial"]["flags"]
+        if f["ok"] is False
+    ]
+    out.append(
+        sentence + ("" if failed else "; every sanity check of the attacks passed (details at the end)") + "."
+    )
     unfamiliar = {m: _rejects_unfamiliar(models[m], ood_sets)[0] for m in models}
-    attacked = {m: _served_reject(models[m])[1] or models[m]["adversarial"]["headline"].get("robust_acc_linf")
-                for m in models}
-    out.append(f"Best at rejecting unfamiliar images: {_best(unfamiliar)}; best under attack (correct and accepted "
-               f"under the adaptive attack): {_best(attacked)}.")
+    attacked = {
+        m: _served_reject(models[m])[1] or models[m]["adversarial"]["headline"].get("robust_acc_linf")
+        for m in models
+    }
+    out.append(
+        f"Best at rejecting unfamiliar images: {_best(unfamiliar)}; best under attack (correct and accepted "
+        f"under the adaptive attack): {_best(attacked)}."
+    )
     if failed:
-        out.append(f"**Sanity flags FAILED: {', '.join(failed)}**: the robustness figures of "
-                   f"{'this model' if len({x.split(' / ')[0] for x in failed}) == 1 else 'these models'} are suspect "
-                   "(details under *Sanity flags* at the end).")
+        out.append(
+            f"**Sanity flags FAILED: {', '.join(failed)}**: the robustness figures of "
+            f"{'this model' if len({x.split(' / ')[0] for x in failed}) == 1 else 'these models'} are suspect "
+            "(details under *Sanity flags* at the end)."
+        )
     return out
 
 

@@ -42,8 +42,9 @@ def timeit(fn, seconds: float, min_reps: int = 5) -> float:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                allow_abbrev=False)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
     p.add_argument("run_dir", type=Path)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seconds", type=float, default=3.0, help="time budget per cell")
@@ -57,9 +58,11 @@ def main() -> int:
     geo = VertexGeometry.from_metadata(art.metadata) if art.metadata["geometry"] else None
     scored = ScoredModel(model, geo).eval()
 
-    print(f"{path} ({art.variant}, {art.metadata['backbone']}, input {art.input_shape}); CPU "
-          f"{platform.processor() or platform.machine()}, {args.threads} thread(s); torch {torch.__version__}, "
-          f"onnxruntime {ort.__version__} ({art.provider})")
+    print(
+        f"{path} ({art.variant}, {art.metadata['backbone']}, input {art.input_shape}); CPU "
+        f"{platform.processor() or platform.machine()}, {args.threads} thread(s); torch {torch.__version__}, "
+        f"onnxruntime {ort.__version__} ({art.provider})"
+    )
     print(f"{'batch':>6s}{'torch eager ms/img':>20s}{'onnxruntime ms/img':>20s}{'speed-up':>10s}")
     rng = np.random.default_rng(0)
     for b in args.batches:

@@ -42,10 +42,21 @@ def worker(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     full = load_dataset(args.dataset, args.data_dir)
     n = args.steps * args.batch_size
-    data = DatasetSplits(full.name, full.classes, Split(full.train.images[:n], full.train.labels[:n]),
-                         Split(full.val.images[:256], full.val.labels[:256]), full.test)
-    cfg = make_config("quick", dataset=args.dataset, backbone=args.backbone, batch_size=args.batch_size,
-                      epochs=args.epochs + 1, num_threads=args.threads)
+    data = DatasetSplits(
+        full.name,
+        full.classes,
+        Split(full.train.images[:n], full.train.labels[:n]),
+        Split(full.val.images[:256], full.val.labels[:256]),
+        full.test,
+    )
+    cfg = make_config(
+        "quick",
+        dataset=args.dataset,
+        backbone=args.backbone,
+        batch_size=args.batch_size,
+        epochs=args.epochs + 1,
+        num_threads=args.threads,
+    )
     train(cfg, args.out, data=data, stop_after_epoch=args.epochs - 1, progress=False, ctx=ctx)
     if ctx.is_main:
         rows = [json.loads(r) for r in (Path(args.out) / "metrics.jsonl").read_text().splitlines()]
@@ -57,8 +68,13 @@ def torchrun(name: str, *cmd: str, cwd: Path | None = None) -> subprocess.Comple
     """``torchrun --standalone`` with configuration ``name``'s processes and threads; fails loudly."""
     procs, threads = CONFIGS[name]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(threads)}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-                           str(procs), *cmd], env=env, capture_output=True, text=True, cwd=cwd)
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs), *cmd],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"{name} failed ({done.returncode}): {done.stderr[-3000:]}")
     return done
@@ -66,9 +82,24 @@ def torchrun(name: str, *cmd: str, cwd: Path | None = None) -> subprocess.Comple
 
 def launch(name: str, args: argparse.Namespace, out: Path) -> list[float]:
     threads = CONFIGS[name][1]
-    cmd = [__file__, "--worker", "--threads", str(threads), "--out", str(out), "--dataset", args.dataset,
-           "--backbone", args.backbone, "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-           "--epochs", str(args.epochs)]
+    cmd = [
+        __file__,
+        "--worker",
+        "--threads",
+        str(threads),
+        "--out",
+        str(out),
+        "--dataset",
+        args.dataset,
+        "--backbone",
+        args.backbone,
+        "--steps",
+        str(args.steps),
+        "--batch-size",
+        str(args.batch_size),
+        "--epochs",
+        str(args.epochs),
+    ]
     if args.data_dir:
         cmd += ["--data-dir", args.data_dir]
     done = torchrun(name, *cmd)
@@ -81,14 +112,24 @@ def launch(name: str, args: argparse.Namespace, out: Path) -> list[float]:
 def launch_bench(name: str, args: argparse.Namespace, out: Path) -> list[float]:
     from robustness.results import load_results
 
-    torchrun(name, "-m", "robustness.bench", *args.bench.split(), "--threads", str(CONFIGS[name][1]), "--out",
-             str(out), cwd=REPO)
+    torchrun(
+        name,
+        "-m",
+        "robustness.bench",
+        *args.bench.split(),
+        "--threads",
+        str(CONFIGS[name][1]),
+        "--out",
+        str(out),
+        cwd=REPO,
+    )
     return [load_results(out / "results.json")["seconds_total"]]
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                allow_abbrev=False)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--data-dir")
     p.add_argument("--backbone", default="cnn")
@@ -97,8 +138,12 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=3, help="epochs per launch (the first is warm-up)")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--configs", nargs="+", default=["1x2", "2x1"], choices=sorted(CONFIGS))
-    p.add_argument("--bench", metavar="ARGS", help="time `python -m robustness.bench ARGS` instead of training")
-    p.add_argument("--keep", metavar="DIR", help="with --bench: keep each launch's report in DIR/CONFIG_ROUND")
+    p.add_argument(
+        "--bench", metavar="ARGS", help="time `python -m robustness.bench ARGS` instead of training"
+    )
+    p.add_argument(
+        "--keep", metavar="DIR", help="with --bench: keep each launch's report in DIR/CONFIG_ROUND"
+    )
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
@@ -110,7 +155,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(args.keep) if args.keep else Path(tmp)
         for r in range(args.rounds):
-            for name in (args.configs if r % 2 == 0 else list(reversed(args.configs))):
+            for name in args.configs if r % 2 == 0 else list(reversed(args.configs)):
                 run = launch_bench if args.bench else launch
                 got = run(name, args, base / f"{name}_{r}")
                 times[name] += got
@@ -118,14 +163,20 @@ def main() -> None:
                 print(f"round {r + 1} {name}: " + ", ".join(f"{t:.2f}" for t in got) + f" {unit}", flush=True)
     med = {name: statistics.median(v) for name, v in times.items()}
     if args.bench:
-        print(f"python -m robustness.bench {args.bench}, {os.cpu_count()} CPU cores; median wall s "
-              "(processes x threads):")
+        print(
+            f"python -m robustness.bench {args.bench}, {os.cpu_count()} CPU cores; median wall s "
+            "(processes x threads):"
+        )
     else:
-        print(f"{args.dataset} {args.backbone}, {args.steps} steps of global batch {args.batch_size} per epoch, "
-              f"{os.cpu_count()} CPU cores; median s/epoch (processes x threads):")
+        print(
+            f"{args.dataset} {args.backbone}, {args.steps} steps of global batch {args.batch_size} per epoch, "
+            f"{os.cpu_count()} CPU cores; median s/epoch (processes x threads):"
+        )
     for name, value in med.items():
-        print(f"  {name}: {value:.2f}" + ("" if args.bench else
-                                          f"  ({args.steps * args.batch_size / value:.0f} images/s)"))
+        print(
+            f"  {name}: {value:.2f}"
+            + ("" if args.bench else f"  ({args.steps * args.batch_size / value:.0f} images/s)")
+        )
     for name in med:
         if name != "2x1" and "2x1" in med:
             print(f"ratio {name} / 2x1 = {med[name] / med['2x1']:.3f} (> 1: two processes faster)")

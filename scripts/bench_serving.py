@@ -62,14 +62,25 @@ class Served:
     def __init__(self, model: Path, workers: int = 1, extra_env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.home = tempfile.mkdtemp(prefix="binenc-bench-")
-        env = {**os.environ, "BINENC_MODEL_PATH": str(model), "BENTOML_HOME": self.home, "BINENC_WORKERS": str(workers),
-               "BENTOML_DO_NOT_TRACK": "True", **(extra_env or {})}
+        env = {
+            **os.environ,
+            "BINENC_MODEL_PATH": str(model),
+            "BENTOML_HOME": self.home,
+            "BINENC_WORKERS": str(workers),
+            "BENTOML_DO_NOT_TRACK": "True",
+            **(extra_env or {}),
+        }
         env.pop("BINENC_MODEL_TAG", None)
         self.log = Path(self.home) / "serve.log"
         with open(self.log, "wb") as logf:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "bentoml", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-                cwd=REPO_ROOT, env=env, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -129,7 +140,10 @@ def predict_body(images_u8: np.ndarray) -> bytes:
 
 def percentiles(seconds: list[float]) -> dict[str, float]:
     ms = np.asarray(seconds) * 1000.0
-    return {"p50_ms": round(float(np.percentile(ms, 50)), 4), "p99_ms": round(float(np.percentile(ms, 99)), 4)}
+    return {
+        "p50_ms": round(float(np.percentile(ms, 50)), 4),
+        "p99_ms": round(float(np.percentile(ms, 99)), 4),
+    }
 
 
 # --------------------------------------------------------------------------- latency
@@ -179,24 +193,32 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
     out = {k: percentiles(v) for k, v in times.items()}
     cpu["ratio"] = round(cpu["predict_us"] / (cpu["livez_us"] + 1.1 * cpu["ort_us"]), 3)
     out["server_cpu"] = cpu
-    print(f"server CPU per request: /livez {cpu['livez_us']} us, /predict {cpu['predict_us']} us; raw ORT "
-          f"{cpu['ort_us']} us; /predict / (/livez + 1.1 x ORT) = {cpu['ratio']}")
+    print(
+        f"server CPU per request: /livez {cpu['livez_us']} us, /predict {cpu['predict_us']} us; raw ORT "
+        f"{cpu['ort_us']} us; /predict / (/livez + 1.1 x ORT) = {cpu['ratio']}"
+    )
     budget = out["livez"]["p50_ms"] + 1.1 * out["ort"]["p50_ms"]
     out["requests"] = args.requests
     out["ratio"] = round(out["predict"]["p50_ms"] / budget, 3)
     out["overhead_ms"] = round(out["predict"]["p50_ms"] - out["livez"]["p50_ms"] - out["ort"]["p50_ms"], 4)
-    print(f"p50 /livez {out['livez']['p50_ms']:.3f} ms, POST /predict {out['predict']['p50_ms']:.3f} ms "
-          f"(p99 {out['predict']['p99_ms']:.3f}), raw ORT {out['ort']['p50_ms']:.3f} ms; "
-          f"/predict / (/livez + 1.1 x ORT) = {out['ratio']:.3f} (target <= 1)")
+    print(
+        f"p50 /livez {out['livez']['p50_ms']:.3f} ms, POST /predict {out['predict']['p50_ms']:.3f} ms "
+        f"(p99 {out['predict']['p99_ms']:.3f}), raw ORT {out['ort']['p50_ms']:.3f} ms; "
+        f"/predict / (/livez + 1.1 x ORT) = {out['ratio']:.3f} (target <= 1)"
+    )
     return out
 
 
-def server_cpu_per_request(server: Served, conn: http.client.HTTPConnection, body: bytes, headers: dict,
-                           n: int) -> dict[str, float]:
+def server_cpu_per_request(
+    server: Served, conn: http.client.HTTPConnection, body: bytes, headers: dict, n: int
+) -> dict[str, float]:
     """CPU time (user + system) the server process tree spends per ``/livez`` and per ``/predict`` request,
     each over ``n`` sequential requests: steadier than wall time when other jobs share the cores."""
     out = {}
-    for key, method, path, payload in (("livez_us", "GET", "/livez", None), ("predict_us", "POST", "/predict", body)):
+    for key, method, path, payload in (
+        ("livez_us", "GET", "/livez", None),
+        ("predict_us", "POST", "/predict", body),
+    ):
         before = server.cpu_seconds()
         for _ in range(n):
             conn.request(method, path, payload, headers if payload else {})
@@ -210,27 +232,52 @@ def parse_wrk(text: str) -> dict[str, Any]:
     def ms(value: str, unit: str) -> float:
         return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
 
-    pct = {m.group(1): ms(m.group(2), m.group(3))
-           for m in re.finditer(r"^\s+(50|99)(?:\.000)?%\s+([\d.]+)(us|ms|s|m)\s*$", text, re.M)}
+    pct = {
+        m.group(1): ms(m.group(2), m.group(3))
+        for m in re.finditer(r"^\s+(50|99)(?:\.000)?%\s+([\d.]+)(us|ms|s|m)\s*$", text, re.M)
+    }
     total = re.search(r"(\d+) requests in ([\d.]+)(s|m)", text)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
-    return {"requests": int(total.group(1)), "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)),
-            "p50_ms": round(pct["50"], 3), "p99_ms": round(pct["99"], 3),
-            "non_2xx": int(non2xx.group(1)) if non2xx else 0,
-            "socket_errors": dict(zip(("connect", "read", "write", "timeout"), map(int, errors.groups()), strict=True))
-            if errors else {}}
+    return {
+        "requests": int(total.group(1)),
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)),
+        "p50_ms": round(pct["50"], 3),
+        "p99_ms": round(pct["99"], 3),
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+        "socket_errors": dict(
+            zip(("connect", "read", "write", "timeout"), map(int, errors.groups()), strict=True)
+        )
+        if errors
+        else {},
+    }
 
 
 def run_wrk(port: int, script: Path, clients: int, seconds: float) -> dict[str, Any]:
     threads = min(clients, os.cpu_count() or 1)
-    cmd = ["wrk", f"-t{threads}", f"-c{clients}", f"-d{int(seconds)}s", "--timeout", "10s", "--latency", "-s", str(script),
-           f"http://127.0.0.1:{port}/predict"]
+    cmd = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{clients}",
+        f"-d{int(seconds)}s",
+        "--timeout",
+        "10s",
+        "--latency",
+        "-s",
+        str(script),
+        f"http://127.0.0.1:{port}/predict",
+    ]
     text = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=seconds + 60).stdout
-    out = {"clients": clients, "seconds": seconds, "command": " ".join(cmd[:-3]) + " -s predict.lua URL/predict",
-           **parse_wrk(text)}
-    print(f"{clients:3d} connections, {seconds:.0f} s: {out['rps']:.0f} req/s, p50 {out['p50_ms']} ms, "
-          f"p99 {out['p99_ms']} ms, non-2xx {out['non_2xx']}, socket errors {out['socket_errors']}")
+    out = {
+        "clients": clients,
+        "seconds": seconds,
+        "command": " ".join(cmd[:-3]) + " -s predict.lua URL/predict",
+        **parse_wrk(text),
+    }
+    print(
+        f"{clients:3d} connections, {seconds:.0f} s: {out['rps']:.0f} req/s, p50 {out['p50_ms']} ms, "
+        f"p99 {out['p99_ms']} ms, non-2xx {out['non_2xx']}, socket errors {out['socket_errors']}"
+    )
     return out
 
 
@@ -266,23 +313,35 @@ def ood(args: argparse.Namespace) -> dict[str, Any]:
     from training.data import MNIST_TEST_DIR, find_idx, load_raw, read_idx
 
     art = load_artifact(args.model, providers="CPUExecutionProvider")
-    sets = {"fashion-mnist": load_raw("fashion-mnist").test.images,
-            "mnist": read_idx(find_idx(MNIST_TEST_DIR, "t10k-images-idx3-ubyte"))[:, None]}
+    sets = {
+        "fashion-mnist": load_raw("fashion-mnist").test.images,
+        "mnist": read_idx(find_idx(MNIST_TEST_DIR, "t10k-images-idx3-ubyte"))[:, None],
+    }
     server = Served(args.model)
     result = {}
     try:
         for name, images in sets.items():
-            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)  # idle ones close after 5 s
+            conn = http.client.HTTPConnection(
+                "127.0.0.1", server.port, timeout=60
+            )  # idle ones close after 5 s
             accepted = 0
             for i in range(0, len(images), 100):
-                conn.request("POST", "/predict", predict_body(images[i : i + 100]), {"Content-Type": "application/json"})
+                conn.request(
+                    "POST",
+                    "/predict",
+                    predict_body(images[i : i + 100]),
+                    {"Content-Type": "application/json"},
+                )
                 r = conn.getresponse()
                 preds = json.loads(r.read())["predictions"]
                 accepted += sum(p["accepted"] for p in preds)
             conn.close()
             ref, _ = art.decide(art.run(images.astype(np.float32) / 255.0))
-            result[name] = {"n": len(images), "accepted_share": round(accepted / len(images), 4),
-                            "inprocess_accepted_share": round(float(ref.mean()), 4)}
+            result[name] = {
+                "n": len(images),
+                "accepted_share": round(accepted / len(images), 4),
+                "inprocess_accepted_share": round(float(ref.mean()), 4),
+            }
             print(f"{name}: {accepted / len(images):.1%} accepted over HTTP, {ref.mean():.1%} in-process")
     finally:
         server.stop()
@@ -297,16 +356,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=300, help="latency: rounds before measuring")
     ap.add_argument("--clients", type=lambda s: [int(c) for c in s.split(",")], default=[1, 16, 64])
     ap.add_argument("--seconds", type=float, default=20.0, help="load: seconds per level but the last")
-    ap.add_argument("--soak-seconds", type=float, default=60.0, help="load: seconds of the last (largest) level")
+    ap.add_argument(
+        "--soak-seconds", type=float, default=60.0, help="load: seconds of the last (largest) level"
+    )
     ap.add_argument("--workers", type=int, default=None, help="load: server workers (default: CPU count)")
-    ap.add_argument("--env", action="append", default=[], metavar="BINENC_X=V", help="latency: server setting")
+    ap.add_argument(
+        "--env", action="append", default=[], metavar="BINENC_X=V", help="latency: server setting"
+    )
     ap.add_argument("--out", type=Path, default=None, help="merge the report into this JSON file")
     args = ap.parse_args(argv)
     report = {"latency": latency, "load": load, "ood": ood}[args.command](args)
     report = {"model": str(args.model), "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d"), **report}
     if args.out:
         old = json.loads(args.out.read_text()) if args.out.exists() else {}
-        old = {k: v for k, v in old.items() if k in ("latency", "load", "ood")} if isinstance(old, dict) else {}
+        old = (
+            {k: v for k, v in old.items() if k in ("latency", "load", "ood")} if isinstance(old, dict) else {}
+        )
         args.out.write_text(json.dumps({**old, args.command: report}, indent=2) + "\n")
     return 0
 

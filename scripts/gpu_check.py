@@ -50,7 +50,9 @@ def pip(*args: str) -> subprocess.CompletedProcess:
 def fetch_wheel(name: str, version: str, wheel_dir: Path | None, into: Path) -> Path | None:
     """A wheel of ``name==version`` for this interpreter, from ``wheel_dir`` or the package index."""
     sources = ["--no-index", "--find-links", str(wheel_dir)] if wheel_dir else []
-    done = pip("download", "--no-deps", "--only-binary=:all:", "-d", str(into), *sources, f"{name}=={version}")
+    done = pip(
+        "download", "--no-deps", "--only-binary=:all:", "-d", str(into), *sources, f"{name}=={version}"
+    )
     stem = name.replace("-", "_")
     found = sorted(into.glob(f"{stem}-{version}-*.whl"))
     return found[0] if done.returncode == 0 and found else None
@@ -75,12 +77,16 @@ def prepare_ort_gpu(args, report: dict, tmp: Path) -> dict[str, Path] | None:
     if not cpu_v:
         report["ort_swap"] = "skipped: neither onnxruntime nor onnxruntime-gpu is installed"
         return None
-    wheels = {"onnxruntime": fetch_wheel("onnxruntime", cpu_v, args.wheel_dir, tmp),
-              "onnxruntime-gpu": fetch_wheel("onnxruntime-gpu", cpu_v, args.wheel_dir, tmp)}
+    wheels = {
+        "onnxruntime": fetch_wheel("onnxruntime", cpu_v, args.wheel_dir, tmp),
+        "onnxruntime-gpu": fetch_wheel("onnxruntime-gpu", cpu_v, args.wheel_dir, tmp),
+    }
     missing = [k for k, v in wheels.items() if v is None]
     if missing:
-        report["ort_swap"] = (f"skipped: no wheel of {', '.join(missing)}=={cpu_v} reachable (pass --wheel-dir with "
-                              "both wheels); the CUDA provider was not tried")
+        report["ort_swap"] = (
+            f"skipped: no wheel of {', '.join(missing)}=={cpu_v} reachable (pass --wheel-dir with "
+            "both wheels); the CUDA provider was not tried"
+        )
         return None
     swap_ort(True, wheels)
     report["ort_swap"] = f"onnxruntime {cpu_v} -> onnxruntime-gpu {cpu_v}"
@@ -91,16 +97,44 @@ def prepare_ort_gpu(args, report: dict, tmp: Path) -> dict[str, Path] | None:
 # test suite's recipe on the 8x8 digits (the quick profile's gamma cap collapses this tiny set).
 RECIPES = {
     "fashion-mnist": ["--backbone", "cnn", "--epochs", "2"],
-    "digits": ["--backbone", "mlp", "--epochs", "30", "--batch-size", "64", "--lr", "3e-3", "--head-lr", "3e-3",
-               "--gamma-cap", "10"],
+    "digits": [
+        "--backbone",
+        "mlp",
+        "--epochs",
+        "30",
+        "--batch-size",
+        "64",
+        "--lr",
+        "3e-3",
+        "--head-lr",
+        "3e-3",
+        "--gamma-cap",
+        "10",
+    ],
 }
 
 
-def train_cmd(nproc: int, device: str, dataset: str, epochs: int | None, out: Path, export: bool) -> list[str]:
-    launcher = [sys.executable] if nproc == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                                     "--nproc_per_node", str(nproc)]
-    cmd = [*launcher, "-m", "training", "--device", device, "--dataset", dataset, *RECIPES.get(dataset, []),
-           "--out", str(out), "--quiet"]
+def train_cmd(
+    nproc: int, device: str, dataset: str, epochs: int | None, out: Path, export: bool
+) -> list[str]:
+    launcher = (
+        [sys.executable]
+        if nproc == 1
+        else [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
+    )
+    cmd = [
+        *launcher,
+        "-m",
+        "training",
+        "--device",
+        device,
+        "--dataset",
+        dataset,
+        *RECIPES.get(dataset, []),
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     if epochs is not None:
         cmd += ["--epochs", str(epochs)]
     return [*cmd, "--export"] if export else cmd
@@ -109,9 +143,18 @@ def train_cmd(nproc: int, device: str, dataset: str, epochs: int | None, out: Pa
 def run_training(cmd: list[str], out: Path) -> dict:
     t0 = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
-    rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()] if done.returncode == 0 else []
-    result = {"command": " ".join(cmd), "returncode": done.returncode, "wall_s": time.perf_counter() - t0,
-              "epoch_time_s": [r["epoch_time_s"] for r in rows], "stdout_tail": done.stdout[-1500:]}
+    rows = (
+        [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
+        if done.returncode == 0
+        else []
+    )
+    result = {
+        "command": " ".join(cmd),
+        "returncode": done.returncode,
+        "wall_s": time.perf_counter() - t0,
+        "epoch_time_s": [r["epoch_time_s"] for r in rows],
+        "stdout_tail": done.stdout[-1500:],
+    }
     if done.returncode != 0:
         result["stderr_tail"] = done.stderr[-3000:]
     return result
@@ -171,7 +214,10 @@ def engines(run_dir: Path, cuda: bool) -> tuple[dict, str, tuple[int, ...]]:
     auto = load_artifact(run_dir / "model.onnx", providers="auto")
     cpu = load_artifact(run_dir / "model.onnx", providers="CPUExecutionProvider")
     geo = VertexGeometry.from_metadata(cpu.metadata) if cpu.score_name == "vertex_distance" else None
-    found = {"ort_cpu": lambda x: cpu.run(x, batch_size=len(x)), "torch_cpu": torch_engine(run_dir, geo, "cpu")}
+    found = {
+        "ort_cpu": lambda x: cpu.run(x, batch_size=len(x)),
+        "torch_cpu": torch_engine(run_dir, geo, "cpu"),
+    }
     if auto.provider == "CUDAExecutionProvider":
         found["ort_cuda"] = lambda x: auto.run(x, batch_size=len(x))
     if cuda:
@@ -205,15 +251,20 @@ def environment() -> dict:
 
     cuda = torch.cuda.is_available()
     return {
-        "python": platform.python_version(), "torch": torch.__version__, "cuda_available": cuda,
-        "cuda_runtime": torch.version.cuda, "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
-        "cpu_cores": os.cpu_count(), "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda_available": cuda,
+        "cuda_runtime": torch.version.cuda,
+        "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+        "cpu_cores": os.cpu_count(),
+        "platform": platform.platform(),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                allow_abbrev=False)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or "gpu_check_out"))
     p.add_argument("--dataset", help="default: fashion-mnist if its files are present, else digits")
     p.add_argument("--epochs", type=int, help="default: 2 on fashion-mnist, 30 on digits")
@@ -228,8 +279,12 @@ def main(argv: list[str] | None = None) -> int:
     cuda = env["cuda_available"]
     log(f"environment: {json.dumps(env)}")
     if not cuda:
-        report["skipped"] += ["onnxruntime-gpu swap", "--device cuda training (ran on cpu)", "ORT CUDA and torch CUDA "
-                              "latency", "2-GPU torchrun"]
+        report["skipped"] += [
+            "onnxruntime-gpu swap",
+            "--device cuda training (ran on cpu)",
+            "ORT CUDA and torch CUDA latency",
+            "2-GPU torchrun",
+        ]
         log("no CUDA GPU: skipping " + "; ".join(report["skipped"]))
     with tempfile.TemporaryDirectory() as tmp:
         wheels = prepare_ort_gpu(args, report, Path(tmp)) if cuda and not args.no_ort_swap else None
@@ -239,8 +294,10 @@ def main(argv: list[str] | None = None) -> int:
             if wheels and not args.keep_ort_gpu:
                 swap_ort(False, wheels)
                 report["ort_swap"] += " -> onnxruntime (restored)"
-    report["onnxruntime_after"] = {"onnxruntime": installed("onnxruntime"),
-                                   "onnxruntime-gpu": installed("onnxruntime-gpu")}
+    report["onnxruntime_after"] = {
+        "onnxruntime": installed("onnxruntime"),
+        "onnxruntime-gpu": installed("onnxruntime-gpu"),
+    }
     path = args.out / "gpu_check.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
     log(f"wrote {path}")
@@ -262,7 +319,9 @@ def check(args, report: dict, cuda: bool) -> None:
     run_dir = args.out / f"{dataset}_{device}"
     report["dataset"] = dataset
     log(f"training {dataset} on {device} ...")
-    report["training"] = run_training(train_cmd(1, device, dataset, args.epochs, run_dir, export=True), run_dir)
+    report["training"] = run_training(
+        train_cmd(1, device, dataset, args.epochs, run_dir, export=True), run_dir
+    )
     if report["training"]["returncode"] != 0:
         log(report["training"].get("stderr_tail", ""))
         return
@@ -271,11 +330,15 @@ def check(args, report: dict, cuda: bool) -> None:
     if cuda and len(report["environment"]["gpus"]) >= 2:
         ddp_dir = args.out / f"{dataset}_cuda_2gpu"
         log("2-GPU torchrun ...")
-        report["training_2gpu"] = run_training(train_cmd(2, "cuda", dataset, args.epochs, ddp_dir, False), ddp_dir)
+        report["training_2gpu"] = run_training(
+            train_cmd(2, "cuda", dataset, args.epochs, ddp_dir, False), ddp_dir
+        )
         one, two = report["training"]["epoch_time_s"], report["training_2gpu"]["epoch_time_s"]
         if one and two:
             report["epoch_time_ratio_1gpu_over_2gpu"] = min(one) / min(two)
-            log(f"epoch time 1 GPU {min(one):.2f} s, 2 GPUs {min(two):.2f} s: ratio {min(one) / min(two):.2f}")
+            log(
+                f"epoch time 1 GPU {min(one):.2f} s, 2 GPUs {min(two):.2f} s: ratio {min(one) / min(two):.2f}"
+            )
 
 
 if __name__ == "__main__":

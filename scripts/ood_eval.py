@@ -78,8 +78,14 @@ class Evaluated:
         return ood.model_features(self.model, self.score, images, device=device)
 
 
-def evaluate_run(run_dir: Path, data: DatasetSplits, sets: list[ood.OODSet], id_idx: np.ndarray, fit_idx: np.ndarray,
-                 args: argparse.Namespace) -> Evaluated:
+def evaluate_run(
+    run_dir: Path,
+    data: DatasetSplits,
+    sets: list[ood.OODSet],
+    id_idx: np.ndarray,
+    fit_idx: np.ndarray,
+    args: argparse.Namespace,
+) -> Evaluated:
     path, exported = ensure_artifact(run_dir, data, args.reexport)
     art = load_artifact(path, providers="CPUExecutionProvider", threads=args.threads)
     model = load_run(run_dir)[0].to(args.device)
@@ -87,37 +93,59 @@ def evaluate_run(run_dir: Path, data: DatasetSplits, sets: list[ood.OODSet], id_
     feats = partial(ood.model_features, model, score, device=args.device)
     fit, fit_labels = feats(data.train.images[fit_idx]), data.train.labels[fit_idx]
     label = f"{art.variant} ({art.score_name})"
-    print(f"{label}: {path}{' (exported now)' if exported else ''}, threshold {art.threshold:.6g}", flush=True)
+    print(
+        f"{label}: {path}{' (exported now)' if exported else ''}, threshold {art.threshold:.6g}", flush=True
+    )
     return Evaluated(
-        label, art, model, score, fit, fit_labels, feats(data.test.images[id_idx]),
-        {s.name: feats(s.images) for s in sets}, ood.fit_detectors(fit, fit_labels, tuple(args.detectors), args.knn_k),
+        label,
+        art,
+        model,
+        score,
+        fit,
+        fit_labels,
+        feats(data.test.images[id_idx]),
+        {s.name: feats(s.images) for s in sets},
+        ood.fit_detectors(fit, fit_labels, tuple(args.detectors), args.knn_k),
         ideal_vertex_whitening(score, fit, fit_labels) if isinstance(score, VertexScore) else None,
     )
 
 
-def section_selection(run: Evaluated, data: DatasetSplits, val: ood.Features, val_cands: dict[str, np.ndarray],
-                      args: argparse.Namespace) -> dict:
-    shifts = {k: run.features(v, args.device)
-              for k, v in validation_shifts(data.val.images, args.shift_n, args.seed).items()}
+def section_selection(
+    run: Evaluated,
+    data: DatasetSplits,
+    val: ood.Features,
+    val_cands: dict[str, np.ndarray],
+    args: argparse.Namespace,
+) -> dict:
+    shifts = {
+        k: run.features(v, args.device)
+        for k, v in validation_shifts(data.val.images, args.shift_n, args.seed).items()
+    }
     vertex = run.vertex_score
     table = selection_table(val, data.val.labels, shifts, vertex, run.ideal_vertex, reference=val_cands)
     cols = list(next(iter(table.values())))
-    print(f"\n[1] score selection on VALIDATION data only (AUROC; {len(data.val)} val images, shifts of the first "
-          f"{min(args.shift_n, len(data.val))})")
+    print(
+        f"\n[1] score selection on VALIDATION data only (AUROC; {len(data.val)} val images, shifts of the first "
+        f"{min(args.shift_n, len(data.val))})"
+    )
     print(f"{'candidate':60s}" + "".join(f"{c:>16s}" for c in cols))
     for name, row in table.items():
         print(f"{name:60s}" + "".join(f"{row[c]:16.4f}" for c in cols))
     if vertex is None:
         return {"candidates": table}
     chosen = pick(table)
-    print(f"validation picks: {chosen} (highest val_misclf among the served score and the candidates that beat it "
-          f"there and lose at most {SHIFT_TOLERANCE:g} AUROC on every shift)")
+    print(
+        f"validation picks: {chosen} (highest val_misclf among the served score and the candidates that beat it "
+        f"there and lose at most {SHIFT_TOLERANCE:g} AUROC on every shift)"
+    )
     return {"candidates": table, "pick": chosen, "shift_tolerance": SHIFT_TOLERANCE}
 
 
 def section_ood(runs: list[Evaluated], args: argparse.Namespace) -> dict:
-    print(f"\n[2] ID test ({len(runs[0].test.logits)}) vs OOD ({', '.join(f'{k} {len(v.logits)}' for k, v in runs[0].ood.items())}); "
-          f"AUROC [95% bootstrap, {args.n_boot}] and FPR at 95% ID acceptance")
+    print(
+        f"\n[2] ID test ({len(runs[0].test.logits)}) vs OOD ({', '.join(f'{k} {len(v.logits)}' for k, v in runs[0].ood.items())}); "
+        f"AUROC [95% bootstrap, {args.n_boot}] and FPR at 95% ID acceptance"
+    )
     out: dict = {}
     for run in runs:
         s_id = ood.detector_scores(run.detectors, run.test)
@@ -125,8 +153,11 @@ def section_ood(runs: list[Evaluated], args: argparse.Namespace) -> dict:
         table = ood.ood_table(s_id, s_ood, n_boot=args.n_boot, boot_seed=args.seed)
         for set_name, rows in table.items():
             for det, row in rows.items():
-                name = f"{det}, {run.label}, z {run.fit.z.shape[1]}-d" if det in ("mahalanobis", "knn") else \
-                    f"{det}, {run.label}"
+                name = (
+                    f"{det}, {run.label}, z {run.fit.z.shape[1]}-d"
+                    if det in ("mahalanobis", "knn")
+                    else f"{det}, {run.label}"
+                )
                 out.setdefault(set_name, {})[name] = row
                 ci = " [{:.4f}, {:.4f}]".format(*row["auroc_ci95"]) if "auroc_ci95" in row else ""
                 print(f"  {set_name:10s}{name:52s}{row['auroc']:.4f}{ci}   FPR@95 {row['fpr95']:.4f}")
@@ -134,7 +165,9 @@ def section_ood(runs: list[Evaluated], args: argparse.Namespace) -> dict:
 
 
 def section_misclassification(runs: list[Evaluated], labels: np.ndarray, args: argparse.Namespace) -> dict:
-    print(f"\n[3] misclassification AUROC on the ID test points (correct vs errors), [95% bootstrap, {args.n_boot}]")
+    print(
+        f"\n[3] misclassification AUROC on the ID test points (correct vs errors), [95% bootstrap, {args.n_boot}]"
+    )
     out: dict = {}
     for run in runs:
         correct = run.test.logits.argmax(1) == labels
@@ -157,10 +190,16 @@ def section_acceptance(runs: list[Evaluated], labels: np.ndarray) -> dict:
         art = run.art
         acc_id, why_id = art.decide(ood.score_outputs(run.score, run.test.logits, run.test.z))
         correct = run.test.logits.argmax(1) == labels
-        row = {"threshold": art.threshold, "target_accept_rate": art.target_accept_rate,
-               "val_accept": art.metadata["calibration"]["accept_rate"], "id_test_accept": float(acc_id.mean()),
-               "acc_accepted": float(correct[acc_id].mean()) if acc_id.any() else None,
-               "acc_all": float(correct.mean()), "reasons_id": dict(Counter(r for r in why_id if r)), "ood": {}}
+        row = {
+            "threshold": art.threshold,
+            "target_accept_rate": art.target_accept_rate,
+            "val_accept": art.metadata["calibration"]["accept_rate"],
+            "id_test_accept": float(acc_id.mean()),
+            "acc_accepted": float(correct[acc_id].mean()) if acc_id.any() else None,
+            "acc_all": float(correct.mean()),
+            "reasons_id": dict(Counter(r for r in why_id if r)),
+            "ood": {},
+        }
         for k, f in run.ood.items():
             acc, why = art.decide(ood.score_outputs(run.score, f.logits, f.z))
             row["ood"][k] = {"accept": float(acc.mean()), "reasons": dict(Counter(r for r in why if r))}
@@ -168,13 +207,20 @@ def section_acceptance(runs: list[Evaluated], labels: np.ndarray) -> dict:
             pred = run.test.logits.argmax(1)
             codes = sign_codes(run.test.z, run.score.midpoint.numpy())
             agree = agrees_with_class_code(codes, pred, run.test.logits.shape[1])
-            row["same_encoding_all"], row["same_encoding_accepted"] = float(agree.mean()), float(agree[acc_id].mean())
-            print(f"  {run.label}: same-encoding {row['same_encoding_all']:.4f} of all ID test inputs, "
-                  f"{row['same_encoding_accepted']:.4f} of the accepted ones")
+            row["same_encoding_all"], row["same_encoding_accepted"] = (
+                float(agree.mean()),
+                float(agree[acc_id].mean()),
+            )
+            print(
+                f"  {run.label}: same-encoding {row['same_encoding_all']:.4f} of all ID test inputs, "
+                f"{row['same_encoding_accepted']:.4f} of the accepted ones"
+            )
         out[run.label] = row
-        print(f"  {run.label}: threshold {art.threshold:.6g}; ID test accepted {row['id_test_accept']:.4f} "
-              f"(val {row['val_accept']:.4f}); accuracy accepted {row['acc_accepted']:.4f} vs all {row['acc_all']:.4f}; "
-              f"rejections {row['reasons_id']}")
+        print(
+            f"  {run.label}: threshold {art.threshold:.6g}; ID test accepted {row['id_test_accept']:.4f} "
+            f"(val {row['val_accept']:.4f}); accuracy accepted {row['acc_accepted']:.4f} vs all {row['acc_all']:.4f}; "
+            f"rejections {row['reasons_id']}"
+        )
         for k, v in row["ood"].items():
             print(f"    {k}: accepted {v['accept']:.4f}; rejections {v['reasons']}")
     return out
@@ -191,30 +237,50 @@ def section_post_hoc(run: Evaluated, labels: np.ndarray, ref: dict[str, np.ndarr
     correct = run.test.logits.argmax(1) == labels
     out = {}
     for name in tc:
-        row = {"ood_auroc": M.auroc(tc[name], oc[name]), "fpr95": M.fpr_at_tpr(tc[name], oc[name]),
-               "test_misclf_auroc": M.misclassification_auroc(tc[name], correct)}
+        row = {
+            "ood_auroc": M.auroc(tc[name], oc[name]),
+            "fpr95": M.fpr_at_tpr(tc[name], oc[name]),
+            "test_misclf_auroc": M.misclassification_auroc(tc[name], correct),
+        }
         out[name] = row
-        print(f"  {name:60s} OOD AUROC {row['ood_auroc']:.4f}  FPR@95 {row['fpr95']:.4f}  "
-              f"test misclf AUROC {row['test_misclf_auroc']:.4f}")
+        print(
+            f"  {name:60s} OOD AUROC {row['ood_auroc']:.4f}  FPR@95 {row['fpr95']:.4f}  "
+            f"test misclf AUROC {row['test_misclf_auroc']:.4f}"
+        )
     return {"ood_set": set_name, "candidates": out}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(allow_abbrev=False, prog="python scripts/ood_eval.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        allow_abbrev=False,
+        prog="python scripts/ood_eval.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("run_dir", type=Path)
-    p.add_argument("--baseline", type=Path, help="a second run directory evaluated the same way (e.g. no_pen)")
-    p.add_argument("--ood-sets", default="mnist", help=f"comma-separated OOD sets (default mnist) of: "
-                   f"{', '.join(ood.ALL_SETS)}; a named set that cannot be built is an error")
+    p.add_argument(
+        "--baseline", type=Path, help="a second run directory evaluated the same way (e.g. no_pen)"
+    )
+    p.add_argument(
+        "--ood-sets",
+        default="mnist",
+        help=f"comma-separated OOD sets (default mnist) of: "
+        f"{', '.join(ood.ALL_SETS)}; a named set that cannot be built is an error",
+    )
     p.add_argument("--ood-data-dir", help="MNIST IDX directory for the mnist set (default: data/mnist)")
     p.add_argument("--n-id", type=int, help="ID test points (default: the whole test split)")
     p.add_argument("--n-ood", type=int, default=10000, help="points per OOD set (default 10000)")
     p.add_argument("--n-fit", type=int, help="training points the detectors are fitted on (default: all)")
     p.add_argument("--seed", type=int, default=0, help="point selection, OOD generation and bootstrap seed")
-    p.add_argument("--detectors", default=",".join(DEFAULT_DETECTORS),
-                   help=f"comma-separated of: {', '.join(ood.DETECTORS)} (default {','.join(DEFAULT_DETECTORS)})")
+    p.add_argument(
+        "--detectors",
+        default=",".join(DEFAULT_DETECTORS),
+        help=f"comma-separated of: {', '.join(ood.DETECTORS)} (default {','.join(DEFAULT_DETECTORS)})",
+    )
     p.add_argument("--knn-k", type=int, default=10)
-    p.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples for the intervals (default 200)")
+    p.add_argument(
+        "--n-boot", type=int, default=200, help="bootstrap resamples for the intervals (default 200)"
+    )
     p.add_argument("--shift-n", type=int, default=2000, help="validation images per shift in section 1")
     p.add_argument("--threads", type=int, default=1, help="torch / ONNX Runtime CPU threads")
     p.add_argument("--device", default="cpu")
@@ -228,19 +294,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.detectors = tuple(d for d in args.detectors.split(",") if d)
     unknown = [d for d in args.detectors if d not in ood.DETECTORS]
     if unknown:
-        print(f"error: unknown detectors {unknown}; expected some of {', '.join(ood.DETECTORS)}", file=sys.stderr)
+        print(
+            f"error: unknown detectors {unknown}; expected some of {', '.join(ood.DETECTORS)}",
+            file=sys.stderr,
+        )
         return 2
     torch.set_num_threads(args.threads)
     try:
         _, cfg, ckpt = load_run(args.run_dir)
         data = load_run_data(cfg)
-        sets, skipped = ood.make_ood_sets(data.name, data.test.images, data.input_shape, args.n_ood, args.seed,
-                                          args.ood_data_dir, tuple(s for s in args.ood_sets.split(",") if s))
+        sets, skipped = ood.make_ood_sets(
+            data.name,
+            data.test.images,
+            data.input_shape,
+            args.n_ood,
+            args.seed,
+            args.ood_data_dir,
+            tuple(s for s in args.ood_sets.split(",") if s),
+        )
         if skipped:
             raise ood.OODSetError("; ".join(f"OOD set {s.name!r} skipped: {s.reason}" for s in skipped))
-        id_idx, fit_idx = ood.evaluation_points(len(data.test), len(data.train), args.n_id, args.n_fit, args.seed)
-        print(f"ID {data.name}: {len(id_idx)} test points, detectors fitted on {len(fit_idx)} training points; OOD "
-              + ", ".join(f"{s.name} ({s.source}, {len(s.images)})" for s in sets))
+        id_idx, fit_idx = ood.evaluation_points(
+            len(data.test), len(data.train), args.n_id, args.n_fit, args.seed
+        )
+        print(
+            f"ID {data.name}: {len(id_idx)} test points, detectors fitted on {len(fit_idx)} training points; OOD "
+            + ", ".join(f"{s.name} ({s.source}, {len(s.images)})" for s in sets)
+        )
         runs = [evaluate_run(args.run_dir, data, sets, id_idx, fit_idx, args)]
         if args.baseline:
             runs.append(evaluate_run(args.baseline, data, sets, id_idx, fit_idx, args))
@@ -251,11 +331,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     val = runs[0].features(data.val.images, args.device)
     val_cands = candidate_scores(val, runs[0].vertex_score, runs[0].ideal_vertex)
     report = {
-        "points": {"id_test": int(len(id_idx)), "fit_train": int(len(fit_idx)), "seed": args.seed,
-                   "ood": {s.name: {"n": int(len(s.images)), "source": s.source} for s in sets},
-                   "n_boot": args.n_boot, "shift_n": args.shift_n},
-        "runs": {r.label: {"artifact": str(r.art.path), "variant": r.art.variant, "score": r.art.score_name}
-                 for r in runs},
+        "points": {
+            "id_test": int(len(id_idx)),
+            "fit_train": int(len(fit_idx)),
+            "seed": args.seed,
+            "ood": {s.name: {"n": int(len(s.images)), "source": s.source} for s in sets},
+            "n_boot": args.n_boot,
+            "shift_n": args.shift_n,
+        },
+        "runs": {
+            r.label: {"artifact": str(r.art.path), "variant": r.art.variant, "score": r.art.score_name}
+            for r in runs
+        },
         "selection_val": section_selection(runs[0], data, val, val_cands, args),
         "ood": section_ood(runs, args),
         "misclassification": section_misclassification(runs, labels, args),

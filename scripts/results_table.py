@@ -31,8 +31,10 @@ def main() -> None:
     p.add_argument("--prefix", default="fashion-mnist_cnn_quick")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     args = p.parse_args()
-    print("| variant | seeds | test acc | same-encoding (test, all) | same-encoding (test, correct) "
-          "| same-encoding (train) | distinct codes (test) | bimodal dims | NC1 (test) |")
+    print(
+        "| variant | seeds | test acc | same-encoding (test, all) | same-encoding (test, correct) "
+        "| same-encoding (train) | distinct codes (test) | bimodal dims | NC1 (test) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for v in VARIANTS:
         rows = []
@@ -45,14 +47,18 @@ def main() -> None:
             continue
         acc = [m["test_acc"] for m, _ in rows]
         if v == "no_pen":
-            print(f"| {v} | {len(rows)} | {fmt(acc, 4)} | – | – | – | – | – | {fmt([g['nc1'] for _, g in rows])} |")
+            print(
+                f"| {v} | {len(rows)} | {fmt(acc, 4)} | – | – | – | – | – | {fmt([g['nc1'] for _, g in rows])} |"
+            )
             continue
         codes = sorted({g["distinct_class_codes"] for _, g in rows})
         bim = sorted({f"{m['bimodal_dims']}/{m['latent_width']}" for m, _ in rows})
-        print(f"| {v} | {len(rows)} | {fmt(acc, 4)} | {fmt([g['same_encoding'] for _, g in rows])} "
-              f"| {fmt([g['same_encoding_correct'] for _, g in rows])} "
-              f"| {fmt([m['train']['same_encoding'] for m, _ in rows])} | {', '.join(map(str, codes))} "
-              f"| {', '.join(bim)} | {fmt([g['nc1'] for _, g in rows])} |")
+        print(
+            f"| {v} | {len(rows)} | {fmt(acc, 4)} | {fmt([g['same_encoding'] for _, g in rows])} "
+            f"| {fmt([g['same_encoding_correct'] for _, g in rows])} "
+            f"| {fmt([m['train']['same_encoding'] for m, _ in rows])} | {', '.join(map(str, codes))} "
+            f"| {', '.join(bim)} | {fmt([g['nc1'] for _, g in rows])} |"
+        )
 
 
 if __name__ == "__main__":

@@ -46,8 +46,12 @@ def load(url: str, rounds: int) -> int:
     n = 0
     with httpx.Client(base_url=url, timeout=60) as c:
         for _ in range(rounds):
-            for r in (c.post("/predict", json=big), c.post("/predict_batch", json=batch),
-                      c.post("/predict_image", files=files), *(c.post("/predict", json=single) for _ in range(20))):
+            for r in (
+                c.post("/predict", json=big),
+                c.post("/predict_batch", json=batch),
+                c.post("/predict_image", files=files),
+                *(c.post("/predict", json=single) for _ in range(20)),
+            ):
                 r.raise_for_status()
                 n += 1
     return n
@@ -72,9 +76,14 @@ def measure(model: Path, workers: int, rounds: int) -> dict:
         done.set()
         t.join()
         after, _ = tree_rss(server.proc.pid)
-        return {"workers": workers, "requests": requests, "idle_mib": round(idle / MIB, 1),
-                "idle_per_process_mib": [round(p / MIB, 1) for p in parts], "peak_mib": round(peak[0] / MIB, 1),
-                "after_mib": round(after / MIB, 1)}
+        return {
+            "workers": workers,
+            "requests": requests,
+            "idle_mib": round(idle / MIB, 1),
+            "idle_per_process_mib": [round(p / MIB, 1) for p in parts],
+            "peak_mib": round(peak[0] / MIB, 1),
+            "after_mib": round(after / MIB, 1),
+        }
     finally:
         server.stop()
 
@@ -94,8 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         row = measure(args.model, w, args.rounds)
         print(json.dumps(row))
         rows.append(row)
-    report = {"command": "python scripts/serving_rss.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "cpu_count": psutil.cpu_count(), "loadavg": [round(v, 2) for v in psutil.getloadavg()], "rows": rows}
+    report = {
+        "command": "python scripts/serving_rss.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "cpu_count": psutil.cpu_count(),
+        "loadavg": [round(v, 2) for v in psutil.getloadavg()],
+        "rows": rows,
+    }
     if args.out:
         args.out.write_text(json.dumps(report, indent=1) + "\n")
     return 0

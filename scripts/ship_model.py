@@ -32,7 +32,9 @@ DEFAULT_OUT = Path("models/fashion-mnist_bin_enc")
 SHIPPED_TARGET_RISK = [0.01, 0.02, 0.03]
 SHIPPED_DELTA = 0.05
 SHIPPED_CANDIDATES = 6
-TRAIN_COMMAND = "python -m training --dataset fashion-mnist --variant bin_enc --profile quick --seed {seed} --out {run}"
+TRAIN_COMMAND = (
+    "python -m training --dataset fashion-mnist --variant bin_enc --profile quick --seed {seed} --out {run}"
+)
 
 
 def sha256_of(path: Path) -> str:
@@ -72,35 +74,59 @@ def provenance(run: Path, artifact: Path, flags: str = "") -> dict:
     }
 
 
-def ship(run: Path, out_dir: Path, target_risk: float | list[float] | None = None, delta: float = 0.05, candidates: int = 1) -> dict:
+def ship(
+    run: Path,
+    out_dir: Path,
+    target_risk: float | list[float] | None = None,
+    delta: float = 0.05,
+    candidates: int = 1,
+) -> dict:
     """Export ``run`` into ``out_dir/model.onnx`` (atomically) and write ``out_dir/provenance.json``; with
     ``target_risk`` the threshold certifies the selective error (:func:`training.export.export_run`)."""
     if not (run / METRICS).is_file():
-        raise FileNotFoundError(f"{run}: no finished run (metrics.json missing); train it first with `make train`")
+        raise FileNotFoundError(
+            f"{run}: no finished run (metrics.json missing); train it first with `make train`"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
-        staged = export_run(run, Path(tmp) / "model.onnx", target_risk=target_risk, delta=delta,
-                            candidates=candidates)
+        staged = export_run(
+            run, Path(tmp) / "model.onnx", target_risk=target_risk, delta=delta, candidates=candidates
+        )
         final = out_dir / "model.onnx"
         atomic_write_bytes(final, staged.read_bytes())
     record = provenance(run, final, export_flags(target_risk, delta, candidates))
-    if record["schema_version"] != SCHEMA_VERSION:  # pragma: no cover - export always writes the current schema
+    if (
+        record["schema_version"] != SCHEMA_VERSION
+    ):  # pragma: no cover - export always writes the current schema
         raise RuntimeError(f"exported schema v{record['schema_version']}, expected v{SCHEMA_VERSION}")
     atomic_write_bytes(out_dir / "provenance.json", (json.dumps(record, indent=2) + "\n").encode())
     return record
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                allow_abbrev=False)
-    p.add_argument("--run", type=Path, default=DEFAULT_RUN, help=f"trained run directory (default {DEFAULT_RUN})")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
+    p.add_argument(
+        "--run", type=Path, default=DEFAULT_RUN, help=f"trained run directory (default {DEFAULT_RUN})"
+    )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"model directory (default {DEFAULT_OUT})")
-    p.add_argument("--target-risk", type=risk_list, metavar="ALPHA", default=SHIPPED_TARGET_RISK,
-                   help="certify the selective error <= ALPHA (python -m training.export --target-risk; default "
-                        f"{','.join(map(str, SHIPPED_TARGET_RISK))}: the smallest the selection part supports)")
+    p.add_argument(
+        "--target-risk",
+        type=risk_list,
+        metavar="ALPHA",
+        default=SHIPPED_TARGET_RISK,
+        help="certify the selective error <= ALPHA (python -m training.export --target-risk; default "
+        f"{','.join(map(str, SHIPPED_TARGET_RISK))}: the smallest the selection part supports)",
+    )
     p.add_argument("--delta", type=float, default=SHIPPED_DELTA, help=f"(default {SHIPPED_DELTA})")
-    p.add_argument("--candidates", type=int, default=SHIPPED_CANDIDATES, help="models the shipped one was chosen "
-                   f"among on the same validation data (Bonferroni; default {SHIPPED_CANDIDATES})")
+    p.add_argument(
+        "--candidates",
+        type=int,
+        default=SHIPPED_CANDIDATES,
+        help="models the shipped one was chosen "
+        f"among on the same validation data (Bonferroni; default {SHIPPED_CANDIDATES})",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -108,9 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"shipped {args.out / 'model.onnx'}: sha256 {record['sha256']} ({record['bytes']} bytes), "
-          f"test_acc {record['training_metrics'].get('test_acc')}, threshold {record['threshold']:.6g}, "
-          f"code {code_version()}")
+    print(
+        f"shipped {args.out / 'model.onnx'}: sha256 {record['sha256']} ({record['bytes']} bytes), "
+        f"test_acc {record['training_metrics'].get('test_acc')}, threshold {record['threshold']:.6g}, "
+        f"code {code_version()}"
+    )
     if record["acceptance"] and record["acceptance"]["mode"] == "risk":
         print(f"certified: {record['acceptance']['statement']}")
     return 0

@@ -43,10 +43,18 @@ def candidate(regime: str, seed: int) -> dict:
     r = json.loads((REPO / "research/regimes" / f"{regime}_bin_enc_s{seed}.json").read_text())
     o = r["ood_eval"]
     val = {k: o["val_served"][k] for k in VAL_KEYS}
-    return {"run": run, "latent_dim": r["train"]["latent_dim"], "val_acc": m["val_acc"], **val,
-            "val_mean_auroc": sum(val.values()) / len(val), "test_acc": m["test_acc"],
-            "mnist_auroc": o["mnist_served"]["auroc"], "mnist_auroc_ci95": o["mnist_served"]["auroc_ci95"],
-            "mnist_fpr95": o["mnist_served"]["fpr95"], "test_misclf_auroc": o["misclf_served"]["auroc"]}
+    return {
+        "run": run,
+        "latent_dim": r["train"]["latent_dim"],
+        "val_acc": m["val_acc"],
+        **val,
+        "val_mean_auroc": sum(val.values()) / len(val),
+        "test_acc": m["test_acc"],
+        "mnist_auroc": o["mnist_served"]["auroc"],
+        "mnist_auroc_ci95": o["mnist_served"]["auroc_ci95"],
+        "mnist_fpr95": o["mnist_served"]["fpr95"],
+        "test_misclf_auroc": o["misclf_served"]["auroc"],
+    }
 
 
 def select(cands: list[dict]) -> tuple[list[dict], dict]:
@@ -59,26 +67,33 @@ def select(cands: list[dict]) -> tuple[list[dict], dict]:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                allow_abbrev=False)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
     p.add_argument("--regimes", nargs="+", default=["quick", "quick-d32"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     args = p.parse_args()
     cands = [candidate(r, s) for r in args.regimes for s in args.seeds]
     kept, winner = select(cands)
-    print("| run | d | val acc | guard | val misclf | val invert | val noise | val rot90 | val shuffle | val mean | "
-          "test acc | MNIST AUROC [95%] | MNIST FPR@95 | test misclf |")
+    print(
+        "| run | d | val acc | guard | val misclf | val invert | val noise | val rot90 | val shuffle | val mean | "
+        "test acc | MNIST AUROC [95%] | MNIST FPR@95 | test misclf |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for c in cands:
         lo, hi = c["mnist_auroc_ci95"]
         mark = "**" if c is winner else ""
-        print(f"| {mark}{c['run']}{mark} | {c['latent_dim']} | {c['val_acc']:.4f} | {'kept' if c in kept else 'out'} | "
-              + " | ".join(f"{c[k]:.4f}" for k in (*VAL_KEYS, "val_mean_auroc"))
-              + f" | {c['test_acc']:.4f} | {c['mnist_auroc']:.4f} [{lo:.4f}, {hi:.4f}] | {c['mnist_fpr95']:.4f} | "
-              f"{c['test_misclf_auroc']:.4f} |")
-    print(f"\nguard: val_acc >= {max(c['val_acc'] for c in cands):.4f} - {GUARD} keeps "
-          f"{', '.join(c['run'] for c in kept)}; winner: {winner['run']} (mean validation AUROC "
-          f"{winner['val_mean_auroc']:.4f})")
+        print(
+            f"| {mark}{c['run']}{mark} | {c['latent_dim']} | {c['val_acc']:.4f} | {'kept' if c in kept else 'out'} | "
+            + " | ".join(f"{c[k]:.4f}" for k in (*VAL_KEYS, "val_mean_auroc"))
+            + f" | {c['test_acc']:.4f} | {c['mnist_auroc']:.4f} [{lo:.4f}, {hi:.4f}] | {c['mnist_fpr95']:.4f} | "
+            f"{c['test_misclf_auroc']:.4f} |"
+        )
+    print(
+        f"\nguard: val_acc >= {max(c['val_acc'] for c in cands):.4f} - {GUARD} keeps "
+        f"{', '.join(c['run'] for c in kept)}; winner: {winner['run']} (mean validation AUROC "
+        f"{winner['val_mean_auroc']:.4f})"
+    )
     return 0
 
 

@@ -35,9 +35,12 @@ def _refuse_url_or_type(body: bytes, request: Request) -> None:
     """A JSON/form/text body on /predict_image: name the URL case explicitly, else a 415."""
     text = body[: 64 * 1024].decode("utf-8", "replace").lower()
     if any(s in text for s in ("http://", "https://", "http%3a", "https%3a", "ftp://", "file://")):
-        raise ApiError(400, "url_not_supported",
-                       "the request carries a URL, not an image; the server never fetches URLs: download the image "
-                       "and upload its bytes as multipart/form-data field 'image'")
+        raise ApiError(
+            400,
+            "url_not_supported",
+            "the request carries a URL, not an image; the server never fetches URLs: download the image "
+            "and upload its bytes as multipart/form-data field 'image'",
+        )
     require_media_type(request, IMAGE_TYPES)
 
 
@@ -68,7 +71,9 @@ class PredictRoutes:
     def predictor(self) -> Any:
         p = self._get()
         if p is None:
-            raise ApiError(503, "model_not_loaded", "the model is not loaded yet; retry when /readyz answers 200")
+            raise ApiError(
+                503, "model_not_loaded", "the model is not loaded yet; retry when /readyz answers 200"
+            )
         return p
 
     async def predict(self, request: Request) -> Response:
@@ -93,7 +98,9 @@ class PredictRoutes:
         else:
             files = [await request.body()]
         t0 = time.perf_counter()
-        check_images(files, p.policy)  # headers and the pixel budget: refusals never queue for the decode pool
+        check_images(
+            files, p.policy
+        )  # headers and the pixel budget: refusals never queue for the decode pool
         arrays = await self.offload.cancellable(decode_images, files, p.policy)
         pixels = np.ascontiguousarray(np.stack(arrays), dtype=np.float32)
         preds = await self.offload.run(len(pixels), p.predict, pixels, threshold, "predict_image")
@@ -108,17 +115,23 @@ class PredictRoutes:
 def direct_routes(routes: PredictRoutes) -> dict[tuple[str, str], Endpoint]:
     """``(method, path) → endpoint`` of the exact-path routes (also what :class:`DirectRoutes` dispatches)."""
     wrap = handle_errors()
-    return {("POST", "/predict"): wrap(routes.predict), ("POST", "/predict_image"): wrap(routes.predict_image),
-            ("GET", "/model"): wrap(routes.model_card)}
+    return {
+        ("POST", "/predict"): wrap(routes.predict),
+        ("POST", "/predict_image"): wrap(routes.predict_image),
+        ("GET", "/model"): wrap(routes.model_card),
+    }
 
 
-def create_app(get_predictor: PredictorGetter, offload: Offload | None = None,
-               oip_model_name: str = "binenc") -> Starlette:
+def create_app(
+    get_predictor: PredictorGetter, offload: Offload | None = None, oip_model_name: str = "binenc"
+) -> Starlette:
     """The Starlette app; ``get_predictor()`` returns the loaded :class:`~serving.predictor.Predictor` or None."""
     offload = offload or Offload(inline_max=8, threads=1)
     routes = PredictRoutes(get_predictor, offload)
     oip = OipRoutes(routes.predictor, offload, oip_model_name)
-    direct = [Route(path, endpoint, methods=[method]) for (method, path), endpoint in direct_routes(routes).items()]
+    direct = [
+        Route(path, endpoint, methods=[method]) for (method, path), endpoint in direct_routes(routes).items()
+    ]
     return Starlette(routes=[*direct, *oip.routes()])
 
 
@@ -134,7 +147,9 @@ def _parse_form_threshold(value: Any, calibrated: float) -> float | None:
     try:
         number = float(value)
     except ValueError:
-        raise ApiError(400, "invalid_threshold", f"threshold: expected a number, got {value[:40]!r}") from None
+        raise ApiError(
+            400, "invalid_threshold", f"threshold: expected a number, got {value[:40]!r}"
+        ) from None
     return validate_threshold(number, calibrated)
 
 
@@ -154,26 +169,37 @@ async def _read_multipart(request: Request, p: Any) -> tuple[list[bytes], float 
         allowed = {"image", "threshold"}
         unknown = sorted(set(form.keys()) - allowed)
         if unknown:
-            raise ApiError(400, "unknown_field",
-                           f"unknown form field(s) {', '.join(map(repr, unknown))}; send the file(s) as 'image' and "
-                           "an optional 'threshold'")
+            raise ApiError(
+                400,
+                "unknown_field",
+                f"unknown form field(s) {', '.join(map(repr, unknown))}; send the file(s) as 'image' and "
+                "an optional 'threshold'",
+            )
         items = form.getlist("image")
         if not items:
             raise ApiError(400, "missing_field", "missing form field 'image' (a PNG or JPEG file upload)")
         if len(items) > limits.max_batch:
-            raise ApiError(400, "batch_too_large", f"{len(items)} images exceed the server cap of {limits.max_batch}")
+            raise ApiError(
+                400, "batch_too_large", f"{len(items)} images exceed the server cap of {limits.max_batch}"
+            )
         files: list[bytes] = []
         for item in items:
             if isinstance(item, UploadFile):
                 files.append(await item.read())
             elif _looks_like_url(item):
-                raise ApiError(400, "url_not_supported",
-                               f"field 'image' holds a URL ({item[:60]!r}), not a file; the server never fetches "
-                               "URLs: download the image and upload its bytes")
+                raise ApiError(
+                    400,
+                    "url_not_supported",
+                    f"field 'image' holds a URL ({item[:60]!r}), not a file; the server never fetches "
+                    "URLs: download the image and upload its bytes",
+                )
             else:
-                raise ApiError(400, "expected_file",
-                               "field 'image' holds text, not a file; upload the PNG/JPEG bytes as a file part "
-                               "(filename set)")
+                raise ApiError(
+                    400,
+                    "expected_file",
+                    "field 'image' holds text, not a file; upload the PNG/JPEG bytes as a file part "
+                    "(filename set)",
+                )
         thresholds = form.getlist("threshold")
         if len(thresholds) > 1:
             raise ApiError(400, "invalid_threshold", "threshold given more than once")

@@ -38,19 +38,39 @@ from typing import Any
 import numpy as np
 import onnx
 
-SCHEMA_VERSION = 3  # v3: distance outputs named after what they measure; geometry "midpoint" (was "threshold")
+SCHEMA_VERSION = (
+    3  # v3: distance outputs named after what they measure; geometry "midpoint" (was "threshold")
+)
 METADATA_KEY = "binenc"
 ANNEX_KEY = "binenc.annex"
 SIGNATURE_KEY = "binenc.signature"
 INPUT_NAME = "pixels"
 OUTPUT_NAMES = (
-    "logits", "probs", "z", "nearest_vertex_class", "dist_nearest_vertex", "dist_predicted_vertex", "dist_class_centre",
+    "logits",
+    "probs",
+    "z",
+    "nearest_vertex_class",
+    "dist_nearest_vertex",
+    "dist_predicted_vertex",
+    "dist_class_centre",
     "reliability",
 )
 SCORE_NAMES = ("vertex_distance", "max_softmax")
 REQUIRED_FIELDS = (
-    "schema_version", "name", "classes", "input", "variant", "dataset", "latent_dim", "score", "threshold",
-    "target_accept_rate", "codebook", "created_at", "code_version", "checksum",
+    "schema_version",
+    "name",
+    "classes",
+    "input",
+    "variant",
+    "dataset",
+    "latent_dim",
+    "score",
+    "threshold",
+    "target_accept_rate",
+    "codebook",
+    "created_at",
+    "code_version",
+    "checksum",
 )
 DEFAULT_BATCH_SIZE = 256
 
@@ -136,8 +156,10 @@ def _parse_metadata(path: Path, model: onnx.ModelProto) -> tuple[dict, dict]:
     keys = [p.key for p in model.metadata_props]
     repeated = sorted({k for k in keys if k.startswith(METADATA_KEY) and keys.count(k) > 1})
     if repeated:
-        raise ArtifactError(f"{path}: metadata_props holds {repeated} more than once; which entry is meant is "
-                            "ambiguous, so the file is refused: re-export the run")
+        raise ArtifactError(
+            f"{path}: metadata_props holds {repeated} more than once; which entry is meant is "
+            "ambiguous, so the file is refused: re-export the run"
+        )
     props = get_props(model)
     if METADATA_KEY not in props:
         raise ArtifactError(
@@ -147,7 +169,9 @@ def _parse_metadata(path: Path, model: onnx.ModelProto) -> tuple[dict, dict]:
     try:
         metadata = json.loads(props[METADATA_KEY])
     except json.JSONDecodeError as err:
-        raise ArtifactError(f"{path}: metadata {METADATA_KEY!r} is not valid JSON ({err}); re-export the run") from None
+        raise ArtifactError(
+            f"{path}: metadata {METADATA_KEY!r} is not valid JSON ({err}); re-export the run"
+        ) from None
     if not isinstance(metadata, dict):
         raise ArtifactError(f"{path}: expected metadata to be a JSON object, got {type(metadata).__name__}")
     annex: dict = {}
@@ -166,8 +190,11 @@ def _parse_metadata(path: Path, model: onnx.ModelProto) -> tuple[dict, dict]:
 def _validate_metadata(path: Path, model: onnx.ModelProto, md: dict) -> None:
     version = md.get("schema_version")
     if version != SCHEMA_VERSION:
-        hint = ("upgrade binenc (serving) to read it" if isinstance(version, int) and version > SCHEMA_VERSION
-                else "re-export the run with this version of `python -m training.export`")
+        hint = (
+            "upgrade binenc (serving) to read it"
+            if isinstance(version, int) and version > SCHEMA_VERSION
+            else "re-export the run with this version of `python -m training.export`"
+        )
         raise ArtifactError(
             f"{path}: expected metadata schema_version {SCHEMA_VERSION}, got {version!r}; {hint}"
         )
@@ -185,10 +212,14 @@ def _validate_metadata(path: Path, model: onnx.ModelProto, md: dict) -> None:
         )
     classes = md["classes"]
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
-        raise ArtifactError(f"{path}: expected metadata 'classes' to be a non-empty list of strings, got {classes!r}")
+        raise ArtifactError(
+            f"{path}: expected metadata 'classes' to be a non-empty list of strings, got {classes!r}"
+        )
     shape = md["input"].get("shape") if isinstance(md["input"], dict) else None
     if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(s, int) and s > 0 for s in shape)):
-        raise ArtifactError(f"{path}: expected metadata input.shape [C, H, W] of positive ints, got {shape!r}")
+        raise ArtifactError(
+            f"{path}: expected metadata input.shape [C, H, W] of positive ints, got {shape!r}"
+        )
     score = md["score"].get("name") if isinstance(md["score"], dict) else None
     if score not in SCORE_NAMES:
         raise ArtifactError(f"{path}: expected score.name in {SCORE_NAMES}, got {score!r}; re-export the run")
@@ -219,7 +250,9 @@ def _make_session(data: bytes, providers: str | list[str], threads: int | None =
     if providers == "auto":
         if "CUDAExecutionProvider" in available:
             try:
-                sess = ort.InferenceSession(data, opts, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+                sess = ort.InferenceSession(
+                    data, opts, providers=["CUDAExecutionProvider", "CPUExecutionProvider"]
+                )
                 if sess.get_providers()[0] == "CUDAExecutionProvider":
                     return sess
             except Exception:  # CUDA libraries missing / no device: fall back to CPU
@@ -235,7 +268,9 @@ def _make_session(data: bytes, providers: str | list[str], threads: int | None =
     try:
         return ort.InferenceSession(data, opts, providers=wanted)
     except Exception as err:
-        raise ArtifactError(f"could not create an ONNX Runtime session with providers {wanted}: {err}") from None
+        raise ArtifactError(
+            f"could not create an ONNX Runtime session with providers {wanted}: {err}"
+        ) from None
 
 
 # --------------------------------------------------------------------------- the artifact
@@ -247,8 +282,16 @@ def accepts(reliability: np.ndarray, threshold: float) -> np.ndarray:
 class Artifact:
     """An opened, verified artifact with a live ONNX Runtime session."""
 
-    def __init__(self, path: Path, metadata: dict, annex: dict, session, batch_size: int = DEFAULT_BATCH_SIZE,
-                 signature: str | None = None, file_sha256: str | None = None):
+    def __init__(
+        self,
+        path: Path,
+        metadata: dict,
+        annex: dict,
+        session,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        signature: str | None = None,
+        file_sha256: str | None = None,
+    ):
         self.path = path
         self.metadata = metadata
         self.annex = annex
@@ -259,10 +302,15 @@ class Artifact:
         self.classes: list[str] = list(metadata["classes"])
         self.input_shape: tuple[int, int, int] = tuple(int(s) for s in metadata["input"]["shape"])  # type: ignore[assignment]
         self.threshold = float(metadata["threshold"])
-        rate = metadata["target_accept_rate"]  # null when the threshold certifies a risk instead (``acceptance``)
+        rate = metadata[
+            "target_accept_rate"
+        ]  # null when the threshold certifies a risk instead (``acceptance``)
         self.target_accept_rate = None if rate is None else float(rate)
         # how the threshold was set: artifacts from before the risk mode all targeted an accept rate
-        self.acceptance: dict = metadata.get("acceptance") or {"mode": "accept_rate", "target_accept_rate": rate}
+        self.acceptance: dict = metadata.get("acceptance") or {
+            "mode": "accept_rate",
+            "target_accept_rate": rate,
+        }
         self.score_name: str = metadata["score"]["name"]
         self.provider: str = session.get_providers()[0]
 
@@ -275,8 +323,10 @@ class Artifact:
         return self.metadata["variant"]
 
     def __repr__(self) -> str:
-        return (f"Artifact({str(self.path)!r}, variant={self.variant!r}, score={self.score_name!r}, "
-                f"threshold={self.threshold:.6g}, provider={self.provider!r})")
+        return (
+            f"Artifact({str(self.path)!r}, variant={self.variant!r}, score={self.score_name!r}, "
+            f"threshold={self.threshold:.6g}, provider={self.provider!r})"
+        )
 
     def check_input(self, pixels: np.ndarray) -> np.ndarray:
         x = np.asarray(pixels)
@@ -295,7 +345,9 @@ class Artifact:
         x = self.check_input(pixels)
         bs = batch_size or self.batch_size
         if len(x) == 0:
-            out = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: np.zeros((1, *self.input_shape), np.float32)})
+            out = self.session.run(
+                list(OUTPUT_NAMES), {INPUT_NAME: np.zeros((1, *self.input_shape), np.float32)}
+            )
             return {name: v[:0] for name, v in zip(OUTPUT_NAMES, out, strict=True)}
         parts: list[list[np.ndarray]] = [[] for _ in OUTPUT_NAMES]
         for i in range(0, len(x), bs):
@@ -330,8 +382,13 @@ class Artifact:
         return accepted, reasons
 
 
-def load_artifact(path: str | Path, providers: str | list[str] = "auto", *, threads: int | None = None,
-                  spinning: bool = True) -> Artifact:
+def load_artifact(
+    path: str | Path,
+    providers: str | list[str] = "auto",
+    *,
+    threads: int | None = None,
+    spinning: bool = True,
+) -> Artifact:
     """Open ``path`` (read once), verify schema version and checksum, and start a session on a provider that
     really works.
 
@@ -359,8 +416,14 @@ def load_artifact(path: str | Path, providers: str | list[str] = "auto", *, thre
     metadata, annex = _parse_metadata(path, model)
     _validate_metadata(path, model, metadata)
     session = _make_session(data, providers, threads, spinning)
-    return Artifact(path, metadata, annex, session, signature=get_props(model).get(SIGNATURE_KEY),
-                    file_sha256=hashlib.sha256(data).hexdigest())
+    return Artifact(
+        path,
+        metadata,
+        annex,
+        session,
+        signature=get_props(model).get(SIGNATURE_KEY),
+        file_sha256=hashlib.sha256(data).hexdigest(),
+    )
 
 
 def read_metadata(path: str | Path, verify: bool = True) -> tuple[dict, dict]:

@@ -75,8 +75,13 @@ class PredictResult:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> PredictResult:
-        return cls(d["model"]["name"], d["model"]["version"], d["threshold"],
-                   [Prediction.from_json(p) for p in d["predictions"]], d.get("decode_ms"))
+        return cls(
+            d["model"]["name"],
+            d["model"]["version"],
+            d["threshold"],
+            [Prediction.from_json(p) for p in d["predictions"]],
+            d.get("decode_ms"),
+        )
 
 
 @dataclass(frozen=True)
@@ -96,8 +101,18 @@ class ModelCard:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ModelCard:
-        return cls(d["name"], d["version"], d["source"], d["dataset"], d.get("variant"), d["classes"], d["threshold"],
-                   d.get("target_accept_rate"), d.get("annex") or {}, d)
+        return cls(
+            d["name"],
+            d["version"],
+            d["source"],
+            d["dataset"],
+            d.get("variant"),
+            d["classes"],
+            d["threshold"],
+            d.get("target_accept_rate"),
+            d.get("annex") or {},
+            d,
+        )
 
     @property
     def test_accuracy(self) -> float | None:
@@ -113,7 +128,9 @@ def _error(response: httpx.Response) -> BinencError:
     if isinstance(err, dict):  # the uniform body
         return BinencError(response.status_code, str(err.get("code")), str(err.get("message")), body)
     if isinstance(err, str):  # the Open Inference Protocol's shape under /v2
-        return BinencError(response.status_code, str(body.get("code", f"http_{response.status_code}")), err, body)
+        return BinencError(
+            response.status_code, str(body.get("code", f"http_{response.status_code}")), err, body
+        )
     return BinencError(response.status_code, f"http_{response.status_code}", json.dumps(body)[:200], body)
 
 
@@ -165,8 +182,13 @@ class Client:
     serving.client.BinencError: 401 unauthorized: no key
     """
 
-    def __init__(self, url: str = "http://localhost:3000", api_key: str | None = None, timeout: float = 30.0,
-                 **httpx_options: Any) -> None:
+    def __init__(
+        self,
+        url: str = "http://localhost:3000",
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        **httpx_options: Any,
+    ) -> None:
         api_key = os.environ.get("BINENC_API_KEY") if api_key is None else api_key
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout, **httpx_options)
@@ -184,7 +206,9 @@ class Client:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as err:
-            raise BinencError(None, "connection_error", f"{method} {path}: {type(err).__name__}: {err}") from err
+            raise BinencError(
+                None, "connection_error", f"{method} {path}: {type(err).__name__}: {err}"
+            ) from err
         if response.status_code >= 400:
             raise _error(response)
         return response
@@ -195,12 +219,15 @@ class Client:
         try:
             return parse(response.json())
         except (ValueError, KeyError, TypeError) as err:
-            raise BinencError(response.status_code, "invalid_response",
-                              f"{method} {path}: the answer is not what the route documents ({type(err).__name__}: "
-                              f"{err})") from err
+            raise BinencError(
+                response.status_code,
+                "invalid_response",
+                f"{method} {path}: the answer is not what the route documents ({type(err).__name__}: {err})",
+            ) from err
 
-    def predict(self, instances: Any, *, pixel_range: str | None = None,
-                threshold: float | None = None) -> PredictResult:
+    def predict(
+        self, instances: Any, *, pixel_range: str | None = None, threshold: float | None = None
+    ) -> PredictResult:
         """``POST /predict``: a batch in the model's layout (N×H×W for grayscale, N×C×H×W otherwise).
 
         A numpy array of an integer dtype is sent with ``pixel_range="0-255"`` unless told otherwise.
@@ -224,8 +251,12 @@ class Client:
 
     def predict_batch(self, pixels: Any) -> list[Prediction]:
         """``POST /predict_batch`` (BentoML's adaptive batching): float N×C×H×W in [0, 1]."""
-        return self._json("POST", "/predict_batch", lambda answer: [Prediction.from_json(p) for p in answer],
-                          json={"pixels": _as_lists(pixels)})
+        return self._json(
+            "POST",
+            "/predict_batch",
+            lambda answer: [Prediction.from_json(p) for p in answer],
+            json={"pixels": _as_lists(pixels)},
+        )
 
     def model(self) -> ModelCard:
         """``GET /model``: the model card."""

@@ -54,7 +54,9 @@ def require_media_type(request: Request, allowed: tuple[str, ...]) -> str:
     mt = media_type(request)
     if mt not in allowed:
         got = f"'{mt}'" if mt else "no Content-Type"
-        raise ApiError(415, "unsupported_media_type", f"expected Content-Type {' or '.join(allowed)}, got {got}")
+        raise ApiError(
+            415, "unsupported_media_type", f"expected Content-Type {' or '.join(allowed)}, got {got}"
+        )
     return mt
 
 

@@ -26,8 +26,23 @@ JPEG_FORMATS = ("JPEG", "MPO")
 # Before preprocessing, images are reduced to about this many times the model's side: JPEGs while decoding (DCT
 # scaling by 1/2, 1/4 or 1/8), others by box averaging; bounds the memory and time of what follows.
 WORK_SIDE_FACTOR = 8
-CONVERTIBLE_MODES = {"1", "L", "P", "RGB", "RGBA", "LA", "La", "RGBa", "PA", "CMYK", "YCbCr",
-                     "I;16", "I;16L", "I;16B", "I;16N"}
+CONVERTIBLE_MODES = {
+    "1",
+    "L",
+    "P",
+    "RGB",
+    "RGBA",
+    "LA",
+    "La",
+    "RGBa",
+    "PA",
+    "CMYK",
+    "YCbCr",
+    "I;16",
+    "I;16L",
+    "I;16B",
+    "I;16N",
+}
 
 # Fraction of the model's side the object's longer side is fitted to (MNIST: 20 px box in 28 px).
 MNIST_STYLE_FIT = {"mnist": 20.0 / 28.0, "fashion-mnist": 1.0, "digits": 1.0}
@@ -53,9 +68,16 @@ class ImagePolicy:
     max_request_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
 
     @classmethod
-    def for_model(cls, channels: int, height: int, width: int, dataset: str | None,
-                  max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, max_side: int = DEFAULT_MAX_IMAGE_SIDE,
-                  max_request_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> ImagePolicy:
+    def for_model(
+        cls,
+        channels: int,
+        height: int,
+        width: int,
+        dataset: str | None,
+        max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        max_side: int = DEFAULT_MAX_IMAGE_SIDE,
+        max_request_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    ) -> ImagePolicy:
         name = (dataset or "").lower()
         caps = {"max_pixels": max_pixels, "max_side": max_side, "max_request_pixels": max_request_pixels}
         if name in MNIST_STYLE_FIT and channels == 1:
@@ -108,7 +130,9 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     if img.format not in ALLOWED_FORMATS + JPEG_FORMATS:
         fmt = img.format
         img.close()
-        raise ApiError(415, "unsupported_image_format", f"image format {fmt} is not accepted; send PNG or JPEG")
+        raise ApiError(
+            415, "unsupported_image_format", f"image format {fmt} is not accepted; send PNG or JPEG"
+        )
     return img
 
 
@@ -139,8 +163,9 @@ def _check_jpeg_data(img: Image.Image, size: int) -> None:
     blocks = -(-w // 8) * -(-h // 8)
     if size * 8 < blocks:
         raise bad_request(
-            "truncated_image", f"the JPEG declares {w}×{h} pixels but its {size} bytes cannot hold them (at least "
-            f"{-(-blocks // 8)} bytes needed); the file ends early"
+            "truncated_image",
+            f"the JPEG declares {w}×{h} pixels but its {size} bytes cannot hold them (at least "
+            f"{-(-blocks // 8)} bytes needed); the file ends early",
         )
 
 
@@ -155,7 +180,9 @@ def _load(img: Image.Image) -> Image.Image:
             raise bad_request("decompression_bomb", str(err)) from None
         except OSError as err:
             text = str(err)
-            code = "truncated_image" if "truncated" in text or "broken data stream" in text else "invalid_image"
+            code = (
+                "truncated_image" if "truncated" in text or "broken data stream" in text else "invalid_image"
+            )
             raise bad_request(code, f"could not decode the image: {text}") from None
         except (ValueError, SyntaxError, EOFError, MemoryError) as err:
             raise bad_request("invalid_image", f"could not decode the image: {err}") from None
@@ -166,7 +193,8 @@ def _to_mode(img: Image.Image, channels: int) -> Image.Image:
     mode = img.mode
     if mode not in CONVERTIBLE_MODES:
         raise ApiError(
-            415, "unsupported_image_mode",
+            415,
+            "unsupported_image_mode",
             f"image mode {mode!r} is not supported; send 8-bit grayscale, RGB(A), palette or 16-bit grayscale",
         )
     if mode.startswith("I;16"):
@@ -294,13 +322,17 @@ def check_images(files: Sequence[bytes], policy: ImagePolicy) -> None:
         img.close()
         total += w * h
     if total > policy.max_request_pixels:
-        raise bad_request("too_many_pixels", f"the {len(files)} images declare {total} pixels together, above the "
-                          f"cap of {policy.max_request_pixels} per request (BINENC_MAX_REQUEST_PIXELS); send fewer "
-                          "or smaller images per request")
+        raise bad_request(
+            "too_many_pixels",
+            f"the {len(files)} images declare {total} pixels together, above the "
+            f"cap of {policy.max_request_pixels} per request (BINENC_MAX_REQUEST_PIXELS); send fewer "
+            "or smaller images per request",
+        )
 
 
-def decode_images(files: Sequence[bytes], policy: ImagePolicy,
-                  cancelled: threading.Event | None = None) -> list[np.ndarray]:
+def decode_images(
+    files: Sequence[bytes], policy: ImagePolicy, cancelled: threading.Event | None = None
+) -> list[np.ndarray]:
     """Every upload of one request (already through :func:`check_images`) → float32 (C, H, W) arrays;
     ``cancelled`` is checked between images, so a given-up request stops after the image in progress."""
     out = []

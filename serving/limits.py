@@ -31,8 +31,15 @@ class BodyReader:
 
     THREAD_CHECK_BYTES = 256 * 1024
 
-    def __init__(self, app: ASGIApp, max_body: int, deadline_s: float, max_uploads: int,
-                 checks: dict[str, BodyCheck] | None = None, json_only: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body: int,
+        deadline_s: float,
+        max_uploads: int,
+        checks: dict[str, BodyCheck] | None = None,
+        json_only: Iterable[str] = (),
+    ) -> None:
         self.app = app
         self.max_body = max_body
         self.deadline_s = deadline_s
@@ -52,8 +59,12 @@ class BodyReader:
 
     def _too_large(self, size: int | None) -> ApiError:
         got = f"{size} bytes" if size is not None else "more than that"
-        return ApiError(413, "body_too_large", f"request body exceeds the {self.max_body}-byte cap (got {got}); "
-                        "send smaller batches or images (the cap is set by BINENC_MAX_BODY_BYTES)")
+        return ApiError(
+            413,
+            "body_too_large",
+            f"request body exceeds the {self.max_body}-byte cap (got {got}); "
+            "send smaller batches or images (the cap is set by BINENC_MAX_BODY_BYTES)",
+        )
 
     def _announced(self, scope: dict) -> tuple[bool, int | None, str]:
         """(has a body, Content-Length, media type) from the headers; raises on a bad Content-Length."""
@@ -63,15 +74,20 @@ class BodyReader:
                 try:
                     length = int(value)
                 except ValueError:
-                    raise ApiError(400, "invalid_content_length", "Content-Length is not an integer") from None
+                    raise ApiError(
+                        400, "invalid_content_length", "Content-Length is not an integer"
+                    ) from None
             elif key == b"transfer-encoding":
                 chunked = b"chunked" in value.lower()
             elif key == b"content-type":
                 media = value.split(b";", 1)[0].strip().lower().decode("latin-1")
         if length is not None and chunked:
             # Two framings for one body: a proxy in front may read the other one (request smuggling).
-            raise ApiError(400, "invalid_framing", "Content-Length and Transfer-Encoding: chunked together; send "
-                           "one of them")
+            raise ApiError(
+                400,
+                "invalid_framing",
+                "Content-Length and Transfer-Encoding: chunked together; send one of them",
+            )
         if length is not None and length > self.max_body:
             raise self._too_large(length)
         return chunked or bool(length), length, media
@@ -102,7 +118,9 @@ class BodyReader:
             has_body, _, media = self._announced(scope)
             if scope.get("method") == "POST" and path in self.json_only and media != "application/json":
                 got = repr(media) if media else "no Content-Type"
-                raise ApiError(415, "unsupported_media_type", f"expected Content-Type application/json, got {got}")
+                raise ApiError(
+                    415, "unsupported_media_type", f"expected Content-Type application/json, got {got}"
+                )
             if not has_body:
                 await self.app(scope, receive, send)
                 return
@@ -119,14 +137,21 @@ class BodyReader:
 
     async def _receive_body(self, receive: Callable) -> bytes | None:
         if self.uploading >= self.max_uploads:
-            raise ApiError(503, "too_many_uploads", f"{self.max_uploads} request bodies are being received "
-                           "already; retry after a short wait")
+            raise ApiError(
+                503,
+                "too_many_uploads",
+                f"{self.max_uploads} request bodies are being received already; retry after a short wait",
+            )
         self.uploading += 1
         try:
             return await self._read(receive)
         except TimeoutError:
-            raise ApiError(408, "body_timeout", f"the request body was not received within {self.deadline_s:g} s "
-                           "(BINENC_BODY_TIMEOUT_S); send it in one go") from None
+            raise ApiError(
+                408,
+                "body_timeout",
+                f"the request body was not received within {self.deadline_s:g} s "
+                "(BINENC_BODY_TIMEOUT_S); send it in one go",
+            ) from None
         finally:
             self.uploading -= 1
 
@@ -148,8 +173,9 @@ class WorkLimit:
     """At most ``max_concurrency`` requests in flight (429 with ``Retry-After``) and ``timeout_s`` to answer
     (504). Runs inside :class:`BodyReader`, so only requests whose body has arrived count."""
 
-    def __init__(self, app: ASGIApp, max_concurrency: int, timeout_s: float,
-                 exempt: Iterable[str] = HEALTH_PATHS) -> None:
+    def __init__(
+        self, app: ASGIApp, max_concurrency: int, timeout_s: float, exempt: Iterable[str] = HEALTH_PATHS
+    ) -> None:
         self.app = app
         self.max_concurrency = max_concurrency
         self.timeout_s = timeout_s
@@ -161,8 +187,16 @@ class WorkLimit:
             await self.app(scope, receive, send)
             return
         if self.in_flight >= self.max_concurrency:
-            await refuse(scope, send, ApiError(429, "too_many_requests", f"more than {self.max_concurrency} "
-                         "requests in flight; retry after a short wait"), [(b"retry-after", b"1")])
+            await refuse(
+                scope,
+                send,
+                ApiError(
+                    429,
+                    "too_many_requests",
+                    f"more than {self.max_concurrency} requests in flight; retry after a short wait",
+                ),
+                [(b"retry-after", b"1")],
+            )
             return
         started = False
 
@@ -177,7 +211,16 @@ class WorkLimit:
                 await self.app(scope, receive, tracked_send)
         except TimeoutError:
             if not started:
-                await refuse(scope, send, ApiError(504, "timeout", f"the request did not complete within "
-                             f"{self.timeout_s:g} s (BINENC_TIMEOUT_S); the server is overloaded"), close=True)
+                await refuse(
+                    scope,
+                    send,
+                    ApiError(
+                        504,
+                        "timeout",
+                        f"the request did not complete within "
+                        f"{self.timeout_s:g} s (BINENC_TIMEOUT_S); the server is overloaded",
+                    ),
+                    close=True,
+                )
         finally:
             self.in_flight -= 1

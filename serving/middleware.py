@@ -37,8 +37,9 @@ log = logging.getLogger("binenc.serving")
 ROUTE_LABELS = frozenset({"predict", "predict_image", "predict_batch", "model"})
 
 
-EXACT_ROUTES = frozenset({"/", "/predict", "/predict_image", "/predict_batch", "/model", "/docs.json", "/ui", "/v2",
-                          *HEALTH_PATHS})
+EXACT_ROUTES = frozenset(
+    {"/", "/predict", "/predict_image", "/predict_batch", "/model", "/docs.json", "/ui", "/v2", *HEALTH_PATHS}
+)
 
 
 def route_label(path: str) -> str:
@@ -135,8 +136,12 @@ class UniformErrors:
             allow = next((v.decode("latin-1") for k, v in headers if k.lower() == b"allow"), None)
             code, message = rewrite(status, raw, scope.get("method", ""), path, allow)
             raw = json.dumps(body_for(path, code, message)).encode()
-            headers = [(k, v) for k, v in headers if k.lower() in (b"retry-after", b"allow", b"connection",
-                                                                  b"www-authenticate", b"x-bentoml-request-id")]
+            headers = [
+                (k, v)
+                for k, v in headers
+                if k.lower()
+                in (b"retry-after", b"allow", b"connection", b"www-authenticate", b"x-bentoml-request-id")
+            ]
             headers.append((b"content-type", b"application/json"))
             if code == "overloaded":
                 headers.append((b"retry-after", b"1"))
@@ -159,18 +164,37 @@ class ApiDocs:
         self._cached: bytes | None = None
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http" or scope.get("path") != self.PATH or scope.get("method") not in ("GET", "HEAD"):
+        if (
+            scope["type"] != "http"
+            or scope.get("path") != self.PATH
+            or scope.get("method") not in ("GET", "HEAD")
+        ):
             await self.app(scope, receive, send)
             return
         if self._cached is None:
             self._cached = self.document()
             if self._cached is None:
-                await refuse(scope, send, ApiError(503, "model_not_loaded", "the model is not loaded yet; the "
-                             "document describes its shapes: retry when /readyz answers 200"))
+                await refuse(
+                    scope,
+                    send,
+                    ApiError(
+                        503,
+                        "model_not_loaded",
+                        "the model is not loaded yet; the "
+                        "document describes its shapes: retry when /readyz answers 200",
+                    ),
+                )
                 return
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(self._cached)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(self._cached)).encode()),
+                ],
+            }
+        )
         body = self._cached if scope["method"] == "GET" else b""
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
@@ -183,7 +207,9 @@ def hash_key(key: str) -> str:
 class Authentication:
     """``Authorization: Bearer KEY`` whose sha256 is one of ``key_hashes``; ``open_paths`` need no key."""
 
-    def __init__(self, app: ASGIApp, key_hashes: Iterable[str], open_paths: Iterable[str] = HEALTH_PATHS) -> None:
+    def __init__(
+        self, app: ASGIApp, key_hashes: Iterable[str], open_paths: Iterable[str] = HEALTH_PATHS
+    ) -> None:
         self.app = app
         self.key_hashes = tuple(bytes.fromhex(h) for h in key_hashes)
         self.open_paths = frozenset(open_paths)
@@ -209,9 +235,14 @@ class Authentication:
             await self.app(scope, receive, send)
             return
         said = "missing" if header is None else "not a valid API key"
-        await refuse(scope, send, ApiError(401, "unauthorized",
-                                           f"Authorization header {said}; send 'Authorization: Bearer <API key>'"),
-                     [(b"www-authenticate", b'Bearer realm="binenc"')])
+        await refuse(
+            scope,
+            send,
+            ApiError(
+                401, "unauthorized", f"Authorization header {said}; send 'Authorization: Bearer <API key>'"
+            ),
+            [(b"www-authenticate", b'Bearer realm="binenc"')],
+        )
 
 
 class DirectRoutes:
@@ -219,7 +250,9 @@ class DirectRoutes:
     (``HEAD`` takes the ``GET`` endpoint); another method on one of these paths is a 405 naming the allowed ones;
     every other request goes on to the app."""
 
-    def __init__(self, app: ASGIApp, routes: dict[tuple[str, str], Callable[[Request], Awaitable[Any]]]) -> None:
+    def __init__(
+        self, app: ASGIApp, routes: dict[tuple[str, str], Callable[[Request], Awaitable[Any]]]
+    ) -> None:
         self.app = app
         self.routes = routes
         self.allowed: dict[str, list[str]] = {}
@@ -235,7 +268,11 @@ class DirectRoutes:
                 await response(scope, receive, send)
                 return
             allow = ", ".join(self.allowed[path])
-            await refuse(scope, send, ApiError(405, "method_not_allowed", f"{method} is not allowed on {path}; use "
-                                               f"{allow}"), [(b"allow", allow.encode())])
+            await refuse(
+                scope,
+                send,
+                ApiError(405, "method_not_allowed", f"{method} is not allowed on {path}; use {allow}"),
+                [(b"allow", allow.encode())],
+            )
             return
         await self.app(scope, receive, send)

@@ -50,10 +50,18 @@ HEADER_LENGTH = "inference-header-content-length"
 REQUEST_FIELDS = ("id", "parameters", "inputs", "outputs")
 INPUT_FIELDS = ("name", "datatype", "shape", "data", "parameters")
 NP_TO_OIP = {
-    np.dtype(np.bool_): "BOOL", np.dtype(np.uint8): "UINT8", np.dtype(np.uint16): "UINT16",
-    np.dtype(np.uint32): "UINT32", np.dtype(np.uint64): "UINT64", np.dtype(np.int8): "INT8",
-    np.dtype(np.int16): "INT16", np.dtype(np.int32): "INT32", np.dtype(np.int64): "INT64",
-    np.dtype(np.float16): "FP16", np.dtype(np.float32): "FP32", np.dtype(np.float64): "FP64",
+    np.dtype(np.bool_): "BOOL",
+    np.dtype(np.uint8): "UINT8",
+    np.dtype(np.uint16): "UINT16",
+    np.dtype(np.uint32): "UINT32",
+    np.dtype(np.uint64): "UINT64",
+    np.dtype(np.int8): "INT8",
+    np.dtype(np.int16): "INT16",
+    np.dtype(np.int32): "INT32",
+    np.dtype(np.int64): "INT64",
+    np.dtype(np.float16): "FP16",
+    np.dtype(np.float32): "FP32",
+    np.dtype(np.float64): "FP64",
 }
 
 
@@ -70,8 +78,13 @@ def output_signature(p: Any) -> list[dict[str, Any]]:
     by_name = {o.name: o for o in p.artifact.session.get_outputs()}
     for name in OUTPUT_NAMES:
         o = by_name[name]
-        dtype = {"tensor(float)": "FP32", "tensor(int64)": "INT64", "tensor(int32)": "INT32",
-                 "tensor(double)": "FP64", "tensor(bool)": "BOOL"}.get(o.type, "FP32")
+        dtype = {
+            "tensor(float)": "FP32",
+            "tensor(int64)": "INT64",
+            "tensor(int32)": "INT32",
+            "tensor(double)": "FP64",
+            "tensor(bool)": "BOOL",
+        }.get(o.type, "FP32")
         shape = [d if isinstance(d, int) else -1 for d in o.shape]
         if shape:
             shape[0] = -1
@@ -83,8 +96,11 @@ def check_model(p: Any, served: str, name: str, model_version: str | None) -> No
     if name != served:
         raise ApiError(404, "model_not_found", f"unknown model {name!r}; this server serves {served!r}")
     if model_version not in (None, "", p.version):
-        raise ApiError(404, "model_version_not_found",
-                       f"model {name!r} has no version {model_version!r}; available: {p.version!r}")
+        raise ApiError(
+            404,
+            "model_version_not_found",
+            f"model {name!r} has no version {model_version!r}; available: {p.version!r}",
+        )
 
 
 def _split_body(raw: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
@@ -96,8 +112,10 @@ def _split_body(raw: bytes, header_length: str | None) -> tuple[dict[str, Any], 
         except ValueError:
             raise bad_request("invalid_header", "Inference-Header-Content-Length is not an integer") from None
         if n < 0 or n > len(raw):
-            raise bad_request("invalid_header",
-                              f"Inference-Header-Content-Length {n} does not fit a body of {len(raw)} bytes")
+            raise bad_request(
+                "invalid_header",
+                f"Inference-Header-Content-Length {n} does not fit a body of {len(raw)} bytes",
+            )
         json_part, binary = raw[:n], raw[n:]
     req = parse_json(json_part)
     if not isinstance(req, dict):
@@ -111,8 +129,10 @@ def _split_body(raw: bytes, header_length: str | None) -> tuple[dict[str, Any], 
 def _known_fields(obj: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
     unknown = sorted(set(obj) - set(allowed))
     if unknown:
-        raise bad_request("unknown_field", f"{where}: unknown field(s) {', '.join(map(repr, unknown))}; "
-                          f"allowed: {', '.join(allowed)}")
+        raise bad_request(
+            "unknown_field",
+            f"{where}: unknown field(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(allowed)}",
+        )
 
 
 def _params(obj: dict[str, Any], where: str) -> dict[str, Any]:
@@ -133,24 +153,36 @@ def _flag(params: dict[str, Any], key: str, where: str, default: bool = False) -
 def _input_tensor(req: dict[str, Any], binary: bytes, p: Any) -> np.ndarray:
     inputs = req.get("inputs")
     if not isinstance(inputs, list) or not inputs:
-        raise bad_request("missing_field", f"'inputs' must be a non-empty list holding the tensor {INPUT_NAME!r}")
+        raise bad_request(
+            "missing_field", f"'inputs' must be a non-empty list holding the tensor {INPUT_NAME!r}"
+        )
     names = [i.get("name") if isinstance(i, dict) else None for i in inputs]
     if names != [INPUT_NAME]:
-        raise bad_request("invalid_input_name", f"expected exactly one input named {INPUT_NAME!r}, got {names}")
+        raise bad_request(
+            "invalid_input_name", f"expected exactly one input named {INPUT_NAME!r}, got {names}"
+        )
     spec = inputs[0]
     _known_fields(spec, INPUT_FIELDS, f"input {INPUT_NAME!r}")
     dtype_name = spec.get("datatype")
     if dtype_name != "FP32":
-        raise bad_request("invalid_dtype", f"input {INPUT_NAME!r}: expected datatype FP32, got {dtype_name!r}")
+        raise bad_request(
+            "invalid_dtype", f"input {INPUT_NAME!r}: expected datatype FP32, got {dtype_name!r}"
+        )
     shape = spec.get("shape")
-    if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
-                                            for d in shape)):
-        raise bad_request("invalid_shape", f"input {INPUT_NAME!r}: 'shape' must be a list of non-negative integers")
+    if not (
+        isinstance(shape, list)
+        and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+    ):
+        raise bad_request(
+            "invalid_shape", f"input {INPUT_NAME!r}: 'shape' must be a list of non-negative integers"
+        )
     # The declared shape is checked against the model before anything is sized from it (a product of
     # client-chosen dimensions overflows int64).
     if len(shape) != 4 or tuple(shape[1:]) != p.spec.model_shape:
         got = "×".join(map(str, shape)) if shape else "a scalar"
-        raise bad_request("invalid_shape", f"inputs[0] ({INPUT_NAME}): expected {p.spec.describe_model()}, got {got}")
+        raise bad_request(
+            "invalid_shape", f"inputs[0] ({INPUT_NAME}): expected {p.spec.describe_model()}, got {got}"
+        )
     check_batch_size(shape[0], p.limits, f"inputs[0] ({INPUT_NAME})")
     count = math.prod(shape)
     params = _params(spec, f"input {INPUT_NAME!r}")
@@ -159,11 +191,15 @@ def _input_tensor(req: dict[str, Any], binary: bytes, p: Any) -> np.ndarray:
         if "data" in spec:
             raise bad_request("invalid_input", "an input may carry 'data' or binary_data_size, not both")
         if not isinstance(size, int) or size != len(binary):
-            raise bad_request("invalid_binary_size",
-                              f"binary_data_size {size!r} does not match the {len(binary)} bytes after the header")
+            raise bad_request(
+                "invalid_binary_size",
+                f"binary_data_size {size!r} does not match the {len(binary)} bytes after the header",
+            )
         if size != count * 4:
-            raise bad_request("invalid_shape",
-                              f"input {INPUT_NAME!r}: shape {shape} needs {count * 4} bytes of FP32, got {size}")
+            raise bad_request(
+                "invalid_shape",
+                f"input {INPUT_NAME!r}: shape {shape} needs {count * 4} bytes of FP32, got {size}",
+            )
         arr = np.frombuffer(binary, dtype="<f4").reshape(shape)
     else:
         if binary:
@@ -175,11 +211,15 @@ def _input_tensor(req: dict[str, Any], binary: bytes, p: Any) -> np.ndarray:
             raise bad_request("invalid_input", "an input may carry 'data' or binary_data_size, not both")
         arr = to_array(data, "inputs[0].data")
         if arr.ndim != 1:
-            raise bad_request("invalid_shape", f"input {INPUT_NAME!r}: 'data' must be a flat array (row-major), "
-                              f"got {arr.ndim} levels of nesting")
+            raise bad_request(
+                "invalid_shape",
+                f"input {INPUT_NAME!r}: 'data' must be a flat array (row-major), "
+                f"got {arr.ndim} levels of nesting",
+            )
         if arr.size != count:
-            raise bad_request("invalid_shape",
-                              f"input {INPUT_NAME!r}: shape {shape} needs {count} values, got {arr.size}")
+            raise bad_request(
+                "invalid_shape", f"input {INPUT_NAME!r}: shape {shape} needs {count} values, got {arr.size}"
+            )
         arr = arr.reshape(shape)  # OIP sends data flattened row-major; 'shape' is authoritative
     return validate_model_tensor(arr, p.spec, p.limits, f"inputs[0] ({INPUT_NAME})")
 
@@ -195,15 +235,18 @@ def _requested_outputs(req: dict[str, Any]) -> list[tuple[str, bool]]:
     for o in outputs:
         name = o.get("name") if isinstance(o, dict) else None
         if name not in OUTPUT_NAMES:
-            raise bad_request("invalid_output_name", f"unknown output {name!r}; available: {list(OUTPUT_NAMES)}")
+            raise bad_request(
+                "invalid_output_name", f"unknown output {name!r}; available: {list(OUTPUT_NAMES)}"
+            )
         _known_fields(o, ("name", "parameters"), f"output {name!r}")
         where = f"output {name!r}"
         wanted.append((name, _flag(_params(o, where), "binary_data", where, all_binary)))
     return wanted
 
 
-def encode_outputs(outputs: dict[str, np.ndarray], wanted: list[tuple[str, bool]],
-                   head: dict[str, Any]) -> Response:
+def encode_outputs(
+    outputs: dict[str, np.ndarray], wanted: list[tuple[str, bool]], head: dict[str, Any]
+) -> Response:
     """The inference response: JSON ``data`` per output, or raw little-endian bytes after the JSON header."""
     body = {**head, "outputs": []}
     blobs = []
@@ -220,14 +263,19 @@ def encode_outputs(outputs: dict[str, np.ndarray], wanted: list[tuple[str, bool]
     header = json.dumps(body, separators=(",", ":")).encode()
     if not blobs:
         return Response(header, media_type="application/json")
-    return Response(header + b"".join(blobs), media_type="application/octet-stream",
-                    headers={"Inference-Header-Content-Length": str(len(header))})
+    return Response(
+        header + b"".join(blobs),
+        media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
 
 
 class OipRoutes:
     """The ``/v2`` routes over the predictor returned by ``get_predictor`` (raises 503 until it is loaded)."""
 
-    def __init__(self, get_predictor: Callable[[], Any], offload: Offload, model_name: str = SERVER_NAME) -> None:
+    def __init__(
+        self, get_predictor: Callable[[], Any], offload: Offload, model_name: str = SERVER_NAME
+    ) -> None:
         self.get_predictor = get_predictor
         self.offload = offload
         self.model_name = model_name
@@ -238,7 +286,9 @@ class OipRoutes:
         return p
 
     async def server_metadata(self, request: Request) -> Response:
-        return JSONResponse({"name": SERVER_NAME, "version": _server_version(), "extensions": ["binary_tensor_data"]})
+        return JSONResponse(
+            {"name": SERVER_NAME, "version": _server_version(), "extensions": ["binary_tensor_data"]}
+        )
 
     async def live(self, request: Request) -> Response:
         return JSONResponse({"live": True})
@@ -252,14 +302,16 @@ class OipRoutes:
 
     async def model_metadata(self, request: Request) -> Response:
         p = self._model(request)
-        return JSONResponse({
-            "name": self.model_name,
-            "versions": [p.version],
-            "platform": "onnxruntime_onnx",
-            "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, *p.spec.model_shape]}],
-            "outputs": output_signature(p),
-            "parameters": {"classes": p.classes, "threshold": p.threshold, "dataset": p.dataset},
-        })
+        return JSONResponse(
+            {
+                "name": self.model_name,
+                "versions": [p.version],
+                "platform": "onnxruntime_onnx",
+                "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, *p.spec.model_shape]}],
+                "outputs": output_signature(p),
+                "parameters": {"classes": p.classes, "threshold": p.threshold, "dataset": p.dataset},
+            }
+        )
 
     async def model_ready(self, request: Request) -> Response:
         self._model(request)
@@ -270,16 +322,21 @@ class OipRoutes:
         mt = media_type(request)
         header_length = request.headers.get(HEADER_LENGTH)
         if header_length is None and mt not in ("application/json", ""):
-            raise ApiError(415, "unsupported_media_type",
-                           f"expected Content-Type application/json (or the binary extension with "
-                           f"Inference-Header-Content-Length), got {mt!r}")
+            raise ApiError(
+                415,
+                "unsupported_media_type",
+                f"expected Content-Type application/json (or the binary extension with "
+                f"Inference-Header-Content-Length), got {mt!r}",
+            )
         req, binary = _split_body(await request.body(), header_length)
         pixels = _input_tensor(req, binary, p)
         wanted = _requested_outputs(req)
         t0 = time.perf_counter()
         outputs = await self.offload.run(len(pixels), p.infer, pixels)
         accepted, reasons = p.artifact.decide(outputs)
-        prometheus.observe_raw("oip", accepted, outputs["reliability"].reshape(-1), reasons, time.perf_counter() - t0)
+        prometheus.observe_raw(
+            "oip", accepted, outputs["reliability"].reshape(-1), reasons, time.perf_counter() - t0
+        )
         head: dict[str, Any] = {"model_name": self.model_name, "model_version": p.version}
         if isinstance(req.get("id"), str):
             head["id"] = req["id"]

@@ -26,10 +26,17 @@ GEOMETRY_FIELDS = ("geometry", "codebook")
 class Predictor:
     """Runs the artifact and turns its eight outputs into per-instance JSON-ready predictions."""
 
-    def __init__(self, artifact: Artifact, limits: Limits | None = None, model_name: str = SERVICE_NAME,
-                 source: str | None = None, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
-                 max_image_side: int = DEFAULT_MAX_IMAGE_SIDE, card_geometry: bool = True,
-                 max_request_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
+    def __init__(
+        self,
+        artifact: Artifact,
+        limits: Limits | None = None,
+        model_name: str = SERVICE_NAME,
+        source: str | None = None,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        max_image_side: int = DEFAULT_MAX_IMAGE_SIDE,
+        card_geometry: bool = True,
+        max_request_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    ) -> None:
         self.artifact = artifact
         self.card_geometry = card_geometry
         self.limits = limits or Limits()
@@ -39,8 +46,9 @@ class Predictor:
         self.spec = InputSpec(int(c), int(h), int(w))
         md = artifact.metadata
         self.dataset = md.get("dataset")
-        self.policy = ImagePolicy.for_model(int(c), int(h), int(w), self.dataset, max_image_pixels, max_image_side,
-                                            max_request_pixels)
+        self.policy = ImagePolicy.for_model(
+            int(c), int(h), int(w), self.dataset, max_image_pixels, max_image_side, max_request_pixels
+        )
         self.classes = list(artifact.classes)
         self.threshold = float(artifact.threshold)
         self.file_sha256 = artifact.file_sha256
@@ -49,8 +57,15 @@ class Predictor:
         self._output_names = list(OUTPUT_NAMES)
 
     @classmethod
-    def from_path(cls, path: str | Path, limits: Limits | None = None, source: str | None = None,
-                  providers: str = "auto", threads: int = 1, **kwargs: Any) -> Predictor:
+    def from_path(
+        cls,
+        path: str | Path,
+        limits: Limits | None = None,
+        source: str | None = None,
+        providers: str = "auto",
+        threads: int = 1,
+        **kwargs: Any,
+    ) -> Predictor:
         """Open ``path`` once: ``threads`` intra-op ONNX Runtime threads that do not spin (a spinning thread
         steals the event loop's core)."""
         artifact = load_artifact(path, providers=providers, threads=threads, spinning=False)
@@ -79,22 +94,26 @@ class Predictor:
         preds = []
         for i, label in enumerate(labels):
             nc = int(nearest[i])
-            preds.append({
-                "label": int(label),
-                "class_name": classes[label],
-                "probabilities": probs[i].tolist(),
-                "reliability": rel[i],
-                "dist_nearest_vertex": dn[i],
-                "dist_predicted_vertex": dp[i],
-                "dist_class_centre": dc[i],
-                "nearest_vertex_class": nc if nc >= 0 else None,
-                "nearest_class_name": classes[nc] if 0 <= nc < len(classes) else None,
-                "accepted": bool(accepted[i]),
-                "reason": reasons[i],
-            })
+            preds.append(
+                {
+                    "label": int(label),
+                    "class_name": classes[label],
+                    "probabilities": probs[i].tolist(),
+                    "reliability": rel[i],
+                    "dist_nearest_vertex": dn[i],
+                    "dist_predicted_vertex": dp[i],
+                    "dist_class_centre": dc[i],
+                    "nearest_vertex_class": nc if nc >= 0 else None,
+                    "nearest_class_name": classes[nc] if 0 <= nc < len(classes) else None,
+                    "accepted": bool(accepted[i]),
+                    "reason": reasons[i],
+                }
+            )
         return preds
 
-    def predict(self, pixels: np.ndarray, threshold: float | None = None, route: str = "predict") -> list[dict]:
+    def predict(
+        self, pixels: np.ndarray, threshold: float | None = None, route: str = "predict"
+    ) -> list[dict]:
         t0 = time.perf_counter()
         outputs = self.infer(pixels)
         preds = self.format(outputs, threshold)
@@ -132,12 +151,22 @@ class Predictor:
                     "pixel_range": ["0-1 (default, floats)", "0-255 (whole numbers)"],
                     "threshold": f"optional, between {self.threshold:.6g} and 1",
                 },
-                "predict_batch": {"content_type": "application/json",
-                                  "pixels_shape": ["N", *self.spec.model_shape], "pixel_range": "0-1"},
-                "predict_image": {"content_type": "multipart/form-data (field 'image', repeatable) or image/png, "
-                                                  "image/jpeg", "policy": self.policy.describe()},
-                "oip_v2": {"model": self.model_name, "input": INPUT_NAME, "datatype": "FP32",
-                           "shape": [-1, *self.spec.model_shape]},
+                "predict_batch": {
+                    "content_type": "application/json",
+                    "pixels_shape": ["N", *self.spec.model_shape],
+                    "pixel_range": "0-1",
+                },
+                "predict_image": {
+                    "content_type": "multipart/form-data (field 'image', repeatable) or image/png, "
+                    "image/jpeg",
+                    "policy": self.policy.describe(),
+                },
+                "oip_v2": {
+                    "model": self.model_name,
+                    "input": INPUT_NAME,
+                    "datatype": "FP32",
+                    "shape": [-1, *self.spec.model_shape],
+                },
             },
             "limits": {
                 "max_body_bytes": self.limits.max_body_bytes,

@@ -38,29 +38,41 @@ def _get() -> dict[str, Any]:
 
                 _METRICS = {
                     "predictions": prom.Counter(
-                        "binenc_predictions", "Predictions served, by route and outcome",
+                        "binenc_predictions",
+                        "Predictions served, by route and outcome",
                         ["route", "outcome"],
                     ),
                     "rejections": prom.Counter(
-                        "binenc_rejections", "Rejected predictions, by route and reason", ["route", "reason"],
+                        "binenc_rejections",
+                        "Rejected predictions, by route and reason",
+                        ["route", "reason"],
                     ),
                     "reliability": prom.Histogram(
-                        "binenc_reliability", "Reliability score of served predictions", ["route"],
+                        "binenc_reliability",
+                        "Reliability score of served predictions",
+                        ["route"],
                         buckets=RELIABILITY_BUCKETS,
                     ),
                     "latency": prom.Histogram(
-                        "binenc_inference_seconds", "Model call and formatting time per request", ["route"],
+                        "binenc_inference_seconds",
+                        "Model call and formatting time per request",
+                        ["route"],
                         buckets=LATENCY_BUCKETS,
                     ),
                     "errors": prom.Counter(
-                        "binenc_request_errors", "Requests refused with the uniform error body",
+                        "binenc_request_errors",
+                        "Requests refused with the uniform error body",
                         ["route", "code"],
                     ),
                     "requests": prom.Counter(
-                        "binenc_http_requests", "HTTP requests by route template and status", ["route", "status"],
+                        "binenc_http_requests",
+                        "HTTP requests by route template and status",
+                        ["route", "status"],
                     ),
                     "duration": prom.Histogram(
-                        "binenc_http_request_seconds", "HTTP request duration by route template", ["route"],
+                        "binenc_http_request_seconds",
+                        "HTTP request duration by route template",
+                        ["route"],
                         buckets=HTTP_BUCKETS,
                     ),
                 }
@@ -95,8 +107,9 @@ def observe_predictions(route: str, preds: list[dict], seconds: float | None = N
         _child("latency", route).observe(seconds)
 
 
-def observe_raw(route: str, accepted: Any, reliability: Any, reasons: list[str | None],
-                seconds: float | None = None) -> None:
+def observe_raw(
+    route: str, accepted: Any, reliability: Any, reasons: list[str | None], seconds: float | None = None
+) -> None:
     """Same counters for routes that return raw tensors (OIP): ``accepted`` bools, ``reliability`` floats."""
     acc = [bool(a) for a in accepted]
     n_acc = sum(acc)

@@ -18,12 +18,24 @@ ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
 
 STATUS_CODES = {
-    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-    408: "request_timeout", 409: "conflict", 413: "body_too_large", 415: "unsupported_media_type",
-    422: "invalid_input", 429: "too_many_requests", 500: "internal_error", 503: "unavailable",
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    409: "conflict",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_input",
+    429: "too_many_requests",
+    500: "internal_error",
+    503: "unavailable",
     504: "timeout",
 }
-ROUTES_HINT = "routes: POST /predict, /predict_image, /predict_batch, GET /model, /livez, /readyz, /metrics, /v2/..."
+ROUTES_HINT = (
+    "routes: POST /predict, /predict_image, /predict_batch, GET /model, /livez, /readyz, /metrics, /v2/..."
+)
 INTERNAL_MESSAGE = "an unexpected error occurred; see the server log"
 OVERLOADED_MESSAGE = "the batching queue is full (the server is overloaded); retry after a short wait"
 BENTOML_GENERIC = "An unexpected error has occurred"
@@ -52,8 +64,9 @@ def body_for(path: str, code: str, message: str) -> dict[str, Any]:
     return oip_error_body(code, message) if is_oip(path) else error_body(code, message)
 
 
-async def send_json(send: Send, status: int, body: dict, headers: Headers | None = None,
-                    close: bool = False) -> None:
+async def send_json(
+    send: Send, status: int, body: dict, headers: Headers | None = None, close: bool = False
+) -> None:
     payload = json.dumps(body).encode()
     out = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
     if close:
@@ -63,8 +76,9 @@ async def send_json(send: Send, status: int, body: dict, headers: Headers | None
     await send({"type": "http.response.body", "body": payload, "more_body": False})
 
 
-async def refuse(scope: dict, send: Send, err: ApiError, headers: Headers | None = None,
-                 close: bool = False) -> None:
+async def refuse(
+    scope: dict, send: Send, err: ApiError, headers: Headers | None = None, close: bool = False
+) -> None:
     """Answer ``err`` in the uniform shape (the outer :class:`serving.middleware.UniformErrors` counts it)."""
     await send_json(send, err.status, body_for(scope.get("path", ""), err.code, err.message), headers, close)
 
@@ -81,8 +95,12 @@ def uniform_code(body: bytes, oip: bool) -> str | None:
     if oip:
         ok = set(obj) == {"error", "code"} and isinstance(err, str) and isinstance(obj["code"], str)
         return obj["code"] if ok else None
-    if set(obj) == {"error"} and isinstance(err, dict) and isinstance(err.get("code"), str) \
-            and isinstance(err.get("message"), str):
+    if (
+        set(obj) == {"error"}
+        and isinstance(err, dict)
+        and isinstance(err.get("code"), str)
+        and isinstance(err.get("message"), str)
+    ):
         return err["code"]
     return None
 
@@ -102,7 +120,9 @@ def _pydantic_code(first: dict) -> str:
     return "invalid_input"
 
 
-def rewrite(status: int, body: bytes, method: str = "", path: str = "", allow: str | None = None) -> tuple[str, str]:
+def rewrite(
+    status: int, body: bytes, method: str = "", path: str = "", allow: str | None = None
+) -> tuple[str, str]:
     """``(code, message)`` for a foreign error body (plain text, ``{"error": "..."}``, pydantic details)."""
     code = STATUS_CODES.get(status, "error" if status < 500 else "internal_error")
     message = body.decode("utf-8", "replace").strip() or code.replace("_", " ")
@@ -116,7 +136,9 @@ def rewrite(status: int, body: bytes, method: str = "", path: str = "", allow: s
             first = detail[0]
             code = _pydantic_code(first)
             loc = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body",))
-            message = f"{loc}: {first['msg']}" if loc and not str(first["msg"]).startswith(loc) else first["msg"]
+            message = (
+                f"{loc}: {first['msg']}" if loc and not str(first["msg"]).startswith(loc) else first["msg"]
+            )
         elif isinstance(obj.get("error"), str):
             message = obj["error"]
         elif isinstance(detail, str):

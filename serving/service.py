@@ -142,10 +142,18 @@ class BinencService:
             path, source = model_location(s)
         set_pillow_pixel_cap(s.max_image_pixels)
         logging.getLogger("bentoml._internal.server.http_app").addFilter(
-            QuietRefusals(ValidationError, bentoml.exceptions.ServiceUnavailable))
-        self.predictor = Predictor.from_path(path, s.limits, source=source, threads=s.ort_threads,
-                                             max_image_pixels=s.max_image_pixels, max_image_side=s.max_image_side,
-                                             max_request_pixels=s.max_request_pixels, card_geometry=s.card_geometry)
+            QuietRefusals(ValidationError, bentoml.exceptions.ServiceUnavailable)
+        )
+        self.predictor = Predictor.from_path(
+            path,
+            s.limits,
+            source=source,
+            threads=s.ort_threads,
+            max_image_pixels=s.max_image_pixels,
+            max_image_side=s.max_image_side,
+            max_request_pixels=s.max_request_pixels,
+            card_geometry=s.card_geometry,
+        )
         if s.public_key:
             verify_artifact(self.predictor.artifact, load_public_key(s.public_key))
         # Warm the session (first ORT run allocates) so the first real request is not the slow one.
@@ -177,16 +185,27 @@ async def _metrics(request: Request) -> Response:
 BinencService.add_asgi_middleware(RequestMetrics)
 BinencService.add_asgi_middleware(UniformErrors)
 if SETTINGS.auth_enabled:  # outside ApiDocs, so BINENC_AUTH_OPEN_PATHS governs /docs.json like every path
-    BinencService.add_asgi_middleware(Authentication, key_hashes=SETTINGS.api_key_hashes,
-                                      open_paths=SETTINGS.auth_open_paths)
+    BinencService.add_asgi_middleware(
+        Authentication, key_hashes=SETTINGS.api_key_hashes, open_paths=SETTINGS.auth_open_paths
+    )
 BinencService.add_asgi_middleware(ApiDocs, document=_openapi_document)
-BinencService.add_asgi_middleware(BodyReader, max_body=SETTINGS.max_body_bytes, deadline_s=SETTINGS.body_timeout_s,
-                                  max_uploads=SETTINGS.max_uploads,
-                                  checks={"/predict_batch": lambda raw: check_batch_body(raw, SETTINGS.limits)},
-                                  json_only=("/predict_batch",))
-BinencService.add_asgi_middleware(WorkLimit, max_concurrency=SETTINGS.max_concurrency, timeout_s=SETTINGS.timeout_s,
-                                  exempt=(*HEALTH_PATHS, "/docs.json"))
-BinencService.add_asgi_middleware(DirectRoutes, routes={
-    **direct_routes(PredictRoutes(current_predictor, OFFLOAD)), ("GET", "/metrics"): _metrics})
+BinencService.add_asgi_middleware(
+    BodyReader,
+    max_body=SETTINGS.max_body_bytes,
+    deadline_s=SETTINGS.body_timeout_s,
+    max_uploads=SETTINGS.max_uploads,
+    checks={"/predict_batch": lambda raw: check_batch_body(raw, SETTINGS.limits)},
+    json_only=("/predict_batch",),
+)
+BinencService.add_asgi_middleware(
+    WorkLimit,
+    max_concurrency=SETTINGS.max_concurrency,
+    timeout_s=SETTINGS.timeout_s,
+    exempt=(*HEALTH_PATHS, "/docs.json"),
+)
+BinencService.add_asgi_middleware(
+    DirectRoutes,
+    routes={**direct_routes(PredictRoutes(current_predictor, OFFLOAD)), ("GET", "/metrics"): _metrics},
+)
 if SETTINGS.ui:
     BinencService.add_asgi_middleware(UiPage)

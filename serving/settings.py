@@ -88,8 +88,10 @@ class Settings:
         asked = [ENV[name] for name in ("api_key_hashes", "api_keys_file") if env.get(ENV[name], "") != ""]
         if asked and not values.get("api_key_hashes"):
             # Asking for keys and getting none must not start an open service.
-            raise SettingsError(f"{' and '.join(asked)} set but no API key hash found; authentication would be "
-                                "off: add sha256 hex digests, or unset the variable to serve without keys")
+            raise SettingsError(
+                f"{' and '.join(asked)} set but no API key hash found; authentication would be "
+                "off: add sha256 hex digests, or unset the variable to serve without keys"
+            )
         return cls(**values)  # type: ignore[arg-type]
 
 
@@ -119,8 +121,10 @@ def _parse(name: str, var: str, raw: str, default: object) -> object:
 
 def _check_hash(var: str, value: str) -> str:
     if not _HEX64.fullmatch(value):
-        raise SettingsError(f"{var}: expected sha256 hex digests (64 hex digits) of the API keys, got "
-                            f"{len(value)} characters; store hashes, never the keys themselves")
+        raise SettingsError(
+            f"{var}: expected sha256 hex digests (64 hex digits) of the API keys, got "
+            f"{len(value)} characters; store hashes, never the keys themselves"
+        )
     return value
 
 

@@ -66,14 +66,17 @@ def load_public_key(path: str | Path) -> Ed25519PublicKey:
     return key
 
 
-def verify_signature(checksum: str, signature_json: str | None, public_key: Ed25519PublicKey,
-                     where: str = "the model") -> None:
+def verify_signature(
+    checksum: str, signature_json: str | None, public_key: Ed25519PublicKey, where: str = "the model"
+) -> None:
     """Raise :class:`SignatureError` unless ``signature_json`` is ``public_key``'s signature of ``checksum``."""
     expected = key_id(public_key)
     if not signature_json:
-        raise SignatureError(f"{where} is unsigned; a public key is configured (key id {expected}), so only "
-                             "models signed with its private key are served (`python -m training.export RUN "
-                             "--sign KEY` or `python -m training.signing sign MODEL --key KEY`)")
+        raise SignatureError(
+            f"{where} is unsigned; a public key is configured (key id {expected}), so only "
+            "models signed with its private key are served (`python -m training.export RUN "
+            "--sign KEY` or `python -m training.signing sign MODEL --key KEY`)"
+        )
     try:
         record = json.loads(signature_json)
         signature = base64.b64decode(record["signature"], validate=True)
@@ -83,13 +86,17 @@ def verify_signature(checksum: str, signature_json: str | None, public_key: Ed25
     if algorithm != ALGORITHM:
         raise SignatureError(f"{where}: signature algorithm {algorithm!r} is not {ALGORITHM!r}")
     if kid != expected:
-        raise SignatureError(f"{where} is signed by another key (key id {kid}), not by the configured public "
-                             f"key (key id {expected})")
+        raise SignatureError(
+            f"{where} is signed by another key (key id {kid}), not by the configured public "
+            f"key (key id {expected})"
+        )
     try:
         public_key.verify(signature, CONTEXT + checksum.encode())
     except InvalidSignature:
-        raise SignatureError(f"{where}: the signature does not match the model's graph and metadata (key id "
-                             f"{expected}); the artifact was modified after it was signed") from None
+        raise SignatureError(
+            f"{where}: the signature does not match the model's graph and metadata (key id "
+            f"{expected}); the artifact was modified after it was signed"
+        ) from None
 
 
 def verify_artifact(artifact: Artifact, public_key: Ed25519PublicKey) -> None:
@@ -107,8 +114,11 @@ def verify_file(path: str | Path, public_key: str | Path | Ed25519PublicKey) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m serving.signing", allow_abbrev=False,
-                                description="check an artifact's signature (keys and signing: python -m training.signing)")
+    p = argparse.ArgumentParser(
+        prog="python -m serving.signing",
+        allow_abbrev=False,
+        description="check an artifact's signature (keys and signing: python -m training.signing)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
     v = sub.add_parser("verify", help="check a model's checksum and signature", allow_abbrev=False)
     v.add_argument("model")

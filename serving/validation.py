@@ -249,7 +249,9 @@ def check_batch_size(n: int, limits: Limits, field: str) -> None:
         )
 
 
-def check_shape(arr: np.ndarray, expected: tuple[int, ...], field: str, described: str, hint: str = "") -> None:
+def check_shape(
+    arr: np.ndarray, expected: tuple[int, ...], field: str, described: str, hint: str = ""
+) -> None:
     """Exact shape check: rank and every non-batch dimension must match; nothing is reshaped."""
     if arr.ndim != len(expected) + 1 or tuple(arr.shape[1:]) != tuple(expected):
         got = "×".join(str(d) for d in arr.shape) if arr.ndim else "a scalar"
@@ -278,8 +280,8 @@ def to_unit_pixels(arr: np.ndarray, pixel_range: str, field: str, range_hint: bo
                 idx = tuple(int(i) for i in np.argwhere(frac)[0])
                 raise bad_request(
                     "invalid_dtype",
-                    f"{field}{list(idx)}: value {arr[idx]} is not a whole number; pixel_range \"0-255\" takes "
-                    "integers 0..255 (use pixel_range \"0-1\" for floats)",
+                    f'{field}{list(idx)}: value {arr[idx]} is not a whole number; pixel_range "0-255" takes '
+                    'integers 0..255 (use pixel_range "0-1" for floats)',
                 )
         lo, hi = 0, 255
     else:
@@ -319,12 +321,13 @@ def validate_threshold(value: Any, calibrated: float, field: str = "threshold") 
     return max(t, calibrated)
 
 
-def parse_predict(body: Any, spec: InputSpec, limits: Limits, calibrated_threshold: float,
-                  raw: bytes | None = None) -> PredictRequest:
+def parse_predict(
+    body: Any, spec: InputSpec, limits: Limits, calibrated_threshold: float, raw: bytes | None = None
+) -> PredictRequest:
     """Validate a decoded ``POST /predict`` body and return float32 NCHW pixels in [0, 1]."""
     if not isinstance(body, Mapping):
         raise bad_request(
-            "invalid_type", f"request body: expected a JSON object with \"instances\", got {_type_name(body)}"
+            "invalid_type", f'request body: expected a JSON object with "instances", got {_type_name(body)}'
         )
     unknown = sorted(set(body) - set(PREDICT_FIELDS))
     if unknown:
@@ -335,7 +338,7 @@ def parse_predict(body: Any, spec: InputSpec, limits: Limits, calibrated_thresho
     if "instances" not in body:
         raise bad_request(
             "missing_field",
-            f"missing required field \"instances\" (a batch of {spec.describe_request()} pixel arrays)",
+            f'missing required field "instances" (a batch of {spec.describe_request()} pixel arrays)',
         )
     pixel_range = body.get("pixel_range", "0-1")
     if pixel_range not in PIXEL_RANGES:
@@ -344,21 +347,29 @@ def parse_predict(body: Any, spec: InputSpec, limits: Limits, calibrated_thresho
             f"pixel_range: expected one of {', '.join(map(repr, PIXEL_RANGES))}, got {json.dumps(pixel_range)[:40]}",
         )
     if "threshold" in body and body["threshold"] is None:
-        raise bad_request("invalid_threshold", "threshold: expected a number, got null (leave it out for the "
-                          "calibrated threshold)")
+        raise bad_request(
+            "invalid_threshold",
+            "threshold: expected a number, got null (leave it out for the calibrated threshold)",
+        )
     threshold = validate_threshold(body.get("threshold"), calibrated_threshold)
 
     instances = body["instances"]
     if not isinstance(instances, list):
         raise bad_request(
-            "invalid_type", f"instances: expected an array of {spec.describe_request()}, got {_type_name(instances)}"
+            "invalid_type",
+            f"instances: expected an array of {spec.describe_request()}, got {_type_name(instances)}",
         )
     check_batch_size(len(instances), limits, "instances")
     # Booleans are the only non-number values numpy coerces silently; a body without "true"/"false" has none.
     check_literals = raw is None or b"true" in raw or b"false" in raw
     arr = to_array(instances, "instances", check_literals=check_literals)
     hint = ""
-    if spec.channels == 1 and arr.ndim == 4 and arr.shape[1] == 1 and tuple(arr.shape[2:]) == spec.request_shape:
+    if (
+        spec.channels == 1
+        and arr.ndim == 4
+        and arr.shape[1] == 1
+        and tuple(arr.shape[2:]) == spec.request_shape
+    ):
         hint = "; grayscale models take N×H×W on /predict (no channel axis); N×1×H×W goes to /predict_batch or OIP"
     elif spec.channels > 1 and arr.ndim == 4 and arr.shape[-1] == spec.channels:
         hint = "; channels-last (N×H×W×C) is not accepted, send channels first"
@@ -369,7 +380,9 @@ def parse_predict(body: Any, spec: InputSpec, limits: Limits, calibrated_thresho
     return PredictRequest(np.ascontiguousarray(pixels, dtype=np.float32), threshold, pixel_range)
 
 
-def validate_model_tensor(arr: np.ndarray, spec: InputSpec, limits: Limits, field: str = "pixels") -> np.ndarray:
+def validate_model_tensor(
+    arr: np.ndarray, spec: InputSpec, limits: Limits, field: str = "pixels"
+) -> np.ndarray:
     """The model contract (batch route, OIP): float32 N×C×H×W, finite, in [0, 1]; returns it contiguous."""
     if arr.dtype.kind not in "iuf":
         raise bad_request("invalid_type", f"{field}: expected numbers, got dtype {arr.dtype}")
@@ -385,13 +398,18 @@ def check_batch_body(raw: bytes, limits: Limits) -> None:
     (numpy would turn them into 1.0/0.0); the values themselves are validated per request afterwards."""
     body = parse_json(raw, limits.max_json_depth)
     if not isinstance(body, Mapping):
-        raise bad_request("invalid_type", f"expected a JSON object with \"pixels\", got {_type_name(body)}")
+        raise bad_request("invalid_type", f'expected a JSON object with "pixels", got {_type_name(body)}')
     if "pixels" not in body:
-        raise bad_request("missing_field", "missing required field \"pixels\" (a batch of N×C×H×W pixel arrays)")
+        raise bad_request(
+            "missing_field", 'missing required field "pixels" (a batch of N×C×H×W pixel arrays)'
+        )
     unknown = sorted(set(body) - set(BATCH_FIELDS))
     if unknown:
-        raise bad_request("unknown_field", f"unknown field(s) {', '.join(map(repr, unknown))}; the body holds "
-                          "only \"pixels\"")
+        raise bad_request(
+            "unknown_field", f'unknown field(s) {", ".join(map(repr, unknown))}; the body holds only "pixels"'
+        )
     if (b"true" in raw or b"false" in raw) and _BOOL_TOKEN.search(raw):
-        raise bad_request("invalid_type", "pixels: expected numbers, got a JSON boolean (true/false); pixel values "
-                          "must be JSON numbers")
+        raise bad_request(
+            "invalid_type",
+            "pixels: expected numbers, got a JSON boolean (true/false); pixel values must be JSON numbers",
+        )

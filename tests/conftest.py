@@ -26,8 +26,17 @@ atexit.register(shutil.rmtree, _BENTOML_HOME, True)
 
 # A recipe that gives 10 distinct codes on digits in ~2 s (the quick profile's gamma cap collapses this tiny set).
 DIGITS_RECIPE = dict(
-    dataset="digits", backbone="mlp", latent_dim=8, epochs=60, batch_size=64, lr=3e-3, head_lr=3e-3,
-    gamma_cap=10.0, val_fraction=0.2, seed=0, num_threads=1,
+    dataset="digits",
+    backbone="mlp",
+    latent_dim=8,
+    epochs=60,
+    batch_size=64,
+    lr=3e-3,
+    head_lr=3e-3,
+    gamma_cap=10.0,
+    val_fraction=0.2,
+    seed=0,
+    num_threads=1,
 )
 
 
@@ -70,7 +79,9 @@ def digits_run(tmp_path_factory, digits_data) -> Path:
 
     run = _train("bin_enc", tmp_path_factory.mktemp("runs") / "digits_mlp_bin_enc", digits_data)
     m = json.loads((run / "metrics.json").read_text())
-    assert m["train"]["distinct_class_codes"] == 10, f"digits fixture did not reach 10 distinct codes: {m['train']}"
+    assert m["train"]["distinct_class_codes"] == 10, (
+        f"digits fixture did not reach 10 distinct codes: {m['train']}"
+    )
     return run
 
 

@@ -14,8 +14,9 @@ from torch import nn
 from training.config import TrainConfig
 
 
-def adversarial_examples(net: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
-                         start: torch.Tensor) -> torch.Tensor:
+def adversarial_examples(
+    net: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, start: torch.Tensor
+) -> torch.Tensor:
     """Perturbations of ``x`` that raise the cross-entropy of ``net``, L∞ within ``cfg.adv_eps`` (N-FGSM: 3·eps).
 
     ``start``: uniform noise in [-1, 1] shaped like ``x`` (the random start, drawn by the caller so that it is
@@ -37,15 +38,18 @@ def adversarial_examples(net: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: 
         delta.requires_grad_(True)
         logits, _ = net(x + delta)
         (grad,) = torch.autograd.grad(F.cross_entropy(logits, y), delta)
-        delta = ((x + (delta.detach() + alpha * grad.sign()).clamp(-radius, radius)).clamp(0.0, 1.0) - x).detach()
+        delta = (
+            (x + (delta.detach() + alpha * grad.sign()).clamp(-radius, radius)).clamp(0.0, 1.0) - x
+        ).detach()
     return x + delta
 
 
 CHECK_STEPS = 10  # PGD steps of the per-epoch robust validation check
 
 
-def robust_accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, seed: int = 0,
-                    batch_size: int = 512) -> float:
+def robust_accuracy(
+    net: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, seed: int = 0, batch_size: int = 512
+) -> float:
     """Accuracy of ``net`` (eval mode) on ``x`` under L∞ PGD-10 at ``cfg.adv_eps`` with one seeded random start.
 
     The check of ``--adv-check``: a weak attack next to the bench's (one restart, cross-entropy only), cheap enough

@@ -19,7 +19,9 @@ def apply_shifts(x: torch.Tensor, offsets: torch.Tensor, max_shift: int) -> torc
     """Translate image i by ``offsets[i] - max_shift`` pixels (zero padding)."""
     _, _, h, w = x.shape
     padded = nn.functional.pad(x, (max_shift,) * 4)
-    return torch.stack([padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offsets.tolist())])
+    return torch.stack(
+        [padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offsets.tolist())]
+    )
 
 
 def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:

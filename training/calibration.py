@@ -76,20 +76,25 @@ def accept_summary(correct: np.ndarray, accepted: np.ndarray) -> dict:
     }
 
 
-def calibration_summary(outputs: dict[str, np.ndarray], labels: np.ndarray, threshold: float,
-                        split: str = "val") -> dict:
+def calibration_summary(
+    outputs: dict[str, np.ndarray], labels: np.ndarray, threshold: float, split: str = "val"
+) -> dict:
     """What the artifact's metadata records of its threshold on one split of the graph's ``outputs``."""
     rel = outputs["reliability"]
     pred = outputs["logits"].argmax(1)
     correct = pred == labels
     accepted = accepts(rel, threshold)
     nearest = outputs["nearest_vertex_class"]
-    return clean_json({
-        "split": split,
-        "n": int(len(labels)),
-        "acc": float(correct.mean()),
-        **accept_summary(correct, accepted),
-        "misclassification_auroc": auroc(rel[correct], rel[~correct]) if correct.any() and (~correct).any() else None,
-        "unoccupied_vertex_rate": float((nearest == -1).mean()),
-        "nearest_disagrees_rate": float(((nearest != pred) & (nearest != -1)).mean()),
-    })
+    return clean_json(
+        {
+            "split": split,
+            "n": int(len(labels)),
+            "acc": float(correct.mean()),
+            **accept_summary(correct, accepted),
+            "misclassification_auroc": auroc(rel[correct], rel[~correct])
+            if correct.any() and (~correct).any()
+            else None,
+            "unoccupied_vertex_rate": float((nearest == -1).mean()),
+            "nearest_disagrees_rate": float(((nearest != pred) & (nearest != -1)).mean()),
+        }
+    )

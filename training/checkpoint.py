@@ -24,7 +24,9 @@ def atomic_torch_save(path: Path, obj: Any) -> None:
 def load_checkpoint(run_dir: str | Path, map_location: str = "cpu") -> dict:
     path = Path(run_dir) / CHECKPOINT
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}: train first with `python -m training --out {run_dir}`")
+        raise FileNotFoundError(
+            f"no checkpoint at {path}: train first with `python -m training --out {run_dir}`"
+        )
     return torch.load(path, map_location=map_location, weights_only=False)
 
 

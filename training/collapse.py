@@ -7,8 +7,10 @@ from __future__ import annotations
 # Final validation accuracy below chance + DROP_SHARE * (peak - chance) counts as "far below its own peak": the run
 # lost more than half of what it had learnt above chance (Fashion-MNIST's quick runs lose under 1 % of it).
 DROP_SHARE = 0.5
-ADVICE = ("the run directory keeps what was trained; train again with more steps (--min-steps, --epochs), a smaller "
-          "--gamma-cap or a lower --lr (README, 'Train on your own images')")
+ADVICE = (
+    "the run directory keeps what was trained; train again with more steps (--min-steps, --epochs), a smaller "
+    "--gamma-cap or a lower --lr (README, 'Train on your own images')"
+)
 
 
 class CollapsedRunError(ValueError):
@@ -31,8 +33,10 @@ def collapse_verdict(metrics: dict, history: list[dict], variant: str) -> str | 
     if vals and "val_acc" in metrics:
         peak, final, chance = max(vals), float(metrics["val_acc"]), 1.0 / k
         if final < chance + DROP_SHARE * (peak - chance):
-            problems.append(f"validation accuracy {final:.4f} far below its peak {peak:.4f} "
-                            f"(epoch {vals.index(peak) + 1}; chance {chance:.4f})")
+            problems.append(
+                f"validation accuracy {final:.4f} far below its peak {peak:.4f} "
+                f"(epoch {vals.index(peak) + 1}; chance {chance:.4f})"
+            )
     if not problems:
         return None
     return f"the run collapsed: {'; '.join(problems)}; {ADVICE}"

@@ -19,8 +19,16 @@ FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 # The official MNIST test set (t10k IDX files) shipped with the repository: the default OOD set (data/mnist/README.md).
 MNIST_TEST_DIR = Path(__file__).resolve().parents[1] / "data" / "mnist"
 FASHION_MNIST_CLASSES = [
-    "t-shirt/top", "trouser", "pullover", "dress", "coat",
-    "sandal", "shirt", "sneaker", "bag", "ankle boot",
+    "t-shirt/top",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
 ]
 MNIST_CLASSES = [str(i) for i in range(10)]
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -144,7 +152,9 @@ def load_idx_dir(directory: Path, classes: list[str]) -> RawDataset:
         images = read_idx(find_idx(directory, f"{prefix}-images-idx3-ubyte"))
         labels = read_idx(find_idx(directory, f"{prefix}-labels-idx1-ubyte")).astype(np.int64)
         if images.ndim != 3 or len(images) != len(labels):
-            raise ValueError(f"{directory}: {prefix} images {images.shape} do not match labels {labels.shape}")
+            raise ValueError(
+                f"{directory}: {prefix} images {images.shape} do not match labels {labels.shape}"
+            )
         if labels.size and (labels.min() < 0 or labels.max() >= len(classes)):
             raise ValueError(f"{directory}: {prefix} labels outside 0..{len(classes) - 1}")
         parts[split] = Split(np.ascontiguousarray(images[:, None]), labels)
@@ -243,7 +253,9 @@ def load_svhn(data_dir: Path | None) -> RawDataset:
     "and DIR/test/<class>/...",
     options=True,
 )
-def load_folder(data_dir: Path | None, image_size: str | None = None, test_fraction: float = 0.2) -> RawDataset:
+def load_folder(
+    data_dir: Path | None, image_size: str | None = None, test_fraction: float = 0.2
+) -> RawDataset:
     """The user's own images (:mod:`training.imagefolder`)."""
     from training.imagefolder import FolderDataError, load_image_folder
 
@@ -283,8 +295,12 @@ def load_raw(name: str, data_dir: str | Path | None = None, **options) -> RawDat
 
 
 def load_dataset(
-    name: str, data_dir: str | Path | None = None, val_fraction: float = 0.1, seed: int = 0,
-    image_size: str | None = None, test_fraction: float = 0.2,
+    name: str,
+    data_dir: str | Path | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    image_size: str | None = None,
+    test_fraction: float = 0.2,
 ) -> DatasetSplits:
     """Load ``name`` and carve a fixed-seed, class-stratified validation split out of its training set.
     ``image_size`` and ``test_fraction`` apply to ``folder`` only."""
@@ -300,17 +316,33 @@ def load_dataset(
     counts = np.bincount(raw.train.labels)
     n_val = int(np.ceil(val_fraction * len(idx)))
     # Stratify by class when every class can appear on both sides; tiny datasets fall back to a plain shuffle.
-    stratify = raw.train.labels if counts[counts > 0].min() >= 2 and n_val >= np.count_nonzero(counts) else None
+    stratify = (
+        raw.train.labels if counts[counts > 0].min() >= 2 and n_val >= np.count_nonzero(counts) else None
+    )
     train_idx, val_idx = train_test_split(idx, test_size=val_fraction, random_state=seed, stratify=stratify)
     train_idx, val_idx = np.sort(train_idx), np.sort(val_idx)
     tr = Split(raw.train.images[train_idx], raw.train.labels[train_idx])
     va = Split(raw.train.images[val_idx], raw.train.labels[val_idx])
-    source = None if raw.source is None else {**raw.source, "val_fraction": val_fraction, "val_seed": seed,
-                                              "n": {"train": len(tr), "val": len(va), "test": len(raw.test)}}
+    source = (
+        None
+        if raw.source is None
+        else {
+            **raw.source,
+            "val_fraction": val_fraction,
+            "val_seed": seed,
+            "n": {"train": len(tr), "val": len(va), "test": len(raw.test)},
+        }
+    )
     return DatasetSplits(name=name, classes=list(raw.classes), train=tr, val=va, test=raw.test, source=source)
 
 
 def load_run_data(cfg) -> DatasetSplits:
     """The splits a run trains and is evaluated on, from its :class:`~training.config.TrainConfig`."""
-    return load_dataset(cfg.dataset, cfg.data_dir, cfg.val_fraction, cfg.seed, getattr(cfg, "image_size", None),
-                        getattr(cfg, "test_fraction", 0.2))
+    return load_dataset(
+        cfg.dataset,
+        cfg.data_dir,
+        cfg.val_fraction,
+        cfg.seed,
+        getattr(cfg, "image_size", None),
+        getattr(cfg, "test_fraction", 0.2),
+    )

@@ -57,8 +57,9 @@ def init_distributed(device: str, timeout_s: float | None = None) -> DistContext
     world_size = _env_int("WORLD_SIZE", 1)
     if world_size <= 1:
         return SINGLE
-    ctx = DistContext(_env_int("RANK", 0), world_size, _env_int("LOCAL_RANK", 0),
-                      _env_int("LOCAL_WORLD_SIZE", world_size))
+    ctx = DistContext(
+        _env_int("RANK", 0), world_size, _env_int("LOCAL_RANK", 0), _env_int("LOCAL_WORLD_SIZE", world_size)
+    )
     kw = {} if timeout_s is None else {"timeout": timedelta(seconds=timeout_s)}
     cuda = torch.device(device).type == "cuda"
     if cuda:

@@ -93,8 +93,9 @@ def fit_score(model: Classifier, data: DatasetSplits) -> VertexGeometry | None:
     if model.cfg.variant != "bin_enc":
         return None
     logits, z = forward_batches(model, data.train.images)
-    return VertexGeometry.fit(z, logits.argmax(1), data.train.labels, classes=list(data.classes),
-                              num_classes=data.num_classes)
+    return VertexGeometry.fit(
+        z, logits.argmax(1), data.train.labels, classes=list(data.classes), num_classes=data.num_classes
+    )
 
 
 def to_onnx(scored: ScoredModel, input_shape: tuple[int, int, int]) -> onnx.ModelProto:
@@ -104,8 +105,15 @@ def to_onnx(scored: ScoredModel, input_shape: tuple[int, int, int]) -> onnx.Mode
     batch = torch.export.Dim("batch", min=1)
     with torch.no_grad():
         program = torch.onnx.export(
-            scored, (example,), dynamo=True, input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
-            dynamic_shapes={"pixels": {0: batch}}, opset_version=OPSET, optimize=True, verbose=False,
+            scored,
+            (example,),
+            dynamo=True,
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_shapes={"pixels": {0: batch}},
+            opset_version=OPSET,
+            optimize=True,
+            verbose=False,
         )
     model = program.model_proto
     # Make sure nothing lives in external data: round-trip through bytes with everything inline.
@@ -118,11 +126,15 @@ def to_onnx(scored: ScoredModel, input_shape: tuple[int, int, int]) -> onnx.Mode
 def training_summary(run_dir: Path) -> dict:
     """The headline numbers of ``metrics.json`` (accuracies, geometry) for the metadata."""
     m = read_metrics(run_dir)
-    out = {k: m[k] for k in ("train_acc", "val_acc", "test_acc", "bimodal_dims", "all_dims_bimodal") if k in m}
+    out = {
+        k: m[k] for k in ("train_acc", "val_acc", "test_acc", "bimodal_dims", "all_dims_bimodal") if k in m
+    }
     for split in ("train", "val", "test"):
         s = m.get(split)
         if isinstance(s, dict):
-            out[split] = {k: s[k] for k in ("same_encoding", "distinct_class_codes", "nc1", "sigma_w_rel") if k in s}
+            out[split] = {
+                k: s[k] for k in ("same_encoding", "distinct_class_codes", "nc1", "sigma_w_rel") if k in s
+            }
     return clean_json(out)
 
 
@@ -132,21 +144,37 @@ def register_artifact(path: Path, metadata: dict) -> str:
 
     import bentoml
 
-    labels = {"dataset": metadata["dataset"], "variant": metadata["variant"], "score": metadata["score"]["name"]}
+    labels = {
+        "dataset": metadata["dataset"],
+        "variant": metadata["variant"],
+        "score": metadata["score"]["name"],
+    }
     meta = {
-        "schema_version": metadata["schema_version"], "name": metadata["name"], "checksum": metadata["checksum"],
-        "threshold": metadata["threshold"], "target_accept_rate": metadata["target_accept_rate"],
+        "schema_version": metadata["schema_version"],
+        "name": metadata["name"],
+        "checksum": metadata["checksum"],
+        "threshold": metadata["threshold"],
+        "target_accept_rate": metadata["target_accept_rate"],
         "acceptance_mode": metadata["acceptance"]["mode"],
-        "classes": metadata["classes"], "input_shape": metadata["input"]["shape"], "backbone": metadata["backbone"],
-        "code_version": metadata["code_version"], "created_at": metadata["created_at"], "artifact": ARTIFACT_NAME,
+        "classes": metadata["classes"],
+        "input_shape": metadata["input"]["shape"],
+        "backbone": metadata["backbone"],
+        "code_version": metadata["code_version"],
+        "created_at": metadata["created_at"],
+        "artifact": ARTIFACT_NAME,
     }
     with bentoml.models.create(BENTO_MODEL_NAME, labels=labels, metadata=meta) as m:
         shutil.copyfile(path, Path(m.path) / ARTIFACT_NAME)
     return str(m.tag)
 
 
-def risk_controlled_threshold(val_out: dict[str, np.ndarray], labels: np.ndarray, alpha: float | Sequence[float],
-                              delta: float, candidates: int) -> tuple[float, dict, dict]:
+def risk_controlled_threshold(
+    val_out: dict[str, np.ndarray],
+    labels: np.ndarray,
+    alpha: float | Sequence[float],
+    delta: float,
+    candidates: int,
+) -> tuple[float, dict, dict]:
     """``(threshold, acceptance, calibration summary)`` of the most permissive threshold certified at ``alpha``
     (:func:`training.selective_risk.certify` at ``delta / candidates``); raises :class:`RiskNotCertifiable`.
     Several ``alpha``: the smallest at or above the selection part's smallest certifiable risk
@@ -166,20 +194,29 @@ def risk_controlled_threshold(val_out: dict[str, np.ndarray], labels: np.ndarray
         raise RiskNotCertifiable(
             f"no threshold certifies a selective error <= {alpha:g} with probability >= {1 - delta:g} on "
             f"{len(cal)} calibration points{by}; the smallest certifiable risk is {smallest:.4f} "
-            f"(pass --target-risk {smallest:.4f} or more)")
+            f"(pass --target-risk {smallest:.4f} or more)"
+        )
     acceptance = risk_summary(cert, alpha, delta, candidates, len(sel))
     if len(alphas) > 1:
         acceptance["alpha_candidates"] = alphas
-        acceptance["alpha_rule"] = ("the smallest candidate at or above the selection part's smallest certifiable "
-                                    "risk (chosen without the calibration points)")
-    calibration = calibration_summary({k: v[cal] for k, v in val_out.items()}, labels[cal], cert.threshold,
-                                      split="val (calibration part)")
+        acceptance["alpha_rule"] = (
+            "the smallest candidate at or above the selection part's smallest certifiable "
+            "risk (chosen without the calibration points)"
+        )
+    calibration = calibration_summary(
+        {k: v[cal] for k, v in val_out.items()}, labels[cal], cert.threshold, split="val (calibration part)"
+    )
     return cert.threshold, acceptance, calibration
 
 
-def choose_threshold(val_out: dict[str, np.ndarray], labels: np.ndarray, target_accept_rate: float,
-                     target_risk: float | Sequence[float] | None, delta: float, candidates: int,
-                     ) -> tuple[float, dict, dict]:
+def choose_threshold(
+    val_out: dict[str, np.ndarray],
+    labels: np.ndarray,
+    target_accept_rate: float,
+    target_risk: float | Sequence[float] | None,
+    delta: float,
+    candidates: int,
+) -> tuple[float, dict, dict]:
     """``(threshold, acceptance, calibration summary)`` on the validation outputs of the graph: the threshold
     accepting ``target_accept_rate`` of them, or with ``target_risk`` :func:`risk_controlled_threshold`'s."""
     if target_risk is not None:
@@ -190,8 +227,9 @@ def choose_threshold(val_out: dict[str, np.ndarray], labels: np.ndarray, target_
     return threshold, {"mode": "accept_rate", "target_accept_rate": target_accept_rate}, calibration
 
 
-def _check_acceptance_args(target_accept_rate: float, target_risk: float | Sequence[float] | None, delta: float,
-                           candidates: int) -> None:
+def _check_acceptance_args(
+    target_accept_rate: float, target_risk: float | Sequence[float] | None, delta: float, candidates: int
+) -> None:
     if not 0.0 < target_accept_rate < 1.0:
         raise ValueError(f"target_accept_rate must be in (0, 1), got {target_accept_rate}")
     risks = list(target_risk) if isinstance(target_risk, Sequence) else [target_risk]
@@ -203,10 +241,15 @@ def _check_acceptance_args(target_accept_rate: float, target_risk: float | Seque
 
 # --------------------------------------------------------------------------- the export
 def export_run(
-    run_dir: str | Path, out: str | Path | None = None, target_accept_rate: float = 0.95, register: bool = False,
-    data: DatasetSplits | None = None, sign_key: str | Path | None = None,
+    run_dir: str | Path,
+    out: str | Path | None = None,
+    target_accept_rate: float = 0.95,
+    register: bool = False,
+    data: DatasetSplits | None = None,
+    sign_key: str | Path | None = None,
     target_risk: float | Sequence[float] | None = None,
-    delta: float = 0.05, candidates: int = 1,
+    delta: float = 0.05,
+    candidates: int = 1,
 ) -> Path:
     """Export ``run_dir`` to ``out`` (default ``run_dir/model.onnx``); returns the path written.
     ``sign_key``: an Ed25519 private key (PEM) that signs the artifact (:mod:`training.signing`).
@@ -232,52 +275,88 @@ def export_run(
     parity["source"] = parity_source
 
     val_out = {k: v[: len(data.val)] for k, v in got.items()}
-    threshold, acceptance, calibration = choose_threshold(val_out, data.val.labels, target_accept_rate, target_risk,
-                                                          delta, candidates)
+    threshold, acceptance, calibration = choose_threshold(
+        val_out, data.val.labels, target_accept_rate, target_risk, delta, candidates
+    )
     calibration["parity"] = clean_json(parity)
 
     classes = list(ckpt.get("classes") or data.classes)
-    metadata = _metadata(run_dir, model, scored, geometry, classes, ckpt.get("dataset", data.name), threshold,
-                         target_accept_rate if target_risk is None else None, acceptance, calibration)
+    metadata = _metadata(
+        run_dir,
+        model,
+        scored,
+        geometry,
+        classes,
+        ckpt.get("dataset", data.name),
+        threshold,
+        target_accept_rate if target_risk is None else None,
+        acceptance,
+        calibration,
+    )
     signed = write_signed(proto, metadata, out, sign_key)
-    log.info("exported %s (score %s, threshold %.6g, val accept %.4f, checksum %s)", out, scored.score.name, threshold,
-             calibration["accept_rate"], signed["checksum"])
+    log.info(
+        "exported %s (score %s, threshold %.6g, val accept %.4f, checksum %s)",
+        out,
+        scored.score.name,
+        threshold,
+        calibration["accept_rate"],
+        signed["checksum"],
+    )
     if register:
         log.info("registered %s in the BentoML model store", register_artifact(out, signed))
     return out
 
 
-def _metadata(run_dir: Path, model: Classifier, scored: ScoredModel, geometry: VertexGeometry | None, classes: list[str],
-              dataset: str, threshold: float, target_accept_rate: float | None, acceptance: dict,
-              calibration: dict) -> dict:
+def _metadata(
+    run_dir: Path,
+    model: Classifier,
+    scored: ScoredModel,
+    geometry: VertexGeometry | None,
+    classes: list[str],
+    dataset: str,
+    threshold: float,
+    target_accept_rate: float | None,
+    acceptance: dict,
+    calibration: dict,
+) -> dict:
     """The artifact's metadata (:mod:`serving.artifact`'s schema), before it is signed."""
     mc = model.cfg
     geo_md, codebook = geometry.to_metadata() if geometry is not None else (None, {})
-    score = {"name": scored.score.name, "direction": "higher = more reliable",
-             "definition": score_definition(scored.score)}
-    return clean_json({
-        "schema_version": SCHEMA_VERSION,
-        "name": run_dir.resolve().name,
-        "classes": classes,
-        "input": {"shape": list(mc.input_shape), "layout": "NCHW", "dtype": "float32", "pixel_range": [0, 1],
-                  "normalisation": {"mean": list(mc.mean), "std": list(mc.std), "applied_in_graph": True}},
-        "outputs": list(OUTPUT_NAMES),
-        "variant": mc.variant,
-        "dataset": dataset,
-        "backbone": mc.backbone,
-        "latent_dim": int(model.latent_width),
-        "score": score,
-        "threshold": threshold,
-        "target_accept_rate": target_accept_rate,
-        "acceptance": acceptance,
-        "geometry": geo_md,
-        "codebook": codebook,
-        "training_metrics": training_summary(run_dir),
-        "calibration": calibration,
-        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "code_version": code_version(),
-        "opset": OPSET,
-    })
+    score = {
+        "name": scored.score.name,
+        "direction": "higher = more reliable",
+        "definition": score_definition(scored.score),
+    }
+    return clean_json(
+        {
+            "schema_version": SCHEMA_VERSION,
+            "name": run_dir.resolve().name,
+            "classes": classes,
+            "input": {
+                "shape": list(mc.input_shape),
+                "layout": "NCHW",
+                "dtype": "float32",
+                "pixel_range": [0, 1],
+                "normalisation": {"mean": list(mc.mean), "std": list(mc.std), "applied_in_graph": True},
+            },
+            "outputs": list(OUTPUT_NAMES),
+            "variant": mc.variant,
+            "dataset": dataset,
+            "backbone": mc.backbone,
+            "latent_dim": int(model.latent_width),
+            "score": score,
+            "threshold": threshold,
+            "target_accept_rate": target_accept_rate,
+            "acceptance": acceptance,
+            "geometry": geo_md,
+            "codebook": codebook,
+            "training_metrics": training_summary(run_dir),
+            "calibration": calibration,
+            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "code_version": code_version(),
+            "opset": OPSET,
+        }
+    )
 
 
 def write_signed(proto: onnx.ModelProto, metadata: dict, out: Path, sign_key: str | Path | None) -> dict:
@@ -292,7 +371,9 @@ def write_signed(proto: onnx.ModelProto, metadata: dict, out: Path, sign_key: st
     return signed
 
 
-def ensure_artifact(run_dir: str | Path, data: DatasetSplits | None = None, reexport: bool = False) -> tuple[Path, bool]:
+def ensure_artifact(
+    run_dir: str | Path, data: DatasetSplits | None = None, reexport: bool = False
+) -> tuple[Path, bool]:
     """``run_dir/model.onnx``, exported (again) when missing, older than the checkpoint or ``reexport``; returns
     ``(path, exported_now)``."""
     run_dir = Path(run_dir)
@@ -315,31 +396,58 @@ def risk_list(text: str) -> float | list[float]:
     try:
         values = [float(v) for v in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or comma-separated numbers in (0, 1), got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a number or comma-separated numbers in (0, 1), got {text!r}"
+        ) from None
     return values[0] if len(values) == 1 else values
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m training.export", description=__doc__, allow_abbrev=False,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m training.export",
+        description=__doc__,
+        allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("run_dir", help="run directory with checkpoint.pt (and metrics.json)")
     p.add_argument("--out", help=f"output path (default RUN_DIR/{ARTIFACT_NAME})")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--target-accept-rate", type=float, default=0.95,
-                      help="share of validation inputs the calibrated threshold accepts (default 0.95)")
-    mode.add_argument("--target-risk", type=risk_list, metavar="ALPHA",
-                      help="instead: the most permissive threshold whose selective error (errors among accepted "
-                           "answers) is certified <= ALPHA with probability >= 1 - DELTA (Learn then Test, exact "
-                           "binomial bound; exits 2 with the smallest certifiable risk when none is). A list "
-                           "(0.01,0.02,0.03): the smallest the selection part of the validation split supports")
-    p.add_argument("--delta", type=float, help="with --target-risk: the probability that the guarantee fails "
-                   "(default 0.05)")
-    p.add_argument("--candidates", type=int, help="with --target-risk: the number of models this one was chosen among "
-                   "with the same validation data; DELTA is split over them (Bonferroni; default 1)")
-    p.add_argument("--register", action="store_true", help="also store it in the BentoML model store (binenc:latest)")
+    mode.add_argument(
+        "--target-accept-rate",
+        type=float,
+        default=0.95,
+        help="share of validation inputs the calibrated threshold accepts (default 0.95)",
+    )
+    mode.add_argument(
+        "--target-risk",
+        type=risk_list,
+        metavar="ALPHA",
+        help="instead: the most permissive threshold whose selective error (errors among accepted "
+        "answers) is certified <= ALPHA with probability >= 1 - DELTA (Learn then Test, exact "
+        "binomial bound; exits 2 with the smallest certifiable risk when none is). A list "
+        "(0.01,0.02,0.03): the smallest the selection part of the validation split supports",
+    )
+    p.add_argument(
+        "--delta",
+        type=float,
+        help="with --target-risk: the probability that the guarantee fails (default 0.05)",
+    )
+    p.add_argument(
+        "--candidates",
+        type=int,
+        help="with --target-risk: the number of models this one was chosen among "
+        "with the same validation data; DELTA is split over them (Bonferroni; default 1)",
+    )
+    p.add_argument(
+        "--register", action="store_true", help="also store it in the BentoML model store (binenc:latest)"
+    )
     p.add_argument("--threads", type=int, help="torch CPU threads")
-    p.add_argument("--sign", metavar="PRIVATE_KEY", help="sign the artifact with this Ed25519 key (PEM; create a "
-                   "pair with `python -m training.signing keygen --out DIR`)")
+    p.add_argument(
+        "--sign",
+        metavar="PRIVATE_KEY",
+        help="sign the artifact with this Ed25519 key (PEM; create a "
+        "pair with `python -m training.signing keygen --out DIR`)",
+    )
     return p
 
 
@@ -365,19 +473,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: --delta and --candidates only apply with --target-risk ALPHA", file=sys.stderr)
         return 2
     try:
-        path = export_run(args.run_dir, args.out, args.target_accept_rate, args.register, sign_key=args.sign,
-                          target_risk=args.target_risk, delta=0.05 if args.delta is None else args.delta,
-                          candidates=1 if args.candidates is None else args.candidates)
+        path = export_run(
+            args.run_dir,
+            args.out,
+            args.target_accept_rate,
+            args.register,
+            sign_key=args.sign,
+            target_risk=args.target_risk,
+            delta=0.05 if args.delta is None else args.delta,
+            candidates=1 if args.candidates is None else args.candidates,
+        )
     except (FileNotFoundError, DatasetNotFoundError, GeometryError, ParityError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)  # RiskNotCertifiable is a ValueError: one line, exit 2
         return 2
     md, _ = read_metadata(path)
-    print(f"exported {path}: {md['variant']} score={md['score']['name']} threshold={md['threshold']:.6g} "
-          f"val_accept={md['calibration']['accept_rate']:.4f} checksum={md['checksum']}")
+    print(
+        f"exported {path}: {md['variant']} score={md['score']['name']} threshold={md['threshold']:.6g} "
+        f"val_accept={md['calibration']['accept_rate']:.4f} checksum={md['checksum']}"
+    )
     if md["acceptance"]["mode"] == "risk":
         a = md["acceptance"]
-        print(f"certified: {a['statement']}; calibration coverage {a['calibration_coverage']:.4f} of "
-              f"{a['calibration_n']}, upper bound at the threshold {a['upper_bound_at_threshold']:.4f}")
+        print(
+            f"certified: {a['statement']}; calibration coverage {a['calibration_coverage']:.4f} of "
+            f"{a['calibration_n']}, upper bound at the threshold {a['upper_bound_at_threshold']:.4f}"
+        )
     print(canonical_json({"acceptance": md["acceptance"], "calibration": md["calibration"]}))
     return 0
 

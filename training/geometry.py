@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.mixture import GaussianMixture
 
-BIMODAL_SEPARATION = 4.0  # peak distance in units of the peaks' pooled std above which a dimension counts as bimodal
+BIMODAL_SEPARATION = (
+    4.0  # peak distance in units of the peaks' pooled std above which a dimension counts as bimodal
+)
 BIMODAL_MIN_WEIGHT = 0.02  # the smaller peak must hold at least this share of the samples
 
 
@@ -40,7 +42,10 @@ class DimensionPeaks:
 
     @property
     def bimodal(self) -> bool:
-        return self.separation >= BIMODAL_SEPARATION and min(self.weight_low, 1 - self.weight_low) >= BIMODAL_MIN_WEIGHT
+        return (
+            self.separation >= BIMODAL_SEPARATION
+            and min(self.weight_low, 1 - self.weight_low) >= BIMODAL_MIN_WEIGHT
+        )
 
 
 def fit_peaks(values: np.ndarray, max_samples: int = 5000, seed: int = 0) -> DimensionPeaks:
@@ -56,7 +61,9 @@ def fit_peaks(values: np.ndarray, max_samples: int = 5000, seed: int = 0) -> Dim
     means = gm.means_.reshape(-1)
     stds = np.sqrt(gm.covariances_.reshape(-1))
     lo, hi = np.argsort(means)
-    return DimensionPeaks(float(means[lo]), float(means[hi]), float(stds[lo]), float(stds[hi]), float(gm.weights_[lo]))
+    return DimensionPeaks(
+        float(means[lo]), float(means[hi]), float(stds[lo]), float(stds[hi]), float(gm.weights_[lo])
+    )
 
 
 def sign_codes(z: np.ndarray, midpoints: np.ndarray | None = None) -> np.ndarray:

@@ -62,12 +62,20 @@ class FolderSplit:
     counts: dict[str, dict[str, int]]
 
     def to_dict(self) -> dict:
-        return {"layout": self.layout, "test_fraction": self.test_fraction, "split_seed": self.seed,
-                "image_size": list(self.image_size), "channels": self.channels, "counts": self.counts}
+        return {
+            "layout": self.layout,
+            "test_fraction": self.test_fraction,
+            "split_seed": self.seed,
+            "image_size": list(self.image_size),
+            "channels": self.channels,
+            "counts": self.counts,
+        }
 
 
 def _class_dirs(root: Path) -> list[Path]:
-    dirs = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
+    dirs = sorted(
+        (p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name
+    )
     if len(dirs) < 2:
         found = f"only {dirs[0].name!r}" if dirs else "none"
         raise FolderDataError(
@@ -78,8 +86,13 @@ def _class_dirs(root: Path) -> list[Path]:
 
 
 def _image_files(class_dir: Path) -> list[Path]:
-    files = sorted(p for p in class_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                   and not any(part.startswith(".") for part in p.relative_to(class_dir).parts))
+    files = sorted(
+        p
+        for p in class_dir.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(class_dir).parts)
+    )
     if not files:
         raise FolderDataError(f"class folder {class_dir} holds no image ({', '.join(IMAGE_SUFFIXES)})")
     return files
@@ -97,8 +110,14 @@ def _open(path: Path, decode: bool = True) -> Image.Image:
             img = Image.open(path)
             if decode:
                 img.load()
-        except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombWarning,
-                Image.DecompressionBombError) as err:
+        except (
+            OSError,
+            ValueError,
+            SyntaxError,
+            EOFError,
+            Image.DecompressionBombWarning,
+            Image.DecompressionBombError,
+        ) as err:
             raise FolderDataError(f"cannot read image {path}: {_one_line(err)}") from None
     if decode and img.format == "JPEG":
         img = ImageOps.exif_transpose(img) or img
@@ -126,7 +145,9 @@ def _convert(path: Path, channels: int, size: tuple[int, int]) -> np.ndarray:
     return arr[None] if channels == 1 else np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
-def _scan(groups: dict[str, list[list[Path]]], image_size: tuple[int, int] | None) -> tuple[int, tuple[int, int]]:
+def _scan(
+    groups: dict[str, list[list[Path]]], image_size: tuple[int, int] | None
+) -> tuple[int, tuple[int, int]]:
     """Channels (1 unless any image is colour) and the (height, width) every image is brought to."""
     sizes: Counter[tuple[int, int]] = Counter()
     example: dict[tuple[int, int], Path] = {}
@@ -155,8 +176,9 @@ def _read(files_per_class: list[list[Path]], channels: int, size: tuple[int, int
     return Split(np.stack(images), np.asarray(labels, dtype=np.int64))
 
 
-def load_image_folder(root: Path | None, image_size: str | None = None,
-                      test_fraction: float = DEFAULT_TEST_FRACTION) -> tuple[RawDataset, FolderSplit]:
+def load_image_folder(
+    root: Path | None, image_size: str | None = None, test_fraction: float = DEFAULT_TEST_FRACTION
+) -> tuple[RawDataset, FolderSplit]:
     """The folder's train and test splits and how they were made (raises :class:`FolderDataError`)."""
     if root is None:
         raise FolderDataError("--dataset folder needs --data-dir DIR (DIR/<class>/<image>)")
@@ -168,9 +190,14 @@ def load_image_folder(root: Path | None, image_size: str | None = None,
         classes = [d.name for d in train_dirs]
         missing = sorted(set(classes) ^ {d.name for d in test_dirs})
         if missing:
-            raise FolderDataError(f"{root}/train and {root}/test must hold the same class folders; differing: "
-                                  f"{', '.join(missing)}")
-        groups = {"train": [_image_files(d) for d in train_dirs], "test": [_image_files(d) for d in test_dirs]}
+            raise FolderDataError(
+                f"{root}/train and {root}/test must hold the same class folders; differing: "
+                f"{', '.join(missing)}"
+            )
+        groups = {
+            "train": [_image_files(d) for d in train_dirs],
+            "test": [_image_files(d) for d in test_dirs],
+        }
         layout, fraction, split_seed = "train/test folders", None, None
     else:
         dirs = _class_dirs(root)
@@ -183,22 +210,28 @@ def load_image_folder(root: Path | None, image_size: str | None = None,
     channels, size = _scan(groups, size)
     n_pixels = sum(len(f) for g in groups.values() for f in g) * channels * size[0] * size[1]
     if n_pixels > MAX_DATASET_BYTES:
-        raise FolderDataError(f"{root}: the images would take {n_pixels / 2**30:.1f} GiB at {size[0]}x{size[1]} "
-                              f"(limit {MAX_DATASET_BYTES / 2**30:.0f} GiB); pass a smaller --image-size")
+        raise FolderDataError(
+            f"{root}: the images would take {n_pixels / 2**30:.1f} GiB at {size[0]}x{size[1]} "
+            f"(limit {MAX_DATASET_BYTES / 2**30:.0f} GiB); pass a smaller --image-size"
+        )
     train, test = _read(groups["train"], channels, size), _read(groups["test"], channels, size)
     counts = {name: {c: len(f) for c, f in zip(classes, g, strict=True)} for name, g in groups.items()}
     return RawDataset(train, test, classes), FolderSplit(layout, fraction, split_seed, size, channels, counts)
 
 
-def _stratified(files: list[list[Path]], dirs: list[Path], fraction: float, seed: int) -> dict[str, list[list[Path]]]:
+def _stratified(
+    files: list[list[Path]], dirs: list[Path], fraction: float, seed: int
+) -> dict[str, list[list[Path]]]:
     """A fixed-seed split of every class's files: ``round(fraction * n)`` of each (at least 1) go to test."""
     rng = np.random.default_rng(seed)
     train, test = [], []
     for d, paths in zip(dirs, files, strict=True):
         if len(paths) < 3:
-            raise FolderDataError(f"class folder {d} holds {len(paths)} image(s); at least 3 are needed (training, "
-                                  f"validation and test each get one), or give {d.parent}/train and {d.parent}/test "
-                                  "folders")
+            raise FolderDataError(
+                f"class folder {d} holds {len(paths)} image(s); at least 3 are needed (training, "
+                f"validation and test each get one), or give {d.parent}/train and {d.parent}/test "
+                "folders"
+            )
         order = rng.permutation(len(paths))
         n_test = min(max(1, round(fraction * len(paths))), len(paths) - 2)
         test.append([paths[i] for i in sorted(order[:n_test])])

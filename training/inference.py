@@ -14,8 +14,12 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
 
 
 @torch.no_grad()
-def forward_batches(model: nn.Module, images: np.ndarray | torch.Tensor, batch_size: int = 1024,
-                    device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
+def forward_batches(
+    model: nn.Module,
+    images: np.ndarray | torch.Tensor,
+    batch_size: int = 1024,
+    device: str | torch.device = "cpu",
+) -> tuple[np.ndarray, np.ndarray]:
     """Logits (N, K) and latents z (N, d) as float32 numpy, ``batch_size`` rows at a time, model in eval mode.
 
     ``images``: uint8 pixels as a numpy array (scaled by 1/255 here) or a float tensor already in [0, 1]. A model

@@ -21,7 +21,12 @@ def total_loss(
 
 
 def shard_loss(
-    logits: torch.Tensor, z: torch.Tensor, labels: torch.Tensor, gamma: float, global_size: int, world_size: int
+    logits: torch.Tensor,
+    z: torch.Tensor,
+    labels: torch.Tensor,
+    gamma: float,
+    global_size: int,
+    world_size: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(objective, loss, ce, penalty)`` for one rank's shard of a global batch of ``global_size`` samples.
 

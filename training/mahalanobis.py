@@ -30,8 +30,15 @@ class TiedGaussian:
     whiten: np.ndarray
 
     @classmethod
-    def fit(cls, x: np.ndarray, labels: np.ndarray, num_classes: int | None = None, ridge: float = DEFAULT_RIDGE,
-            centres: np.ndarray | None = None, min_var: float = 0.0) -> TiedGaussian:
+    def fit(
+        cls,
+        x: np.ndarray,
+        labels: np.ndarray,
+        num_classes: int | None = None,
+        ridge: float = DEFAULT_RIDGE,
+        centres: np.ndarray | None = None,
+        min_var: float = 0.0,
+    ) -> TiedGaussian:
         """Fit on ``x`` (N, d) with integer ``labels`` (N,); every class in ``0..num_classes-1`` needs a row.
 
         ``centres`` (K, d) fixes the centres (e.g. ideal vertices) instead of estimating them as class means; the
@@ -42,8 +49,10 @@ class TiedGaussian:
         k = int(labels.max()) + 1 if num_classes is None else int(num_classes)
         empty = [c for c in range(k) if not np.any(labels == c)]
         if x.ndim != 2 or len(x) != len(labels) or empty:
-            raise ValueError(f"expected x (N, d) and labels (N,) covering classes 0..{k - 1}; got {x.shape}, "
-                             f"{labels.shape}, classes without rows: {empty}")
+            raise ValueError(
+                f"expected x (N, d) and labels (N,) covering classes 0..{k - 1}; got {x.shape}, "
+                f"{labels.shape}, classes without rows: {empty}"
+            )
         if centres is None:
             centres = np.stack([x[labels == c].mean(axis=0) for c in range(k)])
         centres = np.asarray(centres, dtype=np.float64)

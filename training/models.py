@@ -70,11 +70,17 @@ def cnn(input_shape: tuple[int, int, int]) -> tuple[nn.Module, int]:
     """conv16-conv32-pool-conv64-pool-fc256 with SiLU (any input >= 8x8)."""
     c, h, w = input_shape
     net = nn.Sequential(
-        nn.Conv2d(c, 16, 3, padding=1), nn.SiLU(),
-        nn.Conv2d(16, 32, 3, padding=1), nn.SiLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.SiLU(), nn.MaxPool2d(2),
+        nn.Conv2d(c, 16, 3, padding=1),
+        nn.SiLU(),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.SiLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.SiLU(),
+        nn.MaxPool2d(2),
         nn.Flatten(),
-        nn.Linear(64 * (h // 4) * (w // 4), 256), nn.SiLU(),
+        nn.Linear(64 * (h // 4) * (w // 4), 256),
+        nn.SiLU(),
     )
     return net, 256
 
@@ -114,7 +120,9 @@ class Classifier(nn.Module):
         if cfg.variant not in VARIANTS:
             raise ValueError(f"unknown variant {cfg.variant!r}; expected one of {', '.join(VARIANTS)}")
         if cfg.backbone not in _BACKBONES:
-            raise ValueError(f"unknown backbone {cfg.backbone!r}; expected one of {', '.join(available_backbones())}")
+            raise ValueError(
+                f"unknown backbone {cfg.backbone!r}; expected one of {', '.join(available_backbones())}"
+            )
         if cfg.variant != "no_pen" and cfg.latent_dim < min_latent_dim(cfg.num_classes):
             raise ValueError(
                 f"latent_dim={cfg.latent_dim} is too small for {cfg.num_classes} classes: a binary code of d bits "

@@ -82,7 +82,9 @@ def gamma_schedule(cfg: TrainConfig, steps_per_epoch: int) -> GammaSchedule:
         return GammaSchedule(0.0, 1.0, 0.0)
     if cfg.gamma_ramp is not None:
         units = cfg.epochs * (steps_per_epoch if cfg.gamma_per == "step" else 1)
-        return GammaSchedule.reaching_cap(cfg.gamma0, cfg.gamma_cap, round(cfg.gamma_ramp * units), cfg.gamma_per)
+        return GammaSchedule.reaching_cap(
+            cfg.gamma0, cfg.gamma_cap, round(cfg.gamma_ramp * units), cfg.gamma_per
+        )
     return GammaSchedule(cfg.gamma0, cfg.gamma_factor, cfg.gamma_cap, cfg.gamma_per)
 
 

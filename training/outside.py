@@ -33,7 +33,9 @@ def load_factory(spec: str):
     try:
         module = importlib.import_module(module_name)
     except Exception as err:  # any import-time failure of user code is the user's error
-        raise OutsideModelError(f"--model {spec}: cannot import {module_name}: {type(err).__name__}: {err}") from err
+        raise OutsideModelError(
+            f"--model {spec}: cannot import {module_name}: {type(err).__name__}: {err}"
+        ) from err
     factory = module
     for part in attr.split("."):
         factory = getattr(factory, part, None)
@@ -46,7 +48,9 @@ def last_linear(net: nn.Module) -> str:
     """Name of the last ``nn.Linear`` in module order."""
     names = [name for name, m in net.named_modules() if isinstance(m, nn.Linear)]
     if not names:
-        raise OutsideModelError("the model has no nn.Linear layer: name the feature layer with --feature-layer")
+        raise OutsideModelError(
+            "the model has no nn.Linear layer: name the feature layer with --feature-layer"
+        )
     return names[-1]
 
 
@@ -61,7 +65,9 @@ class FeatureModel(nn.Module):
         self.reads = "output" if feature_layer else "input"
         if self.feature_layer not in modules or self.feature_layer == "":
             known = ", ".join(n for n in modules if n) or "none"
-            raise OutsideModelError(f"--feature-layer {feature_layer!r}: no such module; the model has: {known}")
+            raise OutsideModelError(
+                f"--feature-layer {feature_layer!r}: no such module; the model has: {known}"
+            )
         self._z: Tensor | None = None
         modules[self.feature_layer].register_forward_hook(self._hook)
 
@@ -84,30 +90,45 @@ def check_logits(out, n: int, num_classes: int, spec: str, option: str = "--mode
     """Refuse anything but float logits of shape ``(n, num_classes)`` that are not already probabilities
     (``option`` names the command-line option that gave the model, for the message)."""
     if not isinstance(out, Tensor):
-        raise OutsideModelError(f"{option} {spec}: the model returned {type(out).__name__}; expected logits, one "
-                                f"tensor of shape (N, {num_classes})")
+        raise OutsideModelError(
+            f"{option} {spec}: the model returned {type(out).__name__}; expected logits, one "
+            f"tensor of shape (N, {num_classes})"
+        )
     if out.shape != (n, num_classes) or not out.is_floating_point():
-        raise OutsideModelError(f"{option} {spec}: the model returned a {out.dtype} tensor of shape "
-                                f"{tuple(out.shape)} for {n} inputs; expected float logits of shape ({n}, {num_classes})")
+        raise OutsideModelError(
+            f"{option} {spec}: the model returned a {out.dtype} tensor of shape "
+            f"{tuple(out.shape)} for {n} inputs; expected float logits of shape ({n}, {num_classes})"
+        )
     if not torch.isfinite(out).all():
         raise OutsideModelError(f"{option} {spec}: the model returned non-finite outputs; expected logits")
     if (out >= 0).all() and torch.allclose(out.sum(1), torch.ones(n), atol=1e-4):
-        raise OutsideModelError(f"{option} {spec}: the model returned probabilities (rows >= 0 summing to 1); "
-                                "expected logits: remove the final softmax")
+        raise OutsideModelError(
+            f"{option} {spec}: the model returned probabilities (rows >= 0 summing to 1); "
+            "expected logits: remove the final softmax"
+        )
     if (out <= 0).all() and torch.allclose(out.exp().sum(1), torch.ones(n), atol=1e-4):
-        raise OutsideModelError(f"{option} {spec}: the model returned log-probabilities (log_softmax); expected "
-                                "logits: remove the final log_softmax (the attacks' losses need raw logits)")
+        raise OutsideModelError(
+            f"{option} {spec}: the model returned log-probabilities (log_softmax); expected "
+            "logits: remove the final log_softmax (the attacks' losses need raw logits)"
+        )
 
 
-def load_outside(spec: str, weights: str | Path, input_shape: tuple[int, int, int], num_classes: int,
-                 feature_layer: str | None = None, device: str = "cpu") -> FeatureModel:
+def load_outside(
+    spec: str,
+    weights: str | Path,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    feature_layer: str | None = None,
+    device: str = "cpu",
+) -> FeatureModel:
     """Build ``spec``, load ``weights`` and check it returns logits; returns the :class:`FeatureModel` (eval mode)."""
     path = Path(weights)
     if not path.is_file():
         raise OutsideModelError(f"--weights {weights}: no such file")
     if path.stat().st_size > MAX_WEIGHTS_BYTES:
-        raise OutsideModelError(f"--weights {weights}: {path.stat().st_size} bytes, more than the "
-                                f"{MAX_WEIGHTS_BYTES} accepted")
+        raise OutsideModelError(
+            f"--weights {weights}: {path.stat().st_size} bytes, more than the {MAX_WEIGHTS_BYTES} accepted"
+        )
     try:
         net = load_factory(spec)()
     except OutsideModelError:
@@ -115,12 +136,16 @@ def load_outside(spec: str, weights: str | Path, input_shape: tuple[int, int, in
     except Exception as err:
         raise OutsideModelError(f"--model {spec}: the factory failed: {type(err).__name__}: {err}") from err
     if not isinstance(net, nn.Module):
-        raise OutsideModelError(f"--model {spec}: the factory returned {type(net).__name__}; expected an nn.Module")
+        raise OutsideModelError(
+            f"--model {spec}: the factory returned {type(net).__name__}; expected an nn.Module"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise OutsideModelError(f"--weights {weights}: not a readable state dict: {type(err).__name__}: "
-                                f"{str(err).splitlines()[0] if str(err) else ''}") from err
+        raise OutsideModelError(
+            f"--weights {weights}: not a readable state dict: {type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}"
+        ) from err
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -128,17 +153,19 @@ def load_outside(spec: str, weights: str | Path, input_shape: tuple[int, int, in
     try:
         net.load_state_dict(state)
     except RuntimeError as err:
-        raise OutsideModelError(f"--weights {weights} do not fit --model {spec}: "
-                                f"{' '.join(str(err).split())[:300]}") from err
+        raise OutsideModelError(
+            f"--weights {weights} do not fit --model {spec}: {' '.join(str(err).split())[:300]}"
+        ) from err
     model = FeatureModel(net, feature_layer).to(device).eval()
     x = torch.rand(4, *input_shape, generator=torch.Generator().manual_seed(0)).to(device)
     try:
         with torch.no_grad():
             out = model.net(x)
     except Exception as err:
-        raise OutsideModelError(f"--model {spec}: the forward pass on a ({', '.join(map(str, x.shape))}) batch in "
-                                f"[0, 1] failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-                                ) from err
+        raise OutsideModelError(
+            f"--model {spec}: the forward pass on a ({', '.join(map(str, x.shape))}) batch in "
+            f"[0, 1] failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        ) from err
     check_logits(out.cpu() if isinstance(out, Tensor) else out, len(x), num_classes, spec)
     with torch.no_grad():
         model(x)  # the hook fires

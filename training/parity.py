@@ -55,8 +55,12 @@ def ort_outputs(model_bytes: bytes, images: np.ndarray, batch_size: int = 512) -
     return {n: np.concatenate(v) for n, v in parts.items()}
 
 
-def check_parity(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], atol: float = PARITY_ATOL,
-                 rtol: float = PARITY_RTOL) -> dict:
+def check_parity(
+    ref: dict[str, np.ndarray],
+    got: dict[str, np.ndarray],
+    atol: float = PARITY_ATOL,
+    rtol: float = PARITY_RTOL,
+) -> dict:
     """Same argmax on every sample; probs within ``atol``; reliability within ``atol + rtol * |reliability|``.
     Raises :class:`ParityError`."""
     n = len(ref["logits"])
@@ -67,9 +71,15 @@ def check_parity(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], atol: f
     rel_diff = float(np.abs(ref["reliability"] - got["reliability"]).max())
     rel_ok = bool(np.isclose(got["reliability"], ref["reliability"], rtol=rtol, atol=atol).all())
     nearest_agree = float((ref["nearest_vertex_class"] == got["nearest_vertex_class"]).mean())
-    stats = {"samples": n, "argmax_mismatches": argmax_diff, "max_abs_diff_probs": probs_diff,
-             "max_abs_diff_reliability": rel_diff, "nearest_class_agreement": nearest_agree, "atol": atol,
-             "rtol_reliability": rtol}
+    stats = {
+        "samples": n,
+        "argmax_mismatches": argmax_diff,
+        "max_abs_diff_probs": probs_diff,
+        "max_abs_diff_reliability": rel_diff,
+        "nearest_class_agreement": nearest_agree,
+        "atol": atol,
+        "rtol_reliability": rtol,
+    }
     if argmax_diff or probs_diff > atol or not rel_ok:
         raise ParityError(
             f"ONNX Runtime and PyTorch disagree on {n} validation samples: {argmax_diff} argmax mismatches "
@@ -87,7 +97,11 @@ def parity_images(data: DatasetSplits, minimum: int = MIN_PARITY_SAMPLES) -> tup
     images = np.concatenate([data.val.images, data.train.images[:extra]])
     if len(images) >= minimum:
         return images, f"val ({len(data.val)}) + first {extra} train (val split smaller than {minimum})"
-    images = np.concatenate([images, data.test.images])  # a tiny dataset: all of it, repeated up to ``minimum``
-    return (np.resize(images, (minimum, *images.shape[1:])),
-            f"val ({len(data.val)}) + train ({len(data.train)}) + test ({len(data.test)}), repeated to {minimum} "
-            f"(dataset smaller than {minimum})")
+    images = np.concatenate(
+        [images, data.test.images]
+    )  # a tiny dataset: all of it, repeated up to ``minimum``
+    return (
+        np.resize(images, (minimum, *images.shape[1:])),
+        f"val ({len(data.val)}) + train ({len(data.train)}) + test ({len(data.test)}), repeated to {minimum} "
+        f"(dataset smaller than {minimum})",
+    )

@@ -29,8 +29,9 @@ from training.score import ScoreOutputs, SoftmaxScore, VertexScore, score_module
 DETECTOR_SCORES = ("max_softmax", "energy", "mahalanobis", "knn")
 
 
-def latent_mahalanobis_geometry(z: np.ndarray, pred: np.ndarray, labels: np.ndarray, num_classes: int,
-                                classes: list[str] | None = None) -> VertexGeometry:
+def latent_mahalanobis_geometry(
+    z: np.ndarray, pred: np.ndarray, labels: np.ndarray, num_classes: int, classes: list[str] | None = None
+) -> VertexGeometry:
     """Centres and whitening of the features ``z`` of correctly classified training points, with ``u = z`` (a class
     with no correctly classified point keeps all its points)."""
     ok = pred == labels
@@ -38,8 +39,9 @@ def latent_mahalanobis_geometry(z: np.ndarray, pred: np.ndarray, labels: np.ndar
     tied = TiedGaussian.fit(z[ok], labels[ok], num_classes)
     d = z.shape[1]
     codes = np.where(tied.centres > 0, 1.0, -1.0)
-    return VertexGeometry(-np.ones(d), np.ones(d), codes, list(classes or []), centres=tied.centres,
-                          whiten=tied.whiten)
+    return VertexGeometry(
+        -np.ones(d), np.ones(d), codes, list(classes or []), centres=tied.centres, whiten=tied.whiten
+    )
 
 
 class LogisticScore(nn.Module):
@@ -108,16 +110,25 @@ class KNNScore(LogisticScore):
         return -torch.sqrt(kth + 1e-12)
 
 
-def fit_detector_score(name: str, z_fit: np.ndarray, logits_fit: np.ndarray, labels_fit: np.ndarray,
-                       logits_val: np.ndarray, z_val: np.ndarray, num_classes: int, knn_k: int = 10,
-                       classes: list[str] | None = None) -> nn.Module:
+def fit_detector_score(
+    name: str,
+    z_fit: np.ndarray,
+    logits_fit: np.ndarray,
+    labels_fit: np.ndarray,
+    logits_val: np.ndarray,
+    z_val: np.ndarray,
+    num_classes: int,
+    knn_k: int = 10,
+    classes: list[str] | None = None,
+) -> nn.Module:
     """The score module of detector ``name`` (:data:`DETECTOR_SCORES`), fitted on the fit split's features (the
     Mahalanobis centres / whitening, the KNN bank) and scaled on the validation split (energy, KNN)."""
     if name == "max_softmax":
         return SoftmaxScore()
     if name == "mahalanobis":
-        return score_module(latent_mahalanobis_geometry(z_fit, logits_fit.argmax(1), labels_fit, num_classes,
-                                                        classes))
+        return score_module(
+            latent_mahalanobis_geometry(z_fit, logits_fit.argmax(1), labels_fit, num_classes, classes)
+        )
     if name == "energy":
         return EnergyScore().calibrated(logits_val, z_val)
     if name == "knn":
@@ -138,5 +149,13 @@ class FeatureScored(nn.Module):
         return (logits, torch.softmax(logits, dim=1), z, *self.score(logits, z))
 
 
-__all__ = ["DETECTOR_SCORES", "EnergyScore", "FeatureScored", "KNNScore", "LogisticScore", "VertexScore",
-           "fit_detector_score", "latent_mahalanobis_geometry"]
+__all__ = [
+    "DETECTOR_SCORES",
+    "EnergyScore",
+    "FeatureScored",
+    "KNNScore",
+    "LogisticScore",
+    "VertexScore",
+    "fit_detector_score",
+    "latent_mahalanobis_geometry",
+]

@@ -86,8 +86,10 @@ class VertexGeometry:
         self.centres = (self.codes if self.centres is None else np.asarray(self.centres)).astype(np.float32)
         self.whiten = (np.eye(d) if self.whiten is None else np.asarray(self.whiten)).astype(np.float32)
         if self.centres.shape != (k, d) or self.whiten.shape != (d, d):
-            raise GeometryError(f"expected centres ({k}, {d}) and whiten ({d}, {d}), got {self.centres.shape} and "
-                                f"{self.whiten.shape}")
+            raise GeometryError(
+                f"expected centres ({k}, {d}) and whiten ({d}, {d}), got {self.centres.shape} and "
+                f"{self.whiten.shape}"
+            )
 
     # ------------------------------------------------------------------ derived parameters
     @property
@@ -110,14 +112,21 @@ class VertexGeometry:
     # ------------------------------------------------------------------ fitting
     @classmethod
     def fit(
-        cls, z_train: np.ndarray, pred: np.ndarray, labels: np.ndarray, classes: list[str] | None = None,
-        num_classes: int | None = None, max_samples: int = 5000,
+        cls,
+        z_train: np.ndarray,
+        pred: np.ndarray,
+        labels: np.ndarray,
+        classes: list[str] | None = None,
+        num_classes: int | None = None,
+        max_samples: int = 5000,
     ) -> VertexGeometry:
         """Fit peaks and codebook on the training latents of correctly classified samples (``pred == labels``)."""
         z = np.asarray(z_train, dtype=np.float64)
         pred, labels = np.asarray(pred).reshape(-1), np.asarray(labels).reshape(-1)
         if z.ndim != 2 or len(z) != len(pred) or len(pred) != len(labels):
-            raise GeometryError(f"expected z (N, d), pred (N,), labels (N,); got {z.shape}, {pred.shape}, {labels.shape}")
+            raise GeometryError(
+                f"expected z (N, d), pred (N,), labels (N,); got {z.shape}, {pred.shape}, {labels.shape}"
+            )
         k = num_classes or (len(classes) if classes else int(max(labels.max(), pred.max())) + 1)
         names = list(classes) if classes else [str(i) for i in range(k)]
         ok = pred == labels
@@ -147,7 +156,9 @@ class VertexGeometry:
             seen.setdefault(code_string(code), []).append(name)
         clashes = {c: n for c, n in seen.items() if len(n) > 1}
         if clashes:
-            desc = "; ".join(f"classes {', '.join(map(repr, n))} share vertex {c}" for c, n in clashes.items())
+            desc = "; ".join(
+                f"classes {', '.join(map(repr, n))} share vertex {c}" for c, n in clashes.items()
+            )
             raise GeometryError(
                 f"duplicate class codes: {desc}. Expected {self.num_classes} distinct vertices: the latent is not a "
                 "binary encoding with one vertex per class (train longer / with a larger gamma cap, or use a larger "
@@ -170,7 +181,9 @@ class VertexGeometry:
         pred = logits.argmax(axis=1)
         v_pred = self.codes[pred]
         dist_nearest_vertex = np.sqrt(np.mean((u - s) ** 2, axis=1, dtype=np.float32)).astype(np.float32)
-        dist_predicted_vertex = np.sqrt(np.mean((u - v_pred) ** 2, axis=1, dtype=np.float32)).astype(np.float32)
+        dist_predicted_vertex = np.sqrt(np.mean((u - v_pred) ** 2, axis=1, dtype=np.float32)).astype(
+            np.float32
+        )
         w = (u - self.centres[pred]) @ self.whiten
         dist_class_centre = np.sqrt(np.mean(w**2, axis=1, dtype=np.float32)).astype(np.float32)
         dots = s @ self.codes.T
@@ -188,7 +201,9 @@ class VertexGeometry:
     def to_metadata(self) -> tuple[dict, dict[str, str]]:
         """``(geometry, codebook)`` JSON fields of the artifact metadata."""
         geometry = {
-            "low": self.low.tolist(), "high": self.high.tolist(), "midpoint": self.midpoint.tolist(),
+            "low": self.low.tolist(),
+            "high": self.high.tolist(),
+            "midpoint": self.midpoint.tolist(),
             "half_edge": self.half_edge.tolist(),
             "separation": None if self.separation is None else [float(s) for s in self.separation],
             "centres": self.centres.tolist(),
@@ -203,8 +218,15 @@ class VertexGeometry:
         geo, book = metadata["geometry"], metadata["codebook"]
         classes = list(metadata["classes"])
         sep = geo.get("separation")
-        return cls(np.array(geo["low"]), np.array(geo["high"]), np.stack([parse_code(book[c]) for c in classes]),
-                   classes, None if sep is None else np.array(sep), np.array(geo["centres"]), np.array(geo["whiten"]))
+        return cls(
+            np.array(geo["low"]),
+            np.array(geo["high"]),
+            np.stack([parse_code(book[c]) for c in classes]),
+            classes,
+            None if sep is None else np.array(sep),
+            np.array(geo["centres"]),
+            np.array(geo["whiten"]),
+        )
 
 
 class MaxSoftmax:

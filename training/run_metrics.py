@@ -25,8 +25,14 @@ def run_metrics(model: Classifier, data: DatasetSplits, device: str = "cpu") -> 
     z_tr = latents["train"][0]
     peaks = [fit_peaks(z_tr[:, j], seed=j) for j in range(z_tr.shape[1])]
     out["dimensions"] = [
-        {"low": p.low, "high": p.high, "midpoint": p.midpoint, "separation": p.separation, "bimodal": p.bimodal,
-         "weight_low": p.weight_low}
+        {
+            "low": p.low,
+            "high": p.high,
+            "midpoint": p.midpoint,
+            "separation": p.separation,
+            "bimodal": p.bimodal,
+            "weight_low": p.weight_low,
+        }
         for p in peaks
     ]
     out["bimodal_dims"] = int(sum(p.bimodal for p in peaks))

@@ -74,8 +74,13 @@ class VertexScore(nn.Module):
         best, idx = (s @ self.codes.T).max(dim=1)
         nearest = torch.where(best == self.latent_dim, idx, torch.full_like(idx, -1))
         dist_class_centre = self._dist_class_centre_u(u, pred)
-        return ScoreOutputs(nearest, dist_nearest_vertex, dist_predicted_vertex, dist_class_centre,
-                            torch.exp(-dist_class_centre))
+        return ScoreOutputs(
+            nearest,
+            dist_nearest_vertex,
+            dist_predicted_vertex,
+            dist_class_centre,
+            torch.exp(-dist_class_centre),
+        )
 
     def dist_class_centre_to(self, z: Tensor, cls: Tensor) -> Tensor:
         """``dist_class_centre`` of each row of ``z`` to the centre of class ``cls[row]`` (differentiable)."""

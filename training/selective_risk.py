@@ -33,11 +33,15 @@ from scipy.stats import beta
 
 from training.calibration import calibrate_threshold
 
-METHOD = ("Learn then Test, fixed-sequence testing over thresholds from the most conservative to the most permissive, "
-          "exact binomial (Clopper-Pearson) p-values (Angelopoulos et al. 2021, arXiv:2110.01052)")
+METHOD = (
+    "Learn then Test, fixed-sequence testing over thresholds from the most conservative to the most permissive, "
+    "exact binomial (Clopper-Pearson) p-values (Angelopoulos et al. 2021, arXiv:2110.01052)"
+)
 SELECTION_SHARE = 1 / 3  # of the validation split: grid and start of the sequence; the rest certifies
 SPLIT_SEED = 0
-GRID_ACCEPT = np.round(np.arange(0.005, 1.0, 0.005), 3)  # accept fractions of the selection part (then 0 = all)
+GRID_ACCEPT = np.round(
+    np.arange(0.005, 1.0, 0.005), 3
+)  # accept fractions of the selection part (then 0 = all)
 
 UpperBound = Callable[[np.ndarray, np.ndarray, float], np.ndarray]
 
@@ -64,7 +68,9 @@ def empirical_risk(errors: np.ndarray, n: np.ndarray, delta: float) -> np.ndarra
     return np.where(n > 0, k / np.maximum(n, 1.0), 1.0)
 
 
-def split_validation(n: int, share: float = SELECTION_SHARE, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
+def split_validation(
+    n: int, share: float = SELECTION_SHARE, seed: int = SPLIT_SEED
+) -> tuple[np.ndarray, np.ndarray]:
     """``(selection, calibration)`` indices of an ``n``-point validation split: a seeded permutation, fixed before
     any calibration figure is computed; the first ``ceil(share * n)`` select, the rest certify."""
     if n < 2:
@@ -104,7 +110,9 @@ class Certificate:
     bounds: np.ndarray  # upper bound of the selective risk at each grid threshold (calibration part)
     index: int | None
     n_calibration: int
-    selection_bound: float  # the smallest Clopper-Pearson bound on the selection part (where the sequence starts)
+    selection_bound: (
+        float  # the smallest Clopper-Pearson bound on the selection part (where the sequence starts)
+    )
 
     @property
     def threshold(self) -> float | None:
@@ -122,7 +130,9 @@ class Certificate:
         return min(stop + 1, len(self.grid)) - self.start
 
 
-def sequence_start(sel_scores: np.ndarray, sel_wrong: np.ndarray, delta: float) -> tuple[np.ndarray, int, float]:
+def sequence_start(
+    sel_scores: np.ndarray, sel_wrong: np.ndarray, delta: float
+) -> tuple[np.ndarray, int, float]:
     """``(grid, start, bound)`` from the selection part alone: the threshold grid, the index where the sequence
     starts (the smallest Clopper-Pearson bound on the selection points) and that bound."""
     grid = threshold_grid(sel_scores)
@@ -139,8 +149,15 @@ def choose_alpha(alphas: list[float], selection_bound: float) -> float:
     return ok[0] if ok else max(alphas)
 
 
-def certify(sel_scores: np.ndarray, sel_wrong: np.ndarray, cal_scores: np.ndarray, cal_wrong: np.ndarray,
-            alpha: float, delta: float, upper_bound: UpperBound = clopper_pearson_upper) -> Certificate:
+def certify(
+    sel_scores: np.ndarray,
+    sel_wrong: np.ndarray,
+    cal_scores: np.ndarray,
+    cal_wrong: np.ndarray,
+    alpha: float,
+    delta: float,
+    upper_bound: UpperBound = clopper_pearson_upper,
+) -> Certificate:
     """Fixed-sequence test of ``R(tau_j) <= alpha`` on the calibration part, grid and start from the selection part.
 
     ``wrong``: the prediction is an error (bool per point); ``delta``: the level of this one test (already divided
@@ -159,8 +176,9 @@ def certify(sel_scores: np.ndarray, sel_wrong: np.ndarray, cal_scores: np.ndarra
         if not bounds[j] <= alpha:
             break
         index = j
-    return Certificate(alpha, delta, grid, start, n_cal, k_cal, bounds, index, int(np.size(cal_scores)),
-                       selection_bound)
+    return Certificate(
+        alpha, delta, grid, start, n_cal, k_cal, bounds, index, int(np.size(cal_scores)), selection_bound
+    )
 
 
 def risk_summary(cert: Certificate, alpha: float, delta: float, candidates: int, n_selection: int) -> dict:
@@ -174,11 +192,16 @@ def risk_summary(cert: Certificate, alpha: float, delta: float, candidates: int,
         "delta": delta,
         "candidates": candidates,
         "delta_per_candidate": cert.delta,
-        "statement": (f"P(selective error > {alpha:g}) <= {delta:g} over the draw of the calibration set: of the "
-                      f"answers accepted on data exchangeable with the calibration split, at most {100 * alpha:g}% are "
-                      f"wrong, with confidence {100 * (1 - delta):g}%"
-                      + (f" (Bonferroni over the {candidates} candidate models the validation split chose among)"
-                         if candidates > 1 else "")),
+        "statement": (
+            f"P(selective error > {alpha:g}) <= {delta:g} over the draw of the calibration set: of the "
+            f"answers accepted on data exchangeable with the calibration split, at most {100 * alpha:g}% are "
+            f"wrong, with confidence {100 * (1 - delta):g}%"
+            + (
+                f" (Bonferroni over the {candidates} candidate models the validation split chose among)"
+                if candidates > 1
+                else ""
+            )
+        ),
         "method": METHOD,
         "threshold": float(cert.grid[j]),
         "calibration_n": n_cal,
@@ -190,8 +213,10 @@ def risk_summary(cert: Certificate, alpha: float, delta: float, candidates: int,
         "smallest_certifiable_risk": cert.smallest_certifiable,
         "selection_smallest_certifiable_risk": cert.selection_bound,
         "selection_n": n_selection,
-        "split": (f"validation split, seeded permutation (seed {SPLIT_SEED}): {n_selection} points choose the threshold "
-                  "grid, the start of the sequence and ALPHA when several are given; the other points certify"),
+        "split": (
+            f"validation split, seeded permutation (seed {SPLIT_SEED}): {n_selection} points choose the threshold "
+            "grid, the start of the sequence and ALPHA when several are given; the other points certify"
+        ),
         "hypotheses_tested": cert.tested,
         "covers": "exchangeable data like the calibration split; not distribution shift, not adversarial inputs",
     }

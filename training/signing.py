@@ -60,13 +60,17 @@ def generate_keypair(out_dir: str | Path, name: str = KEY_NAME) -> tuple[Path, P
     if private.exists():
         raise FileExistsError(f"{private} exists; refusing to overwrite a private key")
     key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(pem)
-    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
     return private, public
 
 
@@ -75,7 +79,9 @@ def _checksum_of(model: onnx.ModelProto) -> str:
     try:
         return str(json.loads(props[METADATA_KEY])["checksum"])
     except (KeyError, ValueError, TypeError):
-        raise ArtifactError("the model has no signed binenc metadata with a checksum; export it first") from None
+        raise ArtifactError(
+            "the model has no signed binenc metadata with a checksum; export it first"
+        ) from None
 
 
 def sign_model(model: onnx.ModelProto, private_key: str | Path | Ed25519PrivateKey) -> str:
@@ -83,8 +89,13 @@ def sign_model(model: onnx.ModelProto, private_key: str | Path | Ed25519PrivateK
     key = private_key if isinstance(private_key, Ed25519PrivateKey) else load_private_key(private_key)
     signature = key.sign(CONTEXT + _checksum_of(model).encode())
     kid = key_id(key.public_key())
-    set_prop(model, SIGNATURE_KEY, json.dumps({"algorithm": ALGORITHM, "key_id": kid,
-                                               "signature": base64.b64encode(signature).decode()}))
+    set_prop(
+        model,
+        SIGNATURE_KEY,
+        json.dumps(
+            {"algorithm": ALGORITHM, "key_id": kid, "signature": base64.b64encode(signature).decode()}
+        ),
+    )
     return kid
 
 
@@ -98,8 +109,11 @@ def sign_file(path: str | Path, private_key: str | Path) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.signing", allow_abbrev=False,
-                                description="Ed25519 key pairs and artifact signatures (verify: python -m serving.signing)")
+    p = argparse.ArgumentParser(
+        prog="python -m training.signing",
+        allow_abbrev=False,
+        description="Ed25519 key pairs and artifact signatures (verify: python -m serving.signing)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
     k = sub.add_parser("keygen", help="write a new key pair", allow_abbrev=False)
     k.add_argument("--out", required=True, help=f"directory for {KEY_NAME}.key / .pub")

@@ -86,9 +86,13 @@ class RunResult:
 def model_config_for(cfg: TrainConfig, data: DatasetSplits) -> ModelConfig:
     mean, std = data.channel_stats()
     return ModelConfig(
-        backbone=cfg.backbone, variant=cfg.variant, num_classes=data.num_classes,
+        backbone=cfg.backbone,
+        variant=cfg.variant,
+        num_classes=data.num_classes,
         latent_dim=cfg.latent_dim or default_latent_dim(data.num_classes),
-        input_shape=data.input_shape, mean=mean, std=std,
+        input_shape=data.input_shape,
+        mean=mean,
+        std=std,
     )
 
 
@@ -97,9 +101,18 @@ def resolve_config(cfg: TrainConfig, data: DatasetSplits) -> TrainConfig:
     none is given, and the schedule of a small dataset (:func:`training.optim.resolve_schedule`)."""
     resolved = resolve_schedule(cfg, len(data.train))
     if resolved.epochs != cfg.epochs:
-        log.info("%d training samples: %d epochs of %d steps (at least %d optimiser steps; min_steps) and gamma cap "
-                 "%.3g (%.3g x %d/%d)", len(data.train), resolved.epochs, steps_per_epoch(cfg, len(data.train)),
-                 cfg.min_steps, resolved.gamma_cap, cfg.gamma_cap, cfg.epochs, resolved.epochs)
+        log.info(
+            "%d training samples: %d epochs of %d steps (at least %d optimiser steps; min_steps) and gamma cap "
+            "%.3g (%.3g x %d/%d)",
+            len(data.train),
+            resolved.epochs,
+            steps_per_epoch(cfg, len(data.train)),
+            cfg.min_steps,
+            resolved.gamma_cap,
+            cfg.gamma_cap,
+            cfg.epochs,
+            resolved.epochs,
+        )
     return replace(resolved, latent_dim=cfg.latent_dim or default_latent_dim(data.num_classes))
 
 
@@ -125,25 +138,33 @@ class TrainingRun:
     def check_points(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The first ``adv_check`` validation images and labels (the same every epoch), on the run's device."""
         n = self.cfg.adv_check
-        return (to_tensor(self.data.val.images[:n]).to(self.device),
-                torch.from_numpy(self.data.val.labels[:n]).to(self.device))
+        return (
+            to_tensor(self.data.val.images[:n]).to(self.device),
+            torch.from_numpy(self.data.val.labels[:n]).to(self.device),
+        )
 
 
-def _open_run(cfg: TrainConfig, out: Path, resume: bool, ctx: DistContext) -> tuple[TrainConfig, dict | None, RunLock | None]:
+def _open_run(
+    cfg: TrainConfig, out: Path, resume: bool, ctx: DistContext
+) -> tuple[TrainConfig, dict | None, RunLock | None]:
     """On rank 0: take the run directory's writer lock and read the checkpoint to resume; every rank gets the
     (saved) config and checkpoint, or the same error."""
     lock, ckpt = None, None
     if ctx.is_main:
         try:
             if not resume and (out / CHECKPOINT).exists():
-                raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+                raise FileExistsError(
+                    f"{out} already holds a run; pass --resume to continue it or choose another --out"
+                )
             lock = RunLock(out).acquire()
             ckpt = load_checkpoint(out) if resume else None
         except Exception as e:  # every rank must hear of it, or the others would wait forever
             if lock is not None:
                 lock.release()
             expected = isinstance(e, (FileExistsError, FileNotFoundError, RunLockedError))
-            broadcast_object((None, e if expected else RuntimeError(f"rank 0 could not open {out}: {e!r}")), ctx)
+            broadcast_object(
+                (None, e if expected else RuntimeError(f"rank 0 could not open {out}: {e!r}")), ctx
+            )
             raise
     ckpt, err = broadcast_object((ckpt, None), ctx)
     if err is not None:
@@ -154,7 +175,9 @@ def _open_run(cfg: TrainConfig, out: Path, resume: bool, ctx: DistContext) -> tu
     return cfg, ckpt, lock
 
 
-def _build_run(cfg: TrainConfig, ckpt: dict | None, data: DatasetSplits, out: Path, ctx: DistContext) -> TrainingRun:
+def _build_run(
+    cfg: TrainConfig, ckpt: dict | None, data: DatasetSplits, out: Path, ctx: DistContext
+) -> TrainingRun:
     """Model (same initial weights on every rank), optimiser, schedule and training tensors; restores a checkpoint."""
     device = local_device(cfg.device, ctx)
     torch.manual_seed(cfg.seed)
@@ -173,19 +196,34 @@ def _build_run(cfg: TrainConfig, ckpt: dict | None, data: DatasetSplits, out: Pa
         model = nn.parallel.DistributedDataParallel(net, device_ids=ids)
     spe = steps_per_epoch(cfg, len(data.train))
     return TrainingRun(
-        cfg, model_cfg, out, ctx, device, data, net, model, opt, gamma_schedule(cfg, spe),
-        to_tensor(data.train.images), torch.from_numpy(data.train.labels), spe,
+        cfg,
+        model_cfg,
+        out,
+        ctx,
+        device,
+        data,
+        net,
+        model,
+        opt,
+        gamma_schedule(cfg, spe),
+        to_tensor(data.train.images),
+        torch.from_numpy(data.train.labels),
+        spe,
     )
 
 
-def _train_step(run: TrainingRun, idx: torch.Tensor, rng: torch.Generator, epoch: int, i: int) -> tuple[list[float], float]:
+def _train_step(
+    run: TrainingRun, idx: torch.Tensor, rng: torch.Generator, epoch: int, i: int
+) -> tuple[list[float], float]:
     """One optimiser step on the global batch ``idx``; returns its global sums (n·loss, n·ce, n·penalty, correct)
     and gamma. This rank computes its contiguous shard of the batch (see :func:`training.loss.shard_loss`)."""
     cfg, ctx = run.cfg, run.ctx
     n = len(idx)
     lo, hi = shard_bounds(n, ctx)
     xb = run.x_train[idx[lo:hi]]
-    if cfg.augment_shift > 0:  # offsets drawn for the whole global batch: the generator advances alike on all ranks
+    if (
+        cfg.augment_shift > 0
+    ):  # offsets drawn for the whole global batch: the generator advances alike on all ranks
         xb = apply_shifts(xb, shift_offsets(n, cfg.augment_shift, rng)[lo:hi], cfg.augment_shift)
     xb = xb.to(run.device, non_blocking=True)
     yb = run.y_train[idx[lo:hi]].to(run.device, non_blocking=True)
@@ -224,7 +262,9 @@ def _train_epoch(run: TrainingRun, epoch: int, progress: bool) -> dict:
     run.model.train()
     sums = {"loss": 0.0, "ce": 0.0, "penalty": 0.0, "correct": 0.0}
     t0 = time.perf_counter()
-    bar = tqdm(range(run.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
+    bar = tqdm(
+        range(run.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False
+    )
     for i in bar:
         idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
         step_sums, gamma = _train_step(run, idx, rng, epoch, i)
@@ -269,8 +309,10 @@ def _save_epoch(run: TrainingRun, train_row: dict, progress: bool, checkpoint: b
         # the best check so far comes from the history, not from unpickling the saved weights every epoch
         earlier = [r["val_robust_acc"] for r in read_history(run.out / HISTORY, epoch) if r["epoch"] >= first]
         if not earlier or row["val_robust_acc"] > max(earlier):
-            atomic_torch_save(run.out / ROBUST_BEST, {"epoch": epoch, "val_robust_acc": row["val_robust_acc"],
-                                                     "model": run.net.state_dict()})
+            atomic_torch_save(
+                run.out / ROBUST_BEST,
+                {"epoch": epoch, "val_robust_acc": row["val_robust_acc"], "model": run.net.state_dict()},
+            )
     if checkpoint:
         _save_checkpoint(run, epoch)
     if progress and checkpoint:  # short epochs: a line every CHECKPOINT_EVERY_S
@@ -304,9 +346,16 @@ def _select_robust(run: TrainingRun) -> dict:
     run.net.load_state_dict(best["model"])
     ckpt = load_checkpoint(run.out)
     if ckpt.get("selected_epoch") != best["epoch"]:
-        atomic_torch_save(run.out / CHECKPOINT, {**ckpt, "model": run.net.state_dict(), "selected_epoch": best["epoch"]})
-    return {"rule": "robust", "epoch": best["epoch"], "val_robust_acc": best["val_robust_acc"],
-            "from_epoch": full_gamma_epoch(run.cfg, run.steps_per_epoch), "check_points": run.cfg.adv_check}
+        atomic_torch_save(
+            run.out / CHECKPOINT, {**ckpt, "model": run.net.state_dict(), "selected_epoch": best["epoch"]}
+        )
+    return {
+        "rule": "robust",
+        "epoch": best["epoch"],
+        "val_robust_acc": best["val_robust_acc"],
+        "from_epoch": full_gamma_epoch(run.cfg, run.steps_per_epoch),
+        "check_points": run.cfg.adv_check,
+    }
 
 
 def _record_start(run: TrainingRun, start_epoch: int) -> None:
@@ -337,8 +386,10 @@ def _finish(run: TrainingRun) -> dict:
 
 def _check_selection(cfg: TrainConfig) -> None:
     if cfg.adv_select == "robust" and not (cfg.adv_train and cfg.adv_check > 0):
-        raise ValueError("--adv-select robust chooses by the robust validation check: it needs --adv-train and "
-                         "--adv-check > 0")
+        raise ValueError(
+            "--adv-select robust chooses by the robust validation check: it needs --adv-train and "
+            "--adv-check > 0"
+        )
 
 
 def train(
@@ -392,4 +443,3 @@ def train(
             remove_unstarted(out)
     run.net.eval()
     return RunResult(out, run.net.cpu(), metrics)
-

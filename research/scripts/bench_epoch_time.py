@@ -32,16 +32,24 @@ def main() -> None:
     p.add_argument("--backbone", default="cnn")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--steps", type=int, default=400, help="interleaved single steps per variant (0: skip part 2)")
+    p.add_argument(
+        "--steps", type=int, default=400, help="interleaved single steps per variant (0: skip part 2)"
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     data = load_dataset(args.dataset, args.data_dir)
     times: dict[str, list[float]] = {"bin_enc": [], "no_pen": []}
     with tempfile.TemporaryDirectory() as tmp:
         for epoch in range(args.epochs):
-            for variant in (("bin_enc", "no_pen") if epoch % 2 == 0 else ("no_pen", "bin_enc")):
-                cfg = make_config("quick", dataset=args.dataset, backbone=args.backbone, variant=variant,
-                                  epochs=args.epochs, num_threads=args.threads)
+            for variant in ("bin_enc", "no_pen") if epoch % 2 == 0 else ("no_pen", "bin_enc"):
+                cfg = make_config(
+                    "quick",
+                    dataset=args.dataset,
+                    backbone=args.backbone,
+                    variant=variant,
+                    epochs=args.epochs,
+                    num_threads=args.threads,
+                )
                 out = Path(tmp) / variant
                 # one epoch per call; the final call also computes the geometry metrics, which are not timed
                 train(cfg, out, resume=epoch > 0, data=data, stop_after_epoch=epoch, progress=False)
@@ -53,8 +61,10 @@ def main() -> None:
         print(f"threads={args.threads} backbone={args.backbone} dataset={args.dataset}")
         print(f"bin_enc s/epoch: median {statistics.median(times['bin_enc']):.2f}")
         print(f"no_pen  s/epoch: median {statistics.median(times['no_pen']):.2f}")
-        print(f"ratio bin_enc/no_pen per epoch: {', '.join(f'{r:.3f}' for r in ratios)}; "
-              f"median {statistics.median(ratios):.3f}")
+        print(
+            f"ratio bin_enc/no_pen per epoch: {', '.join(f'{r:.3f}' for r in ratios)}; "
+            f"median {statistics.median(ratios):.3f}"
+        )
     if args.steps:
         step_ratio(data, args)
 
@@ -69,8 +79,8 @@ def step_ratio(data, args) -> None:
     from training.optim import make_optimizer
     from training.train import model_config_for
 
-    x = to_tensor(data.train.images[:128 * 16])
-    y = torch.as_tensor(data.train.labels[:128 * 16])
+    x = to_tensor(data.train.images[: 128 * 16])
+    y = torch.as_tensor(data.train.labels[: 128 * 16])
     nets = {}
     for variant in ("bin_enc", "no_pen"):
         cfg = make_config("quick", dataset=args.dataset, backbone=args.backbone, variant=variant)
@@ -80,7 +90,7 @@ def step_ratio(data, args) -> None:
     times: dict[str, list[float]] = {"bin_enc": [], "no_pen": []}
     for i in range(args.steps + 20):  # 20 warm-up steps each, not recorded
         b = slice((i % 16) * 128, (i % 16 + 1) * 128)
-        for variant in (("bin_enc", "no_pen") if i % 2 == 0 else ("no_pen", "bin_enc")):
+        for variant in ("bin_enc", "no_pen") if i % 2 == 0 else ("no_pen", "bin_enc"):
             model, opt, gamma = nets[variant]
             t0 = time.perf_counter()
             logits, z = model(x[b])
@@ -94,9 +104,11 @@ def step_ratio(data, args) -> None:
     rng = np.random.default_rng(0)
     boot = [np.median(rng.choice(be, len(be))) / np.median(rng.choice(npn, len(npn))) for _ in range(1000)]
     lo, hi = np.percentile(boot, [2.5, 97.5])
-    print(f"per step ({args.steps} interleaved steps each, batch 128): bin_enc median {1e3 * np.median(be):.2f} ms, "
-          f"no_pen median {1e3 * np.median(npn):.2f} ms; ratio {np.median(be) / np.median(npn):.3f} "
-          f"[95% bootstrap {lo:.3f}, {hi:.3f}]")
+    print(
+        f"per step ({args.steps} interleaved steps each, batch 128): bin_enc median {1e3 * np.median(be):.2f} ms, "
+        f"no_pen median {1e3 * np.median(npn):.2f} ms; ratio {np.median(be) / np.median(npn):.3f} "
+        f"[95% bootstrap {lo:.3f}, {hi:.3f}]"
+    )
 
 
 if __name__ == "__main__":

@@ -27,16 +27,23 @@ def redraw(results_json: Path, out: Path | None = None) -> list[Path]:
     out = results_json.parent if out is None else out
     out.mkdir(parents=True, exist_ok=True)
     results = load_results(results_json)
-    with tempfile.TemporaryDirectory() as tmp:  # write_report also rewrites results.json and report.md: not here
+    with (
+        tempfile.TemporaryDirectory() as tmp
+    ):  # write_report also rewrites results.json and report.md: not here
         written = write_report(results, {}, tmp)
         return [Path(shutil.move(p, out / p.name)) for p in written.values() if p.suffix == ".png"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m research.scripts.bench_plots", description=__doc__.split("\n\n")[0],
-                                allow_abbrev=False)
+    p = argparse.ArgumentParser(
+        prog="python -m research.scripts.bench_plots",
+        description=__doc__.split("\n\n")[0],
+        allow_abbrev=False,
+    )
     p.add_argument("results", nargs="+", type=Path, help="a bench's results.json")
-    p.add_argument("--out", type=Path, help="write into OUT/<bench folder name>/ instead of beside each results.json")
+    p.add_argument(
+        "--out", type=Path, help="write into OUT/<bench folder name>/ instead of beside each results.json"
+    )
     args = p.parse_args(argv)
     for path in args.results:
         try:

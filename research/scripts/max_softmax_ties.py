@@ -34,21 +34,30 @@ def versions(logits: np.ndarray) -> dict[str, np.ndarray]:
     t = torch.from_numpy(logits)
     with torch.no_grad():
         served = SoftmaxScore()(t, t).reliability.numpy().astype(np.float64)
-    return {SERVED_P: served, FLOAT64_P: np.exp(log_max_softmax(logits)[0]),
-            EXACT: MaxSoftmaxDetector().score(Features(logits, logits, None))}
+    return {
+        SERVED_P: served,
+        FLOAT64_P: np.exp(log_max_softmax(logits)[0]),
+        EXACT: MaxSoftmaxDetector().score(Features(logits, logits, None)),
+    }
 
 
 def measure(run: Path, threads: int) -> dict:
     torch.set_num_threads(threads)
     net, cfg, _ = load_run(run)
     data = load_run_data(cfg)
-    (mnist,), _ = make_ood_sets(data.name, data.test.images, data.input_shape, len(data.test), 0, names=("mnist",))
+    (mnist,), _ = make_ood_sets(
+        data.name, data.test.images, data.input_shape, len(data.test), 0, names=("mnist",)
+    )
     test, _ = forward_batches(net.eval(), data.test.images, 512, "cpu")
     ood, _ = forward_batches(net, mnist.images, 512, "cpu")
     correct = test.argmax(1) == data.test.labels
     vt, vo = versions(test), versions(ood)
-    out = {"run": run.name, "variant": cfg.variant, "test_acc": float(correct.mean()),
-           "share_p_is_1_test": {k: float((vt[k] == 1).mean()) for k in PROBABILITIES}}
+    out = {
+        "run": run.name,
+        "variant": cfg.variant,
+        "test_acc": float(correct.mean()),
+        "share_p_is_1_test": {k: float((vt[k] == 1).mean()) for k in PROBABILITIES},
+    }
     out["misclassification_auroc"] = {k: M.misclassification_auroc(v, correct) for k, v in vt.items()}
     out["mnist_auroc"] = {k: M.auroc(vt[k], vo[k]) for k in vt}
     return out
@@ -62,8 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     rows = [measure(r, args.threads) for r in args.runs]
     keys = list(rows[0]["misclassification_auroc"])
-    print("| run | test acc | p = 1 in float32 / float64 | misclf AUROC: " + " / ".join(keys)
-          + " | MNIST AUROC: same |\n|---|---|---|---|---|")
+    print(
+        "| run | test acc | p = 1 in float32 / float64 | misclf AUROC: "
+        + " / ".join(keys)
+        + " | MNIST AUROC: same |\n|---|---|---|---|---|"
+    )
     for r in rows:
         share = " / ".join(f"{v:.3f}" for v in r["share_p_is_1_test"].values())
         mis = " / ".join(f"{r['misclassification_auroc'][k]:.4f}" for k in keys)

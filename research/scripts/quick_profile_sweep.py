@@ -20,8 +20,23 @@ from pathlib import Path
 
 from training.rundir import METRICS
 
-BASE = ["--dataset", "fashion-mnist", "--backbone", "cnn", "--profile", "quick", "--quiet", "--threads", "1",
-        "--gamma-cap", "1e3", "--gamma-ramp", "0.7", "--head-lr", "1e-3"]
+BASE = [
+    "--dataset",
+    "fashion-mnist",
+    "--backbone",
+    "cnn",
+    "--profile",
+    "quick",
+    "--quiet",
+    "--threads",
+    "1",
+    "--gamma-cap",
+    "1e3",
+    "--gamma-ramp",
+    "0.7",
+    "--head-lr",
+    "1e-3",
+]
 CONFIGS: dict[str, list[str]] = {
     "q_default": [],
     "hlr1e-2_cap1e3": ["--head-lr", "1e-2"],
@@ -31,7 +46,16 @@ CONFIGS: dict[str, list[str]] = {
     "hlr1e-2_cap1e4_r.5": ["--head-lr", "1e-2", "--gamma-cap", "1e4", "--gamma-ramp", "0.5"],
     "hlr1e-2_cap1e4_d16": ["--head-lr", "1e-2", "--gamma-cap", "1e4", "-d", "16"],
     "hlr1e-2_cap1e4_hwd0": ["--head-lr", "1e-2", "--gamma-cap", "1e4", "--head-weight-decay", "0"],
-    "hlr1e-2_cap1e4_wd0": ["--head-lr", "1e-2", "--gamma-cap", "1e4", "--weight-decay", "0", "--head-weight-decay", "0"],
+    "hlr1e-2_cap1e4_wd0": [
+        "--head-lr",
+        "1e-2",
+        "--gamma-cap",
+        "1e4",
+        "--weight-decay",
+        "0",
+        "--head-weight-decay",
+        "0",
+    ],
     "hlr1e-3_cap1e2": ["--gamma-cap", "1e2"],
     "hlr1e-2_cap1e4_e30": ["--head-lr", "1e-2", "--gamma-cap", "1e4", "--epochs", "30"],
     "hlr3e-2_cap1e5_r.5": ["--head-lr", "3e-2", "--gamma-cap", "1e5", "--gamma-ramp", "0.5"],
@@ -70,16 +94,24 @@ def summarise(run: Path) -> dict:
     if hist.is_file():
         rows = [json.loads(x) for x in hist.read_text().splitlines() if x.strip()]
         if rows:
-            row.update(epochs_done=len(rows), train_ce=rows[-1]["train_ce"], val_acc=rows[-1]["val_acc"],
-                       s_per_epoch=sum(r["epoch_time_s"] for r in rows) / len(rows))
+            row.update(
+                epochs_done=len(rows),
+                train_ce=rows[-1]["train_ce"],
+                val_acc=rows[-1]["val_acc"],
+                s_per_epoch=sum(r["epoch_time_s"] for r in rows) / len(rows),
+            )
     m = run / METRICS
     if m.is_file():
         mm = json.loads(m.read_text())
         row["test_acc"] = mm["test_acc"]
         if "test" in mm and "same_encoding" in mm["test"]:
-            row.update(same_enc=mm["test"]["same_encoding"], same_enc_raw=mm["test"]["same_encoding_raw_sign"],
-                       codes=mm["test"]["distinct_class_codes"], bimodal=f"{mm['bimodal_dims']}/{mm['latent_width']}",
-                       min_sep=min(d["separation"] for d in mm["dimensions"]))
+            row.update(
+                same_enc=mm["test"]["same_encoding"],
+                same_enc_raw=mm["test"]["same_encoding_raw_sign"],
+                codes=mm["test"]["distinct_class_codes"],
+                bimodal=f"{mm['bimodal_dims']}/{mm['latent_width']}",
+                min_sep=min(d["separation"] for d in mm["dimensions"]),
+            )
     return row
 
 
@@ -89,7 +121,9 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--out", default="sweep_runs")
-    p.add_argument("--deadline", type=float, default=1e9, help="seconds; unfinished runs are reported as they stand")
+    p.add_argument(
+        "--deadline", type=float, default=1e9, help="seconds; unfinished runs are reported as they stand"
+    )
     p.add_argument("--only", nargs="*")
     p.add_argument("--seed", default="0")
     p.add_argument("--round", type=int, default=1, choices=sorted(ROUNDS))
@@ -104,8 +138,20 @@ def main() -> None:
         while todo and len(running) < args.jobs:
             name, extra = todo.pop(0)
             data_dir = ["--data-dir", args.data_dir] if args.data_dir else []
-            cmd = [sys.executable, "-m", "training", *BASE, *data_dir, "--device", args.device,
-                   "--seed", args.seed, "--out", str(out / name), *extra]
+            cmd = [
+                sys.executable,
+                "-m",
+                "training",
+                *BASE,
+                *data_dir,
+                "--device",
+                args.device,
+                "--seed",
+                args.seed,
+                "--out",
+                str(out / name),
+                *extra,
+            ]
             out.mkdir(parents=True, exist_ok=True)
             log = open(out / f"{name}.log", "w")
             running.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))

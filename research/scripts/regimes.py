@@ -59,16 +59,37 @@ def summarize(run: Path, bench: Path | None, ood: Path | None) -> dict:
     hist = read_history(run / HISTORY)
     t = m.get("test", {})
     out: dict = {
-        "run": run.name, "variant": train["variant"], "seed": train["seed"], "regime": regime_name(train),
-        "train": {k: train[k] for k in ("profile", "epochs", "gamma_cap", "gamma_per", "gamma_ramp", "latent_dim",
-                                        "augment_shift") if k in train} | {"adv_train": train.get("adv_train")}
-                 | ({k: train[k] for k in ("adv_eps", "adv_steps", "adv_select") if k in train}
-                    if train.get("adv_train") else {}),
+        "run": run.name,
+        "variant": train["variant"],
+        "seed": train["seed"],
+        "regime": regime_name(train),
+        "train": {
+            k: train[k]
+            for k in (
+                "profile",
+                "epochs",
+                "gamma_cap",
+                "gamma_per",
+                "gamma_ramp",
+                "latent_dim",
+                "augment_shift",
+            )
+            if k in train
+        }
+        | {"adv_train": train.get("adv_train")}
+        | (
+            {k: train[k] for k in ("adv_eps", "adv_steps", "adv_select") if k in train}
+            if train.get("adv_train")
+            else {}
+        ),
         "train_minutes": round(sum(r.get("epoch_time_s", 0.0) for r in hist) / 60, 1),
         "final_train_ce": hist[-1].get("train_ce"),
         "test_acc": m.get("test_acc"),
-        "same_encoding": t.get("same_encoding"), "same_encoding_correct": t.get("same_encoding_correct"),
-        "distinct_codes": t.get("distinct_class_codes"), "nc1": t.get("nc1"), "sigma_w_rel": t.get("sigma_w_rel"),
+        "same_encoding": t.get("same_encoding"),
+        "same_encoding_correct": t.get("same_encoding_correct"),
+        "distinct_codes": t.get("distinct_class_codes"),
+        "nc1": t.get("nc1"),
+        "sigma_w_rel": t.get("sigma_w_rel"),
         "bimodal_dims": m.get("bimodal_dims"),
     }
     if any("val_robust_acc" in r for r in hist):  # --adv-check: PGD-10 robust validation accuracy per epoch
@@ -85,15 +106,22 @@ def summarize(run: Path, bench: Path | None, ood: Path | None) -> dict:
         rej = adv["reject"][served]["linf"]
         out["bench"] = {
             "robust_acc_linf_0.05": {k: h["robust_acc_linf"][k] for k in ("value", "ci95", "n")},
-            "reject_adaptive_linf_0.02": _curve_at(rej, 0.02), "reject_adaptive_linf_0.05": _curve_at(rej, 0.05),
+            "reject_adaptive_linf_0.02": _curve_at(rej, 0.02),
+            "reject_adaptive_linf_0.05": _curve_at(rej, 0.05),
             "robust_acc_linf_0.1": _curve_at(adv["worst_case"]["linf"], 0.1),
-            "reject_adaptive_linf_0.1": _curve_at(rej, 0.1), "clean_acc": adv["clean_acc"],
-            "paper_deepfool": adv["paper_deepfool"]["mean_r_over_x"], "deepfool_box": h.get("deepfool_score"),
+            "reject_adaptive_linf_0.1": _curve_at(rej, 0.1),
+            "clean_acc": adv["clean_acc"],
+            "paper_deepfool": adv["paper_deepfool"]["mean_r_over_x"],
+            "deepfool_box": h.get("deepfool_score"),
             "median_min_l2": h.get("median_min_l2"),
-            "ood_auroc": {s: {d: v[d]["auroc"] for d in ("reliability", "mahalanobis", "max_softmax")}
-                          for s, v in e["ood"].items()},
-            "misclf_auroc": {d: e["misclassification"][d]["misclassification_auroc"]
-                             for d in ("reliability", "max_softmax", "mahalanobis")},
+            "ood_auroc": {
+                s: {d: v[d]["auroc"] for d in ("reliability", "mahalanobis", "max_softmax")}
+                for s, v in e["ood"].items()
+            },
+            "misclf_auroc": {
+                d: e["misclassification"][d]["misclassification_auroc"]
+                for d in ("reliability", "max_softmax", "mahalanobis")
+            },
             "sanity_failed": [f["name"] for f in adv["flags"] if f["ok"] is False],
         }
     if ood is not None:
@@ -105,7 +133,8 @@ def summarize(run: Path, bench: Path | None, ood: Path | None) -> dict:
             "mnist_served": {k: mn[f"reliability, {label}"][k] for k in ("auroc", "auroc_ci95", "fpr95")},
             "misclf_served": o["misclassification"][f"reliability, {label}"],
             "misclf_max_softmax": o["misclassification"].get(f"max_softmax, {label}"),
-            "id_test_accept": acc["id_test_accept"], "mnist_accept": acc["ood"]["mnist"]["accept"],
+            "id_test_accept": acc["id_test_accept"],
+            "mnist_accept": acc["ood"]["mnist"]["accept"],
             "same_encoding_accepted": acc.get("same_encoding_accepted"),
         }
         sel = o.get("selection_val", {})
@@ -114,13 +143,19 @@ def summarize(run: Path, bench: Path | None, ood: Path | None) -> dict:
                 out["ood_eval"]["val_served"] = sel["candidates"][SERVED]
             if "pick" in sel:  # the rule validation chose, on test
                 test = o["post_hoc"]["candidates"][sel["pick"]]
-                out["ood_eval"]["val_pick"] = {"rule": sel["pick"], "mnist_auroc": test["ood_auroc"],
-                                               "fpr95": test["fpr95"], "misclf_auroc": test["test_misclf_auroc"]}
+                out["ood_eval"]["val_pick"] = {
+                    "rule": sel["pick"],
+                    "mnist_auroc": test["ood_auroc"],
+                    "fpr95": test["fpr95"],
+                    "misclf_auroc": test["test_misclf_auroc"],
+                }
         for key, mine in (("mnist_mahalanobis", True), ("mnist_baseline_mahalanobis", False)):
             found = [k for k in mn if k.startswith("mahalanobis") and (f", {label}, " in k) == mine]
             if found:
-                out["ood_eval"][key] = {"detector": found[0], **{k: mn[found[0]][k] for k in ("auroc", "auroc_ci95",
-                                                                                                "fpr95")}}
+                out["ood_eval"][key] = {
+                    "detector": found[0],
+                    **{k: mn[found[0]][k] for k in ("auroc", "auroc_ci95", "fpr95")},
+                }
     return out
 
 
@@ -138,24 +173,61 @@ def _ci(d: dict | None, pct: bool = True) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    head = ["run", "regime", "train min (as run)", "test acc", "same-enc all / correct / accepted", "NC1", "σ_W rel", "robust L∞.05 %", "robust L∞.1 %",
-            "reject adaptive L∞.02 %", "reject adaptive L∞.05 %", "DeepFool (paper)", "MNIST AUROC served [95%]",
-            "FPR@95", "misclf AUROC served / max-softmax", "ID accept"]
+    head = [
+        "run",
+        "regime",
+        "train min (as run)",
+        "test acc",
+        "same-enc all / correct / accepted",
+        "NC1",
+        "σ_W rel",
+        "robust L∞.05 %",
+        "robust L∞.1 %",
+        "reject adaptive L∞.02 %",
+        "reject adaptive L∞.05 %",
+        "DeepFool (paper)",
+        "MNIST AUROC served [95%]",
+        "FPR@95",
+        "misclf AUROC served / max-softmax",
+        "ID accept",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         b, o = r.get("bench", {}), r.get("ood_eval", {})
         mn = o.get("mnist_served", {})
-        mc = (f"{_f(o['misclf_served']['auroc'])} / {_f((o.get('misclf_max_softmax') or {}).get('auroc'))}"
-              if o else "–")
-        lines.append("| " + " | ".join([
-            r["run"], r["regime"], f"{r['train_minutes']:.0f}", _f(r["test_acc"], digits=4),
-            f"{_f(r['same_encoding'])} / {_f(r['same_encoding_correct'])} / {_f(o.get('same_encoding_accepted'))}"
-            if r["same_encoding"] else "–",
-            _f(r["nc1"]), _f(r["sigma_w_rel"]), _ci(b.get("robust_acc_linf_0.05")), _ci(b.get("robust_acc_linf_0.1")),
-            _ci(b.get("reject_adaptive_linf_0.02")), _ci(b.get("reject_adaptive_linf_0.05")),
-            _f(b.get("paper_deepfool"), digits=4),
-            f"{_f(mn['auroc'], digits=4)} [{_f(mn['auroc_ci95'][0], digits=4)}, {_f(mn['auroc_ci95'][1], digits=4)}]"
-            if mn else "–", _f(mn.get("fpr95")), mc, _f(o.get("id_test_accept"))]) + " |")
+        mc = (
+            f"{_f(o['misclf_served']['auroc'])} / {_f((o.get('misclf_max_softmax') or {}).get('auroc'))}"
+            if o
+            else "–"
+        )
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    r["run"],
+                    r["regime"],
+                    f"{r['train_minutes']:.0f}",
+                    _f(r["test_acc"], digits=4),
+                    f"{_f(r['same_encoding'])} / {_f(r['same_encoding_correct'])} / {_f(o.get('same_encoding_accepted'))}"
+                    if r["same_encoding"]
+                    else "–",
+                    _f(r["nc1"]),
+                    _f(r["sigma_w_rel"]),
+                    _ci(b.get("robust_acc_linf_0.05")),
+                    _ci(b.get("robust_acc_linf_0.1")),
+                    _ci(b.get("reject_adaptive_linf_0.02")),
+                    _ci(b.get("reject_adaptive_linf_0.05")),
+                    _f(b.get("paper_deepfool"), digits=4),
+                    f"{_f(mn['auroc'], digits=4)} [{_f(mn['auroc_ci95'][0], digits=4)}, {_f(mn['auroc_ci95'][1], digits=4)}]"
+                    if mn
+                    else "–",
+                    _f(mn.get("fpr95")),
+                    mc,
+                    _f(o.get("id_test_accept")),
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -171,22 +243,28 @@ def _by_regime(rows: list[dict]) -> dict[tuple, list[dict]]:
 def seed_table(rows: list[dict]) -> str:
     """mean ± std over seeds of ood_eval's figures, per (variant, regime) with ≥ 2 seeds."""
     groups = _by_regime(rows)
+
     def diff(a, b):
         return None if a is None or b is None else a - b
 
-    metrics = {"MNIST AUROC, served": lambda o: o["mnist_served"]["auroc"],
-               "MNIST AUROC, Mahalanobis on the run's own features":
-                   lambda o: (o.get("mnist_mahalanobis") or {}).get("auroc"),
-               "served − the paired baseline's Mahalanobis (same seed)":
-                   lambda o: diff(o["mnist_served"]["auroc"], (o.get("mnist_baseline_mahalanobis") or {}).get("auroc")),
-               "misclf AUROC, served": lambda o: o["misclf_served"]["auroc"],
-               "misclf AUROC, max-softmax (same model)": lambda o: (o.get("misclf_max_softmax") or {}).get("auroc"),
-               "served − max-softmax, misclf": lambda o: diff(o["misclf_served"]["auroc"],
-                                                             (o.get("misclf_max_softmax") or {}).get("auroc")),
-               "ID acceptance": lambda o: o["id_test_accept"],
-               "same-enc of accepted": lambda o: o.get("same_encoding_accepted"),
-               "validation-picked rule: MNIST AUROC": lambda o: (o.get("val_pick") or {}).get("mnist_auroc"),
-               "validation-picked rule: misclf AUROC": lambda o: (o.get("val_pick") or {}).get("misclf_auroc")}
+    metrics = {
+        "MNIST AUROC, served": lambda o: o["mnist_served"]["auroc"],
+        "MNIST AUROC, Mahalanobis on the run's own features": lambda o: (
+            o.get("mnist_mahalanobis") or {}
+        ).get("auroc"),
+        "served − the paired baseline's Mahalanobis (same seed)": lambda o: diff(
+            o["mnist_served"]["auroc"], (o.get("mnist_baseline_mahalanobis") or {}).get("auroc")
+        ),
+        "misclf AUROC, served": lambda o: o["misclf_served"]["auroc"],
+        "misclf AUROC, max-softmax (same model)": lambda o: (o.get("misclf_max_softmax") or {}).get("auroc"),
+        "served − max-softmax, misclf": lambda o: diff(
+            o["misclf_served"]["auroc"], (o.get("misclf_max_softmax") or {}).get("auroc")
+        ),
+        "ID acceptance": lambda o: o["id_test_accept"],
+        "same-enc of accepted": lambda o: o.get("same_encoding_accepted"),
+        "validation-picked rule: MNIST AUROC": lambda o: (o.get("val_pick") or {}).get("mnist_auroc"),
+        "validation-picked rule: misclf AUROC": lambda o: (o.get("val_pick") or {}).get("misclf_auroc"),
+    }
     lines = ["| variant | regime | seeds | " + " | ".join(metrics) + " |", "|" + "---|" * (3 + len(metrics))]
     for (variant, regime), rs in groups.items():
         if len(rs) < 2:
@@ -195,30 +273,44 @@ def seed_table(rows: list[dict]) -> str:
         for name, fn in metrics.items():
             vals = [v for v in (fn(r["ood_eval"]) for r in rs) if v is not None]
             sign = "+" if "−" in name else ""  # differences carry their sign
-            cells.append(f"{statistics.mean(vals):{sign}.4f} ± {statistics.stdev(vals):.4f}" if len(vals) > 1 else "–")
-        lines.append(f"| {variant} | {regime} | {', '.join(str(r['seed']) for r in rs)} | " + " | ".join(cells) + " |")
+            cells.append(
+                f"{statistics.mean(vals):{sign}.4f} ± {statistics.stdev(vals):.4f}" if len(vals) > 1 else "–"
+            )
+        lines.append(
+            f"| {variant} | {regime} | {', '.join(str(r['seed']) for r in rs)} | " + " | ".join(cells) + " |"
+        )
     return "\n".join(lines)
 
 
 def validation_table(rows: list[dict]) -> str:
     """The served score on validation data (mean over seeds per regime): the figures a choice of regime may use."""
-    groups = {g: vs for g, rs in _by_regime(rows).items()
-              if (vs := [r["ood_eval"]["val_served"] for r in rs if "val_served" in r["ood_eval"]])}
+    groups = {
+        g: vs
+        for g, rs in _by_regime(rows).items()
+        if (vs := [r["ood_eval"]["val_served"] for r in rs if "val_served" in r["ood_eval"]])
+    }
     if not groups:
         return ""
     cols = sorted({c for vs in groups.values() for v in vs for c in v})
-    lines = ["| variant | regime | seeds | " + " | ".join(cols) + " | mean over shifts |", "|" + "---|" * (len(cols) + 4)]
+    lines = [
+        "| variant | regime | seeds | " + " | ".join(cols) + " | mean over shifts |",
+        "|" + "---|" * (len(cols) + 4),
+    ]
     for (variant, regime), vs in groups.items():
         means = {c: statistics.mean(v[c] for v in vs) for c in cols}
         shift = statistics.mean(means[c] for c in cols if c.startswith("val_vs_"))
-        lines.append(f"| {variant} | {regime} | {len(vs)} | " + " | ".join(f"{means[c]:.4f}" for c in cols)
-                     + f" | {shift:.4f} |")
+        lines.append(
+            f"| {variant} | {regime} | {len(vs)} | "
+            + " | ".join(f"{means[c]:.4f}" for c in cols)
+            + f" | {shift:.4f} |"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                allow_abbrev=False)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("summarize", allow_abbrev=False)
     s.add_argument("run", type=Path)
@@ -232,8 +324,10 @@ def main(argv: list[str] | None = None) -> int:
         write_json_atomic(args.out, summarize(args.run, args.bench, args.ood))
         print(f"wrote {args.out}")
     else:
-        rows = sorted((json.loads(f.read_text()) for f in args.summaries),
-                      key=lambda r: (r["variant"] != "bin_enc", r["regime"], r["seed"]))
+        rows = sorted(
+            (json.loads(f.read_text()) for f in args.summaries),
+            key=lambda r: (r["variant"] != "bin_enc", r["regime"], r["seed"]),
+        )
         print(table(rows))
         print()
         print(seed_table(rows))

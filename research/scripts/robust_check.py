@@ -25,21 +25,34 @@ def load(run: Path) -> dict:
     train = json.loads((run / CONFIG).read_text())["train"]
     rows = read_history(run / HISTORY)
     if not rows or any("val_robust_acc" not in r for r in rows):
-        raise SystemExit(f"{run}: no val_robust_acc in metrics.jsonl (train with --adv-train and --adv-check > 0)")
+        raise SystemExit(
+            f"{run}: no val_robust_acc in metrics.jsonl (train with --adv-train and --adv-check > 0)"
+        )
     metrics = read_metrics(run)
     sel = metrics.get("adv_selection") or {}
-    return {"label": f"{train['variant']} s{train['seed']}", "regime": regime_name(train), "rows": rows,
-            "kept": sel.get("epoch"), "from_epoch": sel.get("from_epoch")}
+    return {
+        "label": f"{train['variant']} s{train['seed']}",
+        "regime": regime_name(train),
+        "rows": rows,
+        "kept": sel.get("epoch"),
+        "from_epoch": sel.get("from_epoch"),
+    }
 
 
 def table(runs: list[dict]) -> str:
     lines = []
     for r in runs:
         kept = r["kept"] + 1 if r["kept"] is not None else "last"
-        lines += [f"{r['label']} ({r['regime']}); kept epoch: {kept}",
-                  "| epoch (1-based) | gamma | val acc | val robust acc (PGD-10) | check s |", "|---|---|---|---|---|"]
-        lines += [f"| {x['epoch'] + 1} | {x['gamma']:.3g} | {x['val_acc']:.4f} | {x['val_robust_acc']:.4f} | "
-                  f"{x.get('check_time_s', float('nan')):.1f} |" for x in r["rows"]]
+        lines += [
+            f"{r['label']} ({r['regime']}); kept epoch: {kept}",
+            "| epoch (1-based) | gamma | val acc | val robust acc (PGD-10) | check s |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {x['epoch'] + 1} | {x['gamma']:.3g} | {x['val_acc']:.4f} | {x['val_robust_acc']:.4f} | "
+            f"{x.get('check_time_s', float('nan')):.1f} |"
+            for x in r["rows"]
+        ]
         lines.append("")
     return "\n".join(lines)
 
@@ -52,9 +65,17 @@ def plot(runs: list[dict], path: Path) -> None:
     for i, r in enumerate(runs):
         color = f"C{i}"
         epochs = [x["epoch"] + 1 for x in r["rows"]]
-        ax.plot(epochs, [x["val_robust_acc"] for x in r["rows"]], "-o", ms=3, color=color,
-                label=f"{r['label']}, {r['regime']}: robust (PGD-10)")
-        ax.plot(epochs, [x["val_acc"] for x in r["rows"]], ":", color=color, lw=1, label=f"{r['label']}: clean")
+        ax.plot(
+            epochs,
+            [x["val_robust_acc"] for x in r["rows"]],
+            "-o",
+            ms=3,
+            color=color,
+            label=f"{r['label']}, {r['regime']}: robust (PGD-10)",
+        )
+        ax.plot(
+            epochs, [x["val_acc"] for x in r["rows"]], ":", color=color, lw=1, label=f"{r['label']}: clean"
+        )
         if r["kept"] is not None:
             ax.plot([r["kept"] + 1], [r["rows"][r["kept"]]["val_robust_acc"]], "*", ms=12, color=color)
         if r["from_epoch"] is not None:

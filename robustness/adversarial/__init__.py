@@ -26,5 +26,15 @@ from robustness.adversarial.evaluation import evaluate_adversarial, summarize
 from robustness.adversarial.plan import NORMS, AdversarialPlan
 from robustness.adversarial.records import Context, Record, Sample, envelope, robust_points, worst_case
 
-__all__ = ["NORMS", "AdversarialPlan", "Context", "Record", "Sample", "envelope", "evaluate_adversarial",
-           "robust_points", "summarize", "worst_case"]
+__all__ = [
+    "NORMS",
+    "AdversarialPlan",
+    "Context",
+    "Record",
+    "Sample",
+    "envelope",
+    "evaluate_adversarial",
+    "robust_points",
+    "summarize",
+    "worst_case",
+]

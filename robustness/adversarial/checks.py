@@ -32,13 +32,18 @@ def run_checks(ctx: Context) -> None:
     norms = input_gradient_norms(ctx.net, x, y)
     ctx.flags.append(sanity.gradient_norms(norms, cfg))
     by_name = {r.name: r for r in ctx.records}
-    pairs = {f"{a} vs {b}": (by_name[a].entry["robust_acc"], by_name[b].entry["robust_acc"])
-             for a, b in (("pgd_linf", "pgd_linf_margin"), ("pgd_l2", "pgd_l2_margin"))
-             if a in by_name and b in by_name}
+    pairs = {
+        f"{a} vs {b}": (by_name[a].entry["robust_acc"], by_name[b].entry["robust_acc"])
+        for a, b in (("pgd_linf", "pgd_linf_margin"), ("pgd_l2", "pgd_l2_margin"))
+        if a in by_name and b in by_name
+    }
     ctx.flags.append(sanity.attack_gaps(pairs, cfg))
     _large_eps_probes(ctx)
-    curves = {r.name: r.entry["robust_acc"] for r in ctx.records if _full_grid(ctx, r) and get_spec(r.name).kind
-              == "fixed"}
+    curves = {
+        r.name: r.entry["robust_acc"]
+        for r in ctx.records
+        if _full_grid(ctx, r) and get_spec(r.name).kind == "fixed"
+    }
     eps = {k: ctx.plan.eps(by_name[k].norm) for k in curves}
     n = ctx.sample.sizes["expensive"]
     for norm in NORMS:
@@ -49,11 +54,20 @@ def run_checks(ctx: Context) -> None:
                 raw |= fit_to_tier(r.success, n)
             curves[f"worst_{norm}"] = robust_points(ctx.sample.rows("expensive"), raw).mean(axis=1).tolist()
             eps[f"worst_{norm}"] = ctx.plan.eps(norm)
-    ctx.flags.append(sanity.monotone(curves, eps, cfg, informational=tuple(
-        k for k in curves if k in ctx.plan.attacks and not get_spec(k).iterative)))
+    ctx.flags.append(
+        sanity.monotone(
+            curves,
+            eps,
+            cfg,
+            informational=tuple(k for k in curves if k in ctx.plan.attacks and not get_spec(k).iterative),
+        )
+    )
     if "fgsm" in by_name and "pgd_linf" in by_name:
-        ctx.flags.append(sanity.iterative_beats_single_step(
-            _rates(by_name["fgsm"].entry), _rates(by_name["pgd_linf"].entry), ctx.plan.eps("linf"), cfg))
+        ctx.flags.append(
+            sanity.iterative_beats_single_step(
+                _rates(by_name["fgsm"].entry), _rates(by_name["pgd_linf"].entry), ctx.plan.eps("linf"), cfg
+            )
+        )
     else:
         ctx.flags.append(sanity.Flag("iterative_ge_single_step", None, "fgsm and pgd_linf not both run"))
     _blackbox_check(ctx)
@@ -70,10 +84,20 @@ def _large_eps_probes(ctx: Context) -> None:
     rows = ctx.sample.rows("expensive")
     idx = np.flatnonzero(rows)
     x, y = ctx.sample.take(idx)
-    for norm, name, e in (("linf", "pgd_linf_margin", ctx.plan.large_eps_linf),
-                          ("l2", "pgd_l2_margin", ctx.plan.large_eps_l2)):
-        out = run_attack(get_spec(name), ctx.fm, x, y, [e], ctx.plan.budget, seed=seed_for(ctx.seed, name + "/large"),
-                         keep_advs=False)
+    for norm, name, e in (
+        ("linf", "pgd_linf_margin", ctx.plan.large_eps_linf),
+        ("l2", "pgd_l2_margin", ctx.plan.large_eps_l2),
+    ):
+        out = run_attack(
+            get_spec(name),
+            ctx.fm,
+            x,
+            y,
+            [e],
+            ctx.plan.budget,
+            seed=seed_for(ctx.seed, name + "/large"),
+            keep_advs=False,
+        )
         ra = float((rows.sum() - out.success.sum()) / max(len(rows), 1)) if len(rows) else None
         ctx.checks[f"large_eps_{norm}"] = {"eps": e, "robust_acc": ra, "attack": name, "n": int(len(rows))}
         ctx.flags.append(sanity.large_eps(ra, e, int(len(rows)), ctx.plan.sanity, norm))
@@ -94,10 +118,15 @@ def _blackbox_check(ctx: Context) -> None:
         k = max(int(rows.sum()), 1)
         bb_rate, wb_rate = b[:, rows].sum(axis=1) / k, w[:, rows].sum(axis=1) / k
         bb_only = (b & ~w)[:, rows].sum(axis=1).tolist()
-        ctx.checks[f"blackbox_{rec.name}"] = {"n": int(n_bb), "bb_success": bb_rate.tolist(),
-                                              "wb_success": wb_rate.tolist(), "bb_only_points": bb_only}
-        ctx.flags.append(sanity.blackbox_not_stronger(bb_rate, wb_rate, grid, int(rows.sum()), ctx.plan.sanity,
-                                                      bb_only))
+        ctx.checks[f"blackbox_{rec.name}"] = {
+            "n": int(n_bb),
+            "bb_success": bb_rate.tolist(),
+            "wb_success": wb_rate.tolist(),
+            "bb_only_points": bb_only,
+        }
+        ctx.flags.append(
+            sanity.blackbox_not_stronger(bb_rate, wb_rate, grid, int(rows.sum()), ctx.plan.sanity, bb_only)
+        )
 
 
 def _autoattack_gain(ctx: Context) -> None:
@@ -107,13 +136,19 @@ def _autoattack_gain(ctx: Context) -> None:
     gains: dict[str, float] = {}
     for norm in NORMS:
         grid = ctx.plan.eps(norm)
-        aa = [r for r in ctx.records if r.norm == norm and r.name in ctx.plan.attacks and get_spec(r.name).residual]
+        aa = [
+            r
+            for r in ctx.records
+            if r.norm == norm and r.name in ctx.plan.attacks and get_spec(r.name).residual
+        ]
         if not aa:
             continue
         rest = [r for r in ctx.records if r not in aa]
         w_rest, _ = worst_case(rest, norm, grid, n)
         w_all, _ = worst_case(ctx.records, norm, grid, n)
-        which = ctx.plan.subset(norm, ctx.plan.ensemble_eps_linf if norm == "linf" else ctx.plan.ensemble_eps_l2)
+        which = ctx.plan.subset(
+            norm, ctx.plan.ensemble_eps_linf if norm == "linf" else ctx.plan.ensemble_eps_l2
+        )
         for e in which:
             c = grid.index(e)
             gains[f"{norm}@{e:g}"] = float((w_all[c] & ~w_rest[c] & rows).sum() / max(n, 1))

@@ -45,8 +45,11 @@ def run_pgd_convergence(ctx: Context) -> None:
     names = [n for n in ("pgd_linf", "pgd_linf_margin") if any(r.name == n for r in ctx.records)]
     conv_eps = _convergence_eps(ctx, names)
     plan = ctx.plan
-    strong = replace(plan.budget, pgd_steps=plan.budget.pgd_steps * plan.strong_steps_factor,
-                     pgd_restarts=max(2 * plan.budget.pgd_restarts, plan.strong_restarts))
+    strong = replace(
+        plan.budget,
+        pgd_steps=plan.budget.pgd_steps * plan.strong_steps_factor,
+        pgd_restarts=max(2 * plan.budget.pgd_restarts, plan.strong_restarts),
+    )
     rows = ctx.sample.rows("expensive")
     idx = np.flatnonzero(rows)
     grid = plan.eps("linf")
@@ -54,19 +57,33 @@ def run_pgd_convergence(ctx: Context) -> None:
     base_recs, strong_recs = [r for r in ctx.records if r.name in names], []
     for name in names:
         x, y = ctx.sample.take(idx)
-        out = run_attack(get_spec(name), ctx.fm, x, y, conv_eps, strong, seed=seed_for(ctx.seed, name + "/strong"))
-        strong_recs.append(ctx.add(fold_outcome(ctx, replace(get_spec(name), tier="expensive"), idx, out, cols,
-                                           name=f"{name}_strong")))
+        out = run_attack(
+            get_spec(name), ctx.fm, x, y, conv_eps, strong, seed=seed_for(ctx.seed, name + "/strong")
+        )
+        strong_recs.append(
+            ctx.add(
+                fold_outcome(
+                    ctx, replace(get_spec(name), tier="expensive"), idx, out, cols, name=f"{name}_strong"
+                )
+            )
+        )
     n = len(rows)
-    fam = {k: robust_points(rows, worst_case(recs, "linf", grid, n)[0]).mean(axis=1)
-           for k, recs in (("base", base_recs), ("strong", strong_recs))}
+    fam = {
+        k: robust_points(rows, worst_case(recs, "linf", grid, n)[0]).mean(axis=1)
+        for k, recs in (("base", base_recs), ("strong", strong_recs))
+    }
     base = {f"{e:g}": float(fam["base"][c]) for e, c in zip(conv_eps, cols, strict=True)}
     stronger = {f"{e:g}": float(fam["strong"][c]) for e, c in zip(conv_eps, cols, strict=True)}
-    detail = (f"{'+'.join(names)}: {strong.pgd_steps} steps x {strong.pgd_restarts} restarts vs "
-              f"{plan.budget.pgd_steps} x {plan.budget.pgd_restarts}, {int(rows.sum())} points")
+    detail = (
+        f"{'+'.join(names)}: {strong.pgd_steps} steps x {strong.pgd_restarts} restarts vs "
+        f"{plan.budget.pgd_steps} x {plan.budget.pgd_restarts}, {int(rows.sum())} points"
+    )
     ctx.checks["pgd_convergence"] = {"eps": conv_eps, "base": base, "strong": stronger, "detail": detail}
-    ctx.flags.append(sanity.converged("pgd_converged", base, stronger, plan.sanity.convergence_tol, detail)
-                     if names else sanity.Flag("pgd_converged", None, "PGD did not run"))
+    ctx.flags.append(
+        sanity.converged("pgd_converged", base, stronger, plan.sanity.convergence_tol, detail)
+        if names
+        else sanity.Flag("pgd_converged", None, "PGD did not run")
+    )
     ctx.bar.update(1)
 
 
@@ -82,35 +99,71 @@ def run_adaptive(ctx: Context, option: RejectOption) -> dict:
     idx = np.flatnonzero(rows)
     x, y = ctx.sample.take(idx)
     n = len(rows)
-    out: dict = {"budget": ctx.plan.adaptive.to_dict(), "threshold": option.threshold,
-                 "confirmed_by_served_graph": option.confirm is not None}
+    out: dict = {
+        "budget": ctx.plan.adaptive.to_dict(),
+        "threshold": option.threshold,
+        "confirmed_by_served_graph": option.confirm is not None,
+    }
     for norm in NORMS:
         ctx.tick(f"adaptive {option.name} {norm}")
         grid = ctx.plan.eps(norm)
-        which = ctx.plan.subset(norm, ctx.plan.adaptive_eps_linf if norm == "linf" else ctx.plan.adaptive_eps_l2)
+        which = ctx.plan.subset(
+            norm, ctx.plan.adaptive_eps_linf if norm == "linf" else ctx.plan.adaptive_eps_l2
+        )
         t0 = time.perf_counter()
-        res = adaptive_attack(ctx.net, option, x, y, which, norm, ctx.plan.adaptive,
-                              seed=seed_for(ctx.seed, f"adaptive/{option.name}/{norm}"))
-        add_adaptive_record(ctx, f"adaptive[{option.name}]", norm, option.name, grid, n, idx, res.epsilons, res.success)
+        res = adaptive_attack(
+            ctx.net,
+            option,
+            x,
+            y,
+            which,
+            norm,
+            ctx.plan.adaptive,
+            seed=seed_for(ctx.seed, f"adaptive/{option.name}/{norm}"),
+        )
+        add_adaptive_record(
+            ctx, f"adaptive[{option.name}]", norm, option.name, grid, n, idx, res.epsilons, res.success
+        )
         head = ctx.plan.headline(norm)
-        conv, extra = (_escalate(ctx, option, norm, idx, x, y, res.success[which.index(head)]) if head in which
-                       else ({"eps": head, "levels": []}, 0))
+        conv, extra = (
+            _escalate(ctx, option, norm, idx, x, y, res.success[which.index(head)])
+            if head in which
+            else ({"eps": head, "levels": []}, 0)
+        )
         unconfirmed = res.unconfirmed + extra
-        out[norm] = {"eps": which, "seconds": round(time.perf_counter() - t0, 3), "unconfirmed": unconfirmed,
-                     "convergence": conv}
+        out[norm] = {
+            "eps": which,
+            "seconds": round(time.perf_counter() - t0, 3),
+            "unconfirmed": unconfirmed,
+            "convergence": conv,
+        }
         levels = len(conv["levels"])
-        detail = (f"{option.name}, {norm} ε={head:g}: the last of {levels} doubling(s) of steps and restarts, on the "
-                  f"points still unbroken, {int(rows.sum())} points in all")
-        ctx.flags.append(sanity.converged(f"adaptive_converged[{option.name},{norm}]",
-                                          {f"{head:g}": conv["base"]} if "base" in conv else {},
-                                          {f"{head:g}": conv["strong"]} if "strong" in conv else {},
-                                          ctx.plan.sanity.adaptive_convergence_tol, detail))
+        detail = (
+            f"{option.name}, {norm} ε={head:g}: the last of {levels} doubling(s) of steps and restarts, on the "
+            f"points still unbroken, {int(rows.sum())} points in all"
+        )
+        ctx.flags.append(
+            sanity.converged(
+                f"adaptive_converged[{option.name},{norm}]",
+                {f"{head:g}": conv["base"]} if "base" in conv else {},
+                {f"{head:g}": conv["strong"]} if "strong" in conv else {},
+                ctx.plan.sanity.adaptive_convergence_tol,
+                detail,
+            )
+        )
     ctx.bar.update(1)
     return out
 
 
-def _escalate(ctx: Context, option: RejectOption, norm: Norm, idx: np.ndarray, x: torch.Tensor, y: torch.Tensor,
-              broken: np.ndarray) -> tuple[dict, int]:
+def _escalate(
+    ctx: Context,
+    option: RejectOption,
+    norm: Norm,
+    idx: np.ndarray,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    broken: np.ndarray,
+) -> tuple[dict, int]:
     """The convergence check at the headline ε: doublings of the adaptive budget on the points still unbroken
     (``x``, ``y``: the sample rows ``idx``; ``broken``: per row after the base run) until one moves the figure by
     at most the tolerance.
@@ -127,12 +180,22 @@ def _escalate(ctx: Context, option: RejectOption, norm: Norm, idx: np.ndarray, x
         if len(surv) == 0:
             conv["levels"].append({"budget": budget.to_dict(), "points": 0, "robust_acc": base_ra})
             break
-        r = adaptive_attack(ctx.net, option, x[surv], y[surv], [head], norm, budget,
-                            seed=seed_for(ctx.seed, f"adaptive-strong{level}/{option.name}/{norm}"))
+        r = adaptive_attack(
+            ctx.net,
+            option,
+            x[surv],
+            y[surv],
+            [head],
+            norm,
+            budget,
+            seed=seed_for(ctx.seed, f"adaptive-strong{level}/{option.name}/{norm}"),
+        )
         unconfirmed += r.unconfirmed
         hit = np.zeros((1, n_rows), dtype=bool)
         hit[0, surv] = r.success[0]
-        add_adaptive_record(ctx, f"adaptive_strong{level}[{option.name}]", norm, option.name, grid, n, idx, [head], hit)
+        add_adaptive_record(
+            ctx, f"adaptive_strong{level}[{option.name}]", norm, option.name, grid, n, idx, [head], hit
+        )
         broken = broken | hit[0]
         strong_ra = float((n_rows - broken.sum()) / n)
         conv["levels"].append({"budget": budget.to_dict(), "points": int(len(surv)), "robust_acc": strong_ra})

@@ -54,8 +54,15 @@ def run_autoattack(ctx: Context) -> None:
             for k in fooled:
                 fooled[k] |= part.fooled[k]
         rec = ctx.add(Record(name, spec.norm, success, fooled))
-        rec.entry = {"norm": spec.norm, "library": spec.library, "description": spec.description,
-                     "tier": "expensive", "residual": True, "n": int(n), "attacked_per_eps": attacked,
-                     "extra_broken_per_eps": {k: int(success[grid.index(float(k))].sum()) for k in attacked},
-                     "seconds": round(time.perf_counter() - t0, 3)}
+        rec.entry = {
+            "norm": spec.norm,
+            "library": spec.library,
+            "description": spec.description,
+            "tier": "expensive",
+            "residual": True,
+            "n": int(n),
+            "attacked_per_eps": attacked,
+            "extra_broken_per_eps": {k: int(success[grid.index(float(k))].sum()) for k in attacked},
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
         ctx.bar.update(1)

@@ -23,17 +23,29 @@ def _min_norm_summary(ctx: Context, norm: Norm) -> dict | None:
     """Per point the smallest unclipped adversarial over the white-box minimum-norm attacks of ``norm``."""
     n = ctx.sample.sizes["expensive"]
     rows = ctx.sample.rows("expensive")
-    per = [np.asarray([np.inf if v is None else v for v in r.entry["min_norm"]["per_point"][:n]])
-           for r in ctx.records if r.norm == norm and "min_norm" in r.entry and get_spec(r.name).access == "white"
-           and len(r.entry["min_norm"]["per_point"]) >= n]
+    per = [
+        np.asarray([np.inf if v is None else v for v in r.entry["min_norm"]["per_point"][:n]])
+        for r in ctx.records
+        if r.norm == norm
+        and "min_norm" in r.entry
+        and get_spec(r.name).access == "white"
+        and len(r.entry["min_norm"]["per_point"]) >= n
+    ]
     if not per or not rows.any():
         return None
     best = np.min(np.stack(per), axis=0)[rows]
-    return {"n": int(len(best)), "median": float(np.median(best)), "found_share": float(np.isfinite(best).mean()),
-            "attacks": [r.name for r in ctx.records if r.norm == norm and "min_norm" in r.entry
-                        and get_spec(r.name).access == "white"],
-            "definition": "per point, the smallest unclipped adversarial perturbation over the white-box "
-                          "minimum-norm attacks; median over the correctly classified points"}
+    return {
+        "n": int(len(best)),
+        "median": float(np.median(best)),
+        "found_share": float(np.isfinite(best).mean()),
+        "attacks": [
+            r.name
+            for r in ctx.records
+            if r.norm == norm and "min_norm" in r.entry and get_spec(r.name).access == "white"
+        ],
+        "definition": "per point, the smallest unclipped adversarial perturbation over the white-box "
+        "minimum-norm attacks; median over the correctly classified points",
+    }
 
 
 def summarize(ctx: Context, adaptive: dict) -> dict:
@@ -49,9 +61,14 @@ def summarize(ctx: Context, adaptive: dict) -> dict:
         worst[norm] = {"eps": grid, "n": int(n), "attacks": names, **curve(rows, mask)}
         if head in grid:
             robust = robust_points(rows, mask)[grid.index(head)]
-            headline[f"robust_acc_{norm}"] = {**proportion_of(robust), "eps": head,
-                                              "robust_points": robust.astype(int).tolist()}
-        which = ctx.plan.subset(norm, ctx.plan.adaptive_eps_linf if norm == "linf" else ctx.plan.adaptive_eps_l2)
+            headline[f"robust_acc_{norm}"] = {
+                **proportion_of(robust),
+                "eps": head,
+                "robust_points": robust.astype(int).tolist(),
+            }
+        which = ctx.plan.subset(
+            norm, ctx.plan.adaptive_eps_linf if norm == "linf" else ctx.plan.adaptive_eps_l2
+        )
         for opt in ctx.options:
             m, folded = worst_case(ctx.records, norm, grid, n, option=opt.name)
             if not any(name.startswith("adaptive") for name in folded):
@@ -61,7 +78,10 @@ def summarize(ctx: Context, adaptive: dict) -> dict:
             if head in which:
                 robust = robust_points(rows, m)[grid.index(head)]
                 headline.setdefault("reject", {}).setdefault(opt.name, {})[norm] = {
-                    **proportion_of(robust), "eps": head, "robust_points": robust.astype(int).tolist()}
+                    **proportion_of(robust),
+                    "eps": head,
+                    "robust_points": robust.astype(int).tolist(),
+                }
         mn = _min_norm_summary(ctx, norm)
         if mn:
             worst[norm]["min_norm"] = mn
@@ -69,13 +89,24 @@ def summarize(ctx: Context, adaptive: dict) -> dict:
     df = next((r.entry["min_norm"].get("r_over_x") for r in ctx.records if r.name == "deepfool_l2"), None)
     if df:
         headline["deepfool_score"] = df["mean"]
-    return {"worst_case": worst, "reject": reject, "headline": headline,
-            "attacks": {r.name: r.entry for r in ctx.records if r.entry}}
+    return {
+        "worst_case": worst,
+        "reject": reject,
+        "headline": headline,
+        "attacks": {r.name: r.entry for r in ctx.records if r.entry},
+    }
 
 
 def evaluate_adversarial(
-    net: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: AdversarialPlan, options: list[RejectOption] = (),
-    blackbox=None, seed: int = 0, progress: bool = True, label: str = "",
+    net: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    plan: AdversarialPlan,
+    options: list[RejectOption] = (),
+    blackbox=None,
+    seed: int = 0,
+    progress: bool = True,
+    label: str = "",
 ) -> dict:
     """Run the whole adversarial evaluation of ``net`` on the fixed sample ``(x, y)``; returns a JSON-ready dict.
 
@@ -87,8 +118,15 @@ def evaluate_adversarial(
     sample = Sample.build(net, x, y, plan)
     n_tasks = len(plan.attacks) + 1 + len(options)
     with tqdm(total=n_tasks, desc=f"attacks {label}".strip(), disable=not progress, leave=False) as bar:
-        ctx = Context(net, plan, sample, list(options),
-                      QueryCountingModel(blackbox) if blackbox is not None else None, seed, bar)
+        ctx = Context(
+            net,
+            plan,
+            sample,
+            list(options),
+            QueryCountingModel(blackbox) if blackbox is not None else None,
+            seed,
+            bar,
+        )
         run_standard_attacks(ctx)
         run_pgd_convergence(ctx)
         run_autoattack(ctx)

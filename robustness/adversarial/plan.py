@@ -29,7 +29,9 @@ class AdversarialPlan:
     large_eps_l2: float = 10.0
     strong_steps_factor: int = 2
     strong_restarts: int = 2
-    adaptive_escalations: int = 3  # at most this many doublings of the adaptive budget in its convergence check
+    adaptive_escalations: int = (
+        3  # at most this many doublings of the adaptive budget in its convergence check
+    )
     headline_linf: float = 0.05
     headline_l2: float = 1.0
     sanity: sanity.SanityConfig = field(default_factory=sanity.SanityConfig)

@@ -83,8 +83,13 @@ def envelope(mask: np.ndarray, eps: list[float]) -> np.ndarray:
     return out
 
 
-def worst_case(records: list[Record], norm: Norm, eps: list[float], n: int, option: str | None = None,
-               ) -> tuple[np.ndarray, list[str]]:
+def worst_case(
+    records: list[Record],
+    norm: Norm,
+    eps: list[float],
+    n: int,
+    option: str | None = None,
+) -> tuple[np.ndarray, list[str]]:
     """Per point and ε: broken by any record of ``norm`` (for ``option``: misclassified AND accepted by it).
 
     Returns the (len(eps), n) mask after the ε envelope and the names of the records folded in.
@@ -113,8 +118,10 @@ def curve(correct: np.ndarray, broken: np.ndarray, cols: list[int] | None = None
     """Robust accuracy per ε with Wilson 95% intervals (``None`` at ε outside ``cols``)."""
     robust = robust_points(correct, broken)
     props = [proportion_of(r) if cols is None or k in cols else None for k, r in enumerate(robust)]
-    return {"robust_acc": [p["value"] if p else None for p in props],
-            "ci95": [p["ci95"] if p else None for p in props]}
+    return {
+        "robust_acc": [p["value"] if p else None for p in props],
+        "ci95": [p["ci95"] if p else None for p in props],
+    }
 
 
 @dataclass
@@ -143,8 +150,14 @@ class Context:
         return record
 
 
-def fold_outcome(ctx: Context, spec: AttackSpec, idx: np.ndarray, out: AttackOutcome, cols: list[int],
-            name: str | None = None) -> Record:
+def fold_outcome(
+    ctx: Context,
+    spec: AttackSpec,
+    idx: np.ndarray,
+    out: AttackOutcome,
+    cols: list[int],
+    name: str | None = None,
+) -> Record:
     """Fold an outcome on the tier points ``idx`` at grid columns ``cols`` into a :class:`Record`."""
     n_t = ctx.sample.sizes[spec.tier]
     grid = ctx.plan.eps(spec.norm)
@@ -159,10 +172,19 @@ def fold_outcome(ctx: Context, spec: AttackSpec, idx: np.ndarray, out: AttackOut
                 fooled[c, idx] = out.success[k] & opt.fooled(ctx.net, out.advs[k], y)
         rec.fooled[opt.name] = fooled
     rows = ctx.sample.rows(spec.tier)
-    rec.entry = {"norm": spec.norm, "kind": spec.kind, "access": spec.access, "tier": spec.tier,
-                 "library": spec.library, "description": spec.description, "n": int(n_t), "n_attacked": int(len(idx)),
-                 "eps": [grid[c] for c in cols], "seconds": round(out.seconds, 3),
-                 **curve(rows, success[cols], None)}
+    rec.entry = {
+        "norm": spec.norm,
+        "kind": spec.kind,
+        "access": spec.access,
+        "tier": spec.tier,
+        "library": spec.library,
+        "description": spec.description,
+        "n": int(n_t),
+        "n_attacked": int(len(idx)),
+        "eps": [grid[c] for c in cols],
+        "seconds": round(out.seconds, 3),
+        **curve(rows, success[cols], None),
+    }
     if out.queries is not None:
         rec.entry["queries_per_point"] = out.queries / max(len(idx), 1)
     if out.min_norm is not None:
@@ -172,15 +194,21 @@ def fold_outcome(ctx: Context, spec: AttackSpec, idx: np.ndarray, out: AttackOut
 
 def _min_norm_entry(ctx: Context, spec: AttackSpec, idx: np.ndarray, min_norm: np.ndarray) -> dict:
     found = np.isfinite(min_norm)
-    entry = {"per_point": _floats(_scatter(ctx.sample.sizes[spec.tier], idx, min_norm, np.nan)),
-             "found_share": float(found.mean()) if len(found) else None,
-             "median": float(np.median(min_norm)) if len(found) else None}
+    entry = {
+        "per_point": _floats(_scatter(ctx.sample.sizes[spec.tier], idx, min_norm, np.nan)),
+        "found_share": float(found.mean()) if len(found) else None,
+        "median": float(np.median(min_norm)) if len(found) else None,
+    }
     if spec.name == "deepfool_l2" and found.any():
         x, _ = ctx.sample.take(idx)
         ratio = min_norm[found] / np.maximum(x.flatten(1).norm(dim=1).cpu().numpy()[found], 1e-12)
-        entry["r_over_x"] = {"mean": float(ratio.mean()), "median": float(np.median(ratio)), "n": int(found.sum()),
-                             "definition": "||r||_2/||x||_2 over correctly classified points; r = unclipped DeepFool "
-                                           "perturbation in pixel space [0, 1], overshoot 0.02, box-constrained"}
+        entry["r_over_x"] = {
+            "mean": float(ratio.mean()),
+            "median": float(np.median(ratio)),
+            "n": int(found.sum()),
+            "definition": "||r||_2/||x||_2 over correctly classified points; r = unclipped DeepFool "
+            "perturbation in pixel space [0, 1], overshoot 0.02, box-constrained",
+        }
     return entry
 
 
@@ -190,8 +218,17 @@ def _scatter(n: int, idx: np.ndarray, values: np.ndarray, fill: float) -> np.nda
     return out
 
 
-def add_adaptive_record(ctx: Context, name: str, norm: Norm, option: str, grid: list[float], n: int, idx: np.ndarray,
-                     epsilons: list[float], success: np.ndarray) -> None:
+def add_adaptive_record(
+    ctx: Context,
+    name: str,
+    norm: Norm,
+    option: str,
+    grid: list[float],
+    n: int,
+    idx: np.ndarray,
+    epsilons: list[float],
+    success: np.ndarray,
+) -> None:
     """Fold one adaptive run (successes on the sample rows ``idx`` at ``epsilons``) into the worst case."""
     mask = np.zeros((len(grid), n), dtype=bool)
     mask[np.ix_([grid.index(e) for e in epsilons], idx)] = success

@@ -31,19 +31,37 @@ TA_NORM = {"linf": "Linf", "l2": "L2"}
 
 
 def apgd_ce(b: AttackBudget, net: nn.Module, norm: Norm, eps: float, n_classes: int, seed: int):
-    return StableAPGDCE(net, norm=TA_NORM[norm], eps=eps, steps=b.apgd_steps, n_restarts=b.apgd_restarts, seed=seed)
+    return StableAPGDCE(
+        net, norm=TA_NORM[norm], eps=eps, steps=b.apgd_steps, n_restarts=b.apgd_restarts, seed=seed
+    )
 
 
 def apgd_t(b: AttackBudget, net: nn.Module, norm: Norm, eps: float, n_classes: int, seed: int):
-    return torchattacks.APGDT(net, norm=TA_NORM[norm], eps=eps, steps=b.apgd_steps, n_restarts=b.apgd_restarts,
-                              seed=seed, n_classes=n_classes)
+    return torchattacks.APGDT(
+        net,
+        norm=TA_NORM[norm],
+        eps=eps,
+        steps=b.apgd_steps,
+        n_restarts=b.apgd_restarts,
+        seed=seed,
+        n_classes=n_classes,
+    )
 
 
 def fab_t(b: AttackBudget, net: nn.Module, norm: Norm, eps: float, n_classes: int, seed: int):
-    return torchattacks.FAB(net, norm=TA_NORM[norm], eps=eps, steps=b.fab_steps, n_restarts=1, seed=seed,
-                            multi_targeted=True, n_classes=n_classes)
+    return torchattacks.FAB(
+        net,
+        norm=TA_NORM[norm],
+        eps=eps,
+        steps=b.fab_steps,
+        n_restarts=1,
+        seed=seed,
+        multi_targeted=True,
+        n_classes=n_classes,
+    )
 
 
 def square(b: AttackBudget, net: nn.Module, norm: Norm, eps: float, n_classes: int, seed: int):
-    return torchattacks.Square(net, norm=TA_NORM[norm], eps=eps, n_queries=b.square_queries, n_restarts=1,
-                               seed=seed, loss="margin")
+    return torchattacks.Square(
+        net, norm=TA_NORM[norm], eps=eps, n_queries=b.square_queries, n_restarts=1, seed=seed, loss="margin"
+    )

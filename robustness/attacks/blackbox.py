@@ -41,8 +41,10 @@ class QueryCountingModel(fb.Model):
 
 def hsj_l2(b: AttackBudget) -> fb.Attack:
     return fb.attacks.HopSkipJumpAttack(
-        steps=b.hsj_steps, initial_gradient_eval_steps=b.hsj_initial_evals,
-        max_gradient_eval_steps=b.hsj_max_evals, constraint="l2",
+        steps=b.hsj_steps,
+        initial_gradient_eval_steps=b.hsj_initial_evals,
+        max_gradient_eval_steps=b.hsj_max_evals,
+        constraint="l2",
     )
 
 

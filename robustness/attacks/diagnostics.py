@@ -19,8 +19,11 @@ def input_gradient_norms(net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch
         xb = x[i : i + batch_size].clone().requires_grad_(True)
         yb = y[i : i + batch_size]
         logits, _ = logits_and_z(net, xb)
-        losses = {"ce_float32": nn.functional.cross_entropy(logits, yb, reduction="sum"),
-                  "ce": LOSSES["ce"](logits, yb).sum(), "margin": LOSSES["margin"](logits, yb).sum()}
+        losses = {
+            "ce_float32": nn.functional.cross_entropy(logits, yb, reduction="sum"),
+            "ce": LOSSES["ce"](logits, yb).sum(),
+            "margin": LOSSES["margin"](logits, yb).sum(),
+        }
         for k, (name, loss) in enumerate(losses.items()):
             (g,) = torch.autograd.grad(loss, xb, retain_graph=k < len(losses) - 1)
             out[name].append(g.flatten(1).double().norm(dim=1).detach().cpu())

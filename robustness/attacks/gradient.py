@@ -37,7 +37,11 @@ class _EarlyStopPGD:
         x0, y = x0e.raw, crit.labels.raw
         lo, hi = model.bounds
         stepsize = self.abs_stepsize if self.abs_stepsize is not None else self.rel_stepsize * epsilon
-        x = (self.get_random_start(x0e, epsilon).raw if self.random_start else x0.clone()).clamp(lo, hi).detach()
+        x = (
+            (self.get_random_start(x0e, epsilon).raw if self.random_start else x0.clone())
+            .clamp(lo, hi)
+            .detach()
+        )
         active = torch.arange(len(x0), device=x0.device)
         loss_fn = LOSSES[self.loss_name]
         for _ in range(self.steps):
@@ -87,8 +91,11 @@ class _ActiveDeepFool:
         raise_if_kwargs(kwargs)
         x0e, restore_type = ep.astensor_(inputs)
         crit = get_criterion(criterion)
-        if not isinstance(x0e, ep.PyTorchTensor) or type(crit) is not fb.criteria.Misclassification \
-                or self.loss != "logits":
+        if (
+            not isinstance(x0e, ep.PyTorchTensor)
+            or type(crit) is not fb.criteria.Misclassification
+            or self.loss != "logits"
+        ):
             return super().run(model, inputs, criterion, early_stop=early_stop)
         verify_input_bounds(x0e, model)
         lo, hi = model.bounds
@@ -129,7 +136,9 @@ class _ActiveDeepFool:
         dist = self.get_distances(losses_e, grads_e).raw
         best = dist.argmin(dim=1)
         r = torch.arange(len(best), device=xa.device)
-        return self.get_perturbations(ep.astensor(dist[r, best] + 1e-4), ep.astensor(grads_e.raw[r, best])).raw
+        return self.get_perturbations(
+            ep.astensor(dist[r, best] + 1e-4), ep.astensor(grads_e.raw[r, best])
+        ).raw
 
 
 class L2DeepFool(_ActiveDeepFool, fb.attacks.L2DeepFoolAttack):
@@ -167,7 +176,9 @@ def deepfool_linf(b: AttackBudget) -> fb.Attack:
 
 def cw_l2(b: AttackBudget) -> fb.Attack:
     return fb.attacks.L2CarliniWagnerAttack(
-        binary_search_steps=b.cw_binary_steps, steps=b.cw_steps, stepsize=b.cw_stepsize,
+        binary_search_steps=b.cw_binary_steps,
+        steps=b.cw_steps,
+        stepsize=b.cw_stepsize,
         initial_const=b.cw_initial_const,
     )
 

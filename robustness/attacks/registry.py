@@ -30,22 +30,54 @@ def register(spec: AttackSpec) -> AttackSpec:
 
 
 for _spec in (
-    AttackSpec("fgsm", "linf", "fixed", "white", False, "cheap", fgsm, "FGSM (single step, log of the stable CE)"),
-    AttackSpec("pgd_linf", "linf", "fixed", "white", True, "cheap", pgd(LinfPGD),
-               "L∞ PGD, log CE, random start"),
-    AttackSpec("pgd_linf_margin", "linf", "fixed", "white", True, "cheap", pgd(MarginLinfPGD),
-               "L∞ PGD, logit-margin (C&W) loss, random start"),
+    AttackSpec(
+        "fgsm", "linf", "fixed", "white", False, "cheap", fgsm, "FGSM (single step, log of the stable CE)"
+    ),
+    AttackSpec(
+        "pgd_linf", "linf", "fixed", "white", True, "cheap", pgd(LinfPGD), "L∞ PGD, log CE, random start"
+    ),
+    AttackSpec(
+        "pgd_linf_margin",
+        "linf",
+        "fixed",
+        "white",
+        True,
+        "cheap",
+        pgd(MarginLinfPGD),
+        "L∞ PGD, logit-margin (C&W) loss, random start",
+    ),
     AttackSpec("pgd_l2", "l2", "fixed", "white", True, "cheap", pgd(L2PGD), "L2 PGD, log CE, random start"),
-    AttackSpec("pgd_l2_margin", "l2", "fixed", "white", True, "cheap", pgd(MarginL2PGD),
-               "L2 PGD, logit-margin loss, random start"),
-    AttackSpec("deepfool_l2", "l2", "min_norm", "white", True, "expensive", deepfool_l2, "L2 DeepFool (logits)"),
-    AttackSpec("deepfool_linf", "linf", "min_norm", "white", True, "expensive", deepfool_linf,
-               "L∞ DeepFool (logits)"),
-    AttackSpec("cw_l2", "l2", "min_norm", "white", True, "expensive", cw_l2, "L2 Carlini-Wagner, bounded budget"),
+    AttackSpec(
+        "pgd_l2_margin",
+        "l2",
+        "fixed",
+        "white",
+        True,
+        "cheap",
+        pgd(MarginL2PGD),
+        "L2 PGD, logit-margin loss, random start",
+    ),
+    AttackSpec(
+        "deepfool_l2", "l2", "min_norm", "white", True, "expensive", deepfool_l2, "L2 DeepFool (logits)"
+    ),
+    AttackSpec(
+        "deepfool_linf", "linf", "min_norm", "white", True, "expensive", deepfool_linf, "L∞ DeepFool (logits)"
+    ),
+    AttackSpec(
+        "cw_l2", "l2", "min_norm", "white", True, "expensive", cw_l2, "L2 Carlini-Wagner, bounded budget"
+    ),
     AttackSpec("fmn_l2", "l2", "min_norm", "white", True, "expensive", fmn_l2, "L2 fast minimum-norm"),
     AttackSpec("fmn_linf", "linf", "min_norm", "white", True, "expensive", fmn_linf, "L∞ fast minimum-norm"),
-    AttackSpec("hsj_l2", "l2", "min_norm", "black", True, "blackbox", hsj_l2,
-               "HopSkipJump (decision-based, L2) against the exported ONNX graph"),
+    AttackSpec(
+        "hsj_l2",
+        "l2",
+        "min_norm",
+        "black",
+        True,
+        "blackbox",
+        hsj_l2,
+        "HopSkipJump (decision-based, L2) against the exported ONNX graph",
+    ),
 ):
     register(_spec)
 
@@ -57,8 +89,20 @@ for _norm in ("linf", "l2"):
         ("fab_t", fab_t, "FAB-T (all K−1 targets)"),
         ("square", square, "Square (score-based, margin loss)"),
     ):
-        register(AttackSpec(f"{_name}_{_norm}", _norm, "fixed", "white", True, "expensive", _build,
-                            f"{_title} {_desc}, torchattacks", library="torchattacks", residual=True))
+        register(
+            AttackSpec(
+                f"{_name}_{_norm}",
+                _norm,
+                "fixed",
+                "white",
+                True,
+                "expensive",
+                _build,
+                f"{_title} {_desc}, torchattacks",
+                library="torchattacks",
+                residual=True,
+            )
+        )
 
 ALL_ATTACKS = tuple(REGISTRY)
 # The default mode leaves out FAB-T (the costliest AutoAttack component on 2 CPU cores; in AutoAttack's own runs it

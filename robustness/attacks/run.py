@@ -37,16 +37,29 @@ def seed_everything(seed: int) -> None:
 
 
 def run_attack(
-    spec: AttackSpec, fmodel: fb.Model, x: torch.Tensor, y: torch.Tensor, epsilons: list[float],
-    budget: AttackBudget, seed: int = 0, keep_advs: bool = True,
+    spec: AttackSpec,
+    fmodel: fb.Model,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    epsilons: list[float],
+    budget: AttackBudget,
+    seed: int = 0,
+    keep_advs: bool = True,
 ) -> AttackOutcome:
     """Run ``spec`` on (x, y) at every ε; returns success masks (len(eps), N) and the adversarials."""
     eps = [float(e) for e in epsilons]
     n = len(x)
     t0 = time.perf_counter()
     if n == 0:
-        return AttackOutcome(spec.name, eps, np.zeros((len(eps), 0), bool), [x[:0]] * len(eps) if keep_advs else None,
-                             np.zeros(0) if spec.kind == "min_norm" else None, 0.0, 0)
+        return AttackOutcome(
+            spec.name,
+            eps,
+            np.zeros((len(eps), 0), bool),
+            [x[:0]] * len(eps) if keep_advs else None,
+            np.zeros(0) if spec.kind == "min_norm" else None,
+            0.0,
+            0,
+        )
     seed_everything(seed)
     q0 = getattr(fmodel, "queries", None)
     min_norm = None
@@ -59,8 +72,9 @@ def run_attack(
     else:
         success, advs, min_norm = _run_min_norm(spec.build(budget), spec, fmodel, x, y, eps)
     queries = None if q0 is None else int(fmodel.queries - q0)
-    return AttackOutcome(spec.name, eps, success, advs if keep_advs else None, min_norm,
-                         time.perf_counter() - t0, queries)
+    return AttackOutcome(
+        spec.name, eps, success, advs if keep_advs else None, min_norm, time.perf_counter() - t0, queries
+    )
 
 
 def _over_eps(x, eps, attack_at) -> tuple[np.ndarray, list[torch.Tensor]]:
@@ -104,7 +118,9 @@ def _run_torchattacks(spec, fmodel: WhiteBox, x, y, eps, budget, seed):
         with torch.enable_grad():
             adv = spec.build(budget, net, spec.norm, e, n_classes, seed)(x, y).detach()
         size = lp_norms(adv - x, spec.norm)
-        inside = (size <= e * (1 + 1e-5) + 1e-6) & (adv.flatten(1).amin(1) >= 0) & (adv.flatten(1).amax(1) <= 1)
+        inside = (
+            (size <= e * (1 + 1e-5) + 1e-6) & (adv.flatten(1).amin(1) >= 0) & (adv.flatten(1).amax(1) <= 1)
+        )
         return (net(adv).argmax(1) != y) & inside, torch.where(inside.view(-1, *[1] * (x.dim() - 1)), adv, x)
 
     return _over_eps(x, eps, attack_at)

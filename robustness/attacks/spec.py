@@ -58,4 +58,3 @@ class AttackSpec:
     description: str = ""
     library: Library = "foolbox"
     residual: bool = False
-

@@ -14,8 +14,12 @@ LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 
 
 def test_every_relative_link_and_image_of_a_page_resolves():
-    broken = [f"{page.relative_to(REPO)}: {target}" for page in PAGES for target in LINK.findall(page.read_text())
-              if "://" not in target and not (page.parent / target).exists()]
+    broken = [
+        f"{page.relative_to(REPO)}: {target}"
+        for page in PAGES
+        for target in LINK.findall(page.read_text())
+        if "://" not in target and not (page.parent / target).exists()
+    ]
     assert broken == []
 
 

@@ -8,13 +8,25 @@ from pathlib import Path
 
 import pytest
 
-SCRIPTS = ["bench_epoch_time", "bench_plots", "max_softmax_ties", "quick_profile_sweep", "regimes", "robust_check"]
+SCRIPTS = [
+    "bench_epoch_time",
+    "bench_plots",
+    "max_softmax_ties",
+    "quick_profile_sweep",
+    "regimes",
+    "robust_check",
+]
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _module(name: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", f"research.scripts.{name}", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", f"research.scripts.{name}", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
@@ -42,8 +54,11 @@ def test_bench_plots_redraws_a_committed_bench(tmp_path):
     assert done.returncode == 0, done.stderr
     out = tmp_path / "long"
     names = {p.name for p in out.iterdir()}
-    linked = {line.split("](")[1].rstrip(")") for line in (bench / "report.md").read_text().splitlines()
-              if line.startswith("![")}
+    linked = {
+        line.split("](")[1].rstrip(")")
+        for line in (bench / "report.md").read_text().splitlines()
+        if line.startswith("![")
+    }
     # every plot the results determine; the histograms need the models' arrays
     assert names == {n for n in linked if not n.startswith(("reliability_hist", "latent_hist"))}
     for name in names:

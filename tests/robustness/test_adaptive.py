@@ -44,13 +44,19 @@ def test_all_targets_succeed_where_the_two_most_likely_cannot():
     every = adaptive_attack(net, option, x, y, eps, "linf", AdaptiveBudget(steps=30, restarts=1))
     assert every.success[1].all() and not every.success[0].any()
     for norm in ("linf", "l2"):
-        assert adaptive_attack(net, option, x, y, eps, norm, AdaptiveBudget(steps=30, restarts=1)).success[1].all()
+        assert (
+            adaptive_attack(net, option, x, y, eps, norm, AdaptiveBudget(steps=30, restarts=1))
+            .success[1]
+            .all()
+        )
 
 
 def test_success_needs_acceptance_and_is_confirmed_by_the_served_graph():
     net = TiedTargets().eval()
     x, y = torch.zeros(2, 2), torch.zeros(2, dtype=torch.long)
-    never = RejectOption("max_softmax", SoftmaxScore(), 0.99)  # p3 <= e^2.5 / (e^2.5 + e + 2) < 0.99 in the box
+    never = RejectOption(
+        "max_softmax", SoftmaxScore(), 0.99
+    )  # p3 <= e^2.5 / (e^2.5 + e + 2) < 0.99 in the box
     assert not adaptive_attack(net, never, x, y, [1.0], "linf").success.any()
 
     def refuses(pixels: np.ndarray):  # a served graph that rejects everything

@@ -23,8 +23,19 @@ from robustness.attacks import (
 )
 from training.models import ModelConfig, build_model
 
-TINY = AttackBudget(pgd_steps=5, deepfool_steps=10, cw_binary_steps=2, cw_steps=5, fmn_steps=5, hsj_steps=2,
-                    hsj_initial_evals=10, hsj_max_evals=20, apgd_steps=5, fab_steps=5, square_queries=20)
+TINY = AttackBudget(
+    pgd_steps=5,
+    deepfool_steps=10,
+    cw_binary_steps=2,
+    cw_steps=5,
+    fmn_steps=5,
+    hsj_steps=2,
+    hsj_initial_evals=10,
+    hsj_max_evals=20,
+    apgd_steps=5,
+    fab_steps=5,
+    square_queries=20,
+)
 
 
 class LatentNet(nn.Module):
@@ -68,9 +79,27 @@ def toy():
 
 
 def test_registry_is_typed_and_complete():
-    assert {"fgsm", "pgd_linf", "pgd_linf_margin", "pgd_l2", "pgd_l2_margin", "deepfool_l2", "deepfool_linf", "cw_l2",
-            "fmn_l2", "fmn_linf", "hsj_l2", "apgd_ce_linf", "apgd_t_linf", "fab_t_linf", "square_linf", "apgd_ce_l2",
-            "apgd_t_l2", "fab_t_l2", "square_l2"} <= set(REGISTRY)
+    assert {
+        "fgsm",
+        "pgd_linf",
+        "pgd_linf_margin",
+        "pgd_l2",
+        "pgd_l2_margin",
+        "deepfool_l2",
+        "deepfool_linf",
+        "cw_l2",
+        "fmn_l2",
+        "fmn_linf",
+        "hsj_l2",
+        "apgd_ce_linf",
+        "apgd_t_linf",
+        "fab_t_linf",
+        "square_linf",
+        "apgd_ce_l2",
+        "apgd_t_l2",
+        "fab_t_l2",
+        "square_l2",
+    } <= set(REGISTRY)
     for name, spec in REGISTRY.items():
         assert spec.name == name
         assert spec.norm in ("linf", "l2") and spec.kind in ("fixed", "min_norm")
@@ -82,8 +111,15 @@ def test_registry_is_typed_and_complete():
 
 
 def test_logits_of_reduces_a_classifier_or_a_logits_network_to_its_logits():
-    cfg = ModelConfig(backbone="mlp", variant="bin_enc", num_classes=10, latent_dim=8, input_shape=(1, 8, 8),
-                      mean=[0.5], std=[0.25])
+    cfg = ModelConfig(
+        backbone="mlp",
+        variant="bin_enc",
+        num_classes=10,
+        latent_dim=8,
+        input_shape=(1, 8, 8),
+        mean=[0.5],
+        std=[0.25],
+    )
     model, x = build_model(cfg).eval(), torch.rand(2, 1, 8, 8)
     with torch.no_grad():
         torch.testing.assert_close(LogitsOf(model)(x), model(x)[0])  # (logits, z) -> logits
@@ -97,13 +133,18 @@ def test_square_l2_refuses_images_below_its_minimum_size(toy):
         run_attack(get_spec("square_l2"), white_box(net), x, y, [1.0], TINY)
 
 
-@pytest.mark.parametrize("name", [n for n in REGISTRY if n != "square_l2"])  # 4x4 toy: too small for Square L2
+@pytest.mark.parametrize(
+    "name", [n for n in REGISTRY if n != "square_l2"]
+)  # 4x4 toy: too small for Square L2
 def test_every_attack_returns_masks_shaped_eps_by_n(toy, name):
     net, x, y = toy
     spec = get_spec(name)
     eps = [0.0, 0.1, 0.5] if spec.norm == "linf" else [0.0, 0.5, 2.0]
-    model = QueryCountingModel(lambda a: net(torch.from_numpy(a))[0].detach().numpy()) \
-        if spec.access == "black" else white_box(net)
+    model = (
+        QueryCountingModel(lambda a: net(torch.from_numpy(a))[0].detach().numpy())
+        if spec.access == "black"
+        else white_box(net)
+    )
     out = run_attack(spec, model, x, y, eps, TINY, seed=0)
     assert out.success.shape == (3, len(x)) and out.success.dtype == bool
     assert not out.success[0].any()  # nothing is adversarial at ε = 0 (all points are correct)
@@ -126,8 +167,10 @@ def test_deterministic_for_a_seed(toy):
     torch.testing.assert_close(a.advs[1], b.advs[1])
 
 
-@pytest.mark.parametrize(("ours", "theirs"), [(L2DeepFool, fb.attacks.L2DeepFoolAttack),
-                                              (LinfDeepFool, fb.attacks.LinfDeepFoolAttack)])
+@pytest.mark.parametrize(
+    ("ours", "theirs"),
+    [(L2DeepFool, fb.attacks.L2DeepFoolAttack), (LinfDeepFool, fb.attacks.LinfDeepFoolAttack)],
+)
 def test_active_set_deepfool_matches_foolbox(toy, ours, theirs):
     net, x, y = toy
     fm = white_box(net)

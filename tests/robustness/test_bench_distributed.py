@@ -14,10 +14,33 @@ from robustness import bench
 from robustness.results import load_results
 
 REPO = Path(__file__).resolve().parents[2]
-ARGS = ["--attacks", "fgsm,pgd_linf_margin,deepfool_l2,apgd_t_linf", "--n-samples", "30", "--n-ood", "60",
-        "--n-id", "120", "--attack-steps", "4", "--ood-sets", "gaussian,inverted", "--threads", "1", "--quiet"]
-VOLATILE = {"seconds", "seconds_total", "ccat_seconds", "created_at", "environment", "exported_now", "loadavg_start",
-            "loadavg_end"}
+ARGS = [
+    "--attacks",
+    "fgsm,pgd_linf_margin,deepfool_l2,apgd_t_linf",
+    "--n-samples",
+    "30",
+    "--n-ood",
+    "60",
+    "--n-id",
+    "120",
+    "--attack-steps",
+    "4",
+    "--ood-sets",
+    "gaussian,inverted",
+    "--threads",
+    "1",
+    "--quiet",
+]
+VOLATILE = {
+    "seconds",
+    "seconds_total",
+    "ccat_seconds",
+    "created_at",
+    "environment",
+    "exported_now",
+    "loadavg_start",
+    "loadavg_end",
+}
 
 
 def figures(obj):
@@ -39,9 +62,27 @@ def test_two_process_bench_equals_one_process(tmp_path, monkeypatch, digits_run,
     monkeypatch.chdir(tmp_path)
     assert bench.main([*run_args, "--out", "one", *ARGS]) == 0
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "robustness.bench", *run_args, "--out", "two", *ARGS],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "robustness.bench",
+            *run_args,
+            "--out",
+            "two",
+            *ARGS,
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     one = load_results(tmp_path / "one" / "results.json")
     two = load_results(tmp_path / "two" / "results.json")
@@ -57,13 +98,35 @@ def test_two_process_bench_equals_one_process(tmp_path, monkeypatch, digits_run,
 def test_every_rank_reports_rank_zeros_error_and_exits_2(tmp_path):
     """A missing run: rank 0's error reaches the other ranks, which say it too instead of being stopped blind."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "--tee", "3", "-m", "robustness.bench", "--evaluate", "runs/missing", "--out", "out",
-                           "--quiet"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "--tee",
+            "3",
+            "-m",
+            "robustness.bench",
+            "--evaluate",
+            "runs/missing",
+            "--out",
+            "out",
+            "--quiet",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     out = done.stdout + done.stderr
     assert done.returncode != 0
     for rank in (0, 1):
-        assert any(line.startswith(f"[default{rank}]:error:") and "runs/missing" in line
-                   for line in out.splitlines()), out[-3000:]
+        assert any(
+            line.startswith(f"[default{rank}]:error:") and "runs/missing" in line for line in out.splitlines()
+        ), out[-3000:]
     assert "exitcode  : 2" in out
     assert not (tmp_path / "out").exists()

@@ -75,7 +75,9 @@ def test_bootstrap_interval_brackets_the_point_and_shrinks_with_n(rng):
     assert big == M.bootstrap_interval(big_pos, big_neg, n_boot=200, seed=0)  # seeded
     lo, hi = M.bootstrap_interval(big_pos, big_neg, M.fpr_at_tpr, n_boot=50)
     assert 0 <= lo <= M.fpr_at_tpr(big_pos, big_neg) <= hi <= 1
-    assert all(np.isnan(M.bootstrap_interval([], [1.0]))) and all(np.isnan(M.bootstrap_interval([1.0], [0.0], n_boot=0)))
+    assert all(np.isnan(M.bootstrap_interval([], [1.0]))) and all(
+        np.isnan(M.bootstrap_interval([1.0], [0.0], n_boot=0))
+    )
 
 
 def test_aupr_in_and_out_match_sklearn(rng):
@@ -96,8 +98,14 @@ def test_ece_known_answers(rng):
     conf = rng.random(500)
     corr = rng.random(500) < conf
     bins = np.clip(np.ceil(conf * 15).astype(int) - 1, 0, 14)
-    ref = sum(abs(corr[bins == b].mean() - conf[bins == b].mean()) * (bins == b).sum() for b in range(15)
-              if (bins == b).any()) / 500
+    ref = (
+        sum(
+            abs(corr[bins == b].mean() - conf[bins == b].mean()) * (bins == b).sum()
+            for b in range(15)
+            if (bins == b).any()
+        )
+        / 500
+    )
     assert M.ece(conf, corr) == pytest.approx(ref)
 
 

@@ -16,4 +16,3 @@ def test_docstring_examples_run_as_shown(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS, raise_on_error=False, verbose=False)
     assert result.attempted > 0, f"{module.__name__} has no example"
     assert result.failed == 0
-

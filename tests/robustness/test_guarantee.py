@@ -11,8 +11,14 @@ import pytest
 from robustness import evaluate
 from robustness import guarantee as G
 
-RISK = {"mode": "risk", "alpha": 0.05, "delta": 0.05, "upper_bound_at_threshold": 0.048, "calibration_coverage": 0.7,
-        "calibration_n": 4000}
+RISK = {
+    "mode": "risk",
+    "alpha": 0.05,
+    "delta": 0.05,
+    "upper_bound_at_threshold": 0.048,
+    "calibration_coverage": 0.7,
+    "calibration_n": 4000,
+}
 
 
 def test_realized_counts_the_accepted_errors_with_an_exact_interval():
@@ -52,7 +58,11 @@ def test_cli_measures_the_served_decision_on_the_whole_test_split(risk_run, digi
     o = art.run(digits_data.test.images.astype(np.float32) / 255)
     acc = o["reliability"] >= art.threshold
     wrong = o["logits"].argmax(1) != digits_data.test.labels
-    assert (r["n_test"], r["accepted"], r["errors_accepted"]) == (len(acc), int(acc.sum()), int((acc & wrong).sum()))
+    assert (r["n_test"], r["accepted"], r["errors_accepted"]) == (
+        len(acc),
+        int(acc.sum()),
+        int((acc & wrong).sum()),
+    )
     assert r["alpha"] == 0.1 and r["upper_bound_at_threshold"] == art.acceptance["upper_bound_at_threshold"]
 
 
@@ -75,10 +85,13 @@ def test_bench_entry_records_the_realized_guarantee(risk_run, digits_data, monke
     monkeypatch.setattr(evaluate, "paper_deepfool", lambda *a, **k: {})
     monkeypatch.setattr(evaluate, "ccat_all", lambda *a, **k: {})
     idx = np.arange(200)
-    inp = evaluate.Inputs(digits_data, torch.zeros(1, 1, 8, 8), torch.zeros(1, dtype=torch.long), [], idx,
-                          np.arange(300))
+    inp = evaluate.Inputs(
+        digits_data, torch.zeros(1, 1, 8, 8), torch.zeros(1, dtype=torch.long), [], idx, np.arange(300)
+    )
     cfg = BenchConfig(dataset="digits", backbone="mlp")
-    entry, arrays = evaluate.evaluate_model(cfg, ModelRun("bin_enc_s0", load_run(risk_run)[1], risk_run, "given"), inp)
+    entry, arrays = evaluate.evaluate_model(
+        cfg, ModelRun("bin_enc_s0", load_run(risk_run)[1], risk_run, "given"), inp
+    )
     g = entry["guarantee"]
     accepted = arrays["reliability_id"] >= entry["artifact"]["threshold"]
     assert g["n_test"] == 200 and g["accepted"] == int(accepted.sum())

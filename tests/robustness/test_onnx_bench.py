@@ -16,11 +16,20 @@ from robustness.onnx_bench import DETECTORS, LogitOption, square_all_targets, sq
 from robustness.onnx_model import OnnxModelError, predictor, read_onnx
 
 
-def _export(net: nn.Module, path: Path, shape=(1, 8, 8), dynamic_all: bool = False, names=("logits",)) -> Path:
+def _export(
+    net: nn.Module, path: Path, shape=(1, 8, 8), dynamic_all: bool = False, names=("logits",)
+) -> Path:
     axes = {"pixels": {0: "n", 1: "c", 2: "h", 3: "w"} if dynamic_all else {0: "n"}}
     axes.update({n: {0: "n"} for n in names})
-    torch.onnx.export(net.eval(), torch.rand(2, *shape), str(path), input_names=["pixels"], output_names=list(names),
-                      dynamic_axes=axes, dynamo=False)
+    torch.onnx.export(
+        net.eval(),
+        torch.rand(2, *shape),
+        str(path),
+        input_names=["pixels"],
+        output_names=list(names),
+        dynamic_axes=axes,
+        dynamo=False,
+    )
     return path
 
 
@@ -73,7 +82,9 @@ def test_onnx_files_the_bench_cannot_use_are_refused_with_one_line(tmp_path, dig
     probs = _export(nn.Sequential(mlp, nn.Softmax(1)), tmp_path / "probs.onnx")
     with pytest.raises(OnnxModelError, match="probabilities"):
         read_onnx(probs, (1, 8, 8), 10)
-    with pytest.raises(OnnxModelError, match=r"takes images of shape \(1, 8, 8\); the dataset's are \(1, 28, 28\)"):
+    with pytest.raises(
+        OnnxModelError, match=r"takes images of shape \(1, 8, 8\); the dataset's are \(1, 28, 28\)"
+    ):
         read_onnx(digits_onnx, (1, 28, 28), 10)
     with pytest.raises(OnnxModelError, match="returned a .* shape"):
         read_onnx(digits_onnx, (1, 8, 8), 3)
@@ -96,8 +107,14 @@ def test_onnx_files_the_bench_cannot_use_are_refused_with_one_line(tmp_path, dig
         read_onnx(two, (1, 8, 8), 10)
     assert read_onnx(two, (1, 8, 8), 10, output="a").output_name == "a"
     external = onnx.load(str(digits_onnx))
-    onnx.save_model(external, str(tmp_path / "ext.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location="ext.data", size_threshold=0)
+    onnx.save_model(
+        external,
+        str(tmp_path / "ext.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="ext.data",
+        size_threshold=0,
+    )
     with pytest.raises(OnnxModelError, match="external files"):
         read_onnx(tmp_path / "ext.onnx", (1, 8, 8), 10)
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
@@ -110,9 +127,29 @@ def test_onnx_files_the_bench_cannot_use_are_refused_with_one_line(tmp_path, dig
 
 def test_onnx_bench_on_digits_reports_black_box_upper_bounds(tmp_path, monkeypatch, digits_onnx):
     monkeypatch.chdir(tmp_path)
-    rc = bench.main(["--onnx", str(digits_onnx), "--dataset", "digits", "--n-samples", "40", "--n-ood", "100",
-                     "--n-id", "200", "--ood-sets", "gaussian,inverted", "--square-queries", "100", "--threads", "1",
-                     "--quiet", "--out", "out"])
+    rc = bench.main(
+        [
+            "--onnx",
+            str(digits_onnx),
+            "--dataset",
+            "digits",
+            "--n-samples",
+            "40",
+            "--n-ood",
+            "100",
+            "--n-id",
+            "200",
+            "--ood-sets",
+            "gaussian,inverted",
+            "--square-queries",
+            "100",
+            "--threads",
+            "1",
+            "--quiet",
+            "--out",
+            "out",
+        ]
+    )
     assert rc == 0
     res = json.loads(Path("out/results.json").read_text())
     assert res["models"] == {} and list(res["blackbox"]) == ["digits_mlp"]
@@ -133,10 +170,35 @@ def test_onnx_bench_on_digits_reports_black_box_upper_bounds(tmp_path, monkeypat
 
 def test_a_run_and_an_onnx_graph_share_one_bench(tmp_path, monkeypatch, digits_run, digits_onnx):
     monkeypatch.chdir(tmp_path)
-    rc = bench.main(["--run", str(digits_run), "--onnx", str(digits_onnx), "--attacks", "fgsm", "--n-samples", "10",
-                     "--n-ood", "50", "--n-id", "100", "--attack-steps", "2", "--ood-sets", "gaussian",
-                     "--square-queries", "50", "--adaptive-escalations", "1", "--threads", "1", "--quiet",
-                     "--out", "out"])
+    rc = bench.main(
+        [
+            "--run",
+            str(digits_run),
+            "--onnx",
+            str(digits_onnx),
+            "--attacks",
+            "fgsm",
+            "--n-samples",
+            "10",
+            "--n-ood",
+            "50",
+            "--n-id",
+            "100",
+            "--attack-steps",
+            "2",
+            "--ood-sets",
+            "gaussian",
+            "--square-queries",
+            "50",
+            "--adaptive-escalations",
+            "1",
+            "--threads",
+            "1",
+            "--quiet",
+            "--out",
+            "out",
+        ]
+    )
     assert rc in (0, 3)
     res = json.loads(Path("out/results.json").read_text())
     assert list(res["models"]) and list(res["blackbox"]) == ["digits_mlp"]
@@ -153,7 +215,15 @@ def test_the_example_exports_a_graph_the_bench_accepts(tmp_path):
 
     root = Path(__file__).resolve().parents[2]
     out = tmp_path / "fashion_cnn.onnx"
-    subprocess.run([sys.executable, str(root / "examples/outside/to_onnx.py"),
-                    str(root / "examples/outside/fashion_cnn.pt"), str(out)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(root / "examples/outside/to_onnx.py"),
+            str(root / "examples/outside/fashion_cnn.pt"),
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+    )
     spec = read_onnx(out, (1, 28, 28), 10)
     assert (spec.input_name, spec.output_name, spec.input_shape) == ("images", "logits", (1, 28, 28))

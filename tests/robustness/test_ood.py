@@ -31,7 +31,9 @@ def test_ood_sets_have_the_models_shape_and_are_deterministic():
 def test_unavailable_named_set_is_an_error_and_a_default_one_is_skipped(tmp_path):
     id_imgs = _id_images()
     with pytest.raises(ood.OODSetError, match=r"'mnist' is not available.*t10k-images"):
-        ood.make_ood_sets("fashion-mnist", id_imgs, (1, 28, 28), 5, names=("gaussian", "mnist"), mnist_dir=tmp_path)
+        ood.make_ood_sets(
+            "fashion-mnist", id_imgs, (1, 28, 28), 5, names=("gaussian", "mnist"), mnist_dir=tmp_path
+        )
     sets, skipped = ood.make_ood_sets("fashion-mnist", id_imgs, (1, 28, 28), 5, mnist_dir=tmp_path)
     assert [s.name for s in sets] == [n for n in ood.ALL_SETS if n != "mnist"]
     assert [s.name for s in skipped] == ["mnist"] and "not available" in skipped[0].reason
@@ -41,7 +43,9 @@ def test_unavailable_named_set_is_an_error_and_a_default_one_is_skipped(tmp_path
 
 def test_ood_sets_follow_other_input_shapes_and_skip_the_id_source():
     id_imgs = _id_images(30, (3, 8, 8))
-    sets, skipped = ood.make_ood_sets("digits", id_imgs, (3, 8, 8), 10, names=("letters", "gaussian", "digits"))
+    sets, skipped = ood.make_ood_sets(
+        "digits", id_imgs, (3, 8, 8), 10, names=("letters", "gaussian", "digits")
+    )
     assert [s.name for s in sets] == ["letters", "gaussian"]
     assert skipped[0].name == "digits"
     assert all(s.images.shape == (10, 3, 8, 8) for s in sets)
@@ -86,7 +90,9 @@ def test_distance_detectors_separate_far_ood():
 
 def test_logit_detectors_known_values():
     f = ood.Features(np.array([[0.0, 0.0], [10.0, 0.0]]), np.zeros((2, 1)), reliability=np.array([0.2, 0.9]))
-    assert ood.MaxSoftmaxDetector().score(f) == pytest.approx([0.0, 10.0])  # logit of p: log 0.5 - log 0.5; 10
+    assert ood.MaxSoftmaxDetector().score(f) == pytest.approx(
+        [0.0, 10.0]
+    )  # logit of p: log 0.5 - log 0.5; 10
     assert ood.MaxLogitDetector().score(f) == pytest.approx([0.0, 10.0])
     assert ood.EnergyDetector().score(f) == pytest.approx([np.log(2), 10 + np.log1p(np.exp(-10))])
     assert ood.ReliabilityDetector().score(f) == pytest.approx([0.2, 0.9])
@@ -133,11 +139,21 @@ def test_pipeline_features_and_table():
     np.testing.assert_allclose(f.logits, expected.numpy(), rtol=1e-6)
     np.testing.assert_allclose(f.reliability, torch.softmax(expected, 1).max(1).values.numpy(), rtol=1e-6)
     out = ood.score_outputs(SoftmaxScore(), f.logits, f.z)
-    assert set(out) == {"logits", "nearest_vertex_class", "dist_nearest_vertex", "dist_predicted_vertex",
-                        "dist_class_centre", "reliability"}
-    table = ood.ood_table({"d": np.arange(10.0)}, {"far": {"d": np.arange(10.0) - 100}}, roc_points=5, n_boot=10)
+    assert set(out) == {
+        "logits",
+        "nearest_vertex_class",
+        "dist_nearest_vertex",
+        "dist_predicted_vertex",
+        "dist_class_centre",
+        "reliability",
+    }
+    table = ood.ood_table(
+        {"d": np.arange(10.0)}, {"far": {"d": np.arange(10.0) - 100}}, roc_points=5, n_boot=10
+    )
     row = table["far"]["d"]
-    assert row["auroc"] == 1.0 and row["fpr95"] == 0.0 and row["auroc_ci95"] == [1.0, 1.0] and row["roc"]["fpr"]
+    assert (
+        row["auroc"] == 1.0 and row["fpr95"] == 0.0 and row["auroc_ci95"] == [1.0, 1.0] and row["roc"]["fpr"]
+    )
 
 
 def _ood_eval_module():
@@ -154,7 +170,9 @@ def _ood_eval_module():
 
 
 @pytest.mark.slow
-def test_ood_eval_command_is_the_pipeline_and_refuses_a_missing_named_set(digits_run, digits_data, tmp_path, capsys):
+def test_ood_eval_command_is_the_pipeline_and_refuses_a_missing_named_set(
+    digits_run, digits_data, tmp_path, capsys
+):
     import json
 
     from serving.artifact import load_artifact
@@ -167,24 +185,45 @@ def test_ood_eval_command_is_the_pipeline_and_refuses_a_missing_named_set(digits
     assert ood_eval.main([str(digits_run), "--ood-sets", "gaussian,mnist", "--ood-data-dir", str(empty)]) == 2
     assert "'mnist' is not available" in capsys.readouterr().err
     out = tmp_path / "report.json"
-    args = [str(digits_run), "--ood-sets", "gaussian,flipped", "--n-id", "150", "--n-ood", "80", "--n-fit", "400",
-            "--n-boot", "5", "--shift-n", "100", "--json", str(out)]
+    args = [
+        str(digits_run),
+        "--ood-sets",
+        "gaussian,flipped",
+        "--n-id",
+        "150",
+        "--n-ood",
+        "80",
+        "--n-fit",
+        "400",
+        "--n-boot",
+        "5",
+        "--shift-n",
+        "100",
+        "--json",
+        str(out),
+    ]
     assert ood_eval.main(args) == 0
     report = json.loads(out.read_text())
     assert report["points"]["id_test"] == 150 and report["points"]["fit_train"] == 400
     assert set(report["ood"]) == {"gaussian", "flipped"} and report["selection_val"] and report["acceptance"]
     sel = report["selection_val"]
-    assert sel["pick"] in sel["candidates"] and "two thresholds: served and softmax margin" in sel["candidates"]
+    assert (
+        sel["pick"] in sel["candidates"] and "two thresholds: served and softmax margin" in sel["candidates"]
+    )
     acc = report["acceptance"]["bin_enc (vertex_distance)"]
     assert 0.0 <= acc["same_encoding_accepted"] <= 1.0 and 0.0 <= acc["same_encoding_all"] <= 1.0
     # The same numbers straight from robustness.ood (what the bench calls) for the same points.
     art = load_artifact(digits_run / "model.onnx")
     model, score = load_run(digits_run)[0], score_from_metadata(art.metadata)
     id_idx, fit_idx = ood.evaluation_points(len(digits_data.test), len(digits_data.train), 150, 400, 0)
-    sets, _ = ood.make_ood_sets("digits", digits_data.test.images, digits_data.input_shape, 80, 0,
-                                names=("gaussian", "flipped"))
-    dets = ood.fit_detectors(ood.model_features(model, score, digits_data.train.images[fit_idx]),
-                             digits_data.train.labels[fit_idx], ("reliability", "mahalanobis"))
+    sets, _ = ood.make_ood_sets(
+        "digits", digits_data.test.images, digits_data.input_shape, 80, 0, names=("gaussian", "flipped")
+    )
+    dets = ood.fit_detectors(
+        ood.model_features(model, score, digits_data.train.images[fit_idx]),
+        digits_data.train.labels[fit_idx],
+        ("reliability", "mahalanobis"),
+    )
     s_id = ood.detector_scores(dets, ood.model_features(model, score, digits_data.test.images[id_idx]))
     for s in sets:
         s_ood = ood.detector_scores(dets, ood.model_features(model, score, s.images))

@@ -51,12 +51,15 @@ def test_feature_hook_default_is_the_input_of_the_last_linear_on_two_architectur
         FeatureModel(cnn, "nope")
 
 
-@pytest.mark.parametrize("out, match", [
-    (torch.softmax(torch.randn(4, 3), 1), "probabilities"),
-    (torch.log_softmax(torch.randn(4, 3), 1), "log-probabilities"),
-    (torch.randn(4, 5), r"shape \(4, 5\)"),
-    ((torch.randn(4, 3), torch.randn(4, 2)), "returned tuple"),
-])
+@pytest.mark.parametrize(
+    "out, match",
+    [
+        (torch.softmax(torch.randn(4, 3), 1), "probabilities"),
+        (torch.log_softmax(torch.randn(4, 3), 1), "log-probabilities"),
+        (torch.randn(4, 5), r"shape \(4, 5\)"),
+        ((torch.randn(4, 3), torch.randn(4, 2)), "returned tuple"),
+    ],
+)
 def test_check_logits_refuses_what_is_not_logits(out, match):
     with pytest.raises(OutsideModelError, match=match):
         check_logits(out, 4, 3, "toys:f")
@@ -66,13 +69,15 @@ def test_check_logits_refuses_what_is_not_logits(out, match):
 @pytest.fixture
 def toys(tmp_path, monkeypatch):
     """An importable module of factories (8x8 digits: 64 pixels, 10 classes) and their weights."""
-    (tmp_path / "outside_toys.py").write_text(textwrap.dedent("""
+    (tmp_path / "outside_toys.py").write_text(
+        textwrap.dedent("""
         from torch import nn
         def logits():
             return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
         def probs():
             return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10), nn.Softmax(dim=1))
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     import outside_toys
 
@@ -84,14 +89,38 @@ def toys(tmp_path, monkeypatch):
 
 
 def test_factory_that_returns_probabilities_is_refused_with_one_line(toys, tmp_path, capsys):
-    argv = ["--model", "outside_toys:probs", "--weights", str(toys["probs"]), "--dataset", "digits",
-            "--out", str(tmp_path / "out"), "--quiet"]
+    argv = [
+        "--model",
+        "outside_toys:probs",
+        "--weights",
+        str(toys["probs"]),
+        "--dataset",
+        "digits",
+        "--out",
+        str(tmp_path / "out"),
+        "--quiet",
+    ]
     assert bench.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: --model outside_toys:probs") and "probabilities" in err[0]
+    assert (
+        len(err) == 1 and err[0].startswith("error: --model outside_toys:probs") and "probabilities" in err[0]
+    )
     assert not (tmp_path / "out").exists()
-    assert export.main(["--model", "outside_toys:probs", "--weights", str(toys["probs"]), "--dataset", "digits",
-                        "--out", str(tmp_path / "art")]) == 2
+    assert (
+        export.main(
+            [
+                "--model",
+                "outside_toys:probs",
+                "--weights",
+                str(toys["probs"]),
+                "--dataset",
+                "digits",
+                "--out",
+                str(tmp_path / "art"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "probabilities" in err[0]
 
@@ -106,7 +135,9 @@ def test_weights_that_do_not_fit_and_bad_specs_are_refused(toys):
         load_outside("outside_toys", toys["logits"], (1, 8, 8), 10)
     with pytest.raises(OutsideModelError, match="no callable"):
         load_outside("outside_toys:nothing", toys["logits"], (1, 8, 8), 10)
-    assert load_outside("outside_toys:logits", toys["logits"], (1, 8, 8), 10)(torch.rand(2, 1, 8, 8))[1].shape == (2, 16)
+    assert load_outside("outside_toys:logits", toys["logits"], (1, 8, 8), 10)(torch.rand(2, 1, 8, 8))[
+        1
+    ].shape == (2, 16)
 
 
 def _toy():

@@ -64,8 +64,12 @@ def test_a_failed_flag_is_named_on_top_and_the_flags_section_is_last(results):
 
 def test_write_report_gives_a_self_contained_html_with_the_threshold_in_the_histogram(results, tmp_path):
     rng = np.random.default_rng(0)
-    arrays = {"bin_enc_s0": {"reliability_id": rng.uniform(0.005, 1, 500),
-                             "reliability_ood": {"mnist": rng.uniform(1e-5, 0.05, 300)}}}
+    arrays = {
+        "bin_enc_s0": {
+            "reliability_id": rng.uniform(0.005, 1, 500),
+            "reliability_ood": {"mnist": rng.uniform(1e-5, 0.05, 300)},
+        }
+    }
     written = write_report(copy.deepcopy(results), arrays, tmp_path)
     page = written["html"].read_text()
     assert written["html"] == tmp_path / "report.html"
@@ -83,8 +87,9 @@ def test_reliability_histogram_shows_the_threshold_inside_its_axis():
 
     rng = np.random.default_rng(0)
     threshold = 0.011  # the shipped model's: inside the first bin of a linear 0..1 axis
-    fig = reliability_hist_figure("m", rng.uniform(0.005, 1, 500), {"mnist": rng.uniform(1e-5, 0.05, 300),
-                                                                     "letters": None}, threshold)
+    fig = reliability_hist_figure(
+        "m", rng.uniform(0.005, 1, 500), {"mnist": rng.uniform(1e-5, 0.05, 300), "letters": None}, threshold
+    )
     try:
         axes = [ax for ax in fig.axes if ax.get_visible() and ax.axison]
         assert len(axes) == 1
@@ -93,8 +98,12 @@ def test_reliability_histogram_shows_the_threshold_inside_its_axis():
         assert ax.get_xscale() == "log" and lo < threshold / 5 and hi == 1
         [legend] = fig.legends
         labels = [t.get_text() for t in legend.get_texts()]
-        assert labels == ["rejected (below the threshold)", "ID test", "OOD set named above the panel",
-                          f"threshold {threshold:.3g}"]
+        assert labels == [
+            "rejected (below the threshold)",
+            "ID test",
+            "OOD set named above the panel",
+            f"threshold {threshold:.3g}",
+        ]
         assert ax.get_title() == "ID test vs mnist"
         assert any(list(line.get_xdata()) == [threshold, threshold] for line in ax.get_lines())
         assert all(t.get_fontsize() >= 7 for t in legend.get_texts())
@@ -116,9 +125,19 @@ def test_a_model_with_a_risk_guarantee_gets_its_certified_and_realized_risk_in_t
     assert "Risk guarantee" not in plain  # no artifact of this bench certifies a risk
     r = copy.deepcopy(results)
     r["models"]["bin_enc_s0"]["guarantee"] = {
-        "n_test": 1000, "accepted": 760, "errors_accepted": 11, "coverage": 0.76, "selective_risk": 11 / 760,
-        "selective_risk_ci95": [0.0072, 0.0258], "alpha": 0.02, "delta": 0.05, "upper_bound_at_threshold": 0.0191,
-        "calibration_coverage": 0.756, "calibration_n": 4000, "risk_at_most_alpha": True}
+        "n_test": 1000,
+        "accepted": 760,
+        "errors_accepted": 11,
+        "coverage": 0.76,
+        "selective_risk": 11 / 760,
+        "selective_risk_ci95": [0.0072, 0.0258],
+        "alpha": 0.02,
+        "delta": 0.05,
+        "upper_bound_at_threshold": 0.0191,
+        "calibration_coverage": 0.756,
+        "calibration_n": 4000,
+        "risk_at_most_alpha": True,
+    }
     text = render_markdown(r, {})
     assert "Risk guarantee" in text
     [row] = [line for line in text.splitlines() if line.startswith("| bin_enc_s0 | 2.0 at δ 0.05 | 1.9 |")]

@@ -82,12 +82,26 @@ class Saturated(nn.Module):
 
 
 PLAN = AdversarialPlan(
-    eps_linf=[0, 0.05, 0.1, 0.2, 0.3], eps_l2=[0, 0.5, 1, 2, 4],
-    attacks=("fgsm", "pgd_linf", "pgd_linf_margin", "pgd_l2", "pgd_l2_margin", "deepfool_l2", "hsj_l2",
-             "apgd_ce_linf"),
-    n_cheap=100, n_expensive=100, n_blackbox=20,
+    eps_linf=[0, 0.05, 0.1, 0.2, 0.3],
+    eps_l2=[0, 0.5, 1, 2, 4],
+    attacks=(
+        "fgsm",
+        "pgd_linf",
+        "pgd_linf_margin",
+        "pgd_l2",
+        "pgd_l2_margin",
+        "deepfool_l2",
+        "hsj_l2",
+        "apgd_ce_linf",
+    ),
+    n_cheap=100,
+    n_expensive=100,
+    n_blackbox=20,
     budget=AttackBudget(pgd_steps=10, hsj_steps=8, hsj_initial_evals=30, hsj_max_evals=100),
-    adaptive_eps_linf=(0.1,), adaptive_eps_l2=(1.0,), headline_linf=0.1, large_eps_l2=4.0,
+    adaptive_eps_linf=(0.1,),
+    adaptive_eps_l2=(1.0,),
+    headline_linf=0.1,
+    large_eps_l2=4.0,
 )
 
 
@@ -128,7 +142,9 @@ def test_ce_margin_gap_fires_when_the_ce_attack_saturates(toy, monkeypatch):
     net, x, y = toy
     sat = Saturated(net).eval()
     with monkeypatch.context() as m:
-        m.setitem(LOSSES, "ce", lambda logits, labels: nn.functional.cross_entropy(logits, labels, reduction="none"))
+        m.setitem(
+            LOSSES, "ce", lambda logits, labels: nn.functional.cross_entropy(logits, labels, reduction="none")
+        )
         flags, _ = _flags(sat, x, y)
     assert flags["attack_gaps"]["ok"] is False
     assert flags["gradient_norms"]["ok"] is False

@@ -33,12 +33,16 @@ def test_validation_shifts_are_uint8_images_of_the_same_shape_and_differ_from_th
         assert x.dtype == np.uint8 and x.shape == (20, 1, 8, 8), name
         assert not np.array_equal(x, images[:20]), name
     # The shuffle permutes each image's pixels: same multiset of values per image.
-    np.testing.assert_array_equal(np.sort(shifts["shuffle"].reshape(20, -1), 1), np.sort(images[:20].reshape(20, -1), 1))
+    np.testing.assert_array_equal(
+        np.sort(shifts["shuffle"].reshape(20, -1), 1), np.sort(images[:20].reshape(20, -1), 1)
+    )
     assert "rot90" not in validation_shifts(rng.integers(0, 256, size=(5, 1, 8, 6), dtype=np.uint8))
 
 
 def test_softmax_margin_ranks_like_top1_minus_top2_and_has_no_ties_where_p1_rounds_to_1():
-    logits = np.array([[2.0, 0.0, 0.0], [1.0, 1.0, -3.0], [0.0, 50.0, 0.0], [0.5, -1.0, 2.0]], dtype=np.float32)
+    logits = np.array(
+        [[2.0, 0.0, 0.0], [1.0, 1.0, -3.0], [0.0, 50.0, 0.0], [0.5, -1.0, 2.0]], dtype=np.float32
+    )
     c = candidate_scores(Features(logits, np.zeros((4, 2), np.float32)), None)
     top = np.sort(softmax(logits.astype(np.float64), axis=1), 1)
     margin = top[:, -1] - top[:, -2]
@@ -81,8 +85,10 @@ def test_two_thresholds_catch_what_either_score_alone_misses():
     inl = {SERVED: rng.normal(size=n), MARGIN: rng.normal(size=n)}
     ref = {k: rng.normal(size=n) for k in inl}
     half = n // 2
-    out = {SERVED: np.r_[rng.normal(-3, 1, half), rng.normal(size=half)],
-           MARGIN: np.r_[rng.normal(size=half), rng.normal(-3, 1, half)]}
+    out = {
+        SERVED: np.r_[rng.normal(-3, 1, half), rng.normal(size=half)],
+        MARGIN: np.r_[rng.normal(size=half), rng.normal(-3, 1, half)],
+    }
     both = auroc(two_threshold_scores(inl, ref), two_threshold_scores(out, ref))
     singles = [auroc(inl[k], out[k]) for k in inl]
     assert max(singles) < 0.78 and both > max(singles) + 0.1
@@ -109,7 +115,12 @@ def test_a_lighter_margin_share_rejects_fewer_on_the_margin():
     x = {SERVED: rng.normal(size=2000), MARGIN: rng.normal(size=2000)}
     q = 0.2
     rejected = {s: (two_threshold_scores(x, ref, share=s) < q).mean() for s in MARGIN_SHARES}
-    assert rejected[1.0] > rejected[0.5] > rejected[0.25] > (x[SERVED] < np.quantile(ref[SERVED], q)).mean() - 0.03
+    assert (
+        rejected[1.0]
+        > rejected[0.5]
+        > rejected[0.25]
+        > (x[SERVED] < np.quantile(ref[SERVED], q)).mean() - 0.03
+    )
     names = set(with_two_thresholds(x, ref)) - set(x)
     assert names == {two_threshold_name(s) for s in MARGIN_SHARES} and len(names) == len(MARGIN_SHARES)
 
@@ -118,11 +129,18 @@ def test_selection_table_scores_each_candidate_on_validation_errors_and_shifts()
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 5, size=400)
     logits = rng.normal(size=(400, 5))
-    logits[np.arange(400), labels] += np.where(np.arange(400) < 300, 6.0, -1.0)  # the last 100 mostly wrong, flat
+    logits[np.arange(400), labels] += np.where(
+        np.arange(400) < 300, 6.0, -1.0
+    )  # the last 100 mostly wrong, flat
     val = Features(logits, np.zeros((400, 2)))
-    flat = Features(rng.normal(scale=0.5, size=(200, 5)), np.zeros((200, 2)))  # a shift the model is unsure of
+    flat = Features(
+        rng.normal(scale=0.5, size=(200, 5)), np.zeros((200, 2))
+    )  # a shift the model is unsure of
     table = selection_table(val, labels, {"flat": flat}, None)
-    assert set(table) == {"max_softmax", MARGIN} and set(table["max_softmax"]) == {"val_misclf", "val_vs_flat"}
+    assert set(table) == {"max_softmax", MARGIN} and set(table["max_softmax"]) == {
+        "val_misclf",
+        "val_vs_flat",
+    }
     for row in table.values():
         assert row["val_misclf"] > 0.9 and row["val_vs_flat"] > 0.8
     # A caller that already holds the validation candidates gets the same table without recomputing them.

@@ -15,14 +15,21 @@ def test_worst_case_is_any_over_the_records_of_a_norm_with_the_envelope():
     other_norm = Record("l2 attack", "l2", np.ones((3, 4), bool))
     mask, names = worst_case([Record("a", "linf", a), Record("b", "linf", b), other_norm], "linf", EPS, 4)
     assert names == ["a", "b"]
-    np.testing.assert_array_equal(mask, [[0, 0, 0, 0], [1, 0, 1, 0], [1, 1, 1, 0]])  # a's ε=0.05 success carries
-    short, _ = worst_case([Record("few points", "linf", a[:, :2])], "linf", EPS, 4)  # a shorter tier: not attacked
+    np.testing.assert_array_equal(
+        mask, [[0, 0, 0, 0], [1, 0, 1, 0], [1, 1, 1, 0]]
+    )  # a's ε=0.05 success carries
+    short, _ = worst_case(
+        [Record("few points", "linf", a[:, :2])], "linf", EPS, 4
+    )  # a shorter tier: not attacked
     np.testing.assert_array_equal(short[:, 2:], np.zeros((3, 2), bool))
 
 
 def test_worst_case_for_a_reject_option_folds_only_the_records_that_checked_it():
     fooled = np.array([[0, 0], [0, 1], [0, 1]], bool)
-    recs = [Record("a", "linf", np.ones((3, 2), bool), {"vertex": fooled}), Record("b", "linf", np.ones((3, 2), bool))]
+    recs = [
+        Record("a", "linf", np.ones((3, 2), bool), {"vertex": fooled}),
+        Record("b", "linf", np.ones((3, 2), bool)),
+    ]
     mask, names = worst_case(recs, "linf", EPS, 2, option="vertex")
     assert names == ["a"]
     np.testing.assert_array_equal(mask, fooled)

@@ -67,9 +67,16 @@ def hardened(signed_artifact, signing_keys, tmp_path_factory) -> Server:
 
     keys = tmp_path_factory.mktemp("apikeys") / "keys.txt"
     keys.write_text(f"# sha256 of the API keys\n{hash_key(API_KEY)}\n")
-    server = start_server({"BINENC_MODEL_PATH": str(signed_artifact), "BINENC_MODEL_TAG": None,
-                           "BINENC_PUBLIC_KEY": str(signing_keys[1]), "BINENC_API_KEYS_FILE": str(keys),
-                           "BINENC_BODY_TIMEOUT_S": "3", "BINENC_MAX_BATCH": "4"})
+    server = start_server(
+        {
+            "BINENC_MODEL_PATH": str(signed_artifact),
+            "BINENC_MODEL_TAG": None,
+            "BINENC_PUBLIC_KEY": str(signing_keys[1]),
+            "BINENC_API_KEYS_FILE": str(keys),
+            "BINENC_BODY_TIMEOUT_S": "3",
+            "BINENC_MAX_BATCH": "4",
+        }
+    )
     yield server
     server.stop()
 
@@ -100,8 +107,14 @@ def shipped(shipped_with_annex) -> Server:
     deployment tests' server."""
     from serving.middleware import hash_key
 
-    server = start_server({"BINENC_MODEL_PATH": str(shipped_with_annex), "BINENC_MODEL_TAG": None,
-                           "BINENC_API_KEY_HASHES": hash_key(API_KEY), "BINENC_API_KEY": None,
-                           "BINENC_JSON_LOGS": "1"})
+    server = start_server(
+        {
+            "BINENC_MODEL_PATH": str(shipped_with_annex),
+            "BINENC_MODEL_TAG": None,
+            "BINENC_API_KEY_HASHES": hash_key(API_KEY),
+            "BINENC_API_KEY": None,
+            "BINENC_JSON_LOGS": "1",
+        }
+    )
     yield server
     server.stop()

@@ -81,9 +81,20 @@ def start_server(
         else:
             env[key] = value
     log_fd, log_name = tempfile.mkstemp(prefix="binenc-serve-", suffix=".log")
-    cmd = [sys.executable, "-m", "bentoml", "serve", *(target or []), "--host", "127.0.0.1", "--port", str(port)]
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log_fd, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        *(target or []),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=log_fd, stderr=subprocess.STDOUT, start_new_session=True
+    )
     os.close(log_fd)
     server = Server(f"http://127.0.0.1:{port}", port, proc, Path(log_name), env)
     deadline = time.monotonic() + ready_timeout

@@ -43,8 +43,9 @@ def test_load_attributes(digits_artifact):
     assert art.score_name == "vertex_distance"
     assert 0 < art.threshold <= 1 and art.target_accept_rate == 0.95
     assert art.provider == art.session.get_providers()[0] == "CPUExecutionProvider"
-    assert art.annex == {} and art.metadata["checksum"] == A.compute_checksum(onnx.load(str(digits_artifact)),
-                                                                             art.metadata)
+    assert art.annex == {} and art.metadata["checksum"] == A.compute_checksum(
+        onnx.load(str(digits_artifact)), art.metadata
+    )
 
 
 def test_missing_file(tmp_path):
@@ -67,7 +68,9 @@ def test_tampered_graph_is_rejected(digits_artifact, tmp_path):
     w.flat[0] += 0.5
     init.CopyFrom(numpy_helper.from_array(w, init.name))
     p.write_bytes(model.SerializeToString())
-    with pytest.raises(ArtifactError, match=r"checksum mismatch: expected sha256:\w+ .*got sha256:\w+ .*re-export"):
+    with pytest.raises(
+        ArtifactError, match=r"checksum mismatch: expected sha256:\w+ .*got sha256:\w+ .*re-export"
+    ):
         load_artifact(p)
 
 
@@ -82,7 +85,9 @@ def test_tampered_metadata_is_rejected(digits_artifact, tmp_path):
 def test_wrong_schema_version(digits_artifact, tmp_path, version):
     p = _copy(digits_artifact, tmp_path)
     _rewrite_metadata(p, lambda md: md.update(schema_version=version), resign=True)
-    with pytest.raises(ArtifactError, match=rf"expected metadata schema_version {SCHEMA_VERSION}, got {version!r}"):
+    with pytest.raises(
+        ArtifactError, match=rf"expected metadata schema_version {SCHEMA_VERSION}, got {version!r}"
+    ):
         load_artifact(p)
 
 
@@ -137,7 +142,9 @@ def test_decide_reasons(digits_artifact):
 
 def test_providers(digits_artifact, monkeypatch):
     assert load_artifact(digits_artifact, providers="CPUExecutionProvider").provider == "CPUExecutionProvider"
-    with pytest.raises(ArtifactError, match=r"expected execution providers among .*got \['NopeExecutionProvider'\]"):
+    with pytest.raises(
+        ArtifactError, match=r"expected execution providers among .*got \['NopeExecutionProvider'\]"
+    ):
         load_artifact(digits_artifact, providers=["NopeExecutionProvider"])
     # "auto" with CUDA advertised but unusable (no GPU / libraries here) must end on a session that really works.
     import onnxruntime as ort

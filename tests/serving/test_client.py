@@ -42,13 +42,21 @@ def test_documented_example_prints_boot_accepted_and_seven_rejected(shipped):
     assert len(code.strip().splitlines()) == 5
     assert code in (ROOT / "README.md").read_text(), "README and docs/serving.md must show the same example"
     env = {**os.environ, "BINENC_API_KEY": API_KEY, "PYTHONPATH": str(ROOT)}
-    run = subprocess.run([sys.executable, "-c", code.replace("http://localhost:3000", shipped.url)], cwd=ROOT,
-                         env=env, capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-c", code.replace("http://localhost:3000", shipped.url)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     lines = run.stdout.strip().splitlines()
     assert len(lines) == 2, run.stdout
     assert "ankle boot" in lines[0] and lines[0].endswith("accepted")
-    assert re.search(r"rejected \((below_threshold|unoccupied_vertex|disagrees_with_argmax)\)$", lines[1]), lines[1]
+    assert re.search(r"rejected \((below_threshold|unoccupied_vertex|disagrees_with_argmax)\)$", lines[1]), (
+        lines[1]
+    )
 
 
 def test_predict_image_from_path_bytes_and_pil(client):
@@ -115,4 +123,3 @@ def test_an_answer_that_is_not_the_documented_shape_is_a_binenc_error(shipped):
     with Client(shipped.url, api_key=API_KEY) as c, pytest.raises(BinencError) as err:
         c._json("GET", "/livez", ModelCard.from_json)  # a real route whose body is not a model card
     assert err.value.code == "invalid_response" and err.value.status == 200
-

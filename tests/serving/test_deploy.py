@@ -66,9 +66,21 @@ def test_guide_names_only_real_settings_and_every_one_that_matters():
     named = set(re.findall(r"\bBINENC_[A-Z_]+\b", text))
     client_side = {"BINENC_API_KEY"}  # read by serving.client in the caller's process, not by the server
     assert named - client_side <= set(ENV.values()), named - client_side - set(ENV.values())
-    matters = {"BINENC_WORKERS", "BINENC_MODEL_PATH", "BINENC_MODEL_TAG", "BINENC_API_KEYS_FILE", "BINENC_PUBLIC_KEY",
-               "BINENC_JSON_LOGS", "BINENC_UI", "BINENC_MAX_CONCURRENCY", "BINENC_TIMEOUT_S", "BINENC_ORT_THREADS",
-               "BINENC_ACCESS_LOG", "BINENC_MAX_BODY_BYTES", "BINENC_AUTH_OPEN_PATHS"}
+    matters = {
+        "BINENC_WORKERS",
+        "BINENC_MODEL_PATH",
+        "BINENC_MODEL_TAG",
+        "BINENC_API_KEYS_FILE",
+        "BINENC_PUBLIC_KEY",
+        "BINENC_JSON_LOGS",
+        "BINENC_UI",
+        "BINENC_MAX_CONCURRENCY",
+        "BINENC_TIMEOUT_S",
+        "BINENC_ORT_THREADS",
+        "BINENC_ACCESS_LOG",
+        "BINENC_MAX_BODY_BYTES",
+        "BINENC_AUTH_OPEN_PATHS",
+    }
     assert matters <= named, matters - named
     for f in DEPLOY.glob("*.yaml"):
         assert f"deploy/{f.name}" in text, f"docs/deploy.md does not mention deploy/{f.name}"
@@ -110,8 +122,11 @@ def test_probe_and_scrape_routes_answer_without_a_key_and_export_every_alerted_s
             path = c[probe]["httpGet"]["path"]
             assert http.get(path).status_code == 200, path
         with open(SEVEN, "rb") as f:  # one rejection, so the rejection series exists
-            r = http.post("/predict_image", files={"image": ("7.png", f, "image/png")},
-                          headers={"Authorization": "Bearer " + API_KEY})
+            r = http.post(
+                "/predict_image",
+                files={"image": ("7.png", f, "image/png")},
+                headers={"Authorization": "Bearer " + API_KEY},
+            )
         assert r.status_code == 200 and r.json()["predictions"][0]["accepted"] is False
         http.post("/predict", json={"instances": [[0]]}, headers={"Authorization": "Bearer " + API_KEY})
         [mon] = _docs("servicemonitor.yaml")
@@ -153,9 +168,14 @@ def test_readiness_is_never_200_before_the_model_answers(shipped_with_annex):
     for var in ("BINENC_MODEL_TAG", "BINENC_API_KEY_HASHES", "BINENC_API_KEYS_FILE"):
         env.pop(var, None)
     env.setdefault("BENTOML_HOME", tempfile.mkdtemp(prefix="binenc-bentoml-"))
-    proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "--host", "127.0.0.1", "--port", str(port)],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bentoml", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     seen: list[str] = []
     try:
         deadline = time.monotonic() + 180
@@ -190,14 +210,21 @@ def _docker_engine() -> str | None:
 @pytest.mark.slow
 def test_guide_commands_build_and_containerize(tmp_path):
     if _docker_engine() is None:
-        pytest.skip("no Docker engine here (`docker info` fails or docker is absent): `bentoml containerize` needs "
-                    "one; the YAML checks above run regardless")
+        pytest.skip(
+            "no Docker engine here (`docker info` fails or docker is absent): `bentoml containerize` needs "
+            "one; the YAML checks above run regardless"
+        )
     block = re.search(r"<!-- tested: build -->\n```bash\n(.*?)```", GUIDE.read_text(), flags=re.S)
     assert block, "docs/deploy.md lacks the tested build block"
-    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "True", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "BENTOML_DO_NOT_TRACK": "True",
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
     for var in ("BINENC_MODEL_PATH", "BINENC_MODEL_TAG"):
         env.pop(var, None)
     for cmd in [ln for ln in block.group(1).splitlines() if ln.strip() and not ln.startswith("#")]:
-        run = subprocess.run(cmd.split("#", 1)[0], shell=True, cwd=ROOT, env=env, capture_output=True, text=True,
-                             timeout=1800)
+        run = subprocess.run(
+            cmd.split("#", 1)[0], shell=True, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800
+        )
         assert run.returncode == 0, f"{cmd}\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}"

@@ -20,13 +20,29 @@ pytestmark = pytest.mark.slow  # exports a model and starts a server
 def outside_artifact(tmp_path_factory) -> Path:
     """The example's plain CNN (examples/outside: no project code; 230 kB of weights), exported through the CLI."""
     if not (FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"Fashion-MNIST is not installed in {FASHION_MNIST_DIR} (the export fits and calibrates on it)")
+        pytest.skip(
+            f"Fashion-MNIST is not installed in {FASHION_MNIST_DIR} (the export fits and calibrates on it)"
+        )
     from training import export
 
     out = tmp_path_factory.mktemp("outside") / "art"
-    assert export.main(["--model", "examples.outside.fashion_cnn:make_model", "--weights",
-                        str(EXAMPLES / "outside" / "fashion_cnn.pt"), "--dataset", "fashion-mnist", "--out",
-                        str(out), "--threads", "2"]) == 0
+    assert (
+        export.main(
+            [
+                "--model",
+                "examples.outside.fashion_cnn:make_model",
+                "--weights",
+                str(EXAMPLES / "outside" / "fashion_cnn.pt"),
+                "--dataset",
+                "fashion-mnist",
+                "--out",
+                str(out),
+                "--threads",
+                "2",
+            ]
+        )
+        == 0
+    )
     return out / "model.onnx"
 
 

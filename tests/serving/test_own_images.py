@@ -34,8 +34,24 @@ def folder_model(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("own") / "colours"
     _write(root)
     out = root.parent / "run"
-    code = cli.main(["--dataset", "folder", "--data-dir", str(root), "--backbone", "mlp", "--min-steps", "400",
-                     "--out", str(out), "--quiet", "--threads", "1", "--export"])
+    code = cli.main(
+        [
+            "--dataset",
+            "folder",
+            "--data-dir",
+            str(root),
+            "--backbone",
+            "mlp",
+            "--min-steps",
+            "400",
+            "--out",
+            str(out),
+            "--quiet",
+            "--threads",
+            "1",
+            "--export",
+        ]
+    )
     assert code == 0, json.loads((out / "metrics.json").read_text()).get("collapse")
     return root, out / "model.onnx"
 

@@ -21,8 +21,14 @@ from serving.predictor import Predictor
 from serving.validation import Limits
 
 
-def guarded(app, max_body: int = 8 << 20, max_concurrency: int = 256, timeout_s: float = 30.0,
-            deadline_s: float = 10.0, max_uploads: int = 64):
+def guarded(
+    app,
+    max_body: int = 8 << 20,
+    max_concurrency: int = 256,
+    timeout_s: float = 30.0,
+    deadline_s: float = 10.0,
+    max_uploads: int = 64,
+):
     """The service's middleware stack (without BentoML) around ``app``."""
     inner = WorkLimit(app, max_concurrency=max_concurrency, timeout_s=timeout_s)
     return UniformErrors(BodyReader(inner, max_body=max_body, deadline_s=deadline_s, max_uploads=max_uploads))
@@ -61,11 +67,22 @@ def test_asgi_app_in_process(predictor, digits_pixels):
     assert ok.status_code == 200 and len(ok.json()["predictions"]) == 2
     big = run(_request(app, "POST", "/predict", json={"instances": x[:9, 0].tolist()}))
     assert big.status_code == 400 and big.json()["error"]["code"] == "batch_too_large"
-    over = run(_request(app, "POST", "/predict", content=b" " * (64 * 1024 + 1),
-                        headers={"content-type": "application/json"}))
+    over = run(
+        _request(
+            app,
+            "POST",
+            "/predict",
+            content=b" " * (64 * 1024 + 1),
+            headers={"content-type": "application/json"},
+        )
+    )
     assert over.status_code == 413 and over.json()["error"]["code"] == "body_too_large"
     oip = run(_request(app, "GET", "/v2/models/other"))
-    assert oip.status_code == 404 and isinstance(oip.json()["error"], str) and oip.json()["code"] == "model_not_found"
+    assert (
+        oip.status_code == 404
+        and isinstance(oip.json()["error"], str)
+        and oip.json()["code"] == "model_not_found"
+    )
 
 
 def test_not_loaded_is_503(predictor):
@@ -92,8 +109,14 @@ def fake_app(gate: asyncio.Event | None = None) -> Starlette:
     async def boom(request):
         raise RuntimeError("secret")
 
-    return Starlette(routes=[Route("/slow", slow), Route("/plain500", plain500), Route("/foreign503", foreign503),
-                             Route("/boom", boom)])
+    return Starlette(
+        routes=[
+            Route("/slow", slow),
+            Route("/plain500", plain500),
+            Route("/foreign503", foreign503),
+            Route("/boom", boom),
+        ]
+    )
 
 
 def test_concurrency_cap_answers_429():
@@ -126,7 +149,9 @@ def test_foreign_errors_are_rewritten():
     assert r.status_code == 500 and r.json()["error"]["code"] == "internal_error"
     assert "secret" not in r.text
     r = run(_request(app, "GET", "/foreign503"))
-    assert r.status_code == 503 and r.json() == {"error": {"code": "unavailable", "message": "process is overloaded"}}
+    assert r.status_code == 503 and r.json() == {
+        "error": {"code": "unavailable", "message": "process is overloaded"}
+    }
     r = run(_request(app, "GET", "/boom"))  # an exception escaping a route: uniform 500, nothing leaked
     assert r.status_code == 500 and r.json()["error"]["code"] == "internal_error" and "secret" not in r.text
 
@@ -147,8 +172,14 @@ async def _stalled_upload(app, sent: bytes, declared: int) -> list[dict]:
     async def send(message: dict) -> None:
         out.append(message)
 
-    scope = {"type": "http", "method": "POST", "path": "/slow", "headers": [(b"content-length", str(declared).encode()),
-             (b"content-type", b"application/json")], "query_string": b"", "root_path": ""}
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/slow",
+        "headers": [(b"content-length", str(declared).encode()), (b"content-type", b"application/json")],
+        "query_string": b"",
+        "root_path": "",
+    }
     await app(scope, receive, send)
     return out
 
@@ -160,7 +191,9 @@ def test_body_deadline_is_408_and_stalled_uploads_do_not_hold_work_slots():
         app = guarded(fake_app(gate), max_concurrency=1, deadline_s=0.3)
         stalled = [asyncio.create_task(_stalled_upload(app, b"{", 100)) for _ in range(5)]
         await asyncio.sleep(0.05)
-        normal = await _request(app, "GET", "/slow")  # the one work slot is free: stalled uploads do not count
+        normal = await _request(
+            app, "GET", "/slow"
+        )  # the one work slot is free: stalled uploads do not count
         return normal, await asyncio.gather(*stalled)
 
     normal, stalled = run(scenario())
@@ -175,7 +208,9 @@ def test_upload_cap_is_503():
         app = guarded(fake_app(), max_uploads=2, deadline_s=0.5)
         stalled = [asyncio.create_task(_stalled_upload(app, b"{", 100)) for _ in range(2)]
         await asyncio.sleep(0.05)
-        third = await _request(app, "POST", "/slow", content=b"{}", headers={"content-type": "application/json"})
+        third = await _request(
+            app, "POST", "/slow", content=b"{}", headers={"content-type": "application/json"}
+        )
         await asyncio.gather(*stalled)
         return third
 
@@ -185,9 +220,17 @@ def test_upload_cap_is_503():
 
 def test_authentication_in_process():
     app = UniformErrors(Authentication(fake_app(), [hash_key("s3cret")], open_paths=["/plain500"]))
-    assert run(_request(app, "GET", "/foreign503", headers={"authorization": "Bearer s3cret"})).status_code == 503
-    for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": "s3cret"},
-                    {"authorization": "Basic s3cret"}, {"authorization": "Bearer "}):
+    assert (
+        run(_request(app, "GET", "/foreign503", headers={"authorization": "Bearer s3cret"})).status_code
+        == 503
+    )
+    for headers in (
+        {},
+        {"authorization": "Bearer wrong"},
+        {"authorization": "s3cret"},
+        {"authorization": "Basic s3cret"},
+        {"authorization": "Bearer "},
+    ):
         r = run(_request(app, "GET", "/foreign503", headers=headers))
         assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized", headers
         assert r.headers["www-authenticate"].startswith("Bearer") and "s3cret" not in r.text
@@ -195,8 +238,10 @@ def test_authentication_in_process():
 
 
 def test_service_module_never_imports_torch(digits_artifact):
-    code = ("import sys, serving.service, serving.app, serving.oip, serving.images; "
-            "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))")
+    code = (
+        "import sys, serving.service, serving.app, serving.oip, serving.images; "
+        "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))"
+    )
     env = {"BINENC_MODEL_PATH": str(digits_artifact)}
     import os
 

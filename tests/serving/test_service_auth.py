@@ -13,14 +13,22 @@ def test_missing_or_wrong_key_is_401(hardened, digits_pixels):
     x, _ = digits_pixels
     body = {"instances": x[:1, 0].tolist()}
     with httpx.Client(base_url=hardened.url, timeout=10) as client:
-        for headers in ({}, {"authorization": "Bearer wrong-key"}, {"authorization": API_KEY},
-                        {"authorization": f"Basic {API_KEY}"}):
+        for headers in (
+            {},
+            {"authorization": "Bearer wrong-key"},
+            {"authorization": API_KEY},
+            {"authorization": f"Basic {API_KEY}"},
+        ):
             r = client.post("/predict", json=body, headers=headers)
             assert r.status_code == 401, (headers, r.text)
             assert r.json() == {"error": {"code": "unauthorized", "message": r.json()["error"]["message"]}}
             assert r.headers["www-authenticate"].startswith("Bearer")
         oip = client.get("/v2/models/binenc")
-        assert oip.status_code == 401 and oip.json()["code"] == "unauthorized" and isinstance(oip.json()["error"], str)
+        assert (
+            oip.status_code == 401
+            and oip.json()["code"] == "unauthorized"
+            and isinstance(oip.json()["error"], str)
+        )
         assert client.get("/model").status_code == 401
         ok = client.post("/predict", json=body, headers={"authorization": f"Bearer {API_KEY}"})
         assert ok.status_code == 200 and len(ok.json()["predictions"]) == 1

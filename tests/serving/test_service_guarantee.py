@@ -14,8 +14,13 @@ pytestmark = pytest.mark.slow
 def risk_artifact(tmp_path_factory, digits_run, digits_data):
     from training.export import export_run
 
-    return export_run(digits_run, tmp_path_factory.mktemp("risk") / "model.onnx", data=digits_data, target_risk=0.1,
-                      delta=0.1)
+    return export_run(
+        digits_run,
+        tmp_path_factory.mktemp("risk") / "model.onnx",
+        data=digits_data,
+        target_risk=0.1,
+        delta=0.1,
+    )
 
 
 def test_model_card_states_mode_alpha_delta_bound_calibration_size_and_coverage(risk_artifact, digits_data):

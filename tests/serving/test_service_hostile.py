@@ -36,9 +36,15 @@ def exposed(digits_artifact, tmp_path_factory) -> Server:
     """Defaults of an unauthenticated deployment, except a 2 s answer deadline and a per-request pixel budget
     large enough that the deadline (not the budget) is what stops the 64-image requests. Its own BentoML home:
     each server start empties the Prometheus directory of its home, which would hide another server's series."""
-    server = start_server({"BINENC_MODEL_PATH": str(digits_artifact), "BINENC_MODEL_TAG": None,
-                           "BENTOML_HOME": str(tmp_path_factory.mktemp("exposed-home")),
-                           "BINENC_TIMEOUT_S": "2", "BINENC_MAX_REQUEST_PIXELS": str(64 * 4096 * 4096)})
+    server = start_server(
+        {
+            "BINENC_MODEL_PATH": str(digits_artifact),
+            "BINENC_MODEL_TAG": None,
+            "BENTOML_HOME": str(tmp_path_factory.mktemp("exposed-home")),
+            "BINENC_TIMEOUT_S": "2",
+            "BINENC_MAX_REQUEST_PIXELS": str(64 * 4096 * 4096),
+        }
+    )
     yield server
     server.stop()
 
@@ -50,10 +56,16 @@ def closed(digits_artifact, tmp_path_factory) -> Server:
 
     keys = tmp_path_factory.mktemp("closed") / "keys.txt"
     keys.write_text(hash_key(API_KEY) + "\n")
-    server = start_server({"BINENC_MODEL_PATH": str(digits_artifact), "BINENC_MODEL_TAG": None,
-                           "BENTOML_HOME": str(tmp_path_factory.mktemp("closed-home")),
-                           "BINENC_API_KEYS_FILE": str(keys), "BINENC_AUTH_OPEN_PATHS": "none"},
-                          ready_headers={"authorization": f"Bearer {API_KEY}"})
+    server = start_server(
+        {
+            "BINENC_MODEL_PATH": str(digits_artifact),
+            "BINENC_MODEL_TAG": None,
+            "BENTOML_HOME": str(tmp_path_factory.mktemp("closed-home")),
+            "BINENC_API_KEYS_FILE": str(keys),
+            "BINENC_AUTH_OPEN_PATHS": "none",
+        },
+        ready_headers={"authorization": f"Bearer {API_KEY}"},
+    )
     yield server
     server.stop()
 
@@ -95,9 +107,11 @@ def encode(img: Image.Image, fmt: str = "PNG", **kwargs: Any) -> bytes:
 
 def jpeg_declaring(side: int) -> bytes:
     """A 28×28 JPEG whose frame header declares side×side (the scan data ends early)."""
-    data = bytearray(encode(Image.fromarray(np.random.default_rng(0).integers(0, 255, (28, 28), np.uint8)), "JPEG"))
+    data = bytearray(
+        encode(Image.fromarray(np.random.default_rng(0).integers(0, 255, (28, 28), np.uint8)), "JPEG")
+    )
     sof = data.find(b"\xff\xc0")
-    data[sof + 5:sof + 9] = side.to_bytes(2, "big") * 2
+    data[sof + 5 : sof + 9] = side.to_bytes(2, "big") * 2
     return bytes(data)
 
 
@@ -111,8 +125,12 @@ def test_pathological_json_does_not_block_the_event_loop(exposed):
 
     def load() -> tuple[httpx.Response, float]:
         t0 = time.perf_counter()
-        r = httpx.post(exposed.url + "/predict_batch", content=body, headers={"content-type": "application/json"},
-                       timeout=60)
+        r = httpx.post(
+            exposed.url + "/predict_batch",
+            content=body,
+            headers={"content-type": "application/json"},
+            timeout=60,
+        )
         return r, time.perf_counter() - t0
 
     livez, (r, took) = livez_during(exposed, load)
@@ -137,8 +155,10 @@ def test_heavy_images_are_decoded_off_the_event_loop(exposed):
                     assert r.json()["error"]["code"] == "truncated_image", r.text
 
     def load() -> None:
-        threads = [threading.Thread(target=client, args=args) for args in
-                   [("png", png, "image/png")] * 2 + [("jpeg", jpeg, "image/jpeg")] * 2]
+        threads = [
+            threading.Thread(target=client, args=args)
+            for args in [("png", png, "image/png")] * 2 + [("jpeg", jpeg, "image/jpeg")] * 2
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -155,7 +175,9 @@ def test_timed_out_decodes_stop_and_threads_stay_bounded(exposed):
     (it once ran on for 33 s), the thread count does not grow and RSS stays bounded."""
     png = big_png()
     proc = worker(exposed)
-    warm = httpx.post(exposed.url + "/predict_image", content=png, headers={"content-type": "image/png"}, timeout=60)
+    warm = httpx.post(
+        exposed.url + "/predict_image", content=png, headers={"content-type": "image/png"}, timeout=60
+    )
     assert warm.status_code in (200, 504), warm.text  # starts the decode pool
     threads_before, rss_before = proc.num_threads(), proc.memory_info().rss
     files = [("image", (f"{i}.png", png, "image/png")) for i in range(64)]
@@ -185,8 +207,11 @@ def test_request_pixel_budget_refuses_before_decoding(served):
     """At the default budget (one 4096² image per request), 64 declared-huge PNGs are refused at once."""
     png = big_png()
     t0 = time.perf_counter()
-    r = httpx.post(served.url + "/predict_image", files=[("image", (f"{i}.png", png, "image/png")) for i in range(64)],
-                   timeout=60)
+    r = httpx.post(
+        served.url + "/predict_image",
+        files=[("image", (f"{i}.png", png, "image/png")) for i in range(64)],
+        timeout=60,
+    )
     assert r.status_code == 400 and r.json()["error"]["code"] == "too_many_pixels", r.text
     assert time.perf_counter() - t0 < 3.0
 
@@ -221,14 +246,18 @@ def test_unauthenticated_requests_do_not_grow_metrics(closed):
     assert 'binenc_http_requests_total{route="other",status="401"} 300.0' in r.text
 
 
-@pytest.mark.parametrize("path", ["/docs.json", "/metrics", "/livez", "/readyz", "/model", "/v2/health/ready",
-                                  "/v2/models/binenc"])
+@pytest.mark.parametrize(
+    "path", ["/docs.json", "/metrics", "/livez", "/readyz", "/model", "/v2/health/ready", "/v2/models/binenc"]
+)
 def test_every_route_needs_the_key_when_none_is_open(closed, path):
     """``BINENC_AUTH_OPEN_PATHS=none``: GET and HEAD agree (/docs.json once answered GET without a key)."""
     for method in ("GET", "HEAD"):
         r = httpx.request(method, closed.url + path, timeout=10)
         assert r.status_code == 401, (method, path, r.status_code)
-    assert httpx.get(closed.url + path, headers={"authorization": f"Bearer {API_KEY}"}, timeout=10).status_code == 200
+    assert (
+        httpx.get(closed.url + path, headers={"authorization": f"Bearer {API_KEY}"}, timeout=10).status_code
+        == 200
+    )
 
 
 def test_default_open_paths_with_keys(hardened):
@@ -239,7 +268,9 @@ def test_default_open_paths_with_keys(hardened):
     assert httpx.head(hardened.url + "/docs.json", timeout=10).status_code == 200
     for path in ("/model", "/v2/models/binenc", "/v2"):
         assert httpx.get(hardened.url + path, timeout=10).status_code == 401, path
-    card = httpx.get(hardened.url + "/model", headers={"authorization": f"Bearer {API_KEY}"}, timeout=10).json()
+    card = httpx.get(
+        hardened.url + "/model", headers={"authorization": f"Bearer {API_KEY}"}, timeout=10
+    ).json()
     assert "geometry" in card["metadata"] and "geometry_withheld" not in card  # key holders get the full card
 
 
@@ -247,25 +278,47 @@ def test_model_card_withholds_the_geometry_without_auth(exposed):
     card = httpx.get(exposed.url + "/model", timeout=10).json()
     assert card["geometry_withheld"] == ["geometry", "codebook"]
     assert "geometry" not in card["metadata"] and "codebook" not in card["metadata"]
-    assert card["classes"] and card["threshold"] > 0 and card["request"]["predict"]  # headline and contract stay
+    assert (
+        card["classes"] and card["threshold"] > 0 and card["request"]["predict"]
+    )  # headline and contract stay
 
 
-@pytest.mark.parametrize("body", [
-    {"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [2**32, 2**32], "data": []}]},
-    {"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [2**62, 1, 8, 8], "data": []}]},
-    {"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [2**63, 2, 0, 8], "data": []}]},
-], ids=["2^32x2^32", "2^62x1x8x8", "2^63x2x0x8"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [2**32, 2**32], "data": []}]},
+        {"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [2**62, 1, 8, 8], "data": []}]},
+        {"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [2**63, 2, 0, 8], "data": []}]},
+    ],
+    ids=["2^32x2^32", "2^62x1x8x8", "2^63x2x0x8"],
+)
 def test_overflowing_oip_shapes_are_400(exposed, body):
     r = httpx.post(exposed.url + "/v2/models/binenc/infer", json=body, timeout=10)
     assert r.status_code == 400 and r.json()["code"] in ("invalid_shape", "batch_too_large"), r.text
 
 
 def test_overflowing_oip_binary_shape_is_400(exposed):
-    header = json.dumps({"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [2**62, 4],
-                                     "parameters": {"binary_data_size": 0}}]}).encode()
-    r = httpx.post(exposed.url + "/v2/models/binenc/infer", content=header, timeout=10,
-                   headers={"inference-header-content-length": str(len(header)),
-                            "content-type": "application/octet-stream"})
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "pixels",
+                    "datatype": "FP32",
+                    "shape": [2**62, 4],
+                    "parameters": {"binary_data_size": 0},
+                }
+            ]
+        }
+    ).encode()
+    r = httpx.post(
+        exposed.url + "/v2/models/binenc/infer",
+        content=header,
+        timeout=10,
+        headers={
+            "inference-header-content-length": str(len(header)),
+            "content-type": "application/octet-stream",
+        },
+    )
     assert r.status_code == 400 and r.json()["code"] == "invalid_shape", r.text
 
 
@@ -273,10 +326,16 @@ def test_mpo_and_truncated_jpegs(exposed):
     first = Image.new("L", (28, 28), 0)
     first.paste(255, (8, 8, 20, 20))
     mpo = encode(first, "MPO", save_all=True, append_images=[Image.new("L", (28, 28), 255)])
-    r = httpx.post(exposed.url + "/predict_image", files={"image": ("phone.jpg", mpo, "image/jpeg")}, timeout=30)
+    r = httpx.post(
+        exposed.url + "/predict_image", files={"image": ("phone.jpg", mpo, "image/jpeg")}, timeout=30
+    )
     assert r.status_code == 200 and len(r.json()["predictions"]) == 1, r.text
-    r = httpx.post(exposed.url + "/predict_image", content=jpeg_declaring(4096), headers={"content-type": "image/jpeg"},
-                   timeout=30)
+    r = httpx.post(
+        exposed.url + "/predict_image",
+        content=jpeg_declaring(4096),
+        headers={"content-type": "image/jpeg"},
+        timeout=30,
+    )
     assert r.status_code == 400 and r.json()["error"]["code"] == "truncated_image", r.text
 
 
@@ -293,8 +352,10 @@ def test_invalid_batch_requests_do_not_flood_the_log(exposed):
 
 def test_content_length_with_chunked_is_refused(exposed):
     with socket.create_connection(("127.0.0.1", exposed.port), timeout=10) as s:
-        s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5\r\n"
-                  b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+        s.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        )
         answer = b""
         while b"invalid_framing" not in answer and (chunk := s.recv(65536)):
             answer += chunk

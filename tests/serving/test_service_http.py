@@ -56,8 +56,19 @@ def test_predict_matches_in_process_model(http, served, digits_artifact, digits_
     preds = body["predictions"]
     assert len(preds) == len(x)
     for i, p in enumerate(preds):
-        assert set(p) == {"label", "class_name", "probabilities", "reliability", "dist_nearest_vertex", "dist_predicted_vertex",
-                          "dist_class_centre", "nearest_vertex_class", "nearest_class_name", "accepted", "reason"}
+        assert set(p) == {
+            "label",
+            "class_name",
+            "probabilities",
+            "reliability",
+            "dist_nearest_vertex",
+            "dist_predicted_vertex",
+            "dist_class_centre",
+            "nearest_vertex_class",
+            "nearest_class_name",
+            "accepted",
+            "reason",
+        }
         assert p["label"] == int(ref["logits"][i].argmax()) and p["class_name"] == art.classes[p["label"]]
         assert p["reliability"] == pytest.approx(float(ref["reliability"][i]), abs=1e-6)
         assert p["dist_predicted_vertex"] == pytest.approx(float(ref["dist_predicted_vertex"][i]), abs=1e-6)
@@ -70,8 +81,9 @@ def test_predict_matches_in_process_model(http, served, digits_artifact, digits_
         assert p["accepted"] == bool(accepted[i]) and p["reason"] == reasons[i]
     assert np.mean([p["label"] for p in preds] == labels) > 0.85
     # 0-255 integers are the same request
-    r255 = http.post("/predict", json={"instances": np.round(x[:4, 0] * 255).astype(int).tolist(),
-                                       "pixel_range": "0-255"})
+    r255 = http.post(
+        "/predict", json={"instances": np.round(x[:4, 0] * 255).astype(int).tolist(), "pixel_range": "0-255"}
+    )
     assert [p["label"] for p in r255.json()["predictions"]] == [p["label"] for p in preds[:4]]
 
 
@@ -82,8 +94,11 @@ def test_stricter_threshold(http, digits_pixels):
     body = r.json()
     assert body["threshold"] == 1.0
     assert not any(p["accepted"] for p in body["predictions"])
-    assert {p["reason"] for p in body["predictions"]} <= {"below_threshold", "unoccupied_vertex",
-                                                          "disagrees_with_argmax"}
+    assert {p["reason"] for p in body["predictions"]} <= {
+        "below_threshold",
+        "unoccupied_vertex",
+        "disagrees_with_argmax",
+    }
 
 
 def test_predict_image_policy(http, digits_pixels):
@@ -95,10 +110,15 @@ def test_predict_image_policy(http, digits_pixels):
     got = [p["label"] for p in r.json()["predictions"]]
     assert np.mean(np.array(got) == np.array([p["label"] for p in direct])) >= 0.8
     # a single raw image/png body and a JPEG with a stricter threshold
-    one = http.post("/predict_image", content=png_bytes(drawn(x[0, 0])), headers={"content-type": "image/png"})
+    one = http.post(
+        "/predict_image", content=png_bytes(drawn(x[0, 0])), headers={"content-type": "image/png"}
+    )
     assert one.status_code == 200 and len(one.json()["predictions"]) == 1
-    jpeg = http.post("/predict_image", files=[("image", ("a.jpg", png_bytes(drawn(x[1, 0]), "JPEG"), "image/jpeg"))],
-                     data={"threshold": "1"})
+    jpeg = http.post(
+        "/predict_image",
+        files=[("image", ("a.jpg", png_bytes(drawn(x[1, 0]), "JPEG"), "image/jpeg"))],
+        data={"threshold": "1"},
+    )
     assert jpeg.status_code == 200, jpeg.text
     assert jpeg.json()["threshold"] == 1.0 and jpeg.json()["predictions"][0]["accepted"] is False
 
@@ -158,66 +178,211 @@ BAD = [
     # (id, path, request kwargs, status, code)
     ("wrong_rank", "/predict", {"json": {"instances": [[0.5] * 64]}}, 400, "invalid_shape"),
     ("wrong_shape", "/predict", {"json": {"instances": np.zeros((1, 8, 7)).tolist()}}, 400, "invalid_shape"),
-    ("wrong_layout_nchw", "/predict", {"json": {"instances": np.zeros((1, 1, 8, 8)).tolist()}}, 400, "invalid_shape"),
-    ("wrong_layout_hwc", "/predict", {"json": {"instances": np.zeros((1, 8, 8, 1)).tolist()}}, 400, "invalid_shape"),
-    ("wrong_dtype_float_as_0_255", "/predict", {"json": {"instances": np.full((1, 8, 8), 0.5).tolist(),
-                                                          "pixel_range": "0-255"}}, 400, "invalid_dtype"),
+    (
+        "wrong_layout_nchw",
+        "/predict",
+        {"json": {"instances": np.zeros((1, 1, 8, 8)).tolist()}},
+        400,
+        "invalid_shape",
+    ),
+    (
+        "wrong_layout_hwc",
+        "/predict",
+        {"json": {"instances": np.zeros((1, 8, 8, 1)).tolist()}},
+        400,
+        "invalid_shape",
+    ),
+    (
+        "wrong_dtype_float_as_0_255",
+        "/predict",
+        {"json": {"instances": np.full((1, 8, 8), 0.5).tolist(), "pixel_range": "0-255"}},
+        400,
+        "invalid_dtype",
+    ),
     ("wrong_dtype_bool", "/predict", {"json": {"instances": [[[True] * 8] * 8]}}, 400, "invalid_type"),
     ("strings", "/predict", {"json": {"instances": [[["0.5"] * 8] * 8]}}, 400, "invalid_type"),
     ("ragged", "/predict", {"json": {"instances": [[[0.5] * 8] * 8, [[0.5] * 7] * 8]}}, 400, "ragged_array"),
     ("empty_batch", "/predict", {"json": {"instances": []}}, 400, "empty_batch"),
-    ("batch_above_cap", "/predict", {"json": {"instances": np.zeros((257, 8, 8), np.uint8).tolist(),
-                                              "pixel_range": "0-255"}}, 400, "batch_too_large"),
+    (
+        "batch_above_cap",
+        "/predict",
+        {"json": {"instances": np.zeros((257, 8, 8), np.uint8).tolist(), "pixel_range": "0-255"}},
+        400,
+        "batch_too_large",
+    ),
     ("nan", "/predict", {"content": b'{"instances": [[[NaN]]]}', "headers": JSON}, 400, "invalid_json"),
-    ("inf_overflow", "/predict", {"content": ('{"instances": [[' + ",".join([ROW_1E400] * 8) + "]]}").encode(),
-                                  "headers": JSON}, 400, "non_finite"),
-    ("out_of_range", "/predict", {"json": {"instances": np.full((1, 8, 8), 255).tolist()}}, 400, "out_of_range"),
-    ("negative", "/predict", {"json": {"instances": np.full((1, 8, 8), -1).tolist(),
-                                       "pixel_range": "0-255"}}, 400, "out_of_range"),
+    (
+        "inf_overflow",
+        "/predict",
+        {"content": ('{"instances": [[' + ",".join([ROW_1E400] * 8) + "]]}").encode(), "headers": JSON},
+        400,
+        "non_finite",
+    ),
+    (
+        "out_of_range",
+        "/predict",
+        {"json": {"instances": np.full((1, 8, 8), 255).tolist()}},
+        400,
+        "out_of_range",
+    ),
+    (
+        "negative",
+        "/predict",
+        {"json": {"instances": np.full((1, 8, 8), -1).tolist(), "pixel_range": "0-255"}},
+        400,
+        "out_of_range",
+    ),
     ("invalid_json", "/predict", {"content": b'{"instances": [', "headers": JSON}, 400, "invalid_json"),
     ("missing_field", "/predict", {"json": {"threshold": 0.9}}, 400, "missing_field"),
     ("unknown_field", "/predict", {"json": {"instances": GOOD, "treshold": 0.9}}, 400, "unknown_field"),
-    ("threshold_below_calibrated", "/predict", {"json": {"instances": GOOD, "threshold": 0.0}}, 400,
-     "invalid_threshold"),
-    ("threshold_above_one", "/predict", {"json": {"instances": GOOD, "threshold": 1.5}}, 400, "invalid_threshold"),
-    ("threshold_string", "/predict", {"json": {"instances": GOOD, "threshold": "high"}}, 400, "invalid_threshold"),
-    ("wrong_content_type", "/predict", {"content": json.dumps({"instances": GOOD}).encode(),
-                                        "headers": {"content-type": "text/plain"}}, 415, "unsupported_media_type"),
+    (
+        "threshold_below_calibrated",
+        "/predict",
+        {"json": {"instances": GOOD, "threshold": 0.0}},
+        400,
+        "invalid_threshold",
+    ),
+    (
+        "threshold_above_one",
+        "/predict",
+        {"json": {"instances": GOOD, "threshold": 1.5}},
+        400,
+        "invalid_threshold",
+    ),
+    (
+        "threshold_string",
+        "/predict",
+        {"json": {"instances": GOOD, "threshold": "high"}},
+        400,
+        "invalid_threshold",
+    ),
+    (
+        "wrong_content_type",
+        "/predict",
+        {"content": json.dumps({"instances": GOOD}).encode(), "headers": {"content-type": "text/plain"}},
+        415,
+        "unsupported_media_type",
+    ),
     ("no_content_type", "/predict", {"content": b"{}"}, 415, "unsupported_media_type"),
-    ("invalid_image_bytes", "/predict_image", {"files": [("image", ("a.png", b"\x89PNG garbage", "image/png"))]},
-     400, "invalid_image"),
-    ("truncated_image", "/predict_image", {"files": [("image", ("a.png", TRUNCATED, "image/png"))]}, 400,
-     "truncated_image"),
-    ("decompression_bomb", "/predict_image", {"files": [("image", ("a.png", _png_bomb(), "image/png"))]}, 400,
-     "decompression_bomb"),
-    ("absurd_dimensions", "/predict_image",
-     {"files": [("image", ("a.png", png_bytes(np.zeros((2, 5000), np.uint8)), "image/png"))]}, 400,
-     "invalid_image_dimensions"),
-    ("unsupported_mode_float_tiff", "/predict_image", {"files": [("image", ("a.tif", _tiff_float(), "image/tiff"))]},
-     415, "unsupported_image_format"),
-    ("url_in_form_field", "/predict_image", {"files": {"image": (None, "https://example.com/digit.png")}}, 400,
-     "url_not_supported"),
-    ("url_as_json", "/predict_image", {"json": {"image": "https://example.com/digit.png"}}, 400,
-     "url_not_supported"),
-    ("text_instead_of_file", "/predict_image", {"files": {"image": (None, "not a file")}}, 400, "expected_file"),
+    (
+        "invalid_image_bytes",
+        "/predict_image",
+        {"files": [("image", ("a.png", b"\x89PNG garbage", "image/png"))]},
+        400,
+        "invalid_image",
+    ),
+    (
+        "truncated_image",
+        "/predict_image",
+        {"files": [("image", ("a.png", TRUNCATED, "image/png"))]},
+        400,
+        "truncated_image",
+    ),
+    (
+        "decompression_bomb",
+        "/predict_image",
+        {"files": [("image", ("a.png", _png_bomb(), "image/png"))]},
+        400,
+        "decompression_bomb",
+    ),
+    (
+        "absurd_dimensions",
+        "/predict_image",
+        {"files": [("image", ("a.png", png_bytes(np.zeros((2, 5000), np.uint8)), "image/png"))]},
+        400,
+        "invalid_image_dimensions",
+    ),
+    (
+        "unsupported_mode_float_tiff",
+        "/predict_image",
+        {"files": [("image", ("a.tif", _tiff_float(), "image/tiff"))]},
+        415,
+        "unsupported_image_format",
+    ),
+    (
+        "url_in_form_field",
+        "/predict_image",
+        {"files": {"image": (None, "https://example.com/digit.png")}},
+        400,
+        "url_not_supported",
+    ),
+    (
+        "url_as_json",
+        "/predict_image",
+        {"json": {"image": "https://example.com/digit.png"}},
+        400,
+        "url_not_supported",
+    ),
+    (
+        "text_instead_of_file",
+        "/predict_image",
+        {"files": {"image": (None, "not a file")}},
+        400,
+        "expected_file",
+    ),
     ("missing_image_field", "/predict_image", {"files": {"threshold": (None, "0.9")}}, 400, "missing_field"),
-    ("image_bad_threshold", "/predict_image",
-     {"files": [("image", ("a.png", png_bytes(np.zeros((8, 8), np.uint8)), "image/png"))], "data": {"threshold": "2"}},
-     400, "invalid_threshold"),
-    ("image_wrong_content_type", "/predict_image", {"content": b"<xml/>", "headers": {"content-type": "application/xml"}},
-     415, "unsupported_media_type"),
-    ("multipart_without_boundary", "/predict_image",
-     {"content": b"--x\r\n", "headers": {"content-type": "multipart/form-data"}}, 400, "invalid_multipart"),
-    ("batch_route_shape", "/predict_batch", {"json": {"pixels": np.zeros((1, 8, 8)).tolist()}}, 400, "invalid_shape"),
+    (
+        "image_bad_threshold",
+        "/predict_image",
+        {
+            "files": [("image", ("a.png", png_bytes(np.zeros((8, 8), np.uint8)), "image/png"))],
+            "data": {"threshold": "2"},
+        },
+        400,
+        "invalid_threshold",
+    ),
+    (
+        "image_wrong_content_type",
+        "/predict_image",
+        {"content": b"<xml/>", "headers": {"content-type": "application/xml"}},
+        415,
+        "unsupported_media_type",
+    ),
+    (
+        "multipart_without_boundary",
+        "/predict_image",
+        {"content": b"--x\r\n", "headers": {"content-type": "multipart/form-data"}},
+        400,
+        "invalid_multipart",
+    ),
+    (
+        "batch_route_shape",
+        "/predict_batch",
+        {"json": {"pixels": np.zeros((1, 8, 8)).tolist()}},
+        400,
+        "invalid_shape",
+    ),
     ("batch_route_strings", "/predict_batch", {"json": {"pixels": [[[["x"] * 8] * 8]]}}, 400, "invalid_type"),
-    ("batch_route_bool", "/predict_batch", {"json": {"pixels": [[[[0.5] * 7 + [True]] * 8]]}}, 400, "invalid_type"),
-    ("batch_route_range", "/predict_batch", {"json": {"pixels": np.full((1, 1, 8, 8), 3.0).tolist()}}, 400,
-     "out_of_range"),
+    (
+        "batch_route_bool",
+        "/predict_batch",
+        {"json": {"pixels": [[[[0.5] * 7 + [True]] * 8]]}},
+        400,
+        "invalid_type",
+    ),
+    (
+        "batch_route_range",
+        "/predict_batch",
+        {"json": {"pixels": np.full((1, 1, 8, 8), 3.0).tolist()}},
+        400,
+        "out_of_range",
+    ),
     ("batch_route_missing", "/predict_batch", {"json": {"pixel": GOOD}}, 400, "missing_field"),
     ("batch_route_invalid_json", "/predict_batch", {"content": b"{", "headers": JSON}, 400, "invalid_json"),
-    ("batch_route_content_type", "/predict_batch", {"content": b"{}", "headers": {"content-type": "text/plain"}},
-     415, "unsupported_media_type"),
-    ("body_over_cap", "/predict", {"content": b" " * (8 * 1024 * 1024 + 1), "headers": JSON}, 413, "body_too_large"),
+    (
+        "batch_route_content_type",
+        "/predict_batch",
+        {"content": b"{}", "headers": {"content-type": "text/plain"}},
+        415,
+        "unsupported_media_type",
+    ),
+    (
+        "body_over_cap",
+        "/predict",
+        {"content": b" " * (8 * 1024 * 1024 + 1), "headers": JSON},
+        413,
+        "body_too_large",
+    ),
 ]
 
 
@@ -237,8 +402,10 @@ def test_streamed_body_over_cap_is_cut_off(served):
     """Chunked upload, no Content-Length, never finished: the 413 comes once the cap is passed, not at the end."""
     chunk = b"%x\r\n%s\r\n" % (256 * 1024, b" " * (256 * 1024))
     with socket.create_connection(("127.0.0.1", served.port), timeout=20) as s:
-        s.sendall(b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
-                  b"Transfer-Encoding: chunked\r\n\r\n")
+        s.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
         for _ in range(33):  # 8.25 MiB, just over the 8 MiB cap; the terminating 0-chunk is never sent
             s.sendall(chunk)
         data = b""
@@ -256,8 +423,10 @@ def test_declared_oversize_body_refused_before_reading(served):
     """Content-Length of 100 MiB with only a few bytes sent: the 413 arrives at once, the body is never read."""
     with socket.create_connection(("127.0.0.1", served.port), timeout=10) as s:
         t0 = time.monotonic()
-        s.sendall(b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
-                  b"Content-Length: 104857600\r\n\r\n{\"instances\": [")
+        s.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 104857600\r\n\r\n{"instances": ['
+        )
         data = b""
         while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
             chunk = s.recv(65536)

@@ -14,7 +14,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def client(served):
-    c = triton.InferenceServerClient(served.url.removeprefix("http://"), connection_timeout=30, network_timeout=30)
+    c = triton.InferenceServerClient(
+        served.url.removeprefix("http://"), connection_timeout=30, network_timeout=30
+    )
     yield c
     c.close()
 

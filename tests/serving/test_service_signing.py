@@ -82,12 +82,17 @@ def test_signing_commands(tmp_path, digits_artifact):
     model = tmp_path / "model.onnx"
     shutil.copyfile(digits_artifact, model)
     assert subprocess.run([*run, "keygen", "--out", str(tmp_path / "k")], cwd=REPO_ROOT).returncode == 0
-    assert (tmp_path / "k" / "binenc_ed25519.key").stat().st_mode & 0o077 == 0  # private key not group/world readable
-    again = subprocess.run([*run, "keygen", "--out", str(tmp_path / "k")], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert (
+        tmp_path / "k" / "binenc_ed25519.key"
+    ).stat().st_mode & 0o077 == 0  # private key not group/world readable
+    again = subprocess.run(
+        [*run, "keygen", "--out", str(tmp_path / "k")], cwd=REPO_ROOT, capture_output=True, text=True
+    )
     assert again.returncode == 2 and "refusing to overwrite" in again.stderr
     pub = str(tmp_path / "k" / "binenc_ed25519.pub")
-    unsigned = subprocess.run([*verify, "verify", str(model), "--public-key", pub], cwd=REPO_ROOT, capture_output=True,
-                              text=True)
+    unsigned = subprocess.run(
+        [*verify, "verify", str(model), "--public-key", pub], cwd=REPO_ROOT, capture_output=True, text=True
+    )
     assert unsigned.returncode == 2 and "unsigned" in unsigned.stderr
     key = str(tmp_path / "k" / "binenc_ed25519.key")
     assert subprocess.run([*run, "sign", str(model), "--key", key], cwd=REPO_ROOT).returncode == 0
@@ -116,8 +121,14 @@ def test_service_refuses_at_start(case, signed_copy, tmp_path, signing_keys):
         public = generate_keypair(tmp_path / "other")[1]
         expected = "signed by another key"
     with pytest.raises(RuntimeError, match=r"exited with 2") as info:
-        start_server({"BINENC_MODEL_PATH": str(signed_copy), "BINENC_MODEL_TAG": None, "BINENC_PUBLIC_KEY": str(public)},
-                     ready_timeout=120)
+        start_server(
+            {
+                "BINENC_MODEL_PATH": str(signed_copy),
+                "BINENC_MODEL_TAG": None,
+                "BINENC_PUBLIC_KEY": str(public),
+            },
+            ready_timeout=120,
+        )
     lines = [line for line in str(info.value).splitlines() if "refusing to serve" in line]
     assert len(lines) == 1 and expected in lines[0], str(info.value)
 

@@ -23,8 +23,10 @@ def tree_rss(pid: int) -> int:
 def stalled_upload(port: int) -> socket.socket:
     """Headers plus the start of a 10 kB JSON body, then silence."""
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    s.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-              b"Authorization: Bearer " + API_KEY.encode() + b"\r\nContent-Length: 10000\r\n\r\n{\"instances\": [")
+    s.sendall(
+        b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Authorization: Bearer " + API_KEY.encode() + b'\r\nContent-Length: 10000\r\n\r\n{"instances": ['
+    )
     return s
 
 
@@ -36,7 +38,11 @@ def read_response(s: socket.socket) -> tuple[int, dict]:
             break
         data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
-    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    length = int(
+        next(
+            line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+        )
+    )
     while len(body) < length:
         body += s.recv(65536)
     return int(head.split()[1]), json.loads(body)

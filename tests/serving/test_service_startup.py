@@ -22,7 +22,7 @@ def broken_model(kind: str, good: bytes, path) -> str:
         path.write_bytes(good[: len(good) // 2])
         return "not a readable ONNX model"
     if kind == "corrupt":
-        path.write_bytes(good[:64] + bytes(range(256)) * 4 + good[64 + 1024:])
+        path.write_bytes(good[:64] + bytes(range(256)) * 4 + good[64 + 1024 :])
         return "not a readable ONNX model"
     if kind == "checksum_mismatch":
         model = onnx.load_model_from_string(good)
@@ -50,7 +50,9 @@ def refused_at_start(env: dict[str, str | None]) -> tuple[str, float]:
     return lines[0], took
 
 
-@pytest.mark.parametrize("kind", ["truncated", "corrupt", "missing", "checksum_mismatch", "two_metadata_entries"])
+@pytest.mark.parametrize(
+    "kind", ["truncated", "corrupt", "missing", "checksum_mismatch", "two_metadata_entries"]
+)
 def test_broken_model_file_ends_the_server(kind, digits_artifact, tmp_path):
     path = tmp_path / "model.onnx"
     expected = broken_model(kind, digits_artifact.read_bytes(), path)
@@ -58,11 +60,15 @@ def test_broken_model_file_ends_the_server(kind, digits_artifact, tmp_path):
     assert expected in line and took < EXIT_WITHIN_S, (line, took)
 
 
-@pytest.mark.parametrize(("env", "expected"), [
-    ({"BINENC_API_KEY_HASHES": ","}, "no API key hash found"),
-    ({"BINENC_API_KEYS_FILE": "EMPTY"}, "no API key hash found"),
-    ({"BINENC_TIMEOUT_S": "nan"}, "BINENC_TIMEOUT_S must be a positive float"),
-], ids=["hashes-comma", "empty-keys-file", "timeout-nan"])
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"BINENC_API_KEY_HASHES": ","}, "no API key hash found"),
+        ({"BINENC_API_KEYS_FILE": "EMPTY"}, "no API key hash found"),
+        ({"BINENC_TIMEOUT_S": "nan"}, "BINENC_TIMEOUT_S must be a positive float"),
+    ],
+    ids=["hashes-comma", "empty-keys-file", "timeout-nan"],
+)
 def test_unusable_setting_ends_the_server(env, expected, digits_artifact, tmp_path):
     if env.get("BINENC_API_KEYS_FILE") == "EMPTY":
         (tmp_path / "keys.txt").write_text("# sha256 digests of the API keys, one per line\n\n")

@@ -25,8 +25,9 @@ def _predict_ok(url: str, x) -> dict:
         return client.get("/model").json()
 
 
-def test_registered_model_serves_by_tag_and_as_a_built_bento(digits_run, digits_data, digits_pixels, bentoml_home,
-                                                               tmp_path):
+def test_registered_model_serves_by_tag_and_as_a_built_bento(
+    digits_run, digits_data, digits_pixels, bentoml_home, tmp_path
+):
     import bentoml
 
     from training.export import export_run
@@ -45,8 +46,14 @@ def test_registered_model_serves_by_tag_and_as_a_built_bento(digits_run, digits_
 
     env = {**os.environ, "BENTOML_DO_NOT_TRACK": "True", "BINENC_MODEL_TAG": "binenc:latest"}
     env.pop("BINENC_MODEL_PATH", None)
-    build = subprocess.run([sys.executable, "-m", "bentoml", "build", "--output", "tag"], cwd=REPO_ROOT, env=env,
-                           capture_output=True, text=True, timeout=300)
+    build = subprocess.run(
+        [sys.executable, "-m", "bentoml", "build", "--output", "tag"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert build.returncode == 0, build.stdout + build.stderr
     bento = bentoml.bentos.get("binenc:latest")
     assert [str(m.tag) for svc in bento.info.services for m in svc.models] == [str(stored.tag)]
@@ -58,8 +65,11 @@ def test_registered_model_serves_by_tag_and_as_a_built_bento(digits_run, digits_
     assert "torch" not in requirements and "onnxruntime==" in requirements
 
     # the built Bento serves, from a directory without the source tree
-    server = start_server({"BINENC_MODEL_PATH": None, "BINENC_MODEL_TAG": "binenc:latest"}, target=[str(bento.tag)],
-                          cwd=tmp_path)
+    server = start_server(
+        {"BINENC_MODEL_PATH": None, "BINENC_MODEL_TAG": "binenc:latest"},
+        target=[str(bento.tag)],
+        cwd=tmp_path,
+    )
     try:
         card = _predict_ok(server.url, x)
         assert card["source"] == f"bentoml:{stored.tag}"

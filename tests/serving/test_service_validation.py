@@ -87,7 +87,11 @@ def test_colour_takes_channels_first():
         ({"instances": np.full((1, 8, 8), 2.0).tolist()}, "out_of_range", "pixel_range.*0-255"),
         ({"instances": np.full((1, 8, 8), -0.1).tolist()}, "out_of_range", "outside"),
         ({"instances": np.full((1, 8, 8), 300).tolist(), "pixel_range": "0-255"}, "out_of_range", "255"),
-        ({"instances": np.full((1, 8, 8), 1.5).tolist(), "pixel_range": "0-255"}, "invalid_dtype", "whole number"),
+        (
+            {"instances": np.full((1, 8, 8), 1.5).tolist(), "pixel_range": "0-255"},
+            "invalid_dtype",
+            "whole number",
+        ),
         ({"instances": np.zeros((1, 8, 8)).tolist(), "pixel_range": "0-65535"}, "invalid_pixel_range", "0-1"),
         ({"instances": np.zeros((1, 8, 8)).tolist(), "treshold": 0.9}, "unknown_field", "treshold"),
         ({"threshold": 0.9}, "missing_field", "instances"),
@@ -134,13 +138,16 @@ def test_nesting_scan_is_linear_on_escaped_quotes():
         assert time.perf_counter() - t0 < 0.5, (n, time.perf_counter() - t0)
 
 
-@pytest.mark.parametrize(("raw", "ok"), [
-    (b'{"a": "[[[[[[[[[[", "b": [[1]]}', True),          # brackets inside strings do not count
-    (b'{"a": "\\"[[[[[[[[[", "b": 1}', True),          # an escaped quote does not end the string
-    (b'{"a": "\\\\", "b": [[[[[[[[[1]]]]]]]]]}', False),  # an escaped backslash does not escape the quote
-    (b"[" * 8 + b"]" * 8, True),
-    (b"[" * 9 + b"]" * 9, False),
-])
+@pytest.mark.parametrize(
+    ("raw", "ok"),
+    [
+        (b'{"a": "[[[[[[[[[[", "b": [[1]]}', True),  # brackets inside strings do not count
+        (b'{"a": "\\"[[[[[[[[[", "b": 1}', True),  # an escaped quote does not end the string
+        (b'{"a": "\\\\", "b": [[[[[[[[[1]]]]]]]]]}', False),  # an escaped backslash does not escape the quote
+        (b"[" * 8 + b"]" * 8, True),
+        (b"[" * 9 + b"]" * 9, False),
+    ],
+)
 def test_nesting_scan_reads_strings_like_json(raw, ok):
     if ok:
         parse_json(raw, 8)
@@ -153,8 +160,13 @@ def test_threshold_bounds():
     assert validate_threshold(None, 0.5) is None
     assert validate_threshold(0.5, 0.5) == 0.5
     assert validate_threshold(1, 0.5) == 1.0
-    for bad, match in [(0.49, r"outside \[0.5, 1\]"), (1.01, "outside"), ("0.9", "got string"), (True, "boolean"),
-                       (float("nan"), "finite")]:
+    for bad, match in [
+        (0.49, r"outside \[0.5, 1\]"),
+        (1.01, "outside"),
+        ("0.9", "got string"),
+        (True, "boolean"),
+        (float("nan"), "finite"),
+    ]:
         with refused("invalid_threshold", match):
             validate_threshold(bad, 0.5)
 
@@ -172,8 +184,15 @@ def test_model_tensor_contract():
 
 def test_settings_from_env(tmp_path):
     assert Settings.from_env({}).limits == Limits()
-    s = Settings.from_env({"BINENC_MAX_BODY_BYTES": "1024", "BINENC_TIMEOUT_S": "2.5", "BINENC_ACCESS_LOG": "0",
-                           "BINENC_AUTH_OPEN_PATHS": "/livez", "BINENC_MODEL_PATH": ""})
+    s = Settings.from_env(
+        {
+            "BINENC_MAX_BODY_BYTES": "1024",
+            "BINENC_TIMEOUT_S": "2.5",
+            "BINENC_ACCESS_LOG": "0",
+            "BINENC_AUTH_OPEN_PATHS": "/livez",
+            "BINENC_MODEL_PATH": "",
+        }
+    )
     assert s.limits.max_body_bytes == 1024 and s.timeout_s == 2.5 and s.access_log is False
     assert s.auth_open_paths == ("/livez",) and s.model_path is None and not s.auth_enabled
     assert Settings.from_env({"BINENC_AUTH_OPEN_PATHS": "none"}).auth_open_paths == ()
@@ -189,8 +208,15 @@ def test_settings_from_env(tmp_path):
         Settings.from_env({"BINENC_API_KEY_HASHES": "my-secret-key"})
 
 
-@pytest.mark.parametrize("env", [{"BINENC_API_KEY_HASHES": ","}, {"BINENC_API_KEY_HASHES": " , "},
-                                 {"BINENC_API_KEYS_FILE": "EMPTY"}, {"BINENC_API_KEYS_FILE": "COMMENTS"}])
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"BINENC_API_KEY_HASHES": ","},
+        {"BINENC_API_KEY_HASHES": " , "},
+        {"BINENC_API_KEYS_FILE": "EMPTY"},
+        {"BINENC_API_KEYS_FILE": "COMMENTS"},
+    ],
+)
 def test_asking_for_keys_and_getting_none_is_an_error(env, tmp_path):
     files = {"EMPTY": "", "COMMENTS": "# keys go here\n\n   # none yet\n"}
     for var, value in env.items():
@@ -215,18 +241,28 @@ def test_model_card_geometry_setting():
     assert not Settings.from_env({**keyed, "BINENC_AUTH_OPEN_PATHS": "/livez,/model"}).card_geometry
 
 
-@pytest.mark.parametrize(("path", "template"), [
-    ("/predict", "/predict"), ("/v2/models/binenc/infer", "/v2/models/{name}/infer"),
-    ("/v2/models/x/versions/abc/ready", "/v2/models/{name}/versions/{version}/ready"),
-    ("/v2/models/anything", "/v2/models/{name}"), ("/v2/models/a/b/c", "other"), ("/v2/models/", "other"),
-    ("/" + "x" * 1000, "other"), ("/predict/extra", "other"), ("/v2/models/a/versions/", "other"),
-])
+@pytest.mark.parametrize(
+    ("path", "template"),
+    [
+        ("/predict", "/predict"),
+        ("/v2/models/binenc/infer", "/v2/models/{name}/infer"),
+        ("/v2/models/x/versions/abc/ready", "/v2/models/{name}/versions/{version}/ready"),
+        ("/v2/models/anything", "/v2/models/{name}"),
+        ("/v2/models/a/b/c", "other"),
+        ("/v2/models/", "other"),
+        ("/" + "x" * 1000, "other"),
+        ("/predict/extra", "other"),
+        ("/v2/models/a/versions/", "other"),
+    ],
+)
 def test_route_templates_are_a_fixed_set(path, template):
     assert route_template(path) == template
 
 
 def test_overloaded_batcher_is_named():
-    code, message = rewrite(503, b'{"error": "An unexpected error has occurred, please check the server log."}')
+    code, message = rewrite(
+        503, b'{"error": "An unexpected error has occurred, please check the server log."}'
+    )
     assert code == "overloaded" and "queue is full" in message and "unexpected" not in message
 
 
@@ -329,9 +365,11 @@ def test_image_refusals():
 
 def jpeg_declaring(side: int) -> bytes:
     """A 28×28 JPEG whose frame header (SOF0) is edited to declare side×side: the data ends early."""
-    data = bytearray(encode(Image.fromarray(np.random.default_rng(0).integers(0, 255, (28, 28), np.uint8)), "JPEG"))
+    data = bytearray(
+        encode(Image.fromarray(np.random.default_rng(0).integers(0, 255, (28, 28), np.uint8)), "JPEG")
+    )
     sof = data.find(b"\xff\xc0")
-    data[sof + 5:sof + 9] = side.to_bytes(2, "big") * 2
+    data[sof + 5 : sof + 9] = side.to_bytes(2, "big") * 2
     return bytes(data)
 
 

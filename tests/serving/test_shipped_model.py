@@ -45,7 +45,9 @@ def test_schema_is_current_and_metadata_verifies(provenance):
 
 
 def test_provenance_names_the_commands(provenance):
-    assert provenance["train_command"].startswith("python -m training --dataset fashion-mnist --variant bin_enc")
+    assert provenance["train_command"].startswith(
+        "python -m training --dataset fashion-mnist --variant bin_enc"
+    )
     assert f"--seed {provenance['train_config']['seed']} " in provenance["train_command"]
     assert provenance["export_command"].startswith("python scripts/ship_model.py")
     assert "--target-risk" in provenance["export_command"]
@@ -64,7 +66,10 @@ def test_threshold_certifies_the_selective_error(provenance):
     n, k = a["calibration_accepted"], a["calibration_errors_accepted"]
     bound = beta.ppf(1 - a["delta_per_candidate"], k + 1, n - k)  # exact one-sided Clopper-Pearson
     assert a["upper_bound_at_threshold"] == pytest.approx(bound) and bound <= a["alpha"]
-    assert md["calibration"]["n"] == a["calibration_n"] and md["calibration"]["accept_rate"] == a["calibration_coverage"]
+    assert (
+        md["calibration"]["n"] == a["calibration_n"]
+        and md["calibration"]["accept_rate"] == a["calibration_coverage"]
+    )
 
 
 def _pixels(path: Path) -> np.ndarray:
@@ -98,20 +103,33 @@ def test_bento_holds_serving_code_and_shipped_model_and_serves_it(bentoml_home: 
     env = {**os.environ, "BENTOML_DO_NOT_TRACK": "True"}
     for var in ("BINENC_MODEL_PATH", "BINENC_MODEL_TAG"):
         env.pop(var, None)
-    build = subprocess.run([sys.executable, "-m", "bentoml", "build", "--output", "tag"], cwd=ROOT, env=env,
-                           capture_output=True, text=True, timeout=300)
+    build = subprocess.run(
+        [sys.executable, "-m", "bentoml", "build", "--output", "tag"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert build.returncode == 0, build.stdout + build.stderr
     tag = build.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
     bento = bentoml.bentos.get(tag)
     assert [m for svc in bento.info.services for m in svc.models] == []  # no model-store dependency
     src = Path(bento.path) / "src"
     files = {p.relative_to(src).as_posix() for p in src.rglob("*") if p.is_file()}
-    assert {"models/fashion-mnist_bin_enc/model.onnx", "serving/service.py", "serving/artifact.py",
-            "serving/static/ui.html"} <= files
-    assert {f.split("/")[0] for f in files} <= {"serving", "models", "bentofile.yaml", "README.md"}, sorted(files)
+    assert {
+        "models/fashion-mnist_bin_enc/model.onnx",
+        "serving/service.py",
+        "serving/artifact.py",
+        "serving/static/ui.html",
+    } <= files
+    assert {f.split("/")[0] for f in files} <= {"serving", "models", "bentofile.yaml", "README.md"}, sorted(
+        files
+    )
 
-    server = start_server({"BINENC_MODEL_PATH": None, "BINENC_MODEL_TAG": None}, target=[str(bento.tag)],
-                          cwd=tmp_path)
+    server = start_server(
+        {"BINENC_MODEL_PATH": None, "BINENC_MODEL_TAG": None}, target=[str(bento.tag)], cwd=tmp_path
+    )
     try:
         with httpx.Client(base_url=server.url, timeout=30) as client:
             assert client.get("/ui").text.startswith("<!doctype html>")

@@ -35,19 +35,24 @@ def test_page_is_served_without_a_key_with_a_strict_policy(shipped):
     html = r.text
     assert "http://" not in html and "https://" not in html, "the page must not load anything from elsewhere"
     assert "/predict_image" in html and "/model" in html
-    assert httpx.get(shipped.url + "/model", timeout=30).status_code == 401  # the data routes still need the key
+    assert (
+        httpx.get(shipped.url + "/model", timeout=30).status_code == 401
+    )  # the data routes still need the key
 
 
 def test_setting_switches_the_page_off():
     from serving.settings import Settings
 
     assert Settings.from_env({}).ui is True and Settings.from_env({"BINENC_UI": "0"}).ui is False
-    probe = ("import serving.service as s, serving.ui as u; "
-             "print(any(cls is u.UiPage for cls, _ in s.BinencService.middlewares))")
+    probe = (
+        "import serving.service as s, serving.ui as u; "
+        "print(any(cls is u.UiPage for cls, _ in s.BinencService.middlewares))"
+    )
     for value, expected in (("0", "False"), ("1", "True")):
         env = {**os.environ, "BINENC_UI": value, "PYTHONPATH": str(ROOT), "BENTOML_DO_NOT_TRACK": "True"}
-        out = subprocess.run([sys.executable, "-c", probe], env=env, cwd=ROOT, capture_output=True, text=True,
-                             timeout=120)
+        out = subprocess.run(
+            [sys.executable, "-c", probe], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip().splitlines()[-1] == expected
 
@@ -55,16 +60,25 @@ def test_setting_switches_the_page_off():
 @pytest.fixture(scope="module")
 def browser():
     if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip("no chromium/chromedriver on this machine (apt-get install chromium chromium-driver; "
-                    "`make install` does it)")
+        pytest.skip(
+            "no chromium/chromedriver on this machine (apt-get install chromium chromium-driver; "
+            "`make install` does it)"
+        )
     os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must never try to download a driver
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1200,1000", "--hide-scrollbars", "--force-device-scale-factor=1"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1200,1000",
+        "--hide-scrollbars",
+        "--force-device-scale-factor=1",
+    ):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     yield driver
@@ -81,6 +95,7 @@ def _upload(driver, path: Path, expect: str, timeout: float = 60) -> None:
         verdict = d.find_element(By.ID, "verdict").text
         error = d.find_element(By.ID, "error").text
         return verdict == expect or bool(error)
+
     WebDriverWait(driver, timeout).until(shown)
     assert driver.find_element(By.ID, "error").text == ""
 
@@ -103,7 +118,8 @@ def test_browser_shows_accepted_and_rejected(browser, shipped, tmp_path):
     WebDriverWait(browser, 30).until(lambda d: "test accuracy" in d.find_element(By.ID, "card").text)
     card = browser.find_element(By.ID, "card").text
     test_acc = json.loads((ROOT / "models" / "fashion-mnist_bin_enc" / "provenance.json").read_text())[
-        "training_metrics"]["test_acc"]
+        "training_metrics"
+    ]["test_acc"]
     assert f"{100 * test_acc:.1f}%" in card  # the shipped model's test accuracy
     assert "under attack" in card and ", mnist 0.9" in card and "attack + reject" in card
 
@@ -117,13 +133,23 @@ def test_browser_shows_accepted_and_rejected(browser, shipped, tmp_path):
     why = browser.find_element(By.ID, "why").text
     with httpx.Client(base_url=shipped.url, timeout=30) as http:  # the page must say what the API says
         with open(SEVEN, "rb") as f:
-            answer = http.post("/predict_image", files={"image": ("7.png", f, "image/png")},
-                               headers={"Authorization": "Bearer " + API_KEY}).json()["predictions"][0]
+            answer = http.post(
+                "/predict_image",
+                files={"image": ("7.png", f, "image/png")},
+                headers={"Authorization": "Bearer " + API_KEY},
+            ).json()["predictions"][0]
     assert answer["accepted"] is False and f"(reason: {answer['reason']})" in why
-    assert {"below_threshold": "below the threshold", "unoccupied_vertex": "no class occupies",
-            "disagrees_with_argmax": "disagrees with the predicted class"}[answer["reason"]] in why
+    assert {
+        "below_threshold": "below the threshold",
+        "unoccupied_vertex": "no class occupies",
+        "disagrees_with_argmax": "disagrees with the predicted class",
+    }[answer["reason"]] in why
     fill = browser.find_element(By.ID, "reliability-fill").rect
     mark = browser.find_element(By.ID, "threshold-marker").rect
-    assert fill["width"] < mark["x"] - browser.find_element(By.ID, "reliability-bar").rect["x"]  # bar ends left of it
+    assert (
+        fill["width"] < mark["x"] - browser.find_element(By.ID, "reliability-bar").rect["x"]
+    )  # bar ends left of it
     browser.save_screenshot(str(out / "ui-rejected.png"))
-    assert (out / "ui-accepted.png").stat().st_size > 10_000 and (out / "ui-rejected.png").stat().st_size > 10_000
+    assert (out / "ui-accepted.png").stat().st_size > 10_000 and (
+        out / "ui-rejected.png"
+    ).stat().st_size > 10_000

@@ -20,15 +20,20 @@ DEFAULT = re.compile(r"\bdefault:? ([^;)\s]+)[;)]")  # "(default 0.1)", "(defaul
 
 
 def _actions() -> list[argparse.Action]:
-    return [a for a in cli.build_parser()._actions if a.dest in {f.name for f in dataclasses.fields(TrainConfig)}]
+    return [
+        a for a in cli.build_parser()._actions if a.dest in {f.name for f in dataclasses.fields(TrainConfig)}
+    ]
 
 
 def test_every_choice_list_is_the_configs_literal():
     by_dest = {a.dest: a for a in _actions()}
     for name, allowed in CHOICES.items():
         hint = typing.get_type_hints(TrainConfig)[name]
-        literal = next(t for t in typing.get_args(hint) if typing.get_origin(t) is typing.Literal) \
-            if typing.get_origin(hint) is not typing.Literal else hint
+        literal = (
+            next(t for t in typing.get_args(hint) if typing.get_origin(t) is typing.Literal)
+            if typing.get_origin(hint) is not typing.Literal
+            else hint
+        )
         assert allowed == typing.get_args(literal)
         assert tuple(by_dest[name].choices) == allowed, name
 
@@ -50,7 +55,9 @@ def test_help_names_every_profile_and_schedule():
     text = cli.build_parser().format_help()
     for name in (*PROFILES, *CHOICES["lr_schedule"]):
         assert name in text
-    assert cli.build_parser().parse_args(["--out", "x"]).lr_schedule is None  # unset flags leave the profile's
+    assert (
+        cli.build_parser().parse_args(["--out", "x"]).lr_schedule is None
+    )  # unset flags leave the profile's
 
 
 @pytest.mark.parametrize("option", sorted(CHOICES))
@@ -62,7 +69,9 @@ def test_an_unknown_value_is_refused_once_by_the_config(option):
 
 
 def test_recorded_configs_still_load():
-    paths = sorted((REPO / "docs" / "runs").glob("*/config.json")) + sorted((REPO / "research" / "runs").glob("*/config.json"))
+    paths = sorted((REPO / "docs" / "runs").glob("*/config.json")) + sorted(
+        (REPO / "research" / "runs").glob("*/config.json")
+    )
     assert paths
     for path in paths:
         TrainConfig.from_dict(json.loads(path.read_text())["train"])

@@ -133,9 +133,21 @@ def test_cli_reports_missing_data_without_traceback(tmp_path):
     import sys
 
     proc = subprocess.run(
-        [sys.executable, "-m", "training", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path),
-         "--out", str(tmp_path / "run"), "--quiet"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "training",
+            "--dataset",
+            "fashion-mnist",
+            "--data-dir",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "run"),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert "dataset-fashion-mnist" in proc.stderr and "Traceback" not in proc.stderr

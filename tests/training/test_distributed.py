@@ -52,8 +52,13 @@ def test_bad_world_size_is_a_clear_error(monkeypatch):
 def _worker(rank: int, world: int, port: int, queue) -> None:
     import os
 
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
     ctx = init_distributed("cpu")
     try:
         gathered = gather_objects(("rank", ctx.rank), ctx)

@@ -27,17 +27,55 @@ REPO = Path(__file__).resolve().parents[2]
 EPOCHS = 12
 # Batch 63 splits 32/31 between two ranks, and the epoch's last batch (1294 = 20 * 63 + 34) 17/17; the random
 # shifts are drawn for the whole global batch, so each rank shifts its shard as one process would.
-RECIPE = dict(dataset="digits", backbone="mlp", latent_dim=8, epochs=EPOCHS, batch_size=63, lr=3e-3, head_lr=3e-3,
-              gamma_cap=10.0, augment_shift=1, num_threads=1)
-CLI = ["--dataset", "digits", "--backbone", "mlp", "--epochs", str(EPOCHS), "--batch-size", "63", "--lr", "3e-3",
-       "--head-lr", "3e-3", "--gamma-cap", "10", "--augment-shift", "1", "--threads", "1", "--quiet"]
+RECIPE = dict(
+    dataset="digits",
+    backbone="mlp",
+    latent_dim=8,
+    epochs=EPOCHS,
+    batch_size=63,
+    lr=3e-3,
+    head_lr=3e-3,
+    gamma_cap=10.0,
+    augment_shift=1,
+    num_threads=1,
+)
+CLI = [
+    "--dataset",
+    "digits",
+    "--backbone",
+    "mlp",
+    "--epochs",
+    str(EPOCHS),
+    "--batch-size",
+    "63",
+    "--lr",
+    "3e-3",
+    "--head-lr",
+    "3e-3",
+    "--gamma-cap",
+    "10",
+    "--augment-shift",
+    "1",
+    "--threads",
+    "1",
+    "--quiet",
+]
 # Reduction order only: 12 epochs of AdamW on float32 leave differences of ~1e-6 (see docs/distributed.md).
 TOL = dict(rtol=1e-4, atol=2e-5)
 
 
 def torchrun_cmd(nproc: int, *args: str) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-            "-m", "training", *args]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(nproc),
+        "-m",
+        "training",
+        *args,
+    ]
 
 
 def run_env() -> dict[str, str]:
@@ -46,7 +84,9 @@ def run_env() -> dict[str, str]:
 
 
 def torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(torchrun_cmd(nproc, *args), env=run_env(), capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        torchrun_cmd(nproc, *args), env=run_env(), capture_output=True, text=True, timeout=300
+    )
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -61,7 +101,9 @@ def history(run_dir: Path) -> list[dict]:
 def two_process_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ddp") / "w2"
     done = torchrun(2, *CLI, "--out", str(out))
-    assert done.returncode == 0, done.stderr[-12000:]  # the ranks' own messages come before torchrun's summary
+    assert done.returncode == 0, done.stderr[
+        -12000:
+    ]  # the ranks' own messages come before torchrun's summary
     assert done.stdout.count("done: ") == 1  # rank 0 alone reports (and writes)
     return out
 
@@ -73,7 +115,9 @@ def one_process_run(tmp_path_factory) -> Path:
     return out
 
 
-def test_two_processes_give_the_weights_of_one_process_with_the_same_global_batch(two_process_run, one_process_run):
+def test_two_processes_give_the_weights_of_one_process_with_the_same_global_batch(
+    two_process_run, one_process_run
+):
     w1, w2 = weights(one_process_run), weights(two_process_run)
     assert list(w1) == list(w2)
     for name in w1:
@@ -91,15 +135,22 @@ def test_two_processes_give_the_weights_of_one_process_with_the_same_global_batc
 
 
 def test_training_moves_the_weights_far_beyond_the_tolerance(tmp_path, one_process_run):
-    early = train(make_config("quick", **{**RECIPE, "epochs": 1}), tmp_path / "e1", progress=False).model.state_dict()
+    early = train(
+        make_config("quick", **{**RECIPE, "epochs": 1}), tmp_path / "e1", progress=False
+    ).model.state_dict()
     final = weights(one_process_run)
     assert max(float((final[k] - early[k]).abs().max()) for k in final) > 100 * TOL["atol"]
 
 
 def test_killed_distributed_run_resumes_to_the_uninterrupted_weights(tmp_path, two_process_run):
     out = tmp_path / "killed"
-    proc = subprocess.Popen(torchrun_cmd(2, *CLI, "--out", str(out)), env=run_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        torchrun_cmd(2, *CLI, "--out", str(out)),
+        env=run_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 240
         while not (out / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -115,10 +166,14 @@ def test_killed_distributed_run_resumes_to_the_uninterrupted_weights(tmp_path, t
     assert torch.load(out / "checkpoint.pt", weights_only=False)["epoch"] < EPOCHS - 1
 
     done = torchrun(2, "--out", str(out), "--resume", "--threads", "1", "--quiet")
-    assert done.returncode == 0, done.stderr[-12000:]  # the ranks' own messages come before torchrun's summary
+    assert done.returncode == 0, done.stderr[
+        -12000:
+    ]  # the ranks' own messages come before torchrun's summary
     final, reference = weights(out), weights(two_process_run)
     for name in reference:
-        assert torch.equal(final[name], reference[name]), name  # same world size: the same reductions, bit for bit
+        assert torch.equal(final[name], reference[name]), (
+            name
+        )  # same world size: the same reductions, bit for bit
     assert [r["epoch"] for r in history(out)] == list(range(EPOCHS))
 
 
@@ -126,7 +181,9 @@ def test_a_one_process_checkpoint_resumes_on_two_processes(tmp_path, one_process
     out = tmp_path / "w1_then_w2"
     train(make_config("quick", **RECIPE), out, stop_after_epoch=3, progress=False)
     done = torchrun(2, "--out", str(out), "--resume", "--threads", "1", "--quiet")
-    assert done.returncode == 0, done.stderr[-12000:]  # the ranks' own messages come before torchrun's summary
+    assert done.returncode == 0, done.stderr[
+        -12000:
+    ]  # the ranks' own messages come before torchrun's summary
     rows = history(out)
     assert [r["world_size"] for r in rows] == [1] * 4 + [2] * (EPOCHS - 4)
     reference = weights(one_process_run)
@@ -141,7 +198,9 @@ def test_a_second_writer_is_refused_in_one_and_in_two_processes(tmp_path):
             train(make_config("quick", **{**RECIPE, "epochs": 1}), out, progress=False)
         done = torchrun(2, *CLI, "--out", str(out))
     assert done.returncode != 0
-    assert done.stderr.count("being written by another process") == 2  # both ranks stop with the message, no hang
+    assert (
+        done.stderr.count("being written by another process") == 2
+    )  # both ranks stop with the message, no hang
     assert not (out / "checkpoint.pt").exists()
     train(make_config("quick", **{**RECIPE, "epochs": 1}), out, progress=False)  # free again once released
     assert (out / "metrics.json").exists()

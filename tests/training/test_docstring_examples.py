@@ -16,6 +16,8 @@ MODULES = ["training.config", "training.cli", "training.calibration", "serving.a
 def test_docstring_examples(name, monkeypatch):
     monkeypatch.chdir(REPO)
     module = importlib.import_module(name)
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False)
+    result = doctest.testmod(
+        module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False
+    )
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples in {name} failed (see above)"
     assert result.attempted > 0, f"{name} has no examples"

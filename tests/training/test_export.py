@@ -58,9 +58,17 @@ def test_metadata_contract(digits_artifact):
     assert annex == {}
     assert md["schema_version"] == SCHEMA_VERSION
     assert md["classes"] == [str(i) for i in range(10)]
-    assert md["input"] == {"shape": [1, 8, 8], "layout": "NCHW", "dtype": "float32", "pixel_range": [0, 1],
-                           "normalisation": {"mean": md["input"]["normalisation"]["mean"],
-                                             "std": md["input"]["normalisation"]["std"], "applied_in_graph": True}}
+    assert md["input"] == {
+        "shape": [1, 8, 8],
+        "layout": "NCHW",
+        "dtype": "float32",
+        "pixel_range": [0, 1],
+        "normalisation": {
+            "mean": md["input"]["normalisation"]["mean"],
+            "std": md["input"]["normalisation"]["std"],
+            "applied_in_graph": True,
+        },
+    }
     assert md["variant"] == "bin_enc" and md["dataset"] == "digits" and md["backbone"] == "mlp"
     assert md["latent_dim"] == 8
     assert md["score"]["name"] == "vertex_distance" and md["score"]["direction"] == "higher = more reliable"
@@ -120,7 +128,15 @@ def test_graph_reproduces_python_reliability_on_random_inputs(digits_run, digits
     got = art.run(x)
     ref, u = _reference(digits_run, art.metadata, x)
     np.testing.assert_array_equal(got["logits"].argmax(1), ref["logits"].argmax(1))
-    for name in ("logits", "probs", "z", "dist_nearest_vertex", "dist_predicted_vertex", "dist_class_centre", "reliability"):
+    for name in (
+        "logits",
+        "probs",
+        "z",
+        "dist_nearest_vertex",
+        "dist_predicted_vertex",
+        "dist_class_centre",
+        "reliability",
+    ):
         np.testing.assert_allclose(got[name], ref[name], atol=1e-5, rtol=1e-5, err_msg=name)
     clear = np.abs(u).min(axis=1) > 1e-4  # a sign flip of a coordinate on the threshold may change the vertex
     np.testing.assert_array_equal(got["nearest_vertex_class"][clear], ref["nearest_vertex_class"][clear])
@@ -218,7 +234,9 @@ def test_cli_reports_missing_run(tmp_path, capsys):
 def test_risk_mode_certifies_the_selective_error_on_the_calibration_part(digits_run, digits_data, tmp_path):
     from training.selective_risk import clopper_pearson_upper, split_validation
 
-    path = export_mod.export_run(digits_run, tmp_path / "risk.onnx", data=digits_data, target_risk=0.1, delta=0.1)
+    path = export_mod.export_run(
+        digits_run, tmp_path / "risk.onnx", data=digits_data, target_risk=0.1, delta=0.1
+    )
     art = load_artifact(path)
     a = art.metadata["acceptance"]
     assert a["mode"] == "risk" and a["alpha"] == 0.1 and a["delta"] == 0.1 and art.acceptance == a
@@ -228,31 +246,46 @@ def test_risk_mode_certifies_the_selective_error_on_the_calibration_part(digits_
     accepted, _ = art.decide(out)
     wrong = out["logits"].argmax(1) != digits_data.val.labels[cal]
     n, k = int(accepted.sum()), int((accepted & wrong).sum())
-    assert (n, k, len(cal)) == (a["calibration_accepted"], a["calibration_errors_accepted"], a["calibration_n"])
+    assert (n, k, len(cal)) == (
+        a["calibration_accepted"],
+        a["calibration_errors_accepted"],
+        a["calibration_n"],
+    )
     assert a["calibration_coverage"] == pytest.approx(n / len(cal))
     assert a["upper_bound_at_threshold"] == pytest.approx(float(clopper_pearson_upper(k, n, 0.1)))
     assert a["upper_bound_at_threshold"] <= 0.1
-    assert art.metadata["calibration"]["n"] == len(cal) and art.metadata["calibration"]["accept_rate"] == n / len(cal)
+    assert art.metadata["calibration"]["n"] == len(cal) and art.metadata["calibration"][
+        "accept_rate"
+    ] == n / len(cal)
 
 
 def test_risk_mode_bonferroni_over_candidates_tests_at_delta_over_k(digits_run, digits_data, tmp_path):
     from training.selective_risk import clopper_pearson_upper
 
-    path = export_mod.export_run(digits_run, tmp_path / "b.onnx", data=digits_data, target_risk=0.1, delta=0.1,
-                                 candidates=6)
+    path = export_mod.export_run(
+        digits_run, tmp_path / "b.onnx", data=digits_data, target_risk=0.1, delta=0.1, candidates=6
+    )
     a = read_metadata(path)[0]["acceptance"]
-    assert a["candidates"] == 6 and a["delta_per_candidate"] == pytest.approx(0.1 / 6) and "Bonferroni" in a["statement"]
+    assert (
+        a["candidates"] == 6
+        and a["delta_per_candidate"] == pytest.approx(0.1 / 6)
+        and "Bonferroni" in a["statement"]
+    )
     bound = float(clopper_pearson_upper(a["calibration_errors_accepted"], a["calibration_accepted"], 0.1 / 6))
     assert a["upper_bound_at_threshold"] == pytest.approx(bound) and bound <= 0.1
 
 
-def test_cli_risk_not_certifiable_says_the_smallest_certifiable_risk_and_writes_nothing(digits_run, tmp_path, capsys):
+def test_cli_risk_not_certifiable_says_the_smallest_certifiable_risk_and_writes_nothing(
+    digits_run, tmp_path, capsys
+):
     import re
 
     out = tmp_path / "m.onnx"
     assert export_mod.main([str(digits_run), "--out", str(out), "--target-risk", "0.0001"]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(err) == 1 and err[0].startswith("error: no threshold certifies a selective error <= 0.0001"), err
+    assert len(err) == 1 and err[0].startswith("error: no threshold certifies a selective error <= 0.0001"), (
+        err
+    )
     assert not out.exists() and _no_leftovers(tmp_path) == []
     smallest = re.search(r"smallest certifiable risk is ([0-9.]+)", err[0]).group(1)
     assert export_mod.main([str(digits_run), "--out", str(out), "--target-risk", smallest]) == 0
@@ -262,7 +295,10 @@ def test_cli_risk_not_certifiable_says_the_smallest_certifiable_risk_and_writes_
 
 def test_cli_delta_without_target_risk_is_an_error(digits_run, capsys):
     assert export_mod.main([str(digits_run), "--delta", "0.1"]) == 2
-    assert capsys.readouterr().err.strip() == "error: --delta and --candidates only apply with --target-risk ALPHA"
+    assert (
+        capsys.readouterr().err.strip()
+        == "error: --delta and --candidates only apply with --target-risk ALPHA"
+    )
 
 
 def test_artifact_without_the_acceptance_fields_still_loads(digits_artifact, tmp_path):
@@ -284,7 +320,12 @@ def test_cli_several_target_risks_choose_on_the_selection_part(digits_run, tmp_p
     from training.selective_risk import choose_alpha
 
     out = tmp_path / "m.onnx"
-    assert export_mod.main([str(digits_run), "--out", str(out), "--target-risk", "0.05,0.1,0.2", "--delta", "0.1"]) == 0
+    assert (
+        export_mod.main(
+            [str(digits_run), "--out", str(out), "--target-risk", "0.05,0.1,0.2", "--delta", "0.1"]
+        )
+        == 0
+    )
     a = read_metadata(out)[0]["acceptance"]
     assert a["alpha_candidates"] == [0.05, 0.1, 0.2]
     assert a["alpha"] == choose_alpha([0.05, 0.1, 0.2], a["selection_smallest_certifiable_risk"])

@@ -70,4 +70,5 @@ def test_edge_cases_do_not_crash():
     assert np.isnan(one_class["nc1"])
     assert fit_peaks(np.array([1.0])).separation == 0.0
     assert same_encoding_fraction(sign_codes(z[:0]), pred[:0], 10) != same_encoding_fraction(
-        sign_codes(z[:0]), pred[:0], 10)  # NaN for an empty split
+        sign_codes(z[:0]), pred[:0], 10
+    )  # NaN for an empty split

@@ -16,9 +16,21 @@ REPO = Path(__file__).resolve().parents[2]
 def test_gpu_check_runs_and_reports_what_it_skipped(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "gpu_check.py"), "--out", str(tmp_path), "--dataset", "digits",
-         "--seconds", "0.05", "--no-ort-swap"],
-        env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(REPO / "scripts" / "gpu_check.py"),
+            "--out",
+            str(tmp_path),
+            "--dataset",
+            "digits",
+            "--seconds",
+            "0.05",
+            "--no-ort-swap",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text())

@@ -17,8 +17,14 @@ from training.imagefolder import FolderDataError, load_image_folder, parse_image
 CLASSES = ("zebra", "apple", "moth")  # written unsorted: the class order is the sorted folder names
 
 
-def write_folder(root: Path, per_class: int = 10, size: tuple[int, int] = (12, 10), mode: str = "L",
-                 fmt: str = "png", classes=CLASSES) -> Path:
+def write_folder(
+    root: Path,
+    per_class: int = 10,
+    size: tuple[int, int] = (12, 10),
+    mode: str = "L",
+    fmt: str = "png",
+    classes=CLASSES,
+) -> Path:
     """``root/<class>/<i>.<fmt>``: class k has a bright band at rows 3k..3k+2 on noise (learnable, deterministic)."""
     rng = np.random.default_rng(0)
     h, w = size
@@ -148,8 +154,23 @@ def test_resolved_config_records_the_split(tmp_path):
     """A short real training run on a folder: config.json records how the folder was split and the resolved width."""
     root = write_folder(tmp_path / "imgs", per_class=12)
     out = tmp_path / "run"
-    assert cli.main(["--dataset", "folder", "--data-dir", str(root), "--backbone", "mlp", "--epochs", "2",
-                     "--out", str(out), "--quiet", "--threads", "1"]) in (0, 1)
+    assert cli.main(
+        [
+            "--dataset",
+            "folder",
+            "--data-dir",
+            str(root),
+            "--backbone",
+            "mlp",
+            "--epochs",
+            "2",
+            "--out",
+            str(out),
+            "--quiet",
+            "--threads",
+            "1",
+        ]
+    ) in (0, 1)
     config = json.loads((out / "config.json").read_text())
     assert config["data"]["layout"] == "one folder, stratified test split"
     assert config["data"]["counts"]["test"] == {"apple": 2, "moth": 2, "zebra": 2}

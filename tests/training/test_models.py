@@ -12,8 +12,15 @@ SHAPES = {"mlp": (1, 8, 8), "cnn": (1, 28, 28), "resnet18": (3, 32, 32)}
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_forward_returns_logits_and_latent(backbone, variant):
     shape = SHAPES[backbone]
-    cfg = ModelConfig(backbone=backbone, variant=variant, num_classes=10, latent_dim=8, input_shape=shape,
-                      mean=[0.5] * shape[0], std=[0.25] * shape[0])
+    cfg = ModelConfig(
+        backbone=backbone,
+        variant=variant,
+        num_classes=10,
+        latent_dim=8,
+        input_shape=shape,
+        mean=[0.5] * shape[0],
+        std=[0.25] * shape[0],
+    )
     model = build_model(cfg).eval()
     logits, z = model(torch.rand(2, *shape))
     assert logits.shape == (2, 10)
@@ -21,7 +28,9 @@ def test_forward_returns_logits_and_latent(backbone, variant):
 
 
 def test_activations_are_silu():
-    model = build_model(ModelConfig(backbone="resnet18", input_shape=(3, 32, 32), mean=[0.5] * 3, std=[0.2] * 3))
+    model = build_model(
+        ModelConfig(backbone="resnet18", input_shape=(3, 32, 32), mean=[0.5] * 3, std=[0.2] * 3)
+    )
     assert not any(isinstance(m, torch.nn.ReLU) for m in model.modules())
     assert any(isinstance(m, torch.nn.SiLU) for m in model.modules())
 

@@ -44,7 +44,10 @@ def test_fashion_mnist_quick_schedule_is_unchanged():
     for row in rows:
         e = row["epoch"]
         assert schedule.value(e, (e + 1) * spe - 1) == pytest.approx(row["gamma"], rel=1e-12)
-        assert cfg.lr * lr_factor(cfg, e) == pytest.approx(row["lr"], rel=1e-12) and row["head_lr"] == cfg.head_lr
+        assert (
+            cfg.lr * lr_factor(cfg, e) == pytest.approx(row["lr"], rel=1e-12)
+            and row["head_lr"] == cfg.head_lr
+        )
 
 
 def test_every_recorded_run_resolves_to_itself():
@@ -66,7 +69,9 @@ def test_small_dataset_trains_more_steps_with_a_lower_cap():
     assert small.gamma_cap == pytest.approx(100 * 20 / 273)
     assert resolve_schedule(small, 1294) == small  # a resolved config (config.json) resolves to itself
     ramp = gamma_schedule(small, 11)
-    assert ramp.value(0, round(0.5 * 273 * 11)) == pytest.approx(small.gamma_cap)  # reached half-way, as before
+    assert ramp.value(0, round(0.5 * 273 * 11)) == pytest.approx(
+        small.gamma_cap
+    )  # reached half-way, as before
     tiny = resolve_schedule(cfg, 40)
     assert tiny.epochs == 3000 and tiny.gamma_cap == pytest.approx(100 * 20 / 3000)
     exact = make_config("quick", dataset="digits", epochs=5)  # an explicit epoch count is trained exactly
@@ -82,8 +87,13 @@ def test_collapse_verdict():
     history = [{"epoch": 0, "val_acc": 0.5}, {"epoch": 1, "val_acc": 0.89}, {"epoch": 2, "val_acc": 0.12}]
     assert collapse_verdict(_metrics(10, 0.88), history, "bin_enc") is None
     line = collapse_verdict(_metrics(1, 0.12), history, "bin_enc")
-    assert line.startswith("the run collapsed: 1 distinct class codes for 10 classes; validation accuracy 0.1200 far "
-                           "below its peak 0.8900 (epoch 2") and "\n" not in line
+    assert (
+        line.startswith(
+            "the run collapsed: 1 distinct class codes for 10 classes; validation accuracy 0.1200 far "
+            "below its peak 0.8900 (epoch 2"
+        )
+        and "\n" not in line
+    )
     assert "distinct" in collapse_verdict(_metrics(9, 0.85), history, "bin_enc")
     assert collapse_verdict(_metrics(9, 0.85), history, "no_pen") is None  # codes count for bin_enc only
     # half of what was learnt above chance: 0.1 + 0.5 * (0.89 - 0.1) = 0.495
@@ -94,12 +104,30 @@ def test_collapse_verdict():
 def test_collapsing_run_exits_1_keeps_the_run_and_export_refuses_it(tmp_path, capsys):
     """The README's digits command at exactly the quick profile's 20 epochs (240 steps, cap 100) collapses."""
     out = tmp_path / "collapsed"
-    code = cli.main(["--dataset", "digits", "--backbone", "mlp", "--epochs", "20", "--out", str(out), "--quiet",
-                     "--threads", "1", "--export"])
+    code = cli.main(
+        [
+            "--dataset",
+            "digits",
+            "--backbone",
+            "mlp",
+            "--epochs",
+            "20",
+            "--out",
+            str(out),
+            "--quiet",
+            "--threads",
+            "1",
+            "--export",
+        ]
+    )
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert code == 1, captured
-    assert len(lines) == 1 and lines[0].startswith("error: the run collapsed: ") and "distinct class codes" in lines[0]
+    assert (
+        len(lines) == 1
+        and lines[0].startswith("error: the run collapsed: ")
+        and "distinct class codes" in lines[0]
+    )
     assert (out / "checkpoint.pt").is_file() and not (out / "model.onnx").exists()  # kept, not exported
     assert json.loads((out / "metrics.json").read_text())["collapse"] == lines[0].removeprefix("error: ")
     assert export_cli.main([str(out)]) == 2
@@ -133,8 +161,11 @@ def test_readme_digits_example_exports_a_good_model(tmp_path, monkeypatch, capsy
 
 def _parser_calls(tree: ast.AST):
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in (
-                "ArgumentParser", "add_parser"):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("ArgumentParser", "add_parser")
+        ):
             yield node
 
 
@@ -143,8 +174,10 @@ def test_every_command_line_refuses_abbreviations(capsys):
     for folder in ("training", "serving", "robustness", "scripts", "research"):
         for path in sorted((REPO / folder).rglob("*.py")):
             for call in _parser_calls(ast.parse(path.read_text())):
-                ok = any(k.arg == "allow_abbrev" and isinstance(k.value, ast.Constant) and k.value.value is False
-                         for k in call.keywords)
+                ok = any(
+                    k.arg == "allow_abbrev" and isinstance(k.value, ast.Constant) and k.value.value is False
+                    for k in call.keywords
+                )
                 if not ok:
                     missing.append(f"{path.relative_to(REPO)}:{call.lineno}")
     assert not missing, f"argparse without allow_abbrev=False: {missing}"
@@ -163,7 +196,10 @@ def test_a_run_that_fails_before_its_first_epoch_leaves_no_directory(tmp_path, c
     kept.mkdir()
     (kept / "notes.txt").write_text("the user's")
     assert cli.main(["--dataset", "mnist", "--out", str(kept), "--quiet"]) == 2
-    assert {p.name for p in kept.iterdir()} <= {"notes.txt", ".writer.lock"}  # a folder it did not create: kept
+    assert {p.name for p in kept.iterdir()} <= {
+        "notes.txt",
+        ".writer.lock",
+    }  # a folder it did not create: kept
 
 
 def test_the_bench_finds_a_small_dataset_run_by_the_config_that_asked_for_it(tmp_path):

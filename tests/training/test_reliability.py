@@ -17,8 +17,14 @@ from training.reliability import (
 )
 
 
-def synthetic(codes: np.ndarray, low: np.ndarray, high: np.ndarray, n_per_class: int = 300, noise: float = 0.03,
-              seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def synthetic(
+    codes: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+    n_per_class: int = 300,
+    noise: float = 0.03,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
     """Latents sitting at the vertices ``where(code, high, low)`` plus Gaussian noise; labels = class index."""
     rng = np.random.default_rng(seed)
     centres = np.where(codes > 0, high, low)
@@ -129,18 +135,26 @@ def cube() -> VertexGeometry:
 
 def test_score_definitions(cube):
     midpoint, half_edge = cube.midpoint, cube.half_edge
-    u = np.array([[-1.0, -1.0, -1.0],    # on vertex of class 0
-                  [0.5, 1.0, -1.0],      # near class 1 (nearest vertex = class 1)
-                  [1.0, 1.0, 1.0],       # unoccupied vertex 111
-                  [-0.9, -1.2, -0.7]])   # near class 0 but predicted as class 2
+    u = np.array(
+        [
+            [-1.0, -1.0, -1.0],  # on vertex of class 0
+            [0.5, 1.0, -1.0],  # near class 1 (nearest vertex = class 1)
+            [1.0, 1.0, 1.0],  # unoccupied vertex 111
+            [-0.9, -1.2, -0.7],
+        ]
+    )  # near class 0 but predicted as class 2
     z = (u * half_edge + midpoint).astype(np.float32)
     pred = np.array([0, 1, 1, 2])
     out = cube.score(z, logits_for(pred, 3))
     np.testing.assert_array_equal(out["nearest_vertex_class"], [0, 1, -1, 0])
     s = np.where(u > 0, 1, -1)
-    np.testing.assert_allclose(out["dist_nearest_vertex"], np.sqrt(((u - s) ** 2).mean(1)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        out["dist_nearest_vertex"], np.sqrt(((u - s) ** 2).mean(1)), rtol=1e-5, atol=1e-6
+    )
     v = cube.codes[pred]
-    np.testing.assert_allclose(out["dist_predicted_vertex"], np.sqrt(((u - v) ** 2).mean(1)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        out["dist_predicted_vertex"], np.sqrt(((u - v) ** 2).mean(1)), rtol=1e-5, atol=1e-6
+    )
     np.testing.assert_allclose(out["reliability"], np.exp(-out["dist_predicted_vertex"]), rtol=1e-6)
     assert out["reliability"][0] == pytest.approx(1.0)
     assert all(v.dtype == np.float32 for k, v in out.items() if k != "nearest_vertex_class")

@@ -22,14 +22,25 @@ def geometry() -> VertexGeometry:
     centres = codes + 0.1 * rng.standard_normal(codes.shape)
     m = rng.standard_normal((4, 4))
     whiten = np.linalg.cholesky(np.linalg.inv(m @ m.T / 4 + 0.05 * np.eye(4)))
-    return VertexGeometry(np.array([-2.0, -1.0, 0.0, 3.0]), np.array([2.0, 3.0, 1.0, 3.5]), codes,
-                          ["a", "b", "c"], None, centres, whiten)
+    return VertexGeometry(
+        np.array([-2.0, -1.0, 0.0, 3.0]),
+        np.array([2.0, 3.0, 1.0, 3.5]),
+        codes,
+        ["a", "b", "c"],
+        None,
+        centres,
+        whiten,
+    )
 
 
 def _inputs(geo: VertexGeometry, n: int = 400, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    u = np.concatenate([geo.codes[rng.integers(0, 3, n // 2)] + 0.3 * rng.standard_normal((n // 2, 4)),
-                        3 * rng.standard_normal((n - n // 2, 4))])
+    u = np.concatenate(
+        [
+            geo.codes[rng.integers(0, 3, n // 2)] + 0.3 * rng.standard_normal((n // 2, 4)),
+            3 * rng.standard_normal((n - n // 2, 4)),
+        ]
+    )
     z = (u * geo.half_edge + geo.midpoint).astype(np.float32)
     return z, (3 * rng.standard_normal((n, 3))).astype(np.float32)
 
@@ -66,12 +77,15 @@ def test_attack_entry_points_agree_with_forward(geometry):
     for score in (VertexScore(geometry), SoftmaxScore()):
         out = score(logits, z)
         pred = logits.argmax(1)
-        torch.testing.assert_close(score.neg_log_reliability_to(logits, z, pred), -torch.log(out.reliability),
-                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            score.neg_log_reliability_to(logits, z, pred), -torch.log(out.reliability), rtol=1e-5, atol=1e-5
+        )
         th = float(out.reliability.median())
         assert torch.equal(score.accepted(logits, z, th), out.reliability >= th)
     vertex = VertexScore(geometry)
-    torch.testing.assert_close(vertex.dist_class_centre_to(z, logits.argmax(1)), vertex(logits, z).dist_class_centre)
+    torch.testing.assert_close(
+        vertex.dist_class_centre_to(z, logits.argmax(1)), vertex(logits, z).dist_class_centre
+    )
 
 
 def test_neg_log_reliability_is_differentiable_and_stable(geometry):

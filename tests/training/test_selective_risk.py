@@ -85,7 +85,8 @@ def test_certified_threshold_is_the_last_of_the_unbroken_run():
     assert np.all(cert.bounds[cert.start : cert.index + 1] <= ALPHA)
     assert cert.index == len(cert.grid) - 1 or cert.bounds[cert.index + 1] > ALPHA
     assert cert.bounds[cert.index] == pytest.approx(
-        float(clopper_pearson_upper(cert.n_wrong[cert.index], cert.n_accepted[cert.index], DELTA)))
+        float(clopper_pearson_upper(cert.n_wrong[cert.index], cert.n_accepted[cert.index], DELTA))
+    )
 
 
 def test_below_the_smallest_certifiable_risk_nothing_is_certified_and_at_it_something_is():
@@ -104,8 +105,10 @@ def test_guarantee_holds_over_many_calibration_draws_and_a_broken_bound_fails_th
     """P(R(tau_hat) > ALPHA) <= DELTA over the calibration draw; the empirical risk used as the bound breaks it."""
     rate, coverage = violation_rate(clopper_pearson_upper)
     broken, broken_coverage = violation_rate(empirical_risk)
-    print(f"violation rate {rate:.3f} (coverage {coverage:.3f}); empirical risk as the bound: {broken:.3f} "
-          f"(coverage {broken_coverage:.3f}); delta {DELTA} + slack {SLACK:.3f}")
+    print(
+        f"violation rate {rate:.3f} (coverage {coverage:.3f}); empirical risk as the bound: {broken:.3f} "
+        f"(coverage {broken_coverage:.3f}); delta {DELTA} + slack {SLACK:.3f}"
+    )
     assert rate <= DELTA + SLACK, f"violation rate {rate:.3f} > delta {DELTA} + slack {SLACK:.3f}"
     assert coverage > 0.55  # not vacuous: the oracle threshold (R = ALPHA) accepts 71%
     assert broken > DELTA + SLACK, f"the broken bound passed: violation rate {broken:.3f}"

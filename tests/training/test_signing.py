@@ -19,8 +19,11 @@ REPO = Path(__file__).resolve().parents[2]
 CHECKSUM = "sha256:" + "ab" * 32
 # The record serving.signing.sign_model wrote for this key and checksum before signing moved to training: the
 # format (context string, algorithm, key id, base64) is unchanged, so models signed before still verify.
-RECORD = {"algorithm": "ed25519", "key_id": "56475aa75463474c",
-          "signature": "nUYlfb4OiOXMsT2B/qivilrK4rJVd/DgNikOzuUt6K5ddJxzlgVD3IzODMoQSE+7pSTOwoi3rWtJp6QZiQi+DQ=="}
+RECORD = {
+    "algorithm": "ed25519",
+    "key_id": "56475aa75463474c",
+    "signature": "nUYlfb4OiOXMsT2B/qivilrK4rJVd/DgNikOzuUt6K5ddJxzlgVD3IzODMoQSE+7pSTOwoi3rWtJp6QZiQi+DQ==",
+}
 
 
 def _model_with_checksum() -> onnx.ModelProto:
@@ -39,20 +42,47 @@ def test_signature_format_is_unchanged_and_verifies():
 
 
 def test_serving_ships_only_the_verifier(tmp_path):
-    assert not any(hasattr(serving.signing, name) for name in ("generate_keypair", "sign_model", "sign_file",
-                                                               "load_private_key", "Ed25519PrivateKey"))
-    done = subprocess.run([sys.executable, "-m", "serving.signing", "keygen", "--out", str(tmp_path / "k")],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert not any(
+        hasattr(serving.signing, name)
+        for name in ("generate_keypair", "sign_model", "sign_file", "load_private_key", "Ed25519PrivateKey")
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "serving.signing", "keygen", "--out", str(tmp_path / "k")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and "invalid choice: 'keygen'" in done.stderr
     assert not (tmp_path / "k").exists()
 
 
 def test_sign_command_user_errors_are_one_line(tmp_path):
     private, _ = generate_keypair(tmp_path / "k")
-    missing = subprocess.run([sys.executable, "-m", "training.signing", "sign", str(tmp_path / "none.onnx"), "--key",
-                              str(private)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    missing = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training.signing",
+            "sign",
+            str(tmp_path / "none.onnx"),
+            "--key",
+            str(private),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert missing.returncode == 2
-    assert missing.stderr.startswith("error: no artifact at") and len(missing.stderr.strip().splitlines()) == 1
-    bad = subprocess.run([sys.executable, "-m", "training.signing", "keygen", "--out", str(tmp_path / "k")],
-                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert (
+        missing.stderr.startswith("error: no artifact at") and len(missing.stderr.strip().splitlines()) == 1
+    )
+    bad = subprocess.run(
+        [sys.executable, "-m", "training.signing", "keygen", "--out", str(tmp_path / "k")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "refusing to overwrite a private key" in bad.stderr

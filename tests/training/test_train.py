@@ -46,7 +46,9 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, digits)
     train(cfg, tmp_path / "split", data=digits, stop_after_epoch=1, progress=False)
     assert not (tmp_path / "split" / "metrics.json").exists()
     resumed = train(cfg, tmp_path / "split", resume=True, data=digits, progress=False)
-    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+    for (name, a), b in zip(
+        full.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
+    ):
         assert torch.equal(a, b), name
     rows = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(r)["epoch"] for r in rows] == [0, 1, 2, 3]

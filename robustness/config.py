@@ -11,7 +11,7 @@ from typing import Literal, get_args
 from robustness.adaptive import AdaptiveBudget
 from robustness.adversarial import AdversarialPlan
 from robustness.attacks import ALL_ATTACKS, REGISTRY, AttackBudget
-from robustness.ood import ALL_SETS
+from robustness.ood_sets import ALL_SETS
 from training.models import VARIANTS
 
 # --profile: the training profile of the runs (training.config.PROFILES) and the bench's budgets (BENCH_PROFILES)

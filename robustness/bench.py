@@ -35,10 +35,11 @@ import torchattacks
 from tqdm.auto import tqdm
 
 from robustness.aggregate import aggregate, paired_comparisons
-from robustness.config import BenchConfig, build_parser, config_from_args, relative_path
+from robustness.bench_cli import build_parser, config_from_args
+from robustness.config import BenchConfig, relative_path
 from robustness.evaluate import Inputs, evaluate_model
 from robustness.onnx_bench import OnnxModel, evaluate_onnx, onnx_models
-from robustness.ood import make_ood_sets
+from robustness.ood_sets import make_ood_sets
 from robustness.outside import OutsideModel, evaluate_outside, outside_models
 from robustness.paper import paper_comparison
 from robustness.report import write_report

@@ -15,7 +15,8 @@ from robustness.adversarial import evaluate_adversarial
 from robustness.ccat import ccat_figures, validation_features
 from robustness.config import BenchConfig, relative_path
 from robustness.guarantee import realized as realized_guarantee
-from robustness.ood import Features, OODSet, fit_detectors, log_max_softmax
+from robustness.ood import Features, fit_detectors, log_max_softmax
+from robustness.ood_sets import OODSet
 from robustness.paper import paper_deepfool
 from robustness.reject_option import RejectOption, graph_confirm
 from robustness.runs import ModelRun

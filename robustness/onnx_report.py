@@ -17,21 +17,14 @@ def _auroc(d: dict | None) -> str:
     return f"{d['auroc']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
 
 
-def blackbox_section(results: dict) -> list[str]:
-    """Markdown: robustness, reject options and OOD detection of every ``--onnx`` graph."""
-    models = results.get("blackbox") or {}
-    if not models:
-        return []
-    a = results["config"]["adversarial"]
-    hl, h2 = a["headline_linf"], a["headline_l2"]
-    lines = [
-        "## ONNX graphs benched from their outputs alone (black-box upper bounds)",
-        "",
-        "Only the graph's logits were queried (Square: score-based, HopSkipJump: decision-based). A white-box "
-        "attack can only find more adversarials, so every robust figure below is an **upper bound** (≤); it "
-        "is not a measure of robustness comparable with a white-box figure.",
-        "",
+def _rows(head: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table (no blank line after it)."""
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + [
+        "| " + " | ".join(r) + " |" for r in rows
     ]
+
+
+def _robustness_table(models: dict, hl: float, h2: float) -> list[str]:
     head = [
         "graph",
         "test acc %",
@@ -59,9 +52,10 @@ def blackbox_section(results: dict) -> list[str]:
                 "FAILED: " + ", ".join(fails) if fails else "ok",
             ]
         )
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + [
-        "| " + " | ".join(r) + " |" for r in rows
-    ]
+    return _rows(head, rows)
+
+
+def _reject_table(models: dict, hl: float, h2: float) -> list[str]:
     head = [
         "graph",
         "reject option",
@@ -84,10 +78,9 @@ def blackbox_section(results: dict) -> list[str]:
         for lbl, e in models.items()
         for opt, r in e["reject"].items()
     ]
-    lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + [
-        "| " + " | ".join(r) + " |" for r in rows
-    ]
-    lines += [
+    return [
+        "",
+        *_rows(head, rows),
         "",
         "*Robust & accepted*: correctly classified and no attack found an input in the ε-ball that is "
         "misclassified AND accepted (Square targeted at every wrong class; HopSkipJump from an accepted point "
@@ -96,20 +89,35 @@ def blackbox_section(results: dict) -> list[str]:
         "threshold.",
         "",
     ]
+
+
+def _ood_table(results: dict, models: dict) -> list[str]:
     found = {s for e in models.values() for s in e["ood"]}
     sets = [s for s in results.get("ood_sets", {}) if s in found] + sorted(
         found - set(results.get("ood_sets", {}))
     )
-    head = ["graph", "detector", *sets]
     rows = [
         [lbl, det, *(_auroc(e["ood"].get(s, {}).get(det)) for s in sets)]
         for lbl, e in models.items()
         for det in e["reject"]
     ]
-    lines += [
-        "OOD AUROC [95% bootstrap CI] from the logits:",
+    return ["OOD AUROC [95% bootstrap CI] from the logits:", "", *_rows(["graph", "detector", *sets], rows)]
+
+
+def blackbox_section(results: dict) -> list[str]:
+    """Markdown: robustness, reject options and OOD detection of every ``--onnx`` graph."""
+    models = results.get("blackbox") or {}
+    if not models:
+        return []
+    a = results["config"]["adversarial"]
+    hl, h2 = a["headline_linf"], a["headline_l2"]
+    lines = [
+        "## ONNX graphs benched from their outputs alone (black-box upper bounds)",
         "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
-    ] + ["| " + " | ".join(r) + " |" for r in rows]
+        "Only the graph's logits were queried (Square: score-based, HopSkipJump: decision-based). A white-box "
+        "attack can only find more adversarials, so every robust figure below is an **upper bound** (≤); it "
+        "is not a measure of robustness comparable with a white-box figure.",
+        "",
+    ]
+    lines += _robustness_table(models, hl, h2) + _reject_table(models, hl, h2) + _ood_table(results, models)
     return [*lines, ""]

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from robustness import detection_metrics as M
-from robustness import ood
+from robustness import ood, ood_sets
 from robustness.selection import (
     SHIFT_TOLERANCE,
     candidate_scores,
@@ -81,7 +81,7 @@ class Evaluated:
 def evaluate_run(
     run_dir: Path,
     data: DatasetSplits,
-    sets: list[ood.OODSet],
+    sets: list[ood_sets.OODSet],
     id_idx: np.ndarray,
     fit_idx: np.ndarray,
     args: argparse.Namespace,
@@ -265,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--ood-sets",
         default="mnist",
         help=f"comma-separated OOD sets (default mnist) of: "
-        f"{', '.join(ood.ALL_SETS)}; a named set that cannot be built is an error",
+        f"{', '.join(ood_sets.ALL_SETS)}; a named set that cannot be built is an error",
     )
     p.add_argument("--ood-data-dir", help="MNIST IDX directory for the mnist set (default: data/mnist)")
     p.add_argument("--n-id", type=int, help="ID test points (default: the whole test split)")
@@ -303,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _, cfg, ckpt = load_run(args.run_dir)
         data = load_run_data(cfg)
-        sets, skipped = ood.make_ood_sets(
+        sets, skipped = ood_sets.make_ood_sets(
             data.name,
             data.test.images,
             data.input_shape,
@@ -313,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             tuple(s for s in args.ood_sets.split(",") if s),
         )
         if skipped:
-            raise ood.OODSetError("; ".join(f"OOD set {s.name!r} skipped: {s.reason}" for s in skipped))
+            raise ood_sets.OODSetError("; ".join(f"OOD set {s.name!r} skipped: {s.reason}" for s in skipped))
         id_idx, fit_idx = ood.evaluation_points(
             len(data.test), len(data.train), args.n_id, args.n_fit, args.seed
         )
@@ -324,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs = [evaluate_run(args.run_dir, data, sets, id_idx, fit_idx, args)]
         if args.baseline:
             runs.append(evaluate_run(args.baseline, data, sets, id_idx, fit_idx, args))
-    except (FileNotFoundError, DatasetNotFoundError, ood.OODSetError) as err:
+    except (FileNotFoundError, DatasetNotFoundError, ood_sets.OODSetError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     labels = data.test.labels[id_idx]

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from robustness import detection_metrics as M
-from robustness.ood import Features, MaxSoftmaxDetector, log_max_softmax, make_ood_sets
+from robustness.ood import Features, MaxSoftmaxDetector, log_max_softmax
+from robustness.ood_sets import make_ood_sets
 from training.checkpoint import load_run
 from training.data import load_run_data
 from training.inference import forward_batches

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from robustness import bench, compare, runs
-from robustness.config import build_parser, config_from_args
+from robustness.bench_cli import build_parser, config_from_args
 from training.config import make_config
 
 

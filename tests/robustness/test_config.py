@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from robustness.config import BENCH_PROFILES, build_parser, config_from_args
+from robustness.bench_cli import build_parser, config_from_args
+from robustness.profiles import BENCH_PROFILES
 
 
 def _help(option: str) -> str:

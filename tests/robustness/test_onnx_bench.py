@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from robustness import bench
-from robustness.onnx_bench import DETECTORS, LogitOption, square_all_targets, square_untargeted, wrong_classes
+from robustness.onnx_attacks import LogitOption, square_all_targets, square_untargeted, wrong_classes
+from robustness.onnx_bench import DETECTORS
 from robustness.onnx_model import OnnxModelError, predictor, read_onnx
 
 

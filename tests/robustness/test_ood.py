@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from robustness import ood
+from robustness import ood, ood_sets
 
 
 def _id_images(n=50, shape=(1, 28, 28), seed=0):
@@ -15,8 +15,8 @@ def _id_images(n=50, shape=(1, 28, 28), seed=0):
 def test_ood_sets_have_the_models_shape_and_are_deterministic():
     id_imgs = _id_images()
     names = ("letters", "gaussian", "uniform", "inverted", "flipped", "digits", "mnist")
-    a, skipped_a = ood.make_ood_sets("fashion-mnist", id_imgs, (1, 28, 28), 20, seed=1, names=names)
-    b, _ = ood.make_ood_sets("fashion-mnist", id_imgs, (1, 28, 28), 20, seed=1, names=names)
+    a, skipped_a = ood_sets.make_ood_sets("fashion-mnist", id_imgs, (1, 28, 28), 20, seed=1, names=names)
+    b, _ = ood_sets.make_ood_sets("fashion-mnist", id_imgs, (1, 28, 28), 20, seed=1, names=names)
     assert [s.name for s in a] == list(names) and skipped_a == []
     for s, t in zip(a, b, strict=True):
         assert s.images.shape == (20, 1, 28, 28) and s.images.dtype == np.uint8
@@ -24,26 +24,26 @@ def test_ood_sets_have_the_models_shape_and_are_deterministic():
     letters = a[0].images
     assert letters.max() == 255 and (letters > 0).mean() < 0.5  # white glyph on black
     # A set's points depend on the seed and its name, not on the other sets asked for.
-    alone, _ = ood.make_ood_sets("fashion-mnist", id_imgs, (1, 28, 28), 20, seed=1, names=("mnist",))
+    alone, _ = ood_sets.make_ood_sets("fashion-mnist", id_imgs, (1, 28, 28), 20, seed=1, names=("mnist",))
     np.testing.assert_array_equal(alone[0].images, a[-1].images)
 
 
 def test_unavailable_named_set_is_an_error_and_a_default_one_is_skipped(tmp_path):
     id_imgs = _id_images()
-    with pytest.raises(ood.OODSetError, match=r"'mnist' is not available.*t10k-images"):
-        ood.make_ood_sets(
+    with pytest.raises(ood_sets.OODSetError, match=r"'mnist' is not available.*t10k-images"):
+        ood_sets.make_ood_sets(
             "fashion-mnist", id_imgs, (1, 28, 28), 5, names=("gaussian", "mnist"), mnist_dir=tmp_path
         )
-    sets, skipped = ood.make_ood_sets("fashion-mnist", id_imgs, (1, 28, 28), 5, mnist_dir=tmp_path)
-    assert [s.name for s in sets] == [n for n in ood.ALL_SETS if n != "mnist"]
+    sets, skipped = ood_sets.make_ood_sets("fashion-mnist", id_imgs, (1, 28, 28), 5, mnist_dir=tmp_path)
+    assert [s.name for s in sets] == [n for n in ood_sets.ALL_SETS if n != "mnist"]
     assert [s.name for s in skipped] == ["mnist"] and "not available" in skipped[0].reason
-    with pytest.raises(ood.OODSetError, match="unknown OOD sets"):
-        ood.make_ood_sets("fashion-mnist", id_imgs, (1, 28, 28), 5, names=("cifar",))
+    with pytest.raises(ood_sets.OODSetError, match="unknown OOD sets"):
+        ood_sets.make_ood_sets("fashion-mnist", id_imgs, (1, 28, 28), 5, names=("cifar",))
 
 
 def test_ood_sets_follow_other_input_shapes_and_skip_the_id_source():
     id_imgs = _id_images(30, (3, 8, 8))
-    sets, skipped = ood.make_ood_sets(
+    sets, skipped = ood_sets.make_ood_sets(
         "digits", id_imgs, (3, 8, 8), 10, names=("letters", "gaussian", "digits")
     )
     assert [s.name for s in sets] == ["letters", "gaussian"]
@@ -52,7 +52,7 @@ def test_ood_sets_follow_other_input_shapes_and_skip_the_id_source():
 
 
 def test_letters_fall_back_to_the_builtin_font():
-    imgs, src = ood.letter_images(5, seed=0, fonts=[])
+    imgs, src = ood_sets.letter_images(5, seed=0, fonts=[])
     assert imgs.shape == (5, 28, 28) and "built-in" in src and imgs.max() > 0
 
 
@@ -63,7 +63,7 @@ def test_mnist_set_reads_an_idx_directory(tmp_path):
     data = np.arange(3 * 28 * 28, dtype=np.uint8).reshape(3, 28, 28)
     with gzip.open(tmp_path / "t10k-images-idx3-ubyte.gz", "wb") as f:
         f.write(struct.pack(">HBB", 0, 8, 3) + struct.pack(">III", 3, 28, 28) + data.tobytes())
-    imgs, src = ood.mnist_images(5, tmp_path)
+    imgs, src = ood_sets.mnist_images(5, tmp_path)
     np.testing.assert_array_equal(imgs, data)
     assert "t10k-images" in src
 
@@ -216,7 +216,7 @@ def test_ood_eval_command_is_the_pipeline_and_refuses_a_missing_named_set(
     art = load_artifact(digits_run / "model.onnx")
     model, score = load_run(digits_run)[0], score_from_metadata(art.metadata)
     id_idx, fit_idx = ood.evaluation_points(len(digits_data.test), len(digits_data.train), 150, 400, 0)
-    sets, _ = ood.make_ood_sets(
+    sets, _ = ood_sets.make_ood_sets(
         "digits", digits_data.test.images, digits_data.input_shape, 80, 0, names=("gaussian", "flipped")
     )
     dets = ood.fit_detectors(

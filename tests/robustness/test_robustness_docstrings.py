@@ -6,9 +6,9 @@ import doctest
 
 import pytest
 
-from robustness import api, config
+from robustness import api, bench_cli
 
-MODULES = [api, config]
+MODULES = [api, bench_cli]
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from robustness.config import build_parser as bench_parser
-from robustness.config import config_from_args
+from robustness.bench_cli import build_parser as bench_parser
+from robustness.bench_cli import config_from_args
 from training.cli import build_parser as train_parser
 from training.cli import train_config
 

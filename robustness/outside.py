@@ -23,7 +23,8 @@ from robustness import sanity
 from robustness.config import BenchConfig, relative_path
 from robustness.evaluate import Inputs, measure, served_option
 from robustness.reject_option import RejectOption, graph_confirm
-from serving.artifact import INPUT_NAME, OUTPUT_NAMES, load_artifact
+from serving.artifact import load_artifact
+from serving.artifact_format import INPUT_NAME, OUTPUT_NAMES
 from training.calibration import calibrate_threshold
 from training.config import TrainConfig
 from training.data import load_dataset

@@ -13,7 +13,7 @@ Inference takes one input ``pixels``: datatype FP32, shape [N, C, H, W], values 
 as JSON ``data`` (flat or nested, row-major) or with the *binary tensor data extension* (what
 ``tritonclient.http`` sends by default: ``Inference-Header-Content-Length`` header, then raw little-endian
 bytes; ``parameters.binary_data_size`` per input). Outputs are the artifact's eight outputs, named as in
-:data:`serving.artifact.OUTPUT_NAMES`; a request may list a subset in ``outputs`` and ask for each in binary
+:data:`serving.artifact_format.OUTPUT_NAMES`; a request may list a subset in ``outputs`` and ask for each in binary
 (``parameters.binary_data: true``, or ``parameters.binary_data_output: true`` for all). Errors use the
 service's uniform body ``{"error": {"code", "message"}}`` (the OIP ``error`` member, as an object).
 """
@@ -33,7 +33,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import prometheus
-from .artifact import INPUT_NAME, OUTPUT_NAMES
+from .artifact_format import INPUT_NAME, OUTPUT_NAMES
 from .handlers import Offload, handle_errors, media_type
 from .validation import (
     ApiError,

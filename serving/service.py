@@ -25,7 +25,7 @@ from starlette.responses import Response
 
 from . import prometheus
 from .app import PredictRoutes, create_app, direct_routes
-from .artifact import ArtifactError, read_metadata
+from .artifact_format import ArtifactError, read_metadata
 from .handlers import Offload
 from .images import set_pillow_pixel_cap
 from .limits import BodyReader, WorkLimit

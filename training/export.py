@@ -1,4 +1,4 @@
-"""Export a trained run to one self-contained ``model.onnx`` (the :mod:`serving.artifact` contract).
+"""Export a trained run to one self-contained ``model.onnx`` (the :mod:`serving.artifact_format` contract).
 
 ``python -m training.export runs/NAME [--register] [--target-accept-rate 0.95 | --target-risk ALPHA [--delta DELTA]
 [--candidates K]] [--out PATH]``
@@ -32,15 +32,15 @@ import onnx
 import torch
 from torch import nn
 
-from serving.artifact import (
+from serving.artifact_format import (
     INPUT_NAME,
     OUTPUT_NAMES,
     SCHEMA_VERSION,
-    atomic_write_bytes,
     canonical_json,
     read_metadata,
     sign_metadata,
 )
+from serving.atomic_write import atomic_write_bytes
 from training.calibration import calibrate_threshold, calibration_summary
 from training.checkpoint import CHECKPOINT, load_run
 from training.collapse import refuse_collapsed
@@ -319,7 +319,7 @@ def _metadata(
     acceptance: dict,
     calibration: dict,
 ) -> dict:
-    """The artifact's metadata (:mod:`serving.artifact`'s schema), before it is signed."""
+    """The artifact's metadata (:mod:`serving.artifact_format`'s schema), before it is signed."""
     mc = model.cfg
     geo_md, codebook = geometry.to_metadata() if geometry is not None else (None, {})
     score = {

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import onnx
 
-from serving.artifact import OUTPUT_NAMES, SCHEMA_VERSION, read_metadata
+from serving.artifact_format import OUTPUT_NAMES, SCHEMA_VERSION, read_metadata
 from training.calibration import calibrate_threshold, calibration_summary
 from training.data import DatasetNotFoundError, DatasetSplits, load_dataset
 from training.export import (

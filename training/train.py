@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from serving.artifact import atomic_write_bytes
+from serving.atomic_write import atomic_write_bytes
 from training.adversary import adversarial_examples, robust_accuracy
 from training.augment import apply_shifts, shift_offsets
 from training.checkpoint import CHECKPOINT, atomic_torch_save, load_checkpoint

@@ -8,14 +8,8 @@ import numpy as np
 import onnx
 import pytest
 
-from serving.artifact import (
-    ANNEX_KEY,
-    METADATA_KEY,
-    OUTPUT_NAMES,
-    SCHEMA_VERSION,
-    load_artifact,
-    read_metadata,
-)
+from serving.artifact import load_artifact
+from serving.artifact_format import ANNEX_KEY, METADATA_KEY, OUTPUT_NAMES, SCHEMA_VERSION, read_metadata
 from training import export as export_mod
 from training.checkpoint import load_run
 from training.reliability import VertexGeometry
@@ -303,7 +297,7 @@ def test_cli_delta_without_target_risk_is_an_error(digits_run, capsys):
 
 def test_artifact_without_the_acceptance_fields_still_loads(digits_artifact, tmp_path):
     """Artifacts exported before the risk mode have no ``acceptance`` block: served as accept-rate artifacts."""
-    from serving.artifact import sign_metadata
+    from serving.artifact_format import sign_metadata
 
     md, _ = read_metadata(digits_artifact)
     assert md["acceptance"] == {"mode": "accept_rate", "target_accept_rate": md["target_accept_rate"]}

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from serving.artifact import OUTPUT_NAMES
+from serving.artifact_format import OUTPUT_NAMES
 from training.reliability import MaxSoftmax, VertexGeometry
 from training.score import ScoreOutputs, SoftmaxScore, VertexScore, score_definition, score_module
 

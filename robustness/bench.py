@@ -45,7 +45,7 @@ from robustness.paper import paper_comparison
 from robustness.report import write_report
 from robustness.results import SCHEMA
 from robustness.runs import ModelRun, RunInProgressError, requested_runs
-from serving.artifact import write_annex
+from serving.artifact_format import write_annex
 from training.data import load_run_data
 from training.distributed import (
     SINGLE,

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import binomtest
 
-from serving.artifact import ArtifactError, load_artifact
+from serving.artifact import load_artifact
+from serving.artifact_format import ArtifactError
 from training.data import DatasetNotFoundError, load_dataset
 from training.jsonio import clean_json, write_json_atomic
 

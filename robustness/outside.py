@@ -23,12 +23,13 @@ from robustness import sanity
 from robustness.config import BenchConfig, relative_path
 from robustness.evaluate import Inputs, measure, served_option
 from robustness.reject_option import RejectOption, graph_confirm
-from serving.artifact import INPUT_NAME, OUTPUT_NAMES, load_artifact
+from serving.artifact import load_artifact
+from serving.artifact_format import INPUT_NAME, OUTPUT_NAMES
 from training.calibration import calibrate_threshold
 from training.config import TrainConfig
 from training.data import load_dataset
-from training.export import to_onnx
 from training.inference import forward_batches
+from training.onnx_graph import to_onnx
 from training.outside import FeatureModel, load_outside
 from training.outside_export import POSTHOC_SCORE, describe_layer, export_outside
 from training.posthoc import DETECTOR_SCORES, FeatureScored, fit_detector_score
@@ -82,7 +83,7 @@ def outside_models(cfg: BenchConfig, runs: list) -> list[OutsideModel]:
 
 
 def ort_graph(scored: FeatureScored, input_shape: tuple[int, int, int]):
-    """``scored`` exported to ONNX (the export's :func:`training.export.to_onnx`) as a numpy function."""
+    """``scored`` exported to ONNX (the export's :func:`training.onnx_graph.to_onnx`) as a numpy function."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()

@@ -24,7 +24,8 @@ import torch
 
 from serving.artifact import load_artifact
 from training.checkpoint import load_run
-from training.export import ScoredModel, ensure_artifact
+from training.export import ensure_artifact
+from training.onnx_graph import ScoredModel
 from training.reliability import VertexGeometry
 
 

@@ -40,7 +40,8 @@ import numpy as np
 import onnxruntime as ort
 import psutil
 
-from serving.artifact import INPUT_NAME, OUTPUT_NAMES, load_artifact
+from serving.artifact import load_artifact
+from serving.artifact_format import INPUT_NAME, OUTPUT_NAMES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WRK_SCRIPT = """wrk.method = "POST"

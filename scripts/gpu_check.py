@@ -187,7 +187,7 @@ def torch_engine(run_dir: Path, geometry, device: str):
     import torch
 
     from training.checkpoint import load_run
-    from training.export import ScoredModel
+    from training.onnx_graph import ScoredModel
 
     net = ScoredModel(load_run(run_dir)[0], geometry).eval().to(device)
 

@@ -20,7 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from serving.artifact import SCHEMA_VERSION, atomic_write_bytes, read_metadata
+from serving.artifact_format import SCHEMA_VERSION, read_metadata
+from serving.atomic_write import atomic_write_bytes
 from training.export import export_run, risk_list
 from training.rundir import CONFIG, METRICS
 from training.version import code_version

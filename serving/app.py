@@ -21,10 +21,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .errors import ApiError
 from .handlers import Endpoint, Offload, handle_errors, media_type, require_media_type
 from .images import check_images, decode_images
+from .json_body import parse_json
 from .oip import OipRoutes
-from .validation import ApiError, parse_json, parse_predict, validate_threshold
+from .validation import parse_predict, validate_threshold
 
 PredictorGetter = Callable[[], Any]
 URL_PREFIXES = ("http://", "https://", "ftp://", "file://", "s3://", "gs://", "data:", "www.")

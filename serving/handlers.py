@@ -14,8 +14,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from .errors import ApiError, error_body, oip_error_body
 from .responses import INTERNAL_MESSAGE, STATUS_CODES
-from .validation import ApiError, error_body, oip_error_body
 
 log = logging.getLogger("binenc.serving")
 

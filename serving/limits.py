@@ -14,9 +14,9 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import anyio
 
+from .errors import ApiError
 from .responses import ASGIApp, refuse
 from .settings import HEALTH_PATHS
-from .validation import ApiError
 
 BodyCheck = Callable[[bytes], None]
 

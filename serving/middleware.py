@@ -28,9 +28,9 @@ from typing import Any
 from starlette.requests import Request
 
 from . import prometheus
+from .errors import ApiError
 from .responses import INTERNAL_MESSAGE, ASGIApp, body_for, is_oip, refuse, rewrite, send_json, uniform_code
 from .settings import HEALTH_PATHS
-from .validation import ApiError
 
 log = logging.getLogger("binenc.serving")
 

@@ -13,7 +13,7 @@ Inference takes one input ``pixels``: datatype FP32, shape [N, C, H, W], values 
 as JSON ``data`` (flat or nested, row-major) or with the *binary tensor data extension* (what
 ``tritonclient.http`` sends by default: ``Inference-Header-Content-Length`` header, then raw little-endian
 bytes; ``parameters.binary_data_size`` per input). Outputs are the artifact's eight outputs, named as in
-:data:`serving.artifact.OUTPUT_NAMES`; a request may list a subset in ``outputs`` and ask for each in binary
+:data:`serving.artifact_format.OUTPUT_NAMES`; a request may list a subset in ``outputs`` and ask for each in binary
 (``parameters.binary_data: true``, or ``parameters.binary_data_output: true`` for all). Errors use the
 service's uniform body ``{"error": {"code", "message"}}`` (the OIP ``error`` member, as an object).
 """
@@ -33,17 +33,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import prometheus
-from .artifact import INPUT_NAME, OUTPUT_NAMES
+from .artifact_format import INPUT_NAME, OUTPUT_NAMES
+from .errors import ApiError, bad_request, oip_error_body
 from .handlers import Offload, handle_errors, media_type
-from .validation import (
-    ApiError,
-    bad_request,
-    check_batch_size,
-    oip_error_body,
-    parse_json,
-    to_array,
-    validate_model_tensor,
-)
+from .json_body import parse_json, to_array
+from .validation import check_batch_size, validate_model_tensor
 
 SERVER_NAME = "binenc"
 HEADER_LENGTH = "inference-header-content-length"
@@ -151,6 +145,20 @@ def _flag(params: dict[str, Any], key: str, where: str, default: bool = False) -
 
 
 def _input_tensor(req: dict[str, Any], binary: bytes, p: Any) -> np.ndarray:
+    """The request's one input as the model tensor: its declaration, then its data (binary or JSON), checked."""
+    spec = _input_spec(req)
+    shape = _declared_shape(spec, p)
+    params = _params(spec, f"input {INPUT_NAME!r}")
+    size = params.get("binary_data_size")
+    if size is not None:
+        arr = _binary_data(spec, binary, shape, size)
+    else:
+        arr = _json_data(spec, params, binary, shape)
+    return validate_model_tensor(arr, p.spec, p.limits, f"inputs[0] ({INPUT_NAME})")
+
+
+def _input_spec(req: dict[str, Any]) -> dict[str, Any]:
+    """The one input's declaration: exactly one input named :data:`INPUT_NAME`, known fields, FP32."""
     inputs = req.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise bad_request(
@@ -168,6 +176,11 @@ def _input_tensor(req: dict[str, Any], binary: bytes, p: Any) -> np.ndarray:
         raise bad_request(
             "invalid_dtype", f"input {INPUT_NAME!r}: expected datatype FP32, got {dtype_name!r}"
         )
+    return spec
+
+
+def _declared_shape(spec: dict[str, Any], p: Any) -> list[int]:
+    """The input's declared shape: non-negative integers, the model's N×C×H×W, a batch within the cap."""
     shape = spec.get("shape")
     if not (
         isinstance(shape, list)
@@ -184,44 +197,48 @@ def _input_tensor(req: dict[str, Any], binary: bytes, p: Any) -> np.ndarray:
             "invalid_shape", f"inputs[0] ({INPUT_NAME}): expected {p.spec.describe_model()}, got {got}"
         )
     check_batch_size(shape[0], p.limits, f"inputs[0] ({INPUT_NAME})")
+    return shape
+
+
+def _binary_data(spec: dict[str, Any], binary: bytes, shape: list[int], size: Any) -> np.ndarray:
+    """The tensor sent as raw FP32 bytes after the JSON header (``binary_data_size``)."""
     count = math.prod(shape)
-    params = _params(spec, f"input {INPUT_NAME!r}")
-    size = params.get("binary_data_size")
-    if size is not None:
-        if "data" in spec:
-            raise bad_request("invalid_input", "an input may carry 'data' or binary_data_size, not both")
-        if not isinstance(size, int) or size != len(binary):
-            raise bad_request(
-                "invalid_binary_size",
-                f"binary_data_size {size!r} does not match the {len(binary)} bytes after the header",
-            )
-        if size != count * 4:
-            raise bad_request(
-                "invalid_shape",
-                f"input {INPUT_NAME!r}: shape {shape} needs {count * 4} bytes of FP32, got {size}",
-            )
-        arr = np.frombuffer(binary, dtype="<f4").reshape(shape)
-    else:
-        if binary:
-            raise bad_request("invalid_binary_size", "binary data after the header but no input declares it")
-        data = spec.get("data")
-        if data is None:
-            raise bad_request("missing_field", f"input {INPUT_NAME!r}: missing 'data'")
-        if "binary_data_size" in params:
-            raise bad_request("invalid_input", "an input may carry 'data' or binary_data_size, not both")
-        arr = to_array(data, "inputs[0].data")
-        if arr.ndim != 1:
-            raise bad_request(
-                "invalid_shape",
-                f"input {INPUT_NAME!r}: 'data' must be a flat array (row-major), "
-                f"got {arr.ndim} levels of nesting",
-            )
-        if arr.size != count:
-            raise bad_request(
-                "invalid_shape", f"input {INPUT_NAME!r}: shape {shape} needs {count} values, got {arr.size}"
-            )
-        arr = arr.reshape(shape)  # OIP sends data flattened row-major; 'shape' is authoritative
-    return validate_model_tensor(arr, p.spec, p.limits, f"inputs[0] ({INPUT_NAME})")
+    if "data" in spec:
+        raise bad_request("invalid_input", "an input may carry 'data' or binary_data_size, not both")
+    if not isinstance(size, int) or size != len(binary):
+        raise bad_request(
+            "invalid_binary_size",
+            f"binary_data_size {size!r} does not match the {len(binary)} bytes after the header",
+        )
+    if size != count * 4:
+        raise bad_request(
+            "invalid_shape",
+            f"input {INPUT_NAME!r}: shape {shape} needs {count * 4} bytes of FP32, got {size}",
+        )
+    return np.frombuffer(binary, dtype="<f4").reshape(shape)
+
+
+def _json_data(spec: dict[str, Any], params: dict[str, Any], binary: bytes, shape: list[int]) -> np.ndarray:
+    """The tensor sent as a flat JSON array in ``data`` (row-major; ``shape`` is authoritative)."""
+    count = math.prod(shape)
+    if binary:
+        raise bad_request("invalid_binary_size", "binary data after the header but no input declares it")
+    data = spec.get("data")
+    if data is None:
+        raise bad_request("missing_field", f"input {INPUT_NAME!r}: missing 'data'")
+    if "binary_data_size" in params:
+        raise bad_request("invalid_input", "an input may carry 'data' or binary_data_size, not both")
+    arr = to_array(data, "inputs[0].data")
+    if arr.ndim != 1:
+        raise bad_request(
+            "invalid_shape",
+            f"input {INPUT_NAME!r}: 'data' must be a flat array (row-major), got {arr.ndim} levels of nesting",
+        )
+    if arr.size != count:
+        raise bad_request(
+            "invalid_shape", f"input {INPUT_NAME!r}: shape {shape} needs {count} values, got {arr.size}"
+        )
+    return arr.reshape(shape)  # OIP sends data flattened row-major; 'shape' is authoritative
 
 
 def _requested_outputs(req: dict[str, Any]) -> list[tuple[str, bool]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .artifact import INPUT_NAME, OUTPUT_NAMES
+from .artifact_format import INPUT_NAME, OUTPUT_NAMES
 from .settings import Settings
 
 Schema = dict[str, Any]

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from . import prometheus
-from .artifact import INPUT_NAME, OUTPUT_NAMES, Artifact, load_artifact
+from .artifact import Artifact, load_artifact
+from .artifact_format import INPUT_NAME, OUTPUT_NAMES
 from .images import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_IMAGE_SIDE, ImagePolicy
 from .validation import InputSpec, Limits
 

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .validation import ApiError, error_body, oip_error_body
+from .errors import ApiError, error_body, oip_error_body
 
 Send = Callable[[dict], Awaitable[None]]
 ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]

@@ -25,9 +25,11 @@ from starlette.responses import Response
 
 from . import prometheus
 from .app import PredictRoutes, create_app, direct_routes
-from .artifact import ArtifactError, read_metadata
+from .artifact_format import ArtifactError, read_metadata
+from .errors import ApiError
 from .handlers import Offload
 from .images import set_pillow_pixel_cap
+from .json_body import to_array
 from .limits import BodyReader, WorkLimit
 from .logjson import use_json_logs
 from .middleware import ApiDocs, Authentication, DirectRoutes, RequestMetrics, UniformErrors
@@ -37,7 +39,7 @@ from .responses import QuietRefusals
 from .settings import HEALTH_PATHS, Settings, SettingsError
 from .signing import KeyFileError, load_public_key, verify_artifact, verify_file
 from .ui import UiPage
-from .validation import ApiError, check_batch_body, to_array, validate_model_tensor
+from .validation import check_batch_body, validate_model_tensor
 
 log = logging.getLogger("binenc.serving")
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from .images import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_IMAGE_SIDE
-from .validation import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_JSON_DEPTH, Limits
+from .json_body import DEFAULT_MAX_JSON_DEPTH
+from .validation import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, Limits
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 # Health and metrics probes: open without an API key and never refused for load.

@@ -2,7 +2,7 @@
 corruption. Keys are made and models signed on the training side (:mod:`training.signing`); serving ships only this.
 
 The signature covers the artifact's ``checksum`` (sha256 over the serialised graph and every other signed
-metadata field, :func:`serving.artifact.compute_checksum`); the loader recomputes the checksum from the file
+metadata field, :func:`serving.artifact_format.compute_checksum`); the loader recomputes the checksum from the file
 before the signature is verified, so editing the graph, the threshold or any signed field breaks one or the
 other. It is stored in ``metadata_props["binenc.signature"]`` as JSON ``{"algorithm": "ed25519",
 "key_id": ..., "signature": base64}``; the unsigned annex can still be updated without re-signing.
@@ -29,7 +29,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from .artifact import SIGNATURE_KEY, Artifact, ArtifactError, get_props, read_metadata
+from .artifact import Artifact
+from .artifact_format import SIGNATURE_KEY, ArtifactError, get_props, read_metadata
 
 ALGORITHM = "ed25519"
 CONTEXT = b"binenc-artifact-signature-v1\n"  # signed message = CONTEXT + checksum (training.signing signs it)

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from serving.artifact import atomic_write_bytes
+from serving.atomic_write import atomic_write_bytes
 from training.config import TrainConfig
 from training.models import Classifier, ModelConfig, build_model
 from training.rundir import CHECKPOINT

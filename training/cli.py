@@ -12,9 +12,10 @@ from pathlib import Path
 from training.config import PROFILES, TrainConfig, choices, make_config, with_overrides
 from training.data import DatasetNotFoundError, available_datasets
 from training.distributed import init_distributed, shutdown
+from training.epoch import TrainingDiverged
 from training.models import available_backbones
 from training.rundir import HISTORY, METRICS, RunLockedError
-from training.train import TrainingDiverged, train
+from training.train import train
 
 DEFAULT_PROFILE = "quick"  # the profile a run without --profile or --config trains with
 

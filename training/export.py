@@ -19,227 +19,28 @@ store as ``binenc:<version>`` (the service loads ``binenc:latest``).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import logging
-import math
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-import onnx
 import torch
-from torch import nn
 
-from serving.artifact import (
-    INPUT_NAME,
-    OUTPUT_NAMES,
-    SCHEMA_VERSION,
-    atomic_write_bytes,
-    canonical_json,
-    read_metadata,
-    sign_metadata,
-)
-from training.calibration import calibrate_threshold, calibration_summary
+from serving.artifact_format import canonical_json, read_metadata
+from training.acceptance import check_acceptance_args, choose_threshold
+from training.artifact_writer import ARTIFACT_NAME, artifact_metadata, register_artifact, write_signed
 from training.checkpoint import CHECKPOINT, load_run
 from training.collapse import refuse_collapsed
 from training.data import DatasetNotFoundError, DatasetSplits, load_run_data
-from training.inference import forward_batches
 from training.jsonio import clean_json
-from training.models import Classifier
-from training.parity import ParityError, check_parity, ort_outputs, parity_images, torch_outputs
-from training.reliability import GeometryError, VertexGeometry
+from training.onnx_graph import ScoredModel, checked_graph, fit_score
+from training.parity import ParityError
+from training.reliability import GeometryError
 from training.rundir import read_metrics
-from training.score import score_definition, score_module
-from training.selective_risk import (
-    RiskNotCertifiable,
-    certify,
-    choose_alpha,
-    risk_summary,
-    sequence_start,
-    split_validation,
-)
-from training.signing import sign_model
-from training.version import code_version
 
 log = logging.getLogger(__name__)
 
-ARTIFACT_NAME = "model.onnx"
-BENTO_MODEL_NAME = "binenc"
-OPSET = 18
 
-
-class ScoredModel(nn.Module):
-    """Classifier + score module: ``pixels -> OUTPUT_NAMES`` (what the ONNX graph computes).
-
-    ``model(pixels) -> (logits, z)``; then ``probs = softmax(logits)`` and the outputs of
-    :func:`training.score.score_module` (the vertex score with a geometry, max-softmax without one).
-    """
-
-    def __init__(self, model: Classifier, geometry: VertexGeometry | None):
-        super().__init__()
-        self.model = model
-        self.score = score_module(geometry)
-
-    def forward(self, pixels: torch.Tensor):
-        logits, z = self.model(pixels)
-        return (logits, torch.softmax(logits, dim=1), z, *self.score(logits, z))
-
-
-# --------------------------------------------------------------------------- pieces
-def fit_score(model: Classifier, data: DatasetSplits) -> VertexGeometry | None:
-    """The vertex geometry for ``bin_enc`` (fitted on the training split), ``None`` (max-softmax) otherwise."""
-    if model.cfg.variant != "bin_enc":
-        return None
-    logits, z = forward_batches(model, data.train.images)
-    return VertexGeometry.fit(
-        z, logits.argmax(1), data.train.labels, classes=list(data.classes), num_classes=data.num_classes
-    )
-
-
-def to_onnx(scored: ScoredModel, input_shape: tuple[int, int, int]) -> onnx.ModelProto:
-    """Export with a dynamic batch dimension and every initializer embedded."""
-    scored.eval()
-    example = torch.rand(2, *input_shape)
-    batch = torch.export.Dim("batch", min=1)
-    with torch.no_grad():
-        program = torch.onnx.export(
-            scored,
-            (example,),
-            dynamo=True,
-            input_names=[INPUT_NAME],
-            output_names=list(OUTPUT_NAMES),
-            dynamic_shapes={"pixels": {0: batch}},
-            opset_version=OPSET,
-            optimize=True,
-            verbose=False,
-        )
-    model = program.model_proto
-    # Make sure nothing lives in external data: round-trip through bytes with everything inline.
-    for init in model.graph.initializer:
-        if init.data_location == onnx.TensorProto.EXTERNAL:
-            raise RuntimeError(f"initializer {init.name} was exported as external data; expected it embedded")
-    return model
-
-
-def training_summary(run_dir: Path) -> dict:
-    """The headline numbers of ``metrics.json`` (accuracies, geometry) for the metadata."""
-    m = read_metrics(run_dir)
-    out = {
-        k: m[k] for k in ("train_acc", "val_acc", "test_acc", "bimodal_dims", "all_dims_bimodal") if k in m
-    }
-    for split in ("train", "val", "test"):
-        s = m.get(split)
-        if isinstance(s, dict):
-            out[split] = {
-                k: s[k] for k in ("same_encoding", "distinct_class_codes", "nc1", "sigma_w_rel") if k in s
-            }
-    return clean_json(out)
-
-
-def register_artifact(path: Path, metadata: dict) -> str:
-    """Store ``path`` in the BentoML model store as ``binenc:<version>``; returns the tag."""
-    import shutil
-
-    import bentoml
-
-    labels = {
-        "dataset": metadata["dataset"],
-        "variant": metadata["variant"],
-        "score": metadata["score"]["name"],
-    }
-    meta = {
-        "schema_version": metadata["schema_version"],
-        "name": metadata["name"],
-        "checksum": metadata["checksum"],
-        "threshold": metadata["threshold"],
-        "target_accept_rate": metadata["target_accept_rate"],
-        "acceptance_mode": metadata["acceptance"]["mode"],
-        "classes": metadata["classes"],
-        "input_shape": metadata["input"]["shape"],
-        "backbone": metadata["backbone"],
-        "code_version": metadata["code_version"],
-        "created_at": metadata["created_at"],
-        "artifact": ARTIFACT_NAME,
-    }
-    with bentoml.models.create(BENTO_MODEL_NAME, labels=labels, metadata=meta) as m:
-        shutil.copyfile(path, Path(m.path) / ARTIFACT_NAME)
-    return str(m.tag)
-
-
-def risk_controlled_threshold(
-    val_out: dict[str, np.ndarray],
-    labels: np.ndarray,
-    alpha: float | Sequence[float],
-    delta: float,
-    candidates: int,
-) -> tuple[float, dict, dict]:
-    """``(threshold, acceptance, calibration summary)`` of the most permissive threshold certified at ``alpha``
-    (:func:`training.selective_risk.certify` at ``delta / candidates``); raises :class:`RiskNotCertifiable`.
-    Several ``alpha``: the smallest at or above the selection part's smallest certifiable risk
-    (:func:`training.selective_risk.choose_alpha`; the calibration points play no part in the choice)."""
-    sel, cal = split_validation(len(labels))
-    rel = val_out["reliability"]
-    wrong = val_out["logits"].argmax(1) != labels
-    alphas = sorted(alpha) if isinstance(alpha, Sequence) else [float(alpha)]
-    if len(alphas) > 1:
-        alpha = choose_alpha(alphas, sequence_start(rel[sel], wrong[sel], delta / candidates)[2])
-    else:
-        alpha = alphas[0]
-    cert = certify(rel[sel], wrong[sel], rel[cal], wrong[cal], alpha, delta / candidates)
-    if cert.index is None:
-        smallest = math.ceil(cert.smallest_certifiable * 1e4) / 1e4
-        by = f", Bonferroni over {candidates} candidate models" if candidates > 1 else ""
-        raise RiskNotCertifiable(
-            f"no threshold certifies a selective error <= {alpha:g} with probability >= {1 - delta:g} on "
-            f"{len(cal)} calibration points{by}; the smallest certifiable risk is {smallest:.4f} "
-            f"(pass --target-risk {smallest:.4f} or more)"
-        )
-    acceptance = risk_summary(cert, alpha, delta, candidates, len(sel))
-    if len(alphas) > 1:
-        acceptance["alpha_candidates"] = alphas
-        acceptance["alpha_rule"] = (
-            "the smallest candidate at or above the selection part's smallest certifiable "
-            "risk (chosen without the calibration points)"
-        )
-    calibration = calibration_summary(
-        {k: v[cal] for k, v in val_out.items()}, labels[cal], cert.threshold, split="val (calibration part)"
-    )
-    return cert.threshold, acceptance, calibration
-
-
-def choose_threshold(
-    val_out: dict[str, np.ndarray],
-    labels: np.ndarray,
-    target_accept_rate: float,
-    target_risk: float | Sequence[float] | None,
-    delta: float,
-    candidates: int,
-) -> tuple[float, dict, dict]:
-    """``(threshold, acceptance, calibration summary)`` on the validation outputs of the graph: the threshold
-    accepting ``target_accept_rate`` of them, or with ``target_risk`` :func:`risk_controlled_threshold`'s."""
-    if target_risk is not None:
-        return risk_controlled_threshold(val_out, labels, target_risk, delta, candidates)
-    threshold = calibrate_threshold(val_out["reliability"], target_accept_rate)
-    calibration = calibration_summary(val_out, labels, threshold)
-    calibration["target_accept_rate"] = target_accept_rate
-    return threshold, {"mode": "accept_rate", "target_accept_rate": target_accept_rate}, calibration
-
-
-def _check_acceptance_args(
-    target_accept_rate: float, target_risk: float | Sequence[float] | None, delta: float, candidates: int
-) -> None:
-    if not 0.0 < target_accept_rate < 1.0:
-        raise ValueError(f"target_accept_rate must be in (0, 1), got {target_accept_rate}")
-    risks = list(target_risk) if isinstance(target_risk, Sequence) else [target_risk]
-    if target_risk is not None and not (risks and all(0.0 < a < 1.0 for a in risks) and 0.0 < delta < 1.0):
-        raise ValueError(f"expected --target-risk and --delta in (0, 1), got {target_risk} and {delta}")
-    if not (isinstance(candidates, int) and candidates >= 1):
-        raise ValueError(f"expected --candidates to be a whole number >= 1, got {candidates}")
-
-
-# --------------------------------------------------------------------------- the export
 def export_run(
     run_dir: str | Path,
     out: str | Path | None = None,
@@ -257,22 +58,14 @@ def export_run(
     ``candidates`` models chosen among with the same validation data (:mod:`training.selective_risk`)."""
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else run_dir / ARTIFACT_NAME
-    _check_acceptance_args(target_accept_rate, target_risk, delta, candidates)
+    check_acceptance_args(target_accept_rate, target_risk, delta, candidates)
     model, cfg, ckpt = load_run(run_dir)
     refuse_collapsed(read_metrics(run_dir))
     data = data or load_run_data(cfg)
 
     geometry = fit_score(model, data)
     scored = ScoredModel(model, geometry).eval()
-    proto = to_onnx(scored, model.cfg.input_shape)
-    onnx.checker.check_model(proto, full_check=True)
-    graph_bytes = proto.SerializeToString()
-
-    images, parity_source = parity_images(data)
-    ref = torch_outputs(scored, images)
-    got = ort_outputs(graph_bytes, images)
-    parity = check_parity(ref, got)
-    parity["source"] = parity_source
+    proto, got, parity = checked_graph(scored, model.cfg.input_shape, data)
 
     val_out = {k: v[: len(data.val)] for k, v in got.items()}
     threshold, acceptance, calibration = choose_threshold(
@@ -281,7 +74,7 @@ def export_run(
     calibration["parity"] = clean_json(parity)
 
     classes = list(ckpt.get("classes") or data.classes)
-    metadata = _metadata(
+    metadata = artifact_metadata(
         run_dir,
         model,
         scored,
@@ -307,70 +100,6 @@ def export_run(
     return out
 
 
-def _metadata(
-    run_dir: Path,
-    model: Classifier,
-    scored: ScoredModel,
-    geometry: VertexGeometry | None,
-    classes: list[str],
-    dataset: str,
-    threshold: float,
-    target_accept_rate: float | None,
-    acceptance: dict,
-    calibration: dict,
-) -> dict:
-    """The artifact's metadata (:mod:`serving.artifact`'s schema), before it is signed."""
-    mc = model.cfg
-    geo_md, codebook = geometry.to_metadata() if geometry is not None else (None, {})
-    score = {
-        "name": scored.score.name,
-        "direction": "higher = more reliable",
-        "definition": score_definition(scored.score),
-    }
-    return clean_json(
-        {
-            "schema_version": SCHEMA_VERSION,
-            "name": run_dir.resolve().name,
-            "classes": classes,
-            "input": {
-                "shape": list(mc.input_shape),
-                "layout": "NCHW",
-                "dtype": "float32",
-                "pixel_range": [0, 1],
-                "normalisation": {"mean": list(mc.mean), "std": list(mc.std), "applied_in_graph": True},
-            },
-            "outputs": list(OUTPUT_NAMES),
-            "variant": mc.variant,
-            "dataset": dataset,
-            "backbone": mc.backbone,
-            "latent_dim": int(model.latent_width),
-            "score": score,
-            "threshold": threshold,
-            "target_accept_rate": target_accept_rate,
-            "acceptance": acceptance,
-            "geometry": geo_md,
-            "codebook": codebook,
-            "training_metrics": training_summary(run_dir),
-            "calibration": calibration,
-            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "code_version": code_version(),
-            "opset": OPSET,
-        }
-    )
-
-
-def write_signed(proto: onnx.ModelProto, metadata: dict, out: Path, sign_key: str | Path | None) -> dict:
-    """Embed the signed ``metadata`` (and an Ed25519 signature with ``sign_key``), check that the bytes load back,
-    and write ``out`` atomically; returns the signed metadata."""
-    signed = sign_metadata(proto, metadata)
-    if sign_key is not None:
-        log.info("signed with key id %s", sign_model(proto, sign_key))
-    payload = proto.SerializeToString()
-    _verify_bytes(payload, out)
-    atomic_write_bytes(out, payload)
-    return signed
-
-
 def ensure_artifact(
     run_dir: str | Path, data: DatasetSplits | None = None, reexport: bool = False
 ) -> tuple[Path, bool]:
@@ -381,14 +110,6 @@ def ensure_artifact(
     if not reexport and path.is_file() and ckpt.is_file() and path.stat().st_mtime >= ckpt.stat().st_mtime:
         return path, False
     return export_run(run_dir, path, data=data), True
-
-
-def _verify_bytes(payload: bytes, out: Path) -> None:
-    """The bytes about to be written must load back with a valid checksum (checked in a temp file)."""
-    with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as tmp:
-        p = Path(tmp) / out.name
-        p.write_bytes(payload)
-        read_metadata(p, verify=True)
 
 
 def risk_list(text: str) -> float | list[float]:

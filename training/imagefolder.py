@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from serving.errors import ApiError
 from serving.images import _resize, _to_mode
-from serving.validation import ApiError
 from training.data import DatasetNotFoundError, RawDataset, Split
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")

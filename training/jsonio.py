@@ -2,7 +2,7 @@
 
 Policy (:func:`clean_json`): NaN -> ``null``; +inf / -inf -> the strings ``"inf"`` / ``"-inf"``; numpy scalars and
 arrays -> Python numbers and lists; tuples -> lists; dict keys -> strings. Files are written by
-:func:`serving.artifact.atomic_write_bytes` (temp file in the same directory, fsync, ``os.replace``, mode 0644), so a
+:func:`serving.atomic_write.atomic_write_bytes` (temp file in the same directory, fsync, ``os.replace``, mode 0644), so a
 reader sees the old file or the new one, never a partial one.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.artifact import atomic_write_bytes
+from serving.atomic_write import atomic_write_bytes
 
 
 def clean_json(obj: Any) -> Any:

@@ -21,25 +21,18 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import onnx
-
-from serving.artifact import OUTPUT_NAMES, SCHEMA_VERSION, read_metadata
+from serving.artifact_format import OUTPUT_NAMES, SCHEMA_VERSION, read_metadata
+from training.artifact_writer import ARTIFACT_NAME, register_artifact, write_signed
 from training.calibration import calibrate_threshold, calibration_summary
 from training.data import DatasetNotFoundError, DatasetSplits, load_dataset
-from training.export import (
-    ARTIFACT_NAME,
-    OPSET,
-    cli_setup,
-    register_artifact,
-    to_onnx,
-    write_signed,
-)
+from training.export import cli_setup
 from training.inference import forward_batches
 from training.jsonio import clean_json
+from training.onnx_graph import OPSET, checked_graph
 from training.outside import FeatureModel, OutsideModelError, load_outside
-from training.parity import ParityError, check_parity, ort_outputs, parity_images, torch_outputs
+from training.parity import ParityError
 from training.posthoc import FeatureScored, latent_mahalanobis_geometry
-from training.reliability import GeometryError
+from training.reliability import GeometryError, VertexGeometry
 from training.score import score_module
 from training.version import code_version
 
@@ -83,19 +76,54 @@ def export_outside(
     )
     score = score_module(geometry)
     scored = FeatureScored(model, score).eval()
-    proto = to_onnx(scored, data.input_shape)
-    onnx.checker.check_model(proto, full_check=True)
-    images, parity_source = parity_images(data)
-    parity = check_parity(
-        torch_outputs(scored, images), got := ort_outputs(proto.SerializeToString(), images)
-    )
-    parity["source"] = parity_source
+    proto, got, parity = checked_graph(scored, data.input_shape, data)
     val_out = {k: v[: len(data.val)] for k, v in got.items()}
     threshold = calibrate_threshold(val_out["reliability"], target_accept_rate)
     calibration = calibration_summary(val_out, data.val.labels, threshold)
     calibration.update(target_accept_rate=target_accept_rate, parity=clean_json(parity))
+    metadata = outside_metadata(
+        spec,
+        weights,
+        data,
+        model,
+        int(z.shape[1]),
+        geometry,
+        score.name,
+        threshold,
+        target_accept_rate,
+        calibration,
+    )
+    signed = write_signed(proto, metadata, out, sign_key)
+    log.info(
+        "exported %s (post-hoc %s on the %s, threshold %.6g, val accept %.4f, checksum %s)",
+        out,
+        POSTHOC_SCORE,
+        describe_layer(model),
+        threshold,
+        calibration["accept_rate"],
+        signed["checksum"],
+    )
+    if register:
+        log.info("registered %s in the BentoML model store", register_artifact(out, signed))
+    return out
+
+
+def outside_metadata(
+    spec: str,
+    weights: str | Path,
+    data: DatasetSplits,
+    model: FeatureModel,
+    latent_dim: int,
+    geometry: VertexGeometry,
+    score_name: str,
+    threshold: float,
+    target_accept_rate: float,
+    calibration: dict,
+) -> dict:
+    """The artifact's metadata (:mod:`serving.artifact_format`'s schema) for an outside model, before it is signed:
+    ``variant`` ``outside``, ``score.posthoc`` naming the score and the feature layer."""
     geo_md, codebook = geometry.to_metadata()
-    metadata = clean_json(
+    return clean_json(
         {
             "schema_version": SCHEMA_VERSION,
             "name": f"{Path(str(weights)).stem}",
@@ -111,9 +139,9 @@ def export_outside(
             "variant": "outside",
             "dataset": data.name,
             "backbone": spec,
-            "latent_dim": int(z.shape[1]),
+            "latent_dim": latent_dim,
             "score": {
-                "name": score.name,
+                "name": score_name,
                 "direction": "higher = more reliable",
                 "definition": POSTHOC_DEFINITION,
                 "posthoc": {
@@ -137,19 +165,6 @@ def export_outside(
             "opset": OPSET,
         }
     )
-    signed = write_signed(proto, metadata, out, sign_key)
-    log.info(
-        "exported %s (post-hoc %s on the %s, threshold %.6g, val accept %.4f, checksum %s)",
-        out,
-        POSTHOC_SCORE,
-        describe_layer(model),
-        threshold,
-        calibration["accept_rate"],
-        signed["checksum"],
-    )
-    if register:
-        log.info("registered %s in the BentoML model store", register_artifact(out, signed))
-    return out
 
 
 def build_parser() -> argparse.ArgumentParser:

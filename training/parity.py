@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from serving.artifact import INPUT_NAME, OUTPUT_NAMES
+from serving.artifact_format import INPUT_NAME, OUTPUT_NAMES
 from training.data import DatasetSplits
 from training.inference import to_tensor
 
@@ -30,7 +30,7 @@ class ParityError(RuntimeError):
 
 
 def torch_outputs(scored: nn.Module, images: np.ndarray, batch_size: int = 512) -> dict[str, np.ndarray]:
-    """:data:`~serving.artifact.OUTPUT_NAMES` of the torch module the graph was exported from, for uint8 images."""
+    """:data:`~serving.artifact_format.OUTPUT_NAMES` of the torch module the graph was exported from, for uint8 images."""
     parts: dict[str, list[np.ndarray]] = {n: [] for n in OUTPUT_NAMES}
     with torch.no_grad():
         for i in range(0, len(images), batch_size):

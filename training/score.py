@@ -2,7 +2,7 @@
 
 :class:`VertexScore` (``bin_enc``) and :class:`SoftmaxScore` (the other variants) map ``(logits, z)`` to
 :class:`ScoreOutputs`, in the order of the artifact's outputs after ``probs`` and ``z``
-(:data:`serving.artifact.OUTPUT_NAMES`). The vertex score's definition is :class:`VertexScore`'s docstring and
+(:data:`serving.artifact_format.OUTPUT_NAMES`). The vertex score's definition is :class:`VertexScore`'s docstring and
 nowhere else; :meth:`training.reliability.VertexGeometry.score` is the numpy oracle the tests hold it against.
 """
 
@@ -121,7 +121,7 @@ def score_module(geometry: VertexGeometry | None) -> VertexScore | SoftmaxScore:
 
 
 def score_from_metadata(metadata: dict) -> VertexScore | SoftmaxScore:
-    """The score module of an exported artifact, rebuilt from its metadata (``serving.artifact`` schema)."""
+    """The score module of an exported artifact, rebuilt from its metadata (``serving.artifact_format`` schema)."""
     if metadata["score"]["name"] == VERTEX_SCORE:
         return VertexScore(VertexGeometry.from_metadata(metadata))
     return SoftmaxScore()

@@ -1,7 +1,7 @@
 """Ed25519 key pairs and artifact signatures: the signing side, which stays with training (serving ships only the
 verifier, :mod:`serving.signing`, which also defines the signature's format).
 
-The signature covers the artifact's ``checksum`` (:func:`serving.artifact.compute_checksum`) and is stored in
+The signature covers the artifact's ``checksum`` (:func:`serving.artifact_format.compute_checksum`) and is stored in
 ``metadata_props["binenc.signature"]`` as JSON ``{"algorithm": "ed25519", "key_id": ..., "signature": base64}``.
 
 Commands::
@@ -28,15 +28,15 @@ import onnx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from serving.artifact import (
+from serving.artifact_format import (
     METADATA_KEY,
     SIGNATURE_KEY,
     ArtifactError,
-    atomic_write_bytes,
     get_props,
     read_metadata,
     set_prop,
 )
+from serving.atomic_write import atomic_write_bytes
 from serving.signing import ALGORITHM, CONTEXT, KeyFileError, key_id, read_pem
 
 KEY_NAME = "binenc_ed25519"

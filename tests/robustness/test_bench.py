@@ -156,7 +156,7 @@ def test_tiny_end_to_end_bench_on_digits(
     digits_baseline_artifact,
 ):
     from robustness.results import load_results
-    from serving.artifact import read_metadata
+    from serving.artifact_format import read_metadata
 
     run_dirs = []
     for src in (digits_run, digits_baseline_run):  # copies: the annex must not touch the shared fixtures

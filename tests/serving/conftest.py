@@ -91,7 +91,7 @@ def shipped_with_annex(tmp_path_factory):
     from pathlib import Path
 
     from robustness.bench import annex_summary
-    from serving.artifact import write_annex
+    from serving.artifact_format import write_annex
 
     root = Path(__file__).resolve().parents[2]
     results = json.loads((root / "docs" / "shipped-model-bench" / "results.json").read_text())

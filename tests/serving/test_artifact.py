@@ -1,4 +1,4 @@
-"""serving.artifact: verification at load, provider choice, batching, decisions, annex; never imports torch."""
+"""serving.artifact and serving.artifact_format: verification at load, provider choice, batching, decisions, annex; never imports torch."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from serving import artifact as A
-from serving.artifact import SCHEMA_VERSION, ArtifactError, load_artifact, read_metadata, write_annex
+from serving import artifact_format as F
+from serving.artifact import load_artifact
+from serving.artifact_format import SCHEMA_VERSION, ArtifactError, read_metadata, write_annex
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,12 +27,12 @@ def _copy(src: Path, tmp_path: Path) -> Path:
 
 def _rewrite_metadata(path: Path, edit, resign: bool) -> None:
     model = onnx.load(str(path))
-    md = json.loads({p.key: p.value for p in model.metadata_props}[A.METADATA_KEY])
+    md = json.loads({p.key: p.value for p in model.metadata_props}[F.METADATA_KEY])
     edit(md)
     if resign:
-        A.sign_metadata(model, md)
+        F.sign_metadata(model, md)
     else:
-        A.set_prop(model, A.METADATA_KEY, json.dumps(md))
+        F.set_prop(model, F.METADATA_KEY, json.dumps(md))
     path.write_bytes(model.SerializeToString())
 
 
@@ -43,7 +44,7 @@ def test_load_attributes(digits_artifact):
     assert art.score_name == "vertex_distance"
     assert 0 < art.threshold <= 1 and art.target_accept_rate == 0.95
     assert art.provider == art.session.get_providers()[0] == "CPUExecutionProvider"
-    assert art.annex == {} and art.metadata["checksum"] == A.compute_checksum(
+    assert art.annex == {} and art.metadata["checksum"] == F.compute_checksum(
         onnx.load(str(digits_artifact)), art.metadata
     )
 
@@ -108,12 +109,12 @@ def test_run_batches_and_shapes(digits_artifact):
     x = np.random.default_rng(0).random((70, 1, 8, 8)).astype(np.float32)
     full = art.run(x)
     small = art.run(x, batch_size=16)
-    assert tuple(full) == A.OUTPUT_NAMES
-    for name in A.OUTPUT_NAMES:
+    assert tuple(full) == F.OUTPUT_NAMES
+    for name in F.OUTPUT_NAMES:
         np.testing.assert_allclose(small[name], full[name], atol=1e-6)
     assert full["logits"].shape == (70, 10) and full["z"].shape == (70, 8)
     assert full["reliability"].shape == (70,) and full["nearest_vertex_class"].dtype == np.int64
-    assert {k: v.shape[0] for k, v in art.run(x[:0]).items()} == dict.fromkeys(A.OUTPUT_NAMES, 0)
+    assert {k: v.shape[0] for k, v in art.run(x[:0]).items()} == dict.fromkeys(F.OUTPUT_NAMES, 0)
 
 
 def test_run_rejects_bad_input(digits_artifact):
@@ -191,7 +192,7 @@ def test_repeated_metadata_entry_is_refused(digits_artifact, tmp_path):
     """Two ``binenc`` entries: which one is meant is ambiguous (a reader taking the last one served it)."""
     model = onnx.load(str(digits_artifact))
     entry = model.metadata_props.add()
-    entry.key, entry.value = A.METADATA_KEY, A.get_props(model)[A.METADATA_KEY]
+    entry.key, entry.value = F.METADATA_KEY, F.get_props(model)[F.METADATA_KEY]
     path = tmp_path / "model.onnx"
     onnx.save(model, str(path))
     with pytest.raises(ArtifactError, match=r"holds \['binenc'\] more than once"):

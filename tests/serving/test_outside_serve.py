@@ -9,7 +9,7 @@ import httpx
 import pytest
 from server_util import start_server
 
-from serving.artifact import read_metadata
+from serving.artifact_format import read_metadata
 from training.data import FASHION_MNIST_DIR
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

@@ -24,7 +24,7 @@ def risk_artifact(tmp_path_factory, digits_run, digits_data):
 
 
 def test_model_card_states_mode_alpha_delta_bound_calibration_size_and_coverage(risk_artifact, digits_data):
-    from serving.artifact import read_metadata
+    from serving.artifact_format import read_metadata
 
     md, _ = read_metadata(risk_artifact)
     server = start_server({"BINENC_MODEL_PATH": str(risk_artifact), "BINENC_MODEL_TAG": None})

@@ -7,7 +7,8 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from serving.artifact import OUTPUT_NAMES, load_artifact
+from serving.artifact import load_artifact
+from serving.artifact_format import OUTPUT_NAMES
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from serving.artifact import OUTPUT_NAMES
+from serving.artifact_format import OUTPUT_NAMES
 
 pytestmark = pytest.mark.slow
 MODEL_SHAPE = (1, 8, 8)  # the digits fixture model

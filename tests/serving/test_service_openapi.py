@@ -10,7 +10,7 @@ import httpx
 import pytest
 from conftest import API_KEY
 
-from serving.artifact import OUTPUT_NAMES
+from serving.artifact_format import OUTPUT_NAMES
 
 pytestmark = pytest.mark.slow
 HERE = Path(__file__).resolve().parent

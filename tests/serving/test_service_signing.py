@@ -11,12 +11,12 @@ import onnx
 import pytest
 from server_util import REPO_ROOT, start_server
 
-from serving.artifact import (
+from serving.artifact import load_artifact
+from serving.artifact_format import (
     METADATA_KEY,
     SIGNATURE_KEY,
     ArtifactError,
     get_props,
-    load_artifact,
     sign_metadata,
     write_annex,
 )

@@ -10,7 +10,7 @@ import onnx
 import pytest
 from server_util import start_server
 
-from serving.artifact import METADATA_KEY
+from serving.artifact_format import METADATA_KEY
 
 pytestmark = pytest.mark.slow
 EXIT_WITHIN_S = 60  # seconds from launch to exit on 2 busy cores (the import of BentoML is most of it)

@@ -14,19 +14,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from serving.errors import ApiError
 from serving.images import DecodeCancelled, ImagePolicy, _to_mode, check_images, decode_image, decode_images
+from serving.json_body import parse_json
 from serving.middleware import hash_key, route_template
 from serving.responses import QuietRefusals, rewrite
 from serving.settings import ENV, Settings, SettingsError
-from serving.validation import (
-    ApiError,
-    InputSpec,
-    Limits,
-    parse_json,
-    parse_predict,
-    validate_model_tensor,
-    validate_threshold,
-)
+from serving.validation import InputSpec, Limits, parse_predict, validate_model_tensor, validate_threshold
 
 GRAY = InputSpec(1, 8, 8)
 RGB = InputSpec(3, 4, 4)

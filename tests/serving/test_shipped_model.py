@@ -18,7 +18,8 @@ import pytest
 from PIL import Image
 from server_util import start_server
 
-from serving.artifact import OUTPUT_NAMES, SCHEMA_VERSION, load_artifact, read_metadata
+from serving.artifact import load_artifact
+from serving.artifact_format import OUTPUT_NAMES, SCHEMA_VERSION, read_metadata
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_DIR = ROOT / "models" / "fashion-mnist_bin_enc"
@@ -121,6 +122,8 @@ def test_bento_holds_serving_code_and_shipped_model_and_serves_it(bentoml_home: 
         "models/fashion-mnist_bin_enc/model.onnx",
         "serving/service.py",
         "serving/artifact.py",
+        "serving/artifact_format.py",
+        "serving/atomic_write.py",
         "serving/static/ui.html",
     } <= files
     assert {f.split("/")[0] for f in files} <= {"serving", "models", "bentofile.yaml", "README.md"}, sorted(

@@ -8,15 +8,10 @@ import numpy as np
 import onnx
 import pytest
 
-from serving.artifact import (
-    ANNEX_KEY,
-    METADATA_KEY,
-    OUTPUT_NAMES,
-    SCHEMA_VERSION,
-    load_artifact,
-    read_metadata,
-)
+from serving.artifact import load_artifact
+from serving.artifact_format import ANNEX_KEY, METADATA_KEY, OUTPUT_NAMES, SCHEMA_VERSION, read_metadata
 from training import export as export_mod
+from training import onnx_graph
 from training.checkpoint import load_run
 from training.reliability import VertexGeometry
 from training.score import VertexScore, score_definition
@@ -90,7 +85,7 @@ def test_graph_equals_the_torch_score_module(digits_run, digits_artifact, digits
 
     art = load_artifact(digits_artifact)
     model, _, _ = load_run(digits_run)
-    scored = export_mod.ScoredModel(model, VertexGeometry.from_metadata(art.metadata)).eval()
+    scored = onnx_graph.ScoredModel(model, VertexGeometry.from_metadata(art.metadata)).eval()
     x = digits_data.val.images.astype(np.float32) / 255
     got = art.run(x)
     with torch.no_grad():
@@ -171,21 +166,21 @@ def test_failed_parity_check_leaves_nothing(digits_run, digits_data, tmp_path, m
     def boom(*args, **kwargs):
         raise export_mod.ParityError("simulated parity failure")
 
-    monkeypatch.setattr(export_mod, "check_parity", boom)
+    monkeypatch.setattr(onnx_graph, "check_parity", boom)
     with pytest.raises(export_mod.ParityError, match="simulated"):
         export_mod.export_run(digits_run, tmp_path / "model.onnx", data=digits_data)
     assert _no_leftovers(tmp_path) == []
 
 
 def test_real_parity_mismatch_is_detected(digits_run, digits_data, tmp_path, monkeypatch):
-    real = export_mod.ort_outputs
+    real = onnx_graph.ort_outputs
 
     def skewed(*args, **kwargs):
         out = real(*args, **kwargs)
         out["reliability"] = out["reliability"] * 1.01  # 1%: ten times the relative tolerance
         return out
 
-    monkeypatch.setattr(export_mod, "ort_outputs", skewed)
+    monkeypatch.setattr(onnx_graph, "ort_outputs", skewed)
     with pytest.raises(export_mod.ParityError, match=r"max \|reliability diff\|"):
         export_mod.export_run(digits_run, tmp_path / "model.onnx", data=digits_data)
     assert _no_leftovers(tmp_path) == []
@@ -303,7 +298,7 @@ def test_cli_delta_without_target_risk_is_an_error(digits_run, capsys):
 
 def test_artifact_without_the_acceptance_fields_still_loads(digits_artifact, tmp_path):
     """Artifacts exported before the risk mode have no ``acceptance`` block: served as accept-rate artifacts."""
-    from serving.artifact import sign_metadata
+    from serving.artifact_format import sign_metadata
 
     md, _ = read_metadata(digits_artifact)
     assert md["acceptance"] == {"mode": "accept_rate", "target_accept_rate": md["target_accept_rate"]}

@@ -145,7 +145,7 @@ def readme_digits_command() -> str:
 def test_readme_digits_example_exports_a_good_model(tmp_path, monkeypatch, capsys):
     """The README's small-data command, exactly (run from a scratch folder): test accuracy >= 0.90, 10 distinct
     codes, a model.onnx that the service's loader accepts with the class names."""
-    from serving.artifact import read_metadata
+    from serving.artifact_format import read_metadata
 
     argv = shlex.split(readme_digits_command())
     assert argv[:3] == ["python", "-m", "training"]

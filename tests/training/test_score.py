@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from serving.artifact import OUTPUT_NAMES
+from serving.artifact_format import OUTPUT_NAMES
 from training.reliability import MaxSoftmax, VertexGeometry
 from training.score import ScoreOutputs, SoftmaxScore, VertexScore, score_definition, score_module
 
@@ -125,7 +125,7 @@ class _TinyNet(nn.Module):
 def test_onnx_graph_equals_torch_module_and_oracle(geometry):
     import onnxruntime as ort
 
-    from training.export import ScoredModel, to_onnx
+    from training.onnx_graph import ScoredModel, to_onnx
 
     scored = ScoredModel(_TinyNet(), geometry).eval()
     proto = to_onnx(scored, (1, 4, 4))

@@ -11,7 +11,7 @@ import onnx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import serving.signing
-from serving.artifact import METADATA_KEY, SIGNATURE_KEY, get_props, set_prop
+from serving.artifact_format import METADATA_KEY, SIGNATURE_KEY, get_props, set_prop
 from serving.signing import verify_signature
 from training.signing import generate_keypair, sign_model
 

@@ -8,7 +8,8 @@ import torch
 from training.checkpoint import load_run
 from training.config import make_config
 from training.data import load_dataset
-from training.train import TrainingDiverged, train
+from training.epoch import TrainingDiverged
+from training.train import train
 
 
 @pytest.fixture(scope="module")

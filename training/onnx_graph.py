@@ -51,6 +51,9 @@ def fit_score(model: Classifier, data: DatasetSplits) -> VertexGeometry | None:
     )
 
 
+STACK_TRACE_KEY = "pkg.torch.onnx.stack_trace"
+
+
 def to_onnx(scored: nn.Module, input_shape: tuple[int, int, int]) -> onnx.ModelProto:
     """Export with a dynamic batch dimension and every initializer embedded."""
     scored.eval()
@@ -73,6 +76,12 @@ def to_onnx(scored: nn.Module, input_shape: tuple[int, int, int]) -> onnx.ModelP
     for init in model.graph.initializer:
         if init.data_location == onnx.TensorProto.EXTERNAL:
             raise RuntimeError(f"initializer {init.name} was exported as external data; expected it embedded")
+    # The exporter records each node's Python stack trace, i.e. the paths of the source files on the machine that
+    # exported it: an artifact must not carry them (and without them the same code exports the same graph).
+    for node in model.graph.node:
+        keep = [p for p in node.metadata_props if p.key != STACK_TRACE_KEY]
+        del node.metadata_props[:]
+        node.metadata_props.extend(keep)
     return model
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -29,6 +30,15 @@ def _reference(run_dir, metadata, x: np.ndarray) -> tuple[dict, np.ndarray]:
     logits, z = logits.numpy(), z.numpy()
     geo = VertexGeometry.from_metadata(metadata)
     return {"logits": logits, "z": z, **geo.score(z, logits)}, geo.scaled(z)
+
+
+def test_artifact_carries_no_source_paths(digits_artifact):
+    raw = digits_artifact.read_bytes()
+    assert str(Path(__file__).resolve().parents[2]).encode() not in raw
+    model = onnx.load(str(digits_artifact), load_external_data=False)
+    assert not [
+        p for n in model.graph.node for p in n.metadata_props if p.key == "pkg.torch.onnx.stack_trace"
+    ]
 
 
 def test_artifact_is_self_contained_with_dynamic_batch(digits_artifact):

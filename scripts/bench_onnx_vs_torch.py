@@ -4,7 +4,7 @@
 
 (exports ``RUN/model.onnx`` first when it is missing or older than the checkpoint).
 
-Both sides compute the same eight outputs (PyTorch: :class:`training.export.ScoredModel` under
+Both sides compute the same eight outputs (PyTorch: :class:`training.onnx_graph.ScoredModel` under
 ``torch.inference_mode``; ONNX Runtime: ``Artifact.run`` on the exported ``model.onnx``, including its input
 checks and batching) on the same CPU thread budget. Each cell is the median over repeated timed calls after
 warm-up; the columns interleave the two engines so background load affects both alike.

@@ -10,7 +10,8 @@ from robustness.attacks import ALL_ATTACKS, AttackBudget
 # --profile: the training profile of the runs (training.config.PROFILES) and the bench's budgets (BENCH_PROFILES)
 Profile = Literal["quick", "paper"]
 
-# Default: 2 CPU cores, cached models, the whole bench (4 models + the ablation row) within 10 minutes: 100 points
+# Default (aimed at 10 minutes for 4 cached models + the ablation row on 2 CPU cores; measured: 687 s, see
+# docs/robustness.md "Cost"): 100 points
 # for every white-box attack, Square with 1000 queries (5000 in thorough mode), no FAB-T (thorough mode runs it),
 # the AutoAttack components at the headline ε, the adaptive attack from 30 steps x 1 restart (its convergence check
 # doubles steps and restarts on the unbroken points until the figure stops moving).

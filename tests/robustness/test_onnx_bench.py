@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -171,10 +172,13 @@ def test_onnx_bench_on_digits_reports_black_box_upper_bounds(tmp_path, monkeypat
 
 def test_a_run_and_an_onnx_graph_share_one_bench(tmp_path, monkeypatch, digits_run, digits_onnx):
     monkeypatch.chdir(tmp_path)
+    run = shutil.copytree(
+        digits_run, tmp_path / "run"
+    )  # a copy: the bench's annex must not touch the fixture
     rc = bench.main(
         [
             "--run",
-            str(digits_run),
+            str(run),
             "--onnx",
             str(digits_onnx),
             "--attacks",
@@ -203,9 +207,9 @@ def test_a_run_and_an_onnx_graph_share_one_bench(tmp_path, monkeypatch, digits_r
     assert rc in (0, 3)
     res = json.loads(Path("out/results.json").read_text())
     assert list(res["models"]) and list(res["blackbox"]) == ["digits_mlp"]
-    run = next(iter(res["models"].values()))
-    assert res["blackbox"]["digits_mlp"]["n"] == run["adversarial"]["n"]["expensive"]  # the same points
-    assert res["blackbox"]["digits_mlp"]["train_config"]["split_seed"] == run["seed"]
+    entry = next(iter(res["models"].values()))
+    assert res["blackbox"]["digits_mlp"]["n"] == entry["adversarial"]["n"]["expensive"]  # the same points
+    assert res["blackbox"]["digits_mlp"]["train_config"]["split_seed"] == entry["seed"]
     report = Path("out/report.md").read_text()
     assert "## Headline" in report and "black-box upper bounds" in report
 

@@ -158,16 +158,13 @@ def hsj_min_norms(
     (``option=None``) or on the defended decision; it starts from the nearest pool point already fooled."""
     yn = y.numpy()
     out = fn if option is None else (lambda p: option.defended(fn(p)))
-    fooled = [
-        (
-            (pool_logits.argmax(1) != label)
-            if option is None
-            else option.fooled(pool_logits, np.full(len(pool_logits), label))
-        )
-        for label in yn
-    ]
+    pool_pred = pool_logits.argmax(1)
+    pool_accepted = (
+        np.ones(len(pool_logits), bool) if option is None else option.score(pool_logits) >= option.threshold
+    )
+    fooled = (pool_pred[None, :] != yn[:, None]) & pool_accepted[None, :]  # (points, pool): a valid start
     d = torch.cdist(x.flatten(1), pool_x.flatten(1)).numpy()
-    d[~np.stack(fooled)] = np.inf
+    d[~fooled] = np.inf
     has = np.isfinite(d.min(axis=1))
     norms = np.full(len(x), np.inf)
     fmodel = QueryCountingModel(out)

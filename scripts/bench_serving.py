@@ -349,6 +349,17 @@ def ood(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def recorded_path(path) -> str:
+    """``path`` as the report records it: relative to the working directory when under it, else its last two
+    parts (a report holds no machine paths)."""
+    p = Path(path)
+    if not p.is_absolute():
+        return str(p)
+    if p.resolve().is_relative_to(Path.cwd().resolve()):
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    return str(Path(*p.parts[-2:]))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     ap.add_argument("command", choices=("latency", "load", "ood"))
@@ -367,7 +378,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="merge the report into this JSON file")
     args = ap.parse_args(argv)
     report = {"latency": latency, "load": load, "ood": ood}[args.command](args)
-    report = {"model": str(args.model), "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d"), **report}
+    report = {
+        "model": recorded_path(args.model),
+        "cpus": os.cpu_count(),
+        "date": time.strftime("%Y-%m-%d"),
+        **report,
+    }
     if args.out:
         old = json.loads(args.out.read_text()) if args.out.exists() else {}
         old = (
